@@ -1,0 +1,566 @@
+"""Reading and validating ``render.toml`` (the host) and each ``site.toml``.
+
+Every problem in a file is collected and reported at once, each naming the
+file and the key. Sections are frozen dataclasses; each field carries a
+one-line ``doc`` that the README's configuration table must match (a test
+checks it).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+import types
+import typing
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from render import cron
+from render.errors import ConfigError, UsageError
+from render.paths import parse_pattern
+
+HOST_FILE = "render.toml"
+SITE_FILE = "site.toml"
+
+T = TypeVar("T")
+
+
+def _f(default: Any, doc: str) -> Any:
+    """A config field with its default and its one-line documentation."""
+    if isinstance(default, (list, dict)):
+        raise TypeError("use tuples and mappings for config defaults")
+    return field(default=default, metadata={"doc": doc})
+
+
+def _required(doc: str) -> Any:
+    return field(metadata={"doc": doc, "required": True})
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A value that never shows in a repr, a log or a traceback."""
+
+    _value: str
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, kw_only=True)
+class SiteId:
+    owner: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+
+# --- host sections ---------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostSection:
+    sites: str = _f("sites", "folder holding sites/<owner>/<name>/site.toml")
+    state: str = _f(".render", "state folder: ledger, snapshots, builds, local store and mirror")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreConfig:
+    kind: str = _f("local", "'local' (a folder) or 's3' (Cloudflare R2 or any S3-compatible store)")
+    path: str = _f("", "local store folder; default <state>/store")
+    bucket: str = _f("", "s3: bucket name")
+    endpoint_url: str = _f("", "s3: endpoint, e.g. https://<account>.r2.cloudflarestorage.com")
+    region: str = _f("auto", "s3: region ('auto' for R2)")
+    prefix: str = _f("", "s3: key prefix inside the bucket")
+    profile: str = _f("", "s3: named AWS profile for credentials (else the AWS_* variables)")
+    concurrency: int = _f(16, "parallel uploads")
+    multipart_threshold_mb: int = _f(16, "files at least this large upload in parts")
+    gc_grace_hours: float = _f(48.0, "gc never deletes a blob younger than this")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MirrorConfig:
+    path: str = _f("", "local mirror root; default <state>/mirror")
+    keep: int = _f(3, "releases kept per site on the mirror")
+    interval: int = _f(60, "seconds between mirror syncs when polling")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CdnConfig:
+    kind: str = _f("none", "'none' or 'cloudflare'")
+    zone_id: str = _f("", "cloudflare: zone id")
+    token_env: str = _f("CLOUDFLARE_API_TOKEN", "cloudflare: environment variable holding the API token")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleConfig:
+    default: str = _f("0 3 * * *", "cron string (crontab meaning) for sites without their own")
+    jitter: int = _f(600, "seconds of per-site deterministic spread after the cron time")
+    workers: int = _f(1, "builds that run at the same time in the daemon")
+    poll: int = _f(30, "seconds between checks of auto sites' databases")
+    debounce: int = _f(120, "quiet seconds after an edit before an auto rebuild")
+    misfire_grace: int = _f(86400, "seconds a missed run may still start late")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LimitsConfig:
+    workers: int = _f(2, "render processes per site build (1 for small sites)")
+    template_cpu_seconds: int = _f(10, "CPU seconds one page may take to compile and render")
+    template_memory_mb: int = _f(1024, "address space of a render process")
+    page_max_bytes: int = _f(10_000_000, "largest rendered page")
+    query_seconds: float = _f(5.0, "time limit of one tenant query")
+    sql_max_length: int = _f(100_000, "longest tenant SQL statement")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostConfig:
+    """The parsed ``render.toml``; paths are absolute."""
+
+    path: Path
+    root: Path
+    host: HostSection
+    store: StoreConfig
+    mirror: MirrorConfig
+    cdn: CdnConfig
+    schedule: ScheduleConfig
+    limits: LimitsConfig
+
+    @property
+    def sites_dir(self) -> Path:
+        return self.root / self.host.sites
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / self.host.state
+
+    @property
+    def store_path(self) -> Path:
+        return self.root / self.store.path if self.store.path else self.state_dir / "store"
+
+    @property
+    def mirror_path(self) -> Path:
+        return self.root / self.mirror.path if self.mirror.path else self.state_dir / "mirror"
+
+
+# --- site sections ---------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class SiteSection:
+    base_url: str = _required("absolute http(s) URL the site is served at")
+    database: str = _f("site.db", "the tenant's SQLite database, relative to the site folder")
+    templates: str = _f("templates", "Jinja templates folder")
+    static: str = _f("static", "folder copied verbatim into the output")
+    schedule: str = _f("", "cron string (crontab meaning); the host default when empty")
+    timezone: str = _f("UTC", "time zone of the schedule")
+    auto: bool = _f(False, "rebuild automatically after edits to the database")
+    owner: str = _f("", "owner id; default the parent folder's name")
+    name: str = _f("", "site name; default the folder's name")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Route:
+    path: str = _required("URL pattern; {column} is filled from each row")
+    template: str = _required("template to render")
+    query: str = _f("", "SQL; without {placeholders} the rows go to one page (or a paginated list)")
+    paginate: int = _f(0, "rows per page for a list route (0: no pagination)")
+    lastmod: str = _f("", "column holding the page's last-modified date, for the sitemap")
+    index: int = _f(0, "position in site.toml (set by the loader)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RobotsRule:
+    user_agent: str = _f("*", "robots.txt User-agent")
+    allow: tuple[str, ...] = _f((), "paths allowed")
+    disallow: tuple[str, ...] = _f((), "paths disallowed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeoConfig:
+    lang: str = _f("en", "default <html lang>")
+    block_on_errors: bool = _f(True, "SEO lint errors block the publish")
+    robots: tuple[RobotsRule, ...] = _f((), "[[seo.robots]] groups; default: allow everything")
+    rules: Mapping[str, str] = field(
+        default_factory=dict,
+        metadata={"doc": "per-rule severity overrides: 'error', 'warning' or 'off'"},
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LighthouseConfig:
+    enabled: bool = _f(True, "run Lighthouse and the no-JavaScript read before publishing")
+    chromium: str = _f("", "Chromium binary; default $RENDER_CHROMIUM or /usr/bin/chromium")
+    pages_per_route: int = _f(1, "pages audited per route (plus the home page)")
+    runs: int = _f(1, "runs per page; the median is kept")
+    parallel: int = _f(2, "audits at the same time")
+    timeout: int = _f(120, "seconds one audit may take before it is killed")
+    form_factor: str = _f("mobile", "'mobile' or 'desktop'")
+    block: bool = _f(False, "a score under budget blocks the publish (else a warning)")
+    budgets: Mapping[str, float] = field(
+        default_factory=dict,
+        metadata={"doc": "minimum score per category, e.g. seo = 1.0"},
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SiteConfig:
+    """The parsed ``site.toml`` of one site; paths are absolute."""
+
+    id: SiteId
+    root: Path
+    path: Path
+    site: SiteSection
+    queries: Mapping[str, str]
+    routes: tuple[Route, ...]
+    seo: SeoConfig
+    lighthouse: LighthouseConfig
+
+    @property
+    def base_url(self) -> str:
+        return self.site.base_url.rstrip("/")
+
+    @property
+    def database(self) -> Path:
+        return self.root / self.site.database
+
+    @property
+    def templates(self) -> Path:
+        return self.root / self.site.templates
+
+    @property
+    def static(self) -> Path:
+        return self.root / self.site.static
+
+
+# --- parsing ---------------------------------------------------------------
+
+
+class _Problems:
+    def __init__(self, file: Path, base: Path) -> None:
+        try:
+            self.name = str(file.relative_to(base))
+        except ValueError:
+            self.name = str(file)
+        self.items: list[str] = []
+
+    def add(self, where: str, message: str) -> None:
+        self.items.append(f"{self.name}: {where}: {message}" if where else f"{self.name}: {message}")
+
+
+def _type_name(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+def _convert(value: object, hint: Any, where: str, problems: _Problems) -> object:
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        problems.add(where, f"expected a boolean, got {_type_name(value)}")
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 0:
+                problems.add(where, f"must not be negative, got {value}")
+            return value
+        problems.add(where, f"expected an integer, got {_type_name(value)}")
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value < 0:
+                problems.add(where, f"must not be negative, got {value}")
+            return float(value)
+        problems.add(where, f"expected a number, got {_type_name(value)}")
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+        problems.add(where, f"expected a string, got {_type_name(value)}")
+    elif origin is tuple:
+        (item,) = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        if not isinstance(value, list):
+            problems.add(where, f"expected an array, got {_type_name(value)}")
+            return ()
+        return tuple(_convert(v, item, f"{where}[{i}]", problems) for i, v in enumerate(value))
+    elif origin is Mapping:
+        _, item = typing.get_args(hint)
+        if not isinstance(value, dict):
+            problems.add(where, f"expected a table, got {_type_name(value)}")
+            return {}
+        return types.MappingProxyType(
+            {k: _convert(v, item, f"{where}.{k}", problems) for k, v in value.items()}
+        )
+    elif isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
+        return _parse_table(value, hint, where, problems)
+    else:  # pragma: no cover - a new field type without a converter is a bug
+        raise TypeError(f"no converter for {hint!r}")
+    return None
+
+
+def _parse_table(data: object, cls: type[T], where: str, problems: _Problems) -> T:
+    if not isinstance(data, dict):
+        problems.add(where, f"expected a table, got {_type_name(data)}")
+        data = {}
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, object] = {}
+    prefix = f"{where}." if where else ""
+    for key, value in data.items():
+        if key not in known or key == "index":
+            close = difflib.get_close_matches(key, [k for k in known if k != "index"], n=1)
+            suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.add("", f"unknown key '{prefix}{key}'{suggestion}")
+            continue
+        converted = _convert(value, hints[key], f"{prefix}{key}", problems)
+        if converted is not None:
+            values[key] = converted
+    for name, f in known.items():
+        if f.metadata.get("required") and name not in values and name not in data:
+            problems.add("", f"missing required key '{prefix}{name}'")
+    try:
+        return cls(**values)
+    except TypeError:
+        # required keys missing (already reported): build with placeholders
+        for name, f in known.items():
+            if name not in values and f.default is MISSING and f.default_factory is MISSING:
+                values[name] = ""
+        return cls(**values)
+
+
+def _read_toml(path: Path, base: Path, error_cls: type[ConfigError] = ConfigError) -> dict[str, Any]:
+    problems = _Problems(path, base)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        problems.add("", "file not found")
+    except tomllib.TOMLDecodeError as exc:
+        problems.add("", f"invalid TOML: {exc}")
+    except OSError as exc:
+        problems.add("", f"cannot read: {exc.strerror}")
+    raise error_cls(problems.items)
+
+
+def _pop_table(data: dict[str, Any], key: str) -> Any:
+    return data.pop(key, {})
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``--config``, else ``$RENDER_CONFIG``, else ``./render.toml``."""
+    chosen = explicit or os.environ.get("RENDER_CONFIG") or HOST_FILE
+    return Path(chosen).absolute()
+
+
+def load_host(path: str | os.PathLike[str] | None = None) -> HostConfig:
+    """Read and validate ``render.toml``; raise one ``ConfigError`` with every problem."""
+    file = config_path(path)
+    if not file.exists():
+        raise ConfigError(
+            f"{file}: file not found",
+            hint="run 'render init --demo' to create a host here, or pass --config PATH",
+        )
+    data = _read_toml(file, file.parent)
+    problems = _Problems(file, file.parent)
+    sections: dict[str, Any] = {}
+    for key, cls in (
+        ("host", HostSection),
+        ("store", StoreConfig),
+        ("mirror", MirrorConfig),
+        ("cdn", CdnConfig),
+        ("schedule", ScheduleConfig),
+        ("limits", LimitsConfig),
+    ):
+        sections[key] = _parse_table(_pop_table(data, key), cls, key, problems)
+    for key in data:
+        close = difflib.get_close_matches(key, list(sections), n=1)
+        suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+        problems.add("", f"unknown key '{key}'{suggestion}")
+    store: StoreConfig = sections["store"]
+    if store.kind not in ("local", "s3"):
+        problems.add("store.kind", f"expected 'local' or 's3', got {store.kind!r}")
+    if store.kind == "s3" and not store.bucket:
+        problems.add("store.bucket", "required when store.kind = 's3'")
+    if store.concurrency < 1:
+        problems.add("store.concurrency", "must be at least 1")
+    if sections["cdn"].kind not in ("none", "cloudflare"):
+        problems.add("cdn.kind", f"expected 'none' or 'cloudflare', got {sections['cdn'].kind!r}")
+    sched: ScheduleConfig = sections["schedule"]
+    if (why := cron.problem(sched.default)) is not None:
+        problems.add("schedule.default", why)
+    if sched.workers < 1:
+        problems.add("schedule.workers", "must be at least 1")
+    limits: LimitsConfig = sections["limits"]
+    if limits.workers < 1:
+        problems.add("limits.workers", "must be at least 1")
+    if problems.items:
+        raise ConfigError(problems.items)
+    return HostConfig(path=file, root=file.parent, **sections)
+
+
+def site_dirs(host: HostConfig) -> list[Path]:
+    """Every ``sites/<owner>/<name>`` folder that holds a ``site.toml``, sorted."""
+    if not host.sites_dir.is_dir():
+        return []
+    return sorted(p.parent for p in host.sites_dir.glob(f"*/*/{SITE_FILE}"))
+
+
+def load_site(folder: Path, *, host: HostConfig) -> SiteConfig:
+    """Read and validate one ``site.toml``; raise one ``ConfigError`` with every problem."""
+    file = folder / SITE_FILE
+    default_id = f"{folder.parent.name}/{folder.name}"
+    try:
+        data = _read_toml(file, host.root)
+    except ConfigError as exc:
+        raise exc.with_site(default_id) from None
+    problems = _Problems(file, host.root)
+    site = _parse_table(_pop_table(data, "site"), SiteSection, "site", problems)
+    raw_queries = _pop_table(data, "queries")
+    queries: dict[str, str] = {}
+    if not isinstance(raw_queries, dict):
+        problems.add("queries", f"expected a table, got {_type_name(raw_queries)}")
+    else:
+        for name, sql in raw_queries.items():
+            if not isinstance(sql, str):
+                problems.add(f"queries.{name}", f"expected a string, got {_type_name(sql)}")
+            elif not name.isidentifier():
+                problems.add(f"queries.{name}", "a query name must be an identifier")
+            else:
+                queries[name] = sql
+    raw_routes = data.pop("routes", [])
+    routes: list[Route] = []
+    if not isinstance(raw_routes, list):
+        problems.add("routes", "expected an array of tables ([[routes]])")
+        raw_routes = []
+    for i, raw in enumerate(raw_routes):
+        where = f"routes[{i}]"
+        if isinstance(raw, dict) and "index" in raw:
+            problems.add(where, "unknown key 'index'")
+            raw = {k: v for k, v in raw.items() if k != "index"}
+        route = _parse_table(raw, Route, where, problems)
+        route = Route(**{**{f.name: getattr(route, f.name) for f in fields(Route)}, "index": i})
+        _check_route(route, where, problems)
+        routes.append(route)
+    seo = _parse_table(_pop_table(data, "seo"), SeoConfig, "seo", problems)
+    lighthouse = _parse_table(_pop_table(data, "lighthouse"), LighthouseConfig, "lighthouse", problems)
+    for key in data:
+        known = ["site", "queries", "routes", "seo", "lighthouse"]
+        close = difflib.get_close_matches(key, known, n=1)
+        suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+        problems.add("", f"unknown key '{key}'{suggestion}")
+    _check_site(site, folder, problems)
+    _check_seo(seo, problems)
+    _check_lighthouse(lighthouse, problems)
+    site_id = SiteId(owner=site.owner or folder.parent.name, name=site.name or folder.name)
+    if problems.items:
+        raise ConfigError(problems.items, site=str(site_id))
+    return SiteConfig(
+        id=site_id,
+        root=folder.resolve(),
+        path=file,
+        site=site,
+        queries=types.MappingProxyType(queries),
+        routes=tuple(routes),
+        seo=seo,
+        lighthouse=lighthouse,
+    )
+
+
+def _check_site(site: SiteSection, folder: Path, problems: _Problems) -> None:
+    if site.base_url:
+        parts = urlsplit(site.base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            problems.add("site.base_url", f"must be an absolute http(s) URL, got {site.base_url!r}")
+    root = folder.resolve()
+    for key in ("database", "templates", "static"):
+        value = getattr(site, key)
+        target = (root / value).resolve()
+        if Path(value).is_absolute() or not target.is_relative_to(root):
+            problems.add(f"site.{key}", f"must stay inside the site folder, got {value!r}")
+    if site.schedule and (why := cron.problem(site.schedule)) is not None:
+        problems.add("site.schedule", why)
+    try:
+        zoneinfo.ZoneInfo(site.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        problems.add("site.timezone", f"unknown time zone {site.timezone!r}")
+
+
+def _check_route(route: Route, where: str, problems: _Problems) -> None:
+    if route.path:
+        try:
+            pattern = parse_pattern(route.path)
+        except ValueError as exc:
+            problems.add(f"{where}.path", str(exc))
+            return
+        if pattern.placeholders and not route.query:
+            problems.add(f"{where}.query", f"required: path {route.path!r} has placeholders")
+        if pattern.placeholders and route.paginate:
+            problems.add(f"{where}.paginate", "a path with {placeholders} cannot be paginated")
+        if route.paginate and pattern.is_file:
+            problems.add(f"{where}.paginate", "a file path cannot be paginated")
+    if route.template and (route.template.startswith("/") or ".." in route.template.split("/")):
+        problems.add(f"{where}.template", f"must be a path inside the templates folder, got {route.template!r}")
+
+
+def _check_seo(seo: SeoConfig, problems: _Problems) -> None:
+    for rule, level in seo.rules.items():
+        if level not in ("error", "warning", "off"):
+            problems.add(f"seo.rules.{rule}", f"expected 'error', 'warning' or 'off', got {level!r}")
+
+
+def _check_lighthouse(lh: LighthouseConfig, problems: _Problems) -> None:
+    if lh.form_factor not in ("mobile", "desktop"):
+        problems.add("lighthouse.form_factor", f"expected 'mobile' or 'desktop', got {lh.form_factor!r}")
+    if lh.runs < 1:
+        problems.add("lighthouse.runs", "must be at least 1")
+    if lh.parallel < 1:
+        problems.add("lighthouse.parallel", "must be at least 1")
+    known = ("performance", "accessibility", "best-practices", "seo")
+    for category, score in lh.budgets.items():
+        if category not in known:
+            close = difflib.get_close_matches(category, known, n=1)
+            suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.add(f"lighthouse.budgets.{category}", f"unknown category{suggestion}")
+        elif not 0 <= score <= 1:
+            problems.add(f"lighthouse.budgets.{category}", f"must be between 0 and 1, got {score}")
+
+
+def find_site(host: HostConfig, name: str) -> Path:
+    """The folder of ``owner/name``, or of ``name`` where it is unique."""
+    dirs = site_dirs(host)
+    if "/" in name:
+        owner, _, site = name.partition("/")
+        folder = host.sites_dir / owner / site
+        if (folder / SITE_FILE).is_file() and folder in dirs:
+            return folder
+        raise UsageError(f"no site {name!r} under {host.sites_dir}", hint="'render status' lists the sites")
+    matches = [d for d in dirs if d.name == name]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise UsageError(f"no site {name!r} under {host.sites_dir}", hint="'render status' lists the sites")
+    owners = ", ".join(f"{d.parent.name}/{d.name}" for d in matches)
+    raise UsageError(f"site name {name!r} is ambiguous: {owners}", hint="use owner/name")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """``{key: doc}`` for a config section, for the README table test."""
+    return {f.name: f.metadata["doc"] for f in fields(cls) if "doc" in f.metadata and f.name != "index"}

@@ -1,0 +1,262 @@
+"""The host's own SQLite: sites, builds, versions, check results, timings.
+
+One file, ``<state>/ledger.sqlite``. Every table is keyed by ``(owner, site)``
+so a dashboard can chart any site over time. Writes are short transactions;
+WAL mode lets ``render status`` read while a build writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+create table if not exists sites (
+    owner text not null, site text not null,
+    live_version text,
+    last_input_hash text,
+    primary key (owner, site)
+);
+create table if not exists runs (
+    id integer primary key,
+    owner text not null, site text not null,
+    reason text not null,          -- force, nightly, schedule, auto, catch-up, build
+    started real not null, finished real,
+    outcome text,                  -- published, unchanged, skipped, failed, failed_check, ...
+    stage text, message text,
+    pages integer, rendered integer, reused integer,
+    version text,
+    timings text                   -- json {stage: seconds}
+);
+create index if not exists runs_site on runs (owner, site, started);
+create table if not exists versions (
+    owner text not null, site text not null, version text not null,
+    parent text, created text not null,
+    files integer not null, bytes integer not null,
+    new_blobs integer not null, new_bytes integer not null,
+    seconds real,
+    live integer not null default 0,
+    primary key (owner, site, version)
+);
+create table if not exists seo_findings (
+    run_id integer not null, owner text not null, site text not null,
+    rule text not null, level text not null, path text not null, message text not null
+);
+create index if not exists seo_site on seo_findings (owner, site, run_id);
+create table if not exists lighthouse_scores (
+    run_id integer not null, owner text not null, site text not null,
+    path text not null, measured_version text,
+    performance real, accessibility real, best_practices real, seo real,
+    metrics text                   -- json: lcp, cls, tbt, fcp, speed_index
+);
+create index if not exists lighthouse_site on lighthouse_scores (owner, site, run_id);
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRow:
+    id: int
+    owner: str
+    site: str
+    reason: str
+    started: float
+    finished: float | None
+    outcome: str | None
+    stage: str | None
+    message: str | None
+    pages: int | None
+    rendered: int | None
+    reused: int | None
+    version: str | None
+
+
+class Ledger:
+    """A connection to the ledger; use as a context manager or call ``close``."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("pragma journal_mode=wal")
+        self._db.execute("pragma busy_timeout=30000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("begin immediate")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("rollback")
+            raise
+        self._db.execute("commit")
+
+    # --- sites ---------------------------------------------------------------
+
+    def ensure_site(self, owner: str, site: str) -> None:
+        self._db.execute("insert or ignore into sites (owner, site) values (?, ?)", (owner, site))
+
+    def last_input_hash(self, owner: str, site: str) -> str | None:
+        row = self._db.execute(
+            "select last_input_hash from sites where owner=? and site=?", (owner, site)
+        ).fetchone()
+        return row[0] if row else None
+
+    def set_input_hash(self, owner: str, site: str, value: str | None) -> None:
+        self.ensure_site(owner, site)
+        self._db.execute(
+            "update sites set last_input_hash=? where owner=? and site=?", (value, owner, site)
+        )
+
+    # --- runs ----------------------------------------------------------------
+
+    def start_run(self, owner: str, site: str, *, reason: str) -> int:
+        self.ensure_site(owner, site)
+        cur = self._db.execute(
+            "insert into runs (owner, site, reason, started) values (?, ?, ?, ?)",
+            (owner, site, reason, time.time()),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def finish_run(
+        self,
+        run_id: int,
+        *,
+        outcome: str,
+        stage: str | None = None,
+        message: str | None = None,
+        pages: int | None = None,
+        rendered: int | None = None,
+        reused: int | None = None,
+        version: str | None = None,
+        timings: Mapping[str, float] | None = None,
+    ) -> None:
+        self._db.execute(
+            "update runs set finished=?, outcome=?, stage=?, message=?, pages=?, rendered=?,"
+            " reused=?, version=?, timings=? where id=?",
+            (
+                time.time(), outcome, stage, message, pages, rendered, reused, version,
+                json.dumps(dict(timings or {}), sort_keys=True), run_id,
+            ),
+        )  # fmt: skip
+
+    def last_run(self, owner: str, site: str) -> RunRow | None:
+        row = self._db.execute(
+            "select id, owner, site, reason, started, finished, outcome, stage, message, pages,"
+            " rendered, reused, version from runs where owner=? and site=? and finished is not null"
+            " order by id desc limit 1",
+            (owner, site),
+        ).fetchone()
+        return RunRow(**dict(row)) if row else None
+
+    def runs(self, owner: str, site: str, *, limit: int = 20) -> list[RunRow]:
+        rows = self._db.execute(
+            "select id, owner, site, reason, started, finished, outcome, stage, message, pages,"
+            " rendered, reused, version from runs where owner=? and site=? order by id desc limit ?",
+            (owner, site, limit),
+        ).fetchall()
+        return [RunRow(**dict(r)) for r in rows]
+
+    # --- versions ------------------------------------------------------------
+
+    def record_version(
+        self,
+        owner: str,
+        site: str,
+        *,
+        version: str,
+        parent: str | None,
+        created: str,
+        files: int,
+        bytes: int,  # noqa: A002 - the column's name
+        new_blobs: int,
+        new_bytes: int,
+        seconds: float,
+        live: bool,
+    ) -> None:
+        with self.transaction() as db:
+            db.execute("insert or ignore into sites (owner, site) values (?, ?)", (owner, site))
+            db.execute(
+                "insert or replace into versions (owner, site, version, parent, created, files,"
+                " bytes, new_blobs, new_bytes, seconds, live) values (?,?,?,?,?,?,?,?,?,?,?)",
+                (owner, site, version, parent, created, files, bytes, new_blobs, new_bytes, seconds, 0),
+            )
+            if live:
+                self._set_live(db, owner, site, version)
+
+    def set_live(self, owner: str, site: str, version: str | None) -> None:
+        with self.transaction() as db:
+            self._set_live(db, owner, site, version)
+
+    @staticmethod
+    def _set_live(db: sqlite3.Connection, owner: str, site: str, version: str | None) -> None:
+        db.execute("update versions set live=0 where owner=? and site=? and live=1", (owner, site))
+        if version is not None:
+            db.execute(
+                "update versions set live=1 where owner=? and site=? and version=?",
+                (owner, site, version),
+            )
+        db.execute("insert or ignore into sites (owner, site) values (?, ?)", (owner, site))
+        db.execute("update sites set live_version=? where owner=? and site=?", (version, owner, site))
+
+    def live_version(self, owner: str, site: str) -> str | None:
+        row = self._db.execute(
+            "select live_version from sites where owner=? and site=?", (owner, site)
+        ).fetchone()
+        return row[0] if row else None
+
+    def versions(self, owner: str, site: str) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "select * from versions where owner=? and site=? order by version desc", (owner, site)
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    # --- check results -------------------------------------------------------
+
+    def record_seo(self, run_id: int, owner: str, site: str, findings: list[Mapping[str, str]]) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "insert into seo_findings (run_id, owner, site, rule, level, path, message)"
+                " values (?,?,?,?,?,?,?)",
+                [(run_id, owner, site, f["rule"], f["level"], f["path"], f["message"]) for f in findings],
+            )
+
+    def record_lighthouse(
+        self, run_id: int, owner: str, site: str, audits: list[Mapping[str, Any]]
+    ) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "insert into lighthouse_scores (run_id, owner, site, path, measured_version,"
+                " performance, accessibility, best_practices, seo, metrics)"
+                " values (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        run_id, owner, site, a["path"], a.get("measured_version"),
+                        a["scores"].get("performance"), a["scores"].get("accessibility"),
+                        a["scores"].get("best-practices"), a["scores"].get("seo"),
+                        json.dumps(a.get("metrics", {}), sort_keys=True),
+                    )
+                    for a in audits
+                ],
+            )  # fmt: skip
+
+
+def open_ledger(state_dir: Path) -> Ledger:
+    return Ledger(state_dir / "ledger.sqlite")

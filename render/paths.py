@@ -1,0 +1,147 @@
+"""Route patterns and row values -> safe relative output paths.
+
+Everything that turns data into a file name goes through here. A value from a
+tenant's database is untrusted: it may hold ``..``, a slash, a NUL, control
+characters, or characters that only become one of those after Unicode
+normalization (full-width ``．．／`` is ``../`` under NFKC). Such a value is an
+error naming the route and the row; it never becomes a path outside the build.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from render.errors import PathError
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_MAX_COMPONENT_BYTES = 255
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoutePattern:
+    """A parsed route ``path`` such as ``/posts/{slug}/``."""
+
+    raw: str
+    placeholders: tuple[str, ...]
+
+    @property
+    def is_file(self) -> bool:
+        """True when the pattern ends in a file name (``/feed.xml``)."""
+        return is_file_url(self.raw)
+
+    def fill(self, values: dict[str, object], *, where: str) -> str:
+        """Fill ``{column}`` from ``values`` and return the checked URL path."""
+
+        def one(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in values:
+                raise PathError(
+                    f"{where}: path {self.raw!r} uses {{{name}}} but the row has no column {name!r}",
+                    hint=f"add {name!r} to the route's query, or change the path",
+                )
+            return check_segment(values[name], where=where, column=name)
+
+        return _PLACEHOLDER.sub(one, self.raw)
+
+
+def parse_pattern(raw: str) -> RoutePattern:
+    """Check a route path from ``site.toml``; raises ``ValueError`` with the reason."""
+    if not raw.startswith("/"):
+        raise ValueError(f"must start with '/', got {raw!r}")
+    if "\\" in raw or "\x00" in raw or any(unicodedata.category(c) == "Cc" for c in raw):
+        raise ValueError(f"contains a backslash or a control character: {raw!r}")
+    literal = _PLACEHOLDER.sub("x", raw)
+    if "{" in literal or "}" in literal:
+        raise ValueError(f"has an unclosed or invalid {{placeholder}}: {raw!r}")
+    for part in literal.split("/"):
+        if part in (".", ".."):
+            raise ValueError(f"contains {part!r}: {raw!r}")
+    if "//" in raw:
+        raise ValueError(f"contains an empty segment: {raw!r}")
+    return RoutePattern(raw=raw, placeholders=tuple(_PLACEHOLDER.findall(raw)))
+
+
+def check_segment(value: object, *, where: str, column: str) -> str:
+    """Return ``value`` as one safe, NFC-normalized path segment, or raise."""
+    if value is None:
+        raise PathError(f"{where}: column {column!r} is NULL; a path segment cannot be empty")
+    if isinstance(value, bytes):
+        raise PathError(f"{where}: column {column!r} is a blob; a path segment must be text")
+    text = value if isinstance(value, str) else str(value)
+    problem = _segment_problem(text)
+    if problem is None:
+        problem = _segment_problem(unicodedata.normalize("NFKC", text))
+        if problem is not None:
+            problem += " after Unicode normalization"
+    if problem is not None:
+        raise PathError(
+            f"{where}: column {column!r} value {text!r} {problem}",
+            hint="fix the row, or filter it out in the route's query",
+        )
+    text = unicodedata.normalize("NFC", text)
+    if len(text.encode("utf-8")) > _MAX_COMPONENT_BYTES:
+        raise PathError(
+            f"{where}: column {column!r} value is {len(text.encode('utf-8'))} bytes; "
+            f"a path component may be at most {_MAX_COMPONENT_BYTES}"
+        )
+    return text
+
+
+def _segment_problem(text: str) -> str | None:
+    if text == "":
+        return "is empty"
+    if text in (".", ".."):
+        return f"is {text!r}"
+    if ".." in text:
+        return "contains '..'"
+    if "/" in text or "\\" in text:
+        return "contains a slash"
+    if "\x00" in text:
+        return "contains a NUL byte"
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text):
+        return "contains a control character"
+    if text != text.strip():
+        return "has leading or trailing whitespace"
+    return None
+
+
+def is_file_url(url: str) -> bool:
+    """``/feed.xml`` names a file; ``/posts/`` and ``/about`` name folders."""
+    last = url.rsplit("/", 1)[-1]
+    return "." in last
+
+
+def normalize_url(url: str) -> str:
+    """A page URL path with a trailing slash unless it names a file."""
+    if not is_file_url(url) and not url.endswith("/"):
+        url += "/"
+    return url
+
+
+def output_path(url: str) -> str:
+    """The relative file a URL path writes: ``/posts/x/`` -> ``posts/x/index.html``."""
+    url = normalize_url(url)
+    rel = url.lstrip("/")
+    if rel == "" or rel.endswith("/"):
+        rel += "index.html"
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise PathError(f"unsafe output path {rel!r}")
+    return unicodedata.normalize("NFC", rel)
+
+
+def quote_url(url: str) -> str:
+    """Percent-encode a URL path for use in links (slashes kept)."""
+    return quote(url, safe="/:@!$&'()*+,;=-._~")
+
+
+def url_for_output(rel: str) -> str:
+    """The URL path of a relative output file: ``a/index.html`` -> ``/a/``."""
+    if rel == "index.html":
+        return "/"
+    if rel.endswith("/index.html"):
+        return "/" + rel[: -len("index.html")]
+    return "/" + rel

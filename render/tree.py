@@ -1,0 +1,202 @@
+"""The built tree of a site: files by path, their bytes in a content-addressed folder.
+
+A build never writes a browsable folder of pages. Each file's bytes go once
+into ``objects/<sha256>`` (the same naming as the store's ``blobs/``), and the
+tree is the mapping ``path -> FileEntry``. A rebuild writes only the bytes that
+are new, later stages add files by adding entries, and publishing uploads
+blobs straight from the objects folder. ``materialize`` writes an ordinary
+folder when a person asks for one (``render build --out``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+import shutil
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from render.config import SiteConfig
+from render.snapshot import Snapshot
+
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".htm": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".json": "application/json",
+    ".xml": "application/xml",
+    ".txt": "text/plain; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".avif": "image/avif",
+    ".ico": "image/x-icon",
+    ".woff": "font/woff",
+    ".woff2": "font/woff2",
+    ".webmanifest": "application/manifest+json",
+    ".pdf": "application/pdf",
+}
+
+
+def content_type(path: str) -> str:
+    """The Content-Type a file is served with, from its extension."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext in _TYPES:
+        return _TYPES[ext]
+    guessed, _ = mimetypes.guess_type(path)
+    return guessed or "application/octet-stream"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_object(objects: Path, data: bytes, digest: str | None = None) -> str:
+    """Store ``data`` under its hash (once; atomically) and return the hash."""
+    digest = digest or sha256(data)
+    target = objects / digest
+    if not target.exists():
+        tmp = objects / f".{digest}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    return digest
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileEntry:
+    hash: str
+    size: int
+    type: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hash": self.hash, "size": self.size, "type": self.type}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PageRecord:
+    """One rendered page and what it was made from."""
+
+    path: str  # relative output file: posts/x/index.html
+    url: str  # URL path: /posts/x/
+    route: int  # index of its [[routes]] entry; -1 for a generated page
+    template: str
+    fingerprint: str  # of everything the page read
+    hash: str  # sha256 of its bytes
+    size: int
+    reads: tuple[str, ...]  # what it read: templates, row, queries with parameters
+    islands: tuple[str, ...]  # components used
+    lastmod: str | None  # the route's lastmod column, as stored
+    changed: str  # ISO UTC time its bytes last changed, carried by hash across builds
+    facts: Mapping[str, Any] = field(default_factory=dict)  # per-page SEO facts
+    rendered: bool = True  # False when reused from the previous build
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "route": self.route,
+            "template": self.template,
+            "fingerprint": self.fingerprint,
+            "hash": self.hash,
+            "size": self.size,
+            "reads": list(self.reads),
+            "islands": list(self.islands),
+            "lastmod": self.lastmod,
+            "changed": self.changed,
+            "facts": dict(self.facts),
+        }
+
+    @classmethod
+    def from_json(cls, path: str, data: Mapping[str, Any]) -> PageRecord:
+        return cls(
+            path=path,
+            url=data["url"],
+            route=data["route"],
+            template=data["template"],
+            fingerprint=data["fingerprint"],
+            hash=data["hash"],
+            size=data["size"],
+            reads=tuple(data["reads"]),
+            islands=tuple(data["islands"]),
+            lastmod=data["lastmod"],
+            changed=data["changed"],
+            facts=data.get("facts", {}),
+            rendered=False,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Build:
+    """The result of the build stage: a complete tree, ready to check and publish."""
+
+    site: SiteConfig
+    snapshot: Snapshot
+    input_hash: str
+    objects: Path
+    files: Mapping[str, FileEntry]
+    pages: tuple[PageRecord, ...]
+    rendered: int
+    reused: int
+    skipped: bool
+    seconds: float
+
+    def blob_path(self, path: str) -> Path:
+        return self.objects / self.files[path].hash
+
+    def read(self, path: str) -> bytes:
+        return self.blob_path(path).read_bytes()
+
+    def page(self, path: str) -> PageRecord | None:
+        for page in self.pages:
+            if page.path == path:
+                return page
+        return None
+
+    def with_files(self, added: Mapping[str, bytes]) -> Build:
+        """A copy of this build with ``added`` files written and entered (replacing same paths)."""
+        files = dict(self.files)
+        for path, data in added.items():
+            digest = write_object(self.objects, data)
+            files[path] = FileEntry(hash=digest, size=len(data), type=content_type(path))
+        return replace(self, files=types.MappingProxyType(dict(sorted(files.items()))))
+
+    def without(self, paths: Iterable[str]) -> Build:
+        drop = set(paths)
+        files = {p: e for p, e in self.files.items() if p not in drop}
+        return replace(self, files=types.MappingProxyType(files))
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.size for e in self.files.values())
+
+
+def materialize(files: Mapping[str, FileEntry], objects: Path, dest: Path) -> None:
+    """Write the tree as ordinary files in ``dest``, replacing it whole when complete."""
+    dest = dest.absolute()
+    staging = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for path, entry in files.items():
+            target = staging / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(objects / entry.hash, target)
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        if dest.exists():
+            os.rename(dest, old)
+            os.rename(staging, dest)
+            shutil.rmtree(old)
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staging, dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
