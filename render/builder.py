@@ -1,0 +1,502 @@
+"""Routes -> pages: plan every page, reuse what did not change, render the rest.
+
+Every page has a fingerprint of what it read: its template and everything that
+template extends, includes or imports; its route's settings; its row or rows;
+and, found while rendering, the result of every named query it called with
+its parameters. Nobody declares dependencies. A rebuild re-runs those queries
+(once per distinct call), and a page whose fingerprint and query results are
+unchanged is reused without rendering. Output bytes go once into the build's
+content-addressed objects folder (``render.tree``); the tree record
+(``build.json``) is replaced only when the build is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import types
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import TemplateSyntaxError, meta
+
+from render import __version__, islands, workers
+from render.config import HostConfig, Route, SiteConfig
+from render.errors import BuildError, PathError, TemplateError
+from render.paths import is_file_url, normalize_url, output_path, parse_pattern
+from render.renderer import PageDone, PageFailed, PageSpec, RenderSetup, params_key
+from render.sandbox import QueryRunner, make_environment, result_hash
+from render.snapshot import Snapshot
+from render.tree import Build, FileEntry, PageRecord, content_type, sha256, write_object
+
+FORMAT = f"render-build-3/{__version__}"
+RECORD = "build.json"
+SMALL_SITE = 400  # pages; below this one render process is faster than two
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceState:
+    """Hashes of a site's templates and static files, with the stat cache that made them."""
+
+    templates: Mapping[str, str]  # name -> sha256 of the source
+    static: Mapping[str, tuple[int, int, str]]  # rel path -> (size, mtime_ns, sha256)
+    config: str  # sha256 of site.toml
+
+    def input_hash(self, snapshot: Snapshot) -> str:
+        parts = [
+            FORMAT,
+            snapshot.content_hash,
+            self.config,
+            repr(sorted(self.templates.items())),
+            repr(sorted((k, v[2]) for k, v in self.static.items())),
+        ]
+        return sha256("\n".join(parts).encode())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Previous:
+    """What the last complete build recorded."""
+
+    pages: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    static: Mapping[str, tuple[int, int, str]] = field(default_factory=dict)
+    input_hash: str | None = None
+
+
+def build_dir(host: HostConfig, site: SiteConfig) -> Path:
+    return host.state_dir / "builds" / site.id.owner / site.id.name
+
+
+def load_previous(folder: Path) -> Previous:
+    try:
+        data = json.loads((folder / RECORD).read_text())
+    except (OSError, ValueError):
+        return Previous()
+    if data.get("format") != FORMAT:
+        return Previous()
+    return Previous(
+        pages=data["pages"],
+        static={k: tuple(v) for k, v in data["static"].items()},  # type: ignore[misc]
+        input_hash=data.get("input_hash"),
+    )
+
+
+def scan_sources(site: SiteConfig, previous: Previous) -> SourceState:
+    """Hash templates (always: they are small) and static files (through a stat cache)."""
+    templates: dict[str, str] = {}
+    if site.templates.is_dir():
+        for rel, path in _walk(site.templates):
+            templates[rel] = sha256(path.read_bytes())
+    static: dict[str, tuple[int, int, str]] = {}
+    if site.static.is_dir():
+        for rel, path in _walk(site.static):
+            st = path.stat()
+            cached = previous.static.get(rel)
+            if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
+                static[rel] = cached
+            else:
+                static[rel] = (st.st_size, st.st_mtime_ns, sha256(path.read_bytes()))
+    return SourceState(
+        templates=templates, static=static, config=sha256(site.path.read_bytes())
+    )
+
+
+def _walk(folder: Path) -> list[tuple[str, Path]]:
+    """Regular files under ``folder`` (symlinks that leave it are ignored), NFC names, sorted."""
+    root = folder.resolve()
+    found = []
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                continue
+            if not path.is_file():
+                continue
+            rel = unicodedata.normalize("NFC", str(path.relative_to(root)).replace(os.sep, "/"))
+            found.append((rel, path))
+    return sorted(found)
+
+
+# --- planning ----------------------------------------------------------------
+
+
+def _row_name(route: Route, number: int, row: Mapping[str, Any]) -> str:
+    ident = next((f"{k}={row[k]!r}" for k in ("id", "rowid", "slug") if k in row), "")
+    return f"routes[{route.index}] ({route.path}) row {number}" + (f" ({ident})" if ident else "")
+
+
+def plan(site: SiteConfig, runner: QueryRunner, templates: Mapping[str, str]) -> list[PageSpec]:
+    """Every page of the site, in route order, with checked unique paths."""
+    specs: list[PageSpec] = []
+    owners: dict[str, str] = {}
+
+    def add(spec: PageSpec, who: str) -> None:
+        other = owners.get(spec.path)
+        if other is not None:
+            raise PathError(
+                f"{who} and {other} both write {spec.path}",
+                hint="make the paths unique (paths equal after Unicode normalization count as the same)",
+            )
+        owners[spec.path] = who
+        specs.append(spec)
+
+    for route in site.routes:
+        pattern = parse_pattern(route.path)
+        where = f"routes[{route.index}] ({route.path})"
+        rows: list[dict[str, Any]] = []
+        if route.query:
+            rows = runner.run(route.query, what=where)
+            if route.lastmod and rows and route.lastmod not in rows[0]:
+                raise PathError(
+                    f"{where}: lastmod column {route.lastmod!r} is not in the query's columns",
+                    hint=f"columns: {', '.join(rows[0])}",
+                )
+        if pattern.placeholders:
+            for number, row in enumerate(rows, 1):
+                who = _row_name(route, number, row)
+                url = normalize_url(pattern.fill(row, where=who))
+                lastmod = row.get(route.lastmod) if route.lastmod else None
+                add(
+                    PageSpec(
+                        path=output_path(url), url=url, route=route.index, template=route.template,
+                        row=row, lastmod=None if lastmod is None else str(lastmod),
+                    ),
+                    who,
+                )  # fmt: skip
+            continue
+        url = normalize_url(route.path)
+        if not route.query:
+            add(PageSpec(path=output_path(url), url=url, route=route.index, template=route.template), where)
+            continue
+        size = route.paginate or max(len(rows), 1)
+        count = max(1, -(-len(rows) // size))
+        base = url if url.endswith("/") else url
+        for number in range(1, count + 1):
+            page_url = base if number == 1 else f"{base}page/{number}/"
+            chunk = rows[(number - 1) * size : number * size]
+            pagination = {
+                "number": number,
+                "count": count,
+                "prev_url": None if number == 1 else (base if number == 2 else f"{base}page/{number - 1}/"),
+                "next_url": None if number == count else f"{base}page/{number + 1}/",
+                "total": len(rows),
+            }
+            lastmods = [str(r[route.lastmod]) for r in chunk if route.lastmod and r.get(route.lastmod) is not None]
+            add(
+                PageSpec(
+                    path=output_path(page_url), url=page_url, route=route.index, template=route.template,
+                    rows=chunk, pagination=pagination, lastmod=max(lastmods) if lastmods else None,
+                ),
+                f"{where} page {number}",
+            )  # fmt: skip
+    if "404.html" in templates and "404.html" not in owners:
+        specs.append(PageSpec(path="404.html", url="/404.html", route=-1, template="404.html"))
+    return specs
+
+
+# --- fingerprints ------------------------------------------------------------
+
+
+def template_closures(site: SiteConfig, templates: Mapping[str, str]) -> dict[str, str]:
+    """For each template, a hash over it and every template it can load."""
+    env = make_environment(site.templates, extensions=[islands.IslandExtension])
+    refs: dict[str, set[str] | None] = {}
+    for name in templates:
+        if not name.endswith((".html", ".htm", ".xml", ".txt", ".j2", ".jinja", ".json", ".css", ".js")):
+            refs[name] = set()
+            continue
+        try:
+            source = (site.templates / name).read_text(encoding="utf-8")
+            found = meta.find_referenced_templates(env.parse(source, name=name))
+            names: set[str] | None = set()
+            for ref in found:
+                if ref is None:
+                    names = None
+                    break
+                assert names is not None
+                names.add(ref)
+            refs[name] = names
+        except TemplateSyntaxError as exc:
+            raise TemplateError(
+                f"syntax error: {exc.message}",
+                template=name,
+                line=exc.lineno,
+                source_line=_line(source, exc.lineno),
+            ) from None
+        except UnicodeDecodeError as exc:
+            raise TemplateError(f"not UTF-8 text: {exc.reason}", template=name) from None
+    closures: dict[str, str] = {}
+    everything = sha256(repr(sorted(templates.items())).encode())
+    for name in templates:
+        seen: set[str] = set()
+        stack = [name]
+        dynamic = False
+        while stack:
+            current = stack.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            targets = refs.get(current, set())
+            if targets is None:
+                dynamic = True
+                break
+            stack.extend(targets)
+        closures[name] = everything if dynamic else sha256(
+            repr(sorted((n, templates.get(n, "missing")) for n in seen)).encode()
+        )
+    return closures
+
+
+def _line(source: str, lineno: int | None) -> str | None:
+    lines = source.splitlines()
+    return lines[lineno - 1] if lineno and 0 < lineno <= len(lines) else None
+
+
+def fingerprint(spec: PageSpec, *, site_key: str, route_key: str, closure: str) -> str:
+    text = repr((FORMAT, site_key, route_key, closure, spec.url, spec.path, spec.template,
+                 None if spec.row is None else tuple(spec.row.items()),
+                 None if spec.rows is None else [tuple(r.items()) for r in spec.rows],
+                 None if spec.pagination is None else tuple(spec.pagination.items()),
+                 spec.lastmod))  # fmt: skip
+    return sha256(text.encode("utf-8", "surrogatepass"))
+
+
+# --- the build ---------------------------------------------------------------
+
+
+def build(
+    site: SiteConfig,
+    snapshot: Snapshot,
+    *,
+    host: HostConfig,
+    sources: SourceState | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Build:
+    """Render ``site`` from ``snapshot`` into its build folder; reuse unchanged pages."""
+    started = time.perf_counter()
+    now = datetime.now(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    folder = build_dir(host, site)
+    objects = folder / "objects"
+    objects.mkdir(parents=True, exist_ok=True)
+    previous = load_previous(folder)
+    sources = sources or scan_sources(site, previous)
+    input_hash = sources.input_hash(snapshot)
+    limits = host.limits
+
+    closures = template_closures(site, sources.templates)
+    available = frozenset(
+        rel[len("islands/") : -len(".js")]
+        for rel in sources.static
+        if rel.startswith("islands/") and rel.endswith(".js") and rel.count("/") == 1
+    )
+    runner = QueryRunner(snapshot.path, seconds=limits.query_seconds, max_length=limits.sql_max_length)
+    try:
+        specs = plan(site, runner, sources.templates)
+        site_key = repr((site.id.owner, site.id.name, site.base_url, site.seo.lang, sorted(available)))
+        route_keys = {r.index: repr(sorted(vars(r).items())) for r in site.routes}
+        fps = [
+            fingerprint(
+                spec,
+                site_key=site_key,
+                route_key=route_keys.get(spec.route, ""),
+                closure=closures.get(spec.template, "missing"),
+            )
+            for spec in specs
+        ]
+        reusable = _reusable(specs, fps, previous, objects, runner, site)
+    finally:
+        runner.close()
+
+    todo = [i for i in range(len(specs)) if i not in reusable]
+    if progress is not None:
+        progress(len(reusable), len(specs))
+    setup = RenderSetup(
+        owner=site.id.owner,
+        name=site.id.name,
+        base_url=site.base_url,
+        lang=site.seo.lang,
+        templates=site.templates,
+        snapshot=snapshot.path,
+        objects=objects,
+        queries=dict(site.queries),
+        available=available,
+        query_seconds=limits.query_seconds,
+        sql_max_length=limits.sql_max_length,
+        page_max_bytes=limits.page_max_bytes,
+        cpu_seconds=limits.template_cpu_seconds,
+    )
+    todo_specs = [specs[i] for i in todo]
+    results = workers.run(
+        todo_specs,
+        factory=setup,
+        workers=1 if len(todo_specs) < SMALL_SITE else limits.workers,
+        limits=workers.Limits(
+            cpu_seconds=limits.template_cpu_seconds,
+            memory_bytes=limits.template_memory_mb << 20,
+            page_max_bytes=limits.page_max_bytes,
+        ),
+        describe=lambda i: f"{todo_specs[i].url} (template {todo_specs[i].template})",
+        is_error=lambda r: isinstance(r, PageFailed),
+        progress=None if progress is None else (lambda n: progress(n, len(specs))),
+    )
+    for result in results:
+        if isinstance(result, PageFailed):
+            raise result.error()
+
+    pages: list[PageRecord] = []
+    deps_of: dict[str, list[list[str]]] = {}
+    rendered = dict(zip(todo, results, strict=True))
+    for i, spec in enumerate(specs):
+        old = previous.pages.get(spec.path)
+        if i in reusable:
+            assert old is not None
+            pages.append(PageRecord.from_json(spec.path, old))
+            deps_of[spec.path] = old["deps"]
+            continue
+        done = rendered[i]
+        assert isinstance(done, PageDone)
+        changed = old["changed"] if old is not None and old["hash"] == done.hash else now
+        pages.append(
+            PageRecord(
+                path=spec.path, url=spec.url, route=spec.route, template=spec.template,
+                fingerprint=fps[i], hash=done.hash, size=done.size,
+                reads=_reads(spec, done, closures), islands=done.islands,
+                lastmod=spec.lastmod, changed=changed, facts=done.facts, rendered=True,
+            )
+        )  # fmt: skip
+        deps_of[spec.path] = [list(d) for d in done.deps]
+
+    _check_islands(pages, available)
+    files = _assemble(site, pages, sources, objects)
+    record = {
+        "format": FORMAT,
+        "site": str(site.id),
+        "input_hash": input_hash,
+        "snapshot": snapshot.content_hash,
+        "built": now,
+        "pages": {p.path: {**p.to_json(), "deps": deps_of[p.path]} for p in pages},
+        "static": {k: list(v) for k, v in sources.static.items()},
+        "files": {k: v.to_json() for k, v in files.items()},
+    }
+    _write_atomic(folder / RECORD, json.dumps(record, sort_keys=True).encode())
+    _prune(objects, {e.hash for e in files.values()})
+    return Build(
+        site=site,
+        snapshot=snapshot,
+        input_hash=input_hash,
+        objects=objects,
+        files=types.MappingProxyType(files),
+        pages=tuple(pages),
+        rendered=len(todo),
+        reused=len(reusable),
+        skipped=False,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _reusable(
+    specs: list[PageSpec],
+    fps: list[str],
+    previous: Previous,
+    objects: Path,
+    runner: QueryRunner,
+    site: SiteConfig,
+) -> set[int]:
+    """Indexes of pages whose fingerprint and query results are unchanged."""
+    candidates: list[int] = []
+    for i, spec in enumerate(specs):
+        old = previous.pages.get(spec.path)
+        if old is not None and old["fingerprint"] == fps[i] and (objects / old["hash"]).exists():
+            candidates.append(i)
+    calls: dict[tuple[str, str], str | None] = {}
+    for i in candidates:
+        for name, params, _ in previous.pages[specs[i].path]["deps"]:
+            calls[(name, params)] = None
+    for name, params in calls:
+        sql = site.queries.get(name)
+        if sql is None:
+            continue
+        try:
+            rows = runner.run(sql, json.loads(params), what=f"[queries] {name}")
+        except Exception:  # the render will report it with its template and line
+            continue
+        calls[(name, params)] = result_hash(rows)
+    return {
+        i
+        for i in candidates
+        if all(calls.get((n, p)) == h for n, p, h in previous.pages[specs[i].path]["deps"])
+    }
+
+
+def _reads(spec: PageSpec, done: PageDone, closures: Mapping[str, str]) -> tuple[str, ...]:
+    reads = [f"template:{spec.template}", f"route:{spec.route}"]
+    if spec.row is not None:
+        reads.append("row")
+    if spec.rows is not None:
+        reads.append(f"rows:{len(spec.rows)}")
+    reads.extend(f"query:{name}{params}" for name, params, _ in done.deps)
+    return tuple(reads)
+
+
+def _check_islands(pages: list[PageRecord], available: frozenset[str]) -> None:
+    for page in pages:
+        for component in page.islands:
+            if component not in available and not page.rendered:
+                raise TemplateError(
+                    f"island component {component!r} has no module static/islands/{component}.js",
+                    template=page.template,
+                    hint=f"add static/islands/{component}.js, or fix the component's name",
+                )
+
+
+def _assemble(
+    site: SiteConfig, pages: list[PageRecord], sources: SourceState, objects: Path
+) -> dict[str, FileEntry]:
+    files: dict[str, FileEntry] = {}
+    for page in pages:
+        files[page.path] = FileEntry(hash=page.hash, size=page.size, type=content_type(page.path))
+    for rel, (size, _mtime, digest) in sources.static.items():
+        if rel in files:
+            raise PathError(f"static/{rel} and a route both write {rel}", hint="rename one of them")
+        if rel.startswith("_render/"):
+            raise PathError(f"static/{rel}: the _render/ folder is reserved for render's own files")
+        if not (objects / digest).exists():
+            data = (site.static / rel).read_bytes()
+            if sha256(data) != digest:  # changed since it was scanned
+                raise BuildError(f"static/{rel} changed during the build", hint="run the build again")
+            write_object(objects, data, digest)
+        files[rel] = FileEntry(hash=digest, size=size, type=content_type(rel))
+    if any(page.islands for page in pages):
+        loader = islands.loader_source()
+        files[islands.LOADER_PATH] = FileEntry(
+            hash=write_object(objects, loader), size=len(loader), type=content_type(islands.LOADER_PATH)
+        )
+    return dict(sorted(files.items()))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _prune(objects: Path, keep: set[str]) -> None:
+    """Remove objects no page or file of this build names (and stale temp files)."""
+    with os.scandir(objects) as entries:
+        for entry in entries:
+            if entry.name not in keep:
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    pass
+
+
+def is_page_url(url: str) -> bool:
+    return not is_file_url(url) or url.endswith(".html")

@@ -1,0 +1,261 @@
+"""The worker side of the build: render one page of a site in the sandbox.
+
+An instance lives in each render process (``render.workers``). It keeps the
+compiled templates and the snapshot connection for the whole build, and
+returns for every page either ``PageDone`` (its hash, what it read, its
+islands and SEO facts) or ``PageFailed`` (a template or query error with the
+template, line and source line).
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from jinja2 import TemplateNotFound, TemplateSyntaxError
+from jinja2.sandbox import SecurityError
+
+from render import islands, pagefacts
+from render.errors import QueryError, RenderError, TemplateError
+from render.paths import normalize_url, quote_url
+from render.sandbox import QueryRunner, make_environment, result_hash
+from render.tree import sha256, write_object
+from render.workers import CpuExceeded, arm_cpu_limit, disarm_cpu_limit
+
+
+@dataclass(frozen=True, slots=True)
+class PageSpec:
+    path: str
+    url: str
+    route: int
+    template: str
+    row: Mapping[str, Any] | None = None
+    rows: list[Mapping[str, Any]] | None = None
+    pagination: Mapping[str, Any] | None = None
+    lastmod: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PageDone:
+    hash: str
+    size: int
+    deps: tuple[tuple[str, str, str], ...]  # (query name, params as JSON, result hash)
+    islands: tuple[str, ...]
+    facts: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PageFailed:
+    message: str
+    template: str | None
+    line: int | None
+    source_line: str | None
+    hint: str | None
+    kind: str = "template"
+
+    def error(self) -> RenderError:
+        if self.kind == "query" and self.template is None:
+            return QueryError(self.message, hint=self.hint)
+        return TemplateError(
+            self.message,
+            template=self.template,
+            line=self.line,
+            source_line=self.source_line,
+            hint=self.hint,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenderSetup:
+    """Everything a render process needs; picklable, and callable to make the handler."""
+
+    owner: str
+    name: str
+    base_url: str
+    lang: str
+    templates: Path
+    snapshot: Path
+    objects: Path
+    queries: Mapping[str, str]
+    available: frozenset[str]
+    query_seconds: float
+    sql_max_length: int
+    page_max_bytes: int
+    cpu_seconds: int
+
+    def __call__(self) -> Any:
+        return Renderer(self).render
+
+
+def params_key(params: Mapping[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str, ensure_ascii=False)
+
+
+class Renderer:
+    def __init__(self, setup: RenderSetup) -> None:
+        self.setup = setup
+        self.env = make_environment(setup.templates, extensions=[islands.IslandExtension])
+        self.runner = QueryRunner(
+            setup.snapshot, seconds=setup.query_seconds, max_length=setup.sql_max_length
+        )
+        self.memo: dict[tuple[str, str], tuple[list[dict[str, Any]], str]] = {}
+        self.site = {"owner": setup.owner, "name": setup.name, "base_url": setup.base_url}
+        self.deps: list[tuple[str, str, str]] = []
+        # Globals, so that imported macros (which get no context) can use them too.
+        self.env.globals.update(site=self.site, query=self.query, url=self.url)
+
+    # --- template globals ------------------------------------------------
+
+    def query(self, name: str, **params: Any) -> list[dict[str, Any]]:
+        sql = self.setup.queries.get(name)
+        if sql is None:
+            known = ", ".join(sorted(self.setup.queries)) or "none"
+            raise QueryError(f"query({name!r}): no such named query in [queries] (known: {known})")
+        key = (name, params_key(params))
+        hit = self.memo.get(key)
+        if hit is None:
+            rows = self.runner.run(sql, params, what=f"[queries] {name}")
+            hit = (rows, result_hash(rows))
+            self.memo[key] = hit
+        self.deps.append((name, key[1], hit[1]))
+        return hit[0]
+
+    def url(self, path: str) -> str:
+        if not isinstance(path, str):
+            raise TypeError(f"url() takes a path string, got {type(path).__name__}")
+        if "://" in path or path.startswith("//"):
+            return path
+        if not path.startswith("/"):
+            path = "/" + path
+        return quote_url(normalize_url(path))
+
+    # --- one page ----------------------------------------------------------
+
+    def render(self, spec: PageSpec) -> PageDone | PageFailed:
+        self.deps = []
+        state = islands.start_page(self.setup.available)
+        url = quote_url(spec.url)
+        context: dict[str, Any] = {"page": {"path": spec.url, "url": self.setup.base_url + url}}
+        if spec.row is not None:
+            context["row"] = spec.row
+        if spec.rows is not None:
+            context["rows"] = spec.rows
+            context["pagination"] = spec.pagination
+        try:
+            arm_cpu_limit(self.setup.cpu_seconds)
+            try:
+                template = self.env.get_template(spec.template)
+                text = self._render_capped(template.generate(context), spec)
+            finally:
+                disarm_cpu_limit()
+            if spec.path.endswith(".html"):
+                text = islands.add_loader(text)
+                text, facts = pagefacts.finish_page(
+                    text, url=spec.url, canonical=self.setup.base_url + url, lang=self.setup.lang
+                )
+            else:
+                facts = {}
+            data = text.encode("utf-8", "surrogateescape")
+            digest = write_object(self.setup.objects, data, sha256(data))
+        except Exception as exc:  # every failure of tenant code becomes a message
+            return self._failure(exc, spec)
+        return PageDone(
+            hash=digest,
+            size=len(data),
+            deps=tuple(dict.fromkeys(self.deps)),
+            islands=tuple(dict.fromkeys(state.used)),
+            facts=facts,
+        )
+
+    def _render_capped(self, chunks: Any, spec: PageSpec) -> str:
+        parts: list[str] = []
+        size = 0
+        limit = self.setup.page_max_bytes
+        for part in chunks:
+            size += len(part)
+            if size > limit:
+                raise TemplateError(
+                    f"page {spec.url} is over the limit of {limit} bytes",
+                    template=spec.template,
+                    hint="raise [limits] page_max_bytes, or paginate the route",
+                )
+            parts.append(part)
+        return "".join(parts)
+
+    def _failure(self, exc: BaseException, spec: PageSpec) -> PageFailed:
+        template, line = _template_frame(exc.__traceback__, self.setup.templates)
+        hint: str | None = None
+        kind = "template"
+        if isinstance(exc, TemplateSyntaxError):
+            template = exc.name or template
+            line = exc.lineno
+            message = f"syntax error: {exc.message}"
+        elif isinstance(exc, TemplateError):
+            template = exc.template or template or spec.template
+            line = exc.line or line
+            message = exc.message
+            prefix = f"templates/{exc.template}" if exc.template else ""
+            if prefix and message.startswith(prefix):
+                message = message.split(": ", 1)[1]
+            hint = exc.hint
+        elif isinstance(exc, TemplateNotFound):
+            message = f"template {exc.name!r} not found in {self.setup.templates.name}/"
+            template = template or (None if exc.name == spec.template else spec.template)
+            hint = "check the route's template and every extends/include"
+        elif isinstance(exc, QueryError):
+            message = exc.message
+            hint = exc.hint
+            kind = "query"
+        elif isinstance(exc, SecurityError):
+            message = f"refused by the sandbox: {exc}"
+        elif isinstance(exc, CpuExceeded):
+            message = f"rendering {spec.url} ran past its limit of {self.setup.cpu_seconds} CPU seconds"
+            hint = "simplify the template's loops, or raise [limits] template_cpu_seconds"
+        elif isinstance(exc, MemoryError):
+            message = f"rendering {spec.url} ran out of memory"
+            hint = "the render process's memory is limited by [limits] template_memory_mb"
+        elif isinstance(exc, RecursionError):
+            message = f"rendering {spec.url} recursed too deeply"
+        else:
+            message = f"{type(exc).__name__}: {exc}" if not _is_jinja_runtime(exc) else str(exc)
+        if template is None and kind == "template":
+            template = spec.template
+        source_line = _source_line(self.setup.templates, template, line)
+        return PageFailed(
+            message=message,
+            template=template,
+            line=line,
+            source_line=source_line,
+            hint=hint,
+            kind=kind,
+        )
+
+
+def _is_jinja_runtime(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("jinja2")
+
+
+def _template_frame(tb: TracebackType | None, folder: Path) -> tuple[str | None, int | None]:
+    """The innermost frame of a template file in the traceback: (name, line)."""
+    root = str(folder.resolve())
+    found: tuple[str | None, int | None] = (None, None)
+    for frame, lineno in traceback.walk_tb(tb):
+        filename = frame.f_code.co_filename
+        if filename.startswith(root + "/"):
+            found = (filename[len(root) + 1 :], lineno)
+    return found
+
+
+def _source_line(folder: Path, template: str | None, line: int | None) -> str | None:
+    if not template or not line:
+        return None
+    try:
+        lines = (folder / template).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return lines[line - 1] if 0 < line <= len(lines) else None

@@ -1,0 +1,183 @@
+"""Fences around tenant code: the Jinja sandbox and the SQL fence.
+
+Templates run in Jinja's immutable sandbox with autoescape on and undefined
+names an error. The sandbox bounds nothing about CPU or memory, so the
+operators that can blow up in one step (``**`` and ``*``) are intercepted, and
+the worker processes that render carry CPU and memory limits (see
+``render.workers``).
+
+Queries run on the snapshot only, opened read-only, with an authorizer that
+allows reading and nothing else, no attached databases, a bound on SQL length
+and a deadline enforced by a progress handler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from jinja2 import BaseLoader, StrictUndefined, TemplateNotFound
+from jinja2.environment import Environment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+from render.errors import QueryError
+
+MAX_POWER_EXPONENT = 64
+MAX_REPEAT_ITEMS = 1_000_000
+
+# --- templates ---------------------------------------------------------------
+
+
+class SiteLoader(BaseLoader):
+    """Loads templates from one site's templates folder and nowhere else.
+
+    Names with ``..`` or absolute paths are refused, and so is a symlink whose
+    target lies outside the folder.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder.resolve()
+
+    def get_source(
+        self, environment: Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        path = self.resolve(template)
+        try:
+            source = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise TemplateNotFound(f"{template} (not UTF-8: {exc.reason})") from None
+        mtime = path.stat().st_mtime_ns
+        return source, str(path), lambda: path.stat().st_mtime_ns == mtime
+
+    def resolve(self, template: str) -> Path:
+        parts = template.replace("\\", "/").split("/")
+        if template.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise TemplateNotFound(template)
+        path = (self.folder / "/".join(parts)).resolve()
+        if not path.is_relative_to(self.folder) or not path.is_file():
+            raise TemplateNotFound(template)
+        return path
+
+    def list_templates(self) -> list[str]:
+        found = []
+        for dirpath, _dirs, files in os.walk(self.folder):
+            for name in files:
+                rel = os.path.relpath(os.path.join(dirpath, name), self.folder)
+                found.append(rel.replace(os.sep, "/"))
+        return sorted(found)
+
+
+class TenantEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox, with the operators that allocate without bound fenced."""
+
+    intercepted_binops = frozenset({"**", "*"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(right, (int, float)) and abs(right) > MAX_POWER_EXPONENT:
+                raise SecurityError(f"exponent {right!r} is over the limit of {MAX_POWER_EXPONENT}")
+            return left**right
+        if operator == "*":
+            for seq, count in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple, bytes)) and isinstance(count, int):
+                    if len(seq) * count > MAX_REPEAT_ITEMS:
+                        raise SecurityError(
+                            f"repeating a sequence to {len(seq) * count} items is over the limit"
+                        )
+            return left * right
+        return super().call_binop(context, operator, left, right)
+
+
+def make_environment(folder: Path, *, extensions: Sequence[type] = ()) -> TenantEnvironment:
+    env = TenantEnvironment(
+        loader=SiteLoader(folder),
+        autoescape=True,
+        undefined=StrictUndefined,
+        extensions=list(extensions),
+        keep_trailing_newline=True,
+        auto_reload=False,
+        cache_size=-1,
+    )
+    return env
+
+
+# --- SQL ---------------------------------------------------------------------
+
+_ALLOWED_ACTIONS = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
+    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
+}
+_DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer", "sqlite_offset"}
+
+
+def _authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+    if action not in _ALLOWED_ACTIONS:
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+Row = dict[str, Any]
+
+
+def result_hash(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A stable hash of a query result (column names, order and values)."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(repr(tuple(row.items())).encode("utf-8", "surrogatepass"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+class QueryRunner:
+    """Runs tenant SQL on a snapshot, reading only, within a time limit."""
+
+    def __init__(self, snapshot: Path, *, seconds: float, max_length: int) -> None:
+        self.seconds = seconds
+        self.max_length = max_length
+        self._db = sqlite3.connect(f"{snapshot.as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        self._db.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        self._db.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, max_length)
+        self._db.execute("pragma query_only = 1")
+        self._db.set_authorizer(_authorizer)
+        self._deadline = 0.0
+        self._db.set_progress_handler(self._progress, 10_000)
+
+    def _progress(self) -> int:
+        return 1 if time.monotonic() > self._deadline else 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    def run(self, sql: str, params: Mapping[str, Any] | None = None, *, what: str) -> list[Row]:
+        """Rows as dicts; ``what`` names the route or query in errors."""
+        if len(sql) > self.max_length:
+            raise QueryError(f"{what}: SQL is {len(sql)} characters; the limit is {self.max_length}")
+        self._deadline = time.monotonic() + self.seconds
+        try:
+            cursor = self._db.execute(sql, dict(params or {}))
+            names = [d[0] for d in cursor.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        except sqlite3.DatabaseError as exc:
+            text = str(exc)
+            if text == "interrupted":
+                raise QueryError(
+                    f"{what}: query ran past its time limit of {self.seconds:g} s",
+                    hint="add an index, narrow the query, or raise [limits] query_seconds",
+                ) from None
+            if "not authorized" in text or "prohibited" in text:
+                raise QueryError(
+                    f"{what}: query refused: only reading is allowed ({text})",
+                    hint="tenant SQL may only SELECT; writes, ATTACH, PRAGMA and extensions are refused",
+                ) from None
+            raise QueryError(f"{what}: {text}") from None
+        except (sqlite3.Warning, sqlite3.ProgrammingError, ValueError, OverflowError) as exc:
+            raise QueryError(f"{what}: {exc}") from None

@@ -1,0 +1,221 @@
+"""Render processes: tenant templates compile and render here, never in the parent.
+
+Each worker is a separate process with an address-space limit and a CPU-time
+limit per page, so a template that loops for ever, folds a huge constant or
+doubles a string until memory runs out fails its own page, and the parent
+(and every other site) carries on. The parent hands out chunks of pages, reads
+results as they come, and kills a worker that dies or goes silent past its
+deadline; a shared slot per worker says which page it was on, so the error
+names that page's template.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import resource
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from render.errors import BuildError, TemplateError
+
+_BATCH_PAGES = 64
+_BATCH_SECONDS = 0.25
+_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    cpu_seconds: int
+    memory_bytes: int
+    page_max_bytes: int
+
+
+class CpuExceeded(Exception):
+    """Raised in a worker by SIGXCPU when a page has used up its CPU time."""
+
+
+def _on_sigxcpu(_signum: int, _frame: object) -> None:
+    raise CpuExceeded()
+
+
+def _cpu_used() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def arm_cpu_limit(seconds: int) -> None:
+    """Allow the current page ``seconds`` more CPU seconds (soft limit; SIGXCPU after)."""
+    soft = int(_cpu_used()) + seconds + 1
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def disarm_cpu_limit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
+
+
+# A task is (index, spec); a worker's ``factory`` builds a ``handle(spec) -> result``.
+Handler = Callable[[Any], Any]
+Factory = Callable[[], Handler]
+
+
+def _worker_main(
+    conn: multiprocessing.connection.Connection,
+    factory: Factory,
+    limits: Limits,
+    slots: Any,
+    slot: int,
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGXCPU, _on_sigxcpu)
+    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+    try:
+        handle = factory()
+    except BaseException as exc:  # report a failed setup instead of dying silently
+        conn.send(("setup-failed", repr(exc)))
+        return
+    while True:
+        message = conn.recv()
+        if message is None:
+            return
+        batch: list[tuple[int, Any]] = []
+        last = time.monotonic()
+        for index, spec in message:
+            slots[slot] = index
+            batch.append((index, handle(spec)))
+            now = time.monotonic()
+            if len(batch) >= _BATCH_PAGES or now - last > _BATCH_SECONDS:
+                conn.send(("results", batch))
+                batch, last = [], now
+        slots[slot] = -1
+        conn.send(("done", batch))
+
+
+@dataclass
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    conn: multiprocessing.connection.Connection
+    slot: int
+    busy: bool = False
+    heard: float = 0.0
+
+
+def run(
+    specs: Sequence[Any],
+    *,
+    factory: Factory,
+    workers: int,
+    limits: Limits,
+    describe: Callable[[int], str],
+    is_error: Callable[[Any], bool],
+    progress: Callable[[int], None] | None = None,
+) -> list[Any]:
+    """Handle every spec in worker processes; results in spec order.
+
+    Stops at the first result for which ``is_error`` is true and returns what
+    it has (the caller raises). A worker killed by its limits, or silent past
+    its deadline, raises ``TemplateError`` naming ``describe(index)``.
+    """
+    if not specs:
+        return []
+    ctx = multiprocessing.get_context("forkserver")
+    workers = max(1, min(workers, len(specs)))
+    chunk = max(8, min(256, len(specs) // (workers * 6) or 1))
+    chunks = [list(enumerate(specs))[i : i + chunk] for i in range(0, len(specs), chunk)]
+    chunks.reverse()
+    slots = ctx.RawArray("q", workers)
+    pool: list[_Worker] = []
+    results: list[Any] = [None] * len(specs)
+    deadline = limits.cpu_seconds + _GRACE_SECONDS
+    try:
+        for slot in range(workers):
+            slots[slot] = -1
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(
+                target=_worker_main,
+                args=(child, factory, limits, slots, slot),
+                name=f"render-worker-{slot}",
+                daemon=True,
+            )
+            proc.start()
+            child.close()
+            pool.append(_Worker(process=proc, conn=parent, slot=slot))
+        failed = False
+        while not failed and (chunks or any(w.busy for w in pool)):
+            for worker in pool:
+                if not worker.busy and chunks:
+                    worker.conn.send(chunks.pop())
+                    worker.busy, worker.heard = True, time.monotonic()
+            ready = multiprocessing.connection.wait(
+                [w.conn for w in pool if w.busy] + [w.process.sentinel for w in pool if w.busy],
+                timeout=1.0,
+            )
+            now = time.monotonic()
+            for worker in pool:
+                if not worker.busy:
+                    continue
+                if worker.conn in ready:
+                    try:
+                        kind, payload = worker.conn.recv()
+                    except (EOFError, OSError):
+                        _died(worker, slots, describe, limits)
+                    if kind == "setup-failed":
+                        raise BuildError(f"a render worker could not start: {payload}")
+                    worker.heard = now
+                    for index, result in payload:
+                        results[index] = result
+                        if is_error(result):
+                            failed = True
+                    if progress is not None and payload:
+                        progress(len(payload))
+                    if kind == "done":
+                        worker.busy = False
+                elif worker.process.sentinel in ready or not worker.process.is_alive():
+                    _died(worker, slots, describe, limits)
+                elif now - worker.heard > deadline:
+                    index = slots[worker.slot]
+                    worker.process.kill()
+                    raise TemplateError(
+                        f"rendering {describe(index)} ran past its limit of {limits.cpu_seconds} CPU seconds and was stopped",
+                        hint="simplify the template's loops, or raise [limits] template_cpu_seconds",
+                    )
+        return results
+    finally:
+        for worker in pool:
+            if worker.process.is_alive():
+                try:
+                    worker.conn.send(None)
+                except OSError:
+                    pass
+        for worker in pool:
+            worker.process.join(timeout=2)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+
+
+def _died(worker: _Worker, slots: Any, describe: Callable[[int], str], limits: Limits) -> None:
+    worker.process.join(timeout=2)
+    code = worker.process.exitcode
+    index = slots[worker.slot]
+    what = describe(index) if index >= 0 else "a page"
+    if code is not None and code < 0 and -code in (signal.SIGXCPU, signal.SIGKILL):
+        reason = f"was killed after its limit of {limits.cpu_seconds} CPU seconds"
+    elif code is not None and code < 0:
+        reason = f"was killed by signal {signal.Signals(-code).name}"
+    else:
+        reason = f"stopped unexpectedly (exit code {code}; memory limit {limits.memory_bytes >> 20} MB)"
+    raise TemplateError(f"rendering {what} {reason}", hint="simplify the template, or raise [limits]")
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0))
