@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import time
 import types
 import unicodedata
@@ -30,12 +31,12 @@ from render.config import HostConfig, Route, SiteConfig
 from render.errors import BuildError, PathError, TemplateError
 from render.paths import is_file_url, normalize_url, output_path, parse_pattern
 from render.renderer import PageDone, PageFailed, PageSpec, RenderSetup, params_key
-from render.sandbox import QueryRunner, make_environment, result_hash
+from render.sandbox import QueryRunner, make_environment
 from render.snapshot import Snapshot
 from render.tree import Build, FileEntry, PageRecord, content_type, sha256, write_object
 
-FORMAT = f"render-build-3/{__version__}"
-RECORD = "build.json"
+FORMAT = f"render-build-5/{__version__}"
+RECORD = "build.pickle"  # written and read only by render, in the state folder
 SMALL_SITE = 400  # pages; below this one render process is faster than two
 
 
@@ -65,6 +66,8 @@ class Previous:
     pages: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     static: Mapping[str, tuple[int, int, str]] = field(default_factory=dict)
     input_hash: str | None = None
+    tables: Mapping[str, str] = field(default_factory=dict)  # the snapshot's table hashes
+    queries: Mapping[str, str] = field(default_factory=dict)  # [queries] as they were
 
 
 def build_dir(host: HostConfig, site: SiteConfig) -> Path:
@@ -73,8 +76,11 @@ def build_dir(host: HostConfig, site: SiteConfig) -> Path:
 
 def load_previous(folder: Path) -> Previous:
     try:
-        data = json.loads((folder / RECORD).read_text())
-    except (OSError, ValueError):
+        with open(folder / RECORD, "rb") as fh:
+            data = pickle.load(fh)
+    except (OSError, ValueError, pickle.UnpicklingError, EOFError, AttributeError, TypeError):
+        return Previous()
+    if not isinstance(data, dict):
         return Previous()
     if data.get("format") != FORMAT:
         return Previous()
@@ -82,6 +88,8 @@ def load_previous(folder: Path) -> Previous:
         pages=data["pages"],
         static={k: tuple(v) for k, v in data["static"].items()},  # type: ignore[misc]
         input_hash=data.get("input_hash"),
+        tables=data.get("tables", {}),
+        queries=data.get("queries", {}),
     )
 
 
@@ -259,13 +267,23 @@ def _line(source: str, lineno: int | None) -> str | None:
     return lines[lineno - 1] if lineno and 0 < lineno <= len(lines) else None
 
 
+def _row_text(row: Mapping[str, Any]) -> str:
+    # str values as they are (no repr copy), anything else by repr so 1 and "1" differ
+    return "\x1f".join(
+        f"{k}\x1e{v}" if type(v) is str else f"{k}\x1d{v!r}" for k, v in row.items()
+    )
+
+
 def fingerprint(spec: PageSpec, *, site_key: str, route_key: str, closure: str) -> str:
-    text = repr((FORMAT, site_key, route_key, closure, spec.url, spec.path, spec.template,
-                 None if spec.row is None else tuple(spec.row.items()),
-                 None if spec.rows is None else [tuple(r.items()) for r in spec.rows],
+    head = repr((FORMAT, site_key, route_key, closure, spec.url, spec.path, spec.template,
                  None if spec.pagination is None else tuple(spec.pagination.items()),
                  spec.lastmod))  # fmt: skip
-    return sha256(text.encode("utf-8", "surrogatepass"))
+    parts = [head]
+    if spec.row is not None:
+        parts.append("row\x1c" + _row_text(spec.row))
+    if spec.rows is not None:
+        parts.append("rows\x1c" + "\x1c".join(_row_text(r) for r in spec.rows))
+    return sha256("\x00".join(parts).encode("utf-8", "surrogatepass"))
 
 
 # --- the build ---------------------------------------------------------------
@@ -277,6 +295,7 @@ def build(
     *,
     host: HostConfig,
     sources: SourceState | None = None,
+    previous: Previous | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Build:
     """Render ``site`` from ``snapshot`` into its build folder; reuse unchanged pages."""
@@ -285,38 +304,16 @@ def build(
     folder = build_dir(host, site)
     objects = folder / "objects"
     objects.mkdir(parents=True, exist_ok=True)
-    previous = load_previous(folder)
+    previous = previous if previous is not None else load_previous(folder)
     sources = sources or scan_sources(site, previous)
     input_hash = sources.input_hash(snapshot)
     limits = host.limits
 
-    closures = template_closures(site, sources.templates)
     available = frozenset(
         rel[len("islands/") : -len(".js")]
         for rel in sources.static
         if rel.startswith("islands/") and rel.endswith(".js") and rel.count("/") == 1
     )
-    runner = QueryRunner(snapshot.path, seconds=limits.query_seconds, max_length=limits.sql_max_length)
-    try:
-        specs = plan(site, runner, sources.templates)
-        site_key = repr((site.id.owner, site.id.name, site.base_url, site.seo.lang, sorted(available)))
-        route_keys = {r.index: repr(sorted(vars(r).items())) for r in site.routes}
-        fps = [
-            fingerprint(
-                spec,
-                site_key=site_key,
-                route_key=route_keys.get(spec.route, ""),
-                closure=closures.get(spec.template, "missing"),
-            )
-            for spec in specs
-        ]
-        reusable = _reusable(specs, fps, previous, objects, runner, site)
-    finally:
-        runner.close()
-
-    todo = [i for i in range(len(specs)) if i not in reusable]
-    if progress is not None:
-        progress(len(reusable), len(specs))
     setup = RenderSetup(
         owner=site.id.owner,
         name=site.id.name,
@@ -332,33 +329,57 @@ def build(
         page_max_bytes=limits.page_max_bytes,
         cpu_seconds=limits.template_cpu_seconds,
     )
-    todo_specs = [specs[i] for i in todo]
-    results = workers.run(
-        todo_specs,
-        factory=setup,
-        workers=1 if len(todo_specs) < SMALL_SITE else limits.workers,
-        limits=workers.Limits(
-            cpu_seconds=limits.template_cpu_seconds,
-            memory_bytes=limits.template_memory_mb << 20,
-            page_max_bytes=limits.page_max_bytes,
-        ),
-        describe=lambda i: f"{todo_specs[i].url} (template {todo_specs[i].template})",
-        is_error=lambda r: isinstance(r, PageFailed),
-        progress=None if progress is None else (lambda n: progress(n, len(specs))),
+    worker_limits = workers.Limits(
+        cpu_seconds=limits.template_cpu_seconds,
+        memory_bytes=limits.template_memory_mb << 20,
+        page_max_bytes=limits.page_max_bytes,
     )
+    with workers.Pool(setup, limits=worker_limits) as pool:
+        pool.grow(1)  # starts while the parent plans
+        closures = template_closures(site, sources.templates)
+        runner = QueryRunner(snapshot.path, seconds=limits.query_seconds, max_length=limits.sql_max_length)
+        try:
+            specs = plan(site, runner, sources.templates)
+            site_key = repr((site.id.owner, site.id.name, site.base_url, site.seo.lang, sorted(available)))
+            route_keys = {r.index: repr(sorted(vars(r).items())) for r in site.routes}
+            fps = [
+                fingerprint(
+                    spec,
+                    site_key=site_key,
+                    route_key=route_keys.get(spec.route, ""),
+                    closure=closures.get(spec.template, "missing"),
+                )
+                for spec in specs
+            ]
+            reusable = _reusable(specs, fps, previous, objects, runner, site, snapshot)
+        finally:
+            runner.close()
+
+        todo = [i for i in range(len(specs)) if i not in reusable]
+        if progress is not None:
+            progress(len(reusable), len(specs))
+        todo_specs = [specs[i] for i in todo]
+        if len(todo_specs) >= SMALL_SITE:
+            pool.grow(limits.workers)
+        results = pool.run(
+            todo_specs,
+            describe=lambda i: f"{todo_specs[i].url} (template {todo_specs[i].template})",
+            is_error=lambda r: isinstance(r, PageFailed),
+            progress=None if progress is None else (lambda n: progress(n, len(specs))),
+        )
     for result in results:
         if isinstance(result, PageFailed):
             raise result.error()
 
     pages: list[PageRecord] = []
-    deps_of: dict[str, list[list[str]]] = {}
+    raw: dict[str, Mapping[str, Any]] = {}
     rendered = dict(zip(todo, results, strict=True))
     for i, spec in enumerate(specs):
         old = previous.pages.get(spec.path)
         if i in reusable:
             assert old is not None
             pages.append(PageRecord.from_json(spec.path, old))
-            deps_of[spec.path] = old["deps"]
+            raw[spec.path] = old  # unchanged: kept as recorded
             continue
         done = rendered[i]
         assert isinstance(done, PageDone)
@@ -371,7 +392,7 @@ def build(
                 lastmod=spec.lastmod, changed=changed, facts=done.facts, rendered=True,
             )
         )  # fmt: skip
-        deps_of[spec.path] = [list(d) for d in done.deps]
+        raw[spec.path] = {**pages[-1].to_json(), "deps": done.deps}
 
     _check_islands(pages, available)
     files = _assemble(site, pages, sources, objects)
@@ -380,12 +401,14 @@ def build(
         "site": str(site.id),
         "input_hash": input_hash,
         "snapshot": snapshot.content_hash,
+        "tables": dict(snapshot.table_hashes),
+        "queries": dict(site.queries),
         "built": now,
-        "pages": {p.path: {**p.to_json(), "deps": deps_of[p.path]} for p in pages},
+        "pages": raw,
         "static": {k: list(v) for k, v in sources.static.items()},
         "files": {k: v.to_json() for k, v in files.items()},
     }
-    _write_atomic(folder / RECORD, json.dumps(record, sort_keys=True).encode())
+    _write_atomic(folder / RECORD, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
     _prune(objects, {e.hash for e in files.values()})
     return Build(
         site=site,
@@ -408,30 +431,49 @@ def _reusable(
     objects: Path,
     runner: QueryRunner,
     site: SiteConfig,
+    snapshot: Snapshot,
 ) -> set[int]:
-    """Indexes of pages whose fingerprint and query results are unchanged."""
+    """Indexes of pages whose fingerprint and query results are unchanged.
+
+    A query call whose tables (and the schema) have the same pages as in the
+    previous snapshot returns the same rows, so it is not run again; any other
+    call runs once and its result hash is compared.
+    """
+    with os.scandir(objects) as entries:
+        stored = {entry.name for entry in entries}
     candidates: list[int] = []
     for i, spec in enumerate(specs):
         old = previous.pages.get(spec.path)
-        if old is not None and old["fingerprint"] == fps[i] and (objects / old["hash"]).exists():
+        if old is not None and old["fingerprint"] == fps[i] and old["hash"] in stored:
             candidates.append(i)
+    now, before = snapshot.table_hashes, previous.tables
+
+    def same(tables: Any) -> bool:
+        names = (*tables, "sqlite_schema")
+        return bool(now) and all(t in now and now.get(t) == before.get(t) for t in names)
+
     calls: dict[tuple[str, str], str | None] = {}
     for i in candidates:
-        for name, params, _ in previous.pages[specs[i].path]["deps"]:
-            calls[(name, params)] = None
-    for name, params in calls:
+        for name, params, digest, tables in previous.pages[specs[i].path]["deps"]:
+            key = (name, params)
+            if key in calls:
+                continue
+            unchanged_sql = previous.queries.get(name) == site.queries.get(name)
+            calls[key] = digest if unchanged_sql and tables and same(tables) else None
+    for (name, params), known in calls.items():
+        if known is not None:
+            continue
         sql = site.queries.get(name)
         if sql is None:
             continue
         try:
-            rows = runner.run(sql, json.loads(params), what=f"[queries] {name}")
+            calls[(name, params)] = runner.hash(sql, json.loads(params), what=f"[queries] {name}")
         except Exception:  # the render will report it with its template and line
             continue
-        calls[(name, params)] = result_hash(rows)
     return {
         i
         for i in candidates
-        if all(calls.get((n, p)) == h for n, p, h in previous.pages[specs[i].path]["deps"])
+        if all(calls.get((n, p)) == h for n, p, h, _t in previous.pages[specs[i].path]["deps"])
     }
 
 
@@ -441,7 +483,7 @@ def _reads(spec: PageSpec, done: PageDone, closures: Mapping[str, str]) -> tuple
         reads.append("row")
     if spec.rows is not None:
         reads.append(f"rows:{len(spec.rows)}")
-    reads.extend(f"query:{name}{params}" for name, params, _ in done.deps)
+    reads.extend(f"query:{name}{params}" for name, params, _, _ in done.deps)
     return tuple(reads)
 
 

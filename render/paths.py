@@ -18,6 +18,8 @@ from render.errors import PathError
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MAX_COMPONENT_BYTES = 255
+# Plain ASCII segments need none of the Unicode checks (most slugs are these).
+_PLAIN = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,254}\Z")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,7 +46,17 @@ class RoutePattern:
                 )
             return check_segment(values[name], where=where, column=name)
 
-        return _PLACEHOLDER.sub(one, self.raw)
+        url = _PLACEHOLDER.sub(one, self.raw)
+        if len(url.encode("utf-8")) > _MAX_COMPONENT_BYTES:  # values and literal text together
+            for part in url.split("/"):
+                size = len(part.encode("utf-8"))
+                if size > _MAX_COMPONENT_BYTES:
+                    raise PathError(
+                        f"{where}: path component {part[:32]!r}... of {self.raw!r} is {size} bytes; "
+                        f"a path component may be at most {_MAX_COMPONENT_BYTES}",
+                        hint="shorten the values, or filter long ones out in the route's query",
+                    )
+        return url
 
 
 def parse_pattern(raw: str) -> RoutePattern:
@@ -59,6 +71,8 @@ def parse_pattern(raw: str) -> RoutePattern:
     for part in literal.split("/"):
         if part in (".", ".."):
             raise ValueError(f"contains {part!r}: {raw!r}")
+        if len(part.encode("utf-8")) > _MAX_COMPONENT_BYTES:
+            raise ValueError(f"has a component over {_MAX_COMPONENT_BYTES} bytes: {part[:32]!r}...")
     if "//" in raw:
         raise ValueError(f"contains an empty segment: {raw!r}")
     return RoutePattern(raw=raw, placeholders=tuple(_PLACEHOLDER.findall(raw)))
@@ -71,6 +85,8 @@ def check_segment(value: object, *, where: str, column: str) -> str:
     if isinstance(value, bytes):
         raise PathError(f"{where}: column {column!r} is a blob; a path segment must be text")
     text = value if isinstance(value, str) else str(value)
+    if _PLAIN.match(text) and ".." not in text:
+        return text
     problem = _segment_problem(text)
     if problem is None:
         problem = _segment_problem(unicodedata.normalize("NFKC", text))

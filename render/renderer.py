@@ -23,7 +23,7 @@ from jinja2.sandbox import SecurityError
 from render import islands, pagefacts
 from render.errors import QueryError, RenderError, TemplateError
 from render.paths import normalize_url, quote_url
-from render.sandbox import QueryRunner, make_environment, result_hash
+from render.sandbox import QueryRunner, make_environment
 from render.tree import sha256, write_object
 from render.workers import CpuExceeded, arm_cpu_limit, disarm_cpu_limit
 
@@ -44,7 +44,7 @@ class PageSpec:
 class PageDone:
     hash: str
     size: int
-    deps: tuple[tuple[str, str, str], ...]  # (query name, params as JSON, result hash)
+    deps: tuple[tuple[str, str, str, tuple[str, ...]], ...]  # (query, params JSON, result hash, tables)
     islands: tuple[str, ...]
     facts: Mapping[str, Any]
 
@@ -103,9 +103,9 @@ class Renderer:
         self.runner = QueryRunner(
             setup.snapshot, seconds=setup.query_seconds, max_length=setup.sql_max_length
         )
-        self.memo: dict[tuple[str, str], tuple[list[dict[str, Any]], str]] = {}
+        self.memo: dict[tuple[str, str], tuple[list[dict[str, Any]], str, tuple[str, ...]]] = {}
         self.site = {"owner": setup.owner, "name": setup.name, "base_url": setup.base_url}
-        self.deps: list[tuple[str, str, str]] = []
+        self.deps: list[tuple[str, str, str, tuple[str, ...]]] = []
         # Globals, so that imported macros (which get no context) can use them too.
         self.env.globals.update(site=self.site, query=self.query, url=self.url)
 
@@ -119,10 +119,10 @@ class Renderer:
         key = (name, params_key(params))
         hit = self.memo.get(key)
         if hit is None:
-            rows = self.runner.run(sql, params, what=f"[queries] {name}")
-            hit = (rows, result_hash(rows))
+            rows, digest = self.runner.run_hashed(sql, params, what=f"[queries] {name}")
+            hit = (rows, digest, self.runner.tables_of(sql) or ())
             self.memo[key] = hit
-        self.deps.append((name, key[1], hit[1]))
+        self.deps.append((name, key[1], hit[1], hit[2]))
         return hit[0]
 
     def url(self, path: str) -> str:

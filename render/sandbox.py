@@ -29,6 +29,7 @@ from render.errors import QueryError
 
 MAX_POWER_EXPONENT = 64
 MAX_REPEAT_ITEMS = 1_000_000
+MAX_VALUE_BYTES = 64 << 20  # largest string or blob a tenant query may produce
 
 # --- templates ---------------------------------------------------------------
 
@@ -117,7 +118,7 @@ _ALLOWED_ACTIONS = {
 _DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer", "sqlite_offset"}
 
 
-def _authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+def _check(action: int, arg2: str | None) -> int:
     if action not in _ALLOWED_ACTIONS:
         return sqlite3.SQLITE_DENY
     if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _DENIED_FUNCTIONS:
@@ -128,13 +129,10 @@ def _authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None
 Row = dict[str, Any]
 
 
-def result_hash(rows: Sequence[Mapping[str, Any]]) -> str:
+def result_hash(names: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> str:
     """A stable hash of a query result (column names, order and values)."""
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(repr(tuple(row.items())).encode("utf-8", "surrogatepass"))
-        digest.update(b"\n")
-    return digest.hexdigest()
+    text = repr((tuple(names), rows))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class QueryRunner:
@@ -146,10 +144,26 @@ class QueryRunner:
         self._db = sqlite3.connect(f"{snapshot.as_uri()}?mode=ro", uri=True, check_same_thread=False)
         self._db.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         self._db.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, max_length)
+        # Route queries run in the parent: no single value may be huge (zeroblob(1e9)).
+        self._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
         self._db.execute("pragma query_only = 1")
-        self._db.set_authorizer(_authorizer)
+        self._reading: set[str] = set()
+        self._tables: dict[str, tuple[str, ...]] = {}
+        self._db.set_authorizer(self._authorize)
         self._deadline = 0.0
         self._db.set_progress_handler(self._progress, 10_000)
+
+    def _authorize(
+        self, action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None
+    ) -> int:
+        verdict = _check(action, arg2)
+        if verdict == sqlite3.SQLITE_OK and action == sqlite3.SQLITE_READ and arg1:
+            self._reading.add(arg1)
+        return verdict
+
+    def tables_of(self, sql: str) -> tuple[str, ...] | None:
+        """The tables ``sql`` read when it first ran here (None if it has not run)."""
+        return self._tables.get(sql)
 
     def _progress(self) -> int:
         return 1 if time.monotonic() > self._deadline else 0
@@ -159,13 +173,37 @@ class QueryRunner:
 
     def run(self, sql: str, params: Mapping[str, Any] | None = None, *, what: str) -> list[Row]:
         """Rows as dicts; ``what`` names the route or query in errors."""
+        names, rows = self.fetch(sql, params, what=what)
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def run_hashed(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, what: str
+    ) -> tuple[list[Row], str]:
+        """Rows as dicts and the result's hash."""
+        names, rows = self.fetch(sql, params, what=what)
+        return [dict(zip(names, row, strict=True)) for row in rows], result_hash(names, rows)
+
+    def hash(self, sql: str, params: Mapping[str, Any] | None = None, *, what: str) -> str:
+        """Only the result's hash (cheaper than building rows)."""
+        return result_hash(*self.fetch(sql, params, what=what))
+
+    def fetch(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, what: str
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Column names and row tuples."""
         if len(sql) > self.max_length:
             raise QueryError(f"{what}: SQL is {len(sql)} characters; the limit is {self.max_length}")
         self._deadline = time.monotonic() + self.seconds
+        first = sql not in self._tables
+        if first:
+            self._reading = set()
         try:
             cursor = self._db.execute(sql, dict(params or {}))
             names = [d[0] for d in cursor.description or ()]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            rows = cursor.fetchall()
+            if first:
+                self._tables[sql] = tuple(sorted(self._reading))
+            return names, rows
         except sqlite3.DatabaseError as exc:
             text = str(exc)
             if text == "interrupted":
@@ -173,7 +211,7 @@ class QueryRunner:
                     f"{what}: query ran past its time limit of {self.seconds:g} s",
                     hint="add an index, narrow the query, or raise [limits] query_seconds",
                 ) from None
-            if "not authorized" in text or "prohibited" in text:
+            if "not authorized" in text or "prohibited" in text or "authorization denied" in text:
                 raise QueryError(
                     f"{what}: query refused: only reading is allowed ({text})",
                     hint="tenant SQL may only SELECT; writes, ATTACH, PRAGMA and extensions are refused",

@@ -16,6 +16,7 @@ import multiprocessing.connection
 import os
 import resource
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -108,46 +109,95 @@ class _Worker:
     heard: float = 0.0
 
 
-def run(
-    specs: Sequence[Any],
-    *,
-    factory: Factory,
-    workers: int,
-    limits: Limits,
-    describe: Callable[[int], str],
-    is_error: Callable[[Any], bool],
-    progress: Callable[[int], None] | None = None,
-) -> list[Any]:
-    """Handle every spec in worker processes; results in spec order.
+class Pool:
+    """Render processes, started early (while the parent plans) and fed chunks later."""
 
-    Stops at the first result for which ``is_error`` is true and returns what
-    it has (the caller raises). A worker killed by its limits, or silent past
-    its deadline, raises ``TemplateError`` naming ``describe(index)``.
-    """
-    if not specs:
-        return []
-    ctx = multiprocessing.get_context("forkserver")
-    workers = max(1, min(workers, len(specs)))
-    chunk = max(8, min(256, len(specs) // (workers * 6) or 1))
-    chunks = [list(enumerate(specs))[i : i + chunk] for i in range(0, len(specs), chunk)]
-    chunks.reverse()
-    slots = ctx.RawArray("q", workers)
-    pool: list[_Worker] = []
-    results: list[Any] = [None] * len(specs)
-    deadline = limits.cpu_seconds + _GRACE_SECONDS
-    try:
-        for slot in range(workers):
-            slots[slot] = -1
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(
+    def __init__(self, factory: Factory, *, limits: Limits) -> None:
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._ctx.set_forkserver_preload(["render.renderer"])
+        self._factory = factory
+        self.limits = limits
+        self._slots = self._ctx.RawArray("q", 8)
+        self._workers: list[_Worker] = []
+        # Start the first process in the background: the parent plans meanwhile.
+        self._starting: threading.Thread | None = threading.Thread(
+            target=self._grow, args=(1,), name="render-pool-start", daemon=True
+        )
+        self._starting.start()
+
+    def grow(self, count: int) -> None:
+        """Have at least ``count`` processes running (at most 8)."""
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+        self._grow(count)
+
+    def _grow(self, count: int) -> None:
+        while len(self._workers) < min(count, len(self._slots)):
+            slot = len(self._workers)
+            self._slots[slot] = -1
+            parent, child = self._ctx.Pipe()
+            proc = self._ctx.Process(
                 target=_worker_main,
-                args=(child, factory, limits, slots, slot),
+                args=(child, self._factory, self.limits, self._slots, slot),
                 name=f"render-worker-{slot}",
                 daemon=True,
             )
             proc.start()
             child.close()
-            pool.append(_Worker(process=proc, conn=parent, slot=slot))
+            self._workers.append(_Worker(process=proc, conn=parent, slot=slot))
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+        for worker in self._workers:
+            if worker.process.is_alive():
+                try:
+                    worker.conn.send(None)
+                except OSError:
+                    pass
+        for worker in self._workers:
+            worker.process.join(timeout=2)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+        self._workers = []
+
+    def run(
+        self,
+        specs: Sequence[Any],
+        *,
+        describe: Callable[[int], str],
+        is_error: Callable[[Any], bool],
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Any]:
+        """Handle every spec; results in spec order.
+
+        Stops at the first result for which ``is_error`` is true and returns
+        what it has (the caller raises). A worker killed by its limits, or
+        silent past its deadline, raises ``TemplateError`` naming
+        ``describe(index)``.
+        """
+        if not specs:
+            return []
+        self.grow(1)
+        pool = self._workers
+        slots = self._slots
+        limits = self.limits
+        chunk = max(8, min(256, len(specs) // (len(pool) * 6) or 1))
+        indexed = list(enumerate(specs))
+        chunks = [indexed[i : i + chunk] for i in range(0, len(indexed), chunk)]
+        chunks.reverse()
+        results: list[Any] = [None] * len(specs)
+        deadline = limits.cpu_seconds + _GRACE_SECONDS
         failed = False
         while not failed and (chunks or any(w.busy for w in pool)):
             for worker in pool:
@@ -187,20 +237,10 @@ def run(
                         f"rendering {describe(index)} ran past its limit of {limits.cpu_seconds} CPU seconds and was stopped",
                         hint="simplify the template's loops, or raise [limits] template_cpu_seconds",
                     )
+        if failed:
+            # workers may still be busy with chunks whose results nobody wants
+            self.close()
         return results
-    finally:
-        for worker in pool:
-            if worker.process.is_alive():
-                try:
-                    worker.conn.send(None)
-                except OSError:
-                    pass
-        for worker in pool:
-            worker.process.join(timeout=2)
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join()
-            worker.conn.close()
 
 
 def _died(worker: _Worker, slots: Any, describe: Callable[[int], str], limits: Limits) -> None:

@@ -24,8 +24,10 @@ def main() -> None:
 
 def _register() -> None:
     from render.cli import build as _build
+    from render.cli import mirror as _mirror
+    from render.cli import publish as _publish
 
-    for module in (_build,):
+    for module in (_build, _mirror, _publish):
         for command in module.COMMANDS:
             main.add_command(command)
 

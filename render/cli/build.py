@@ -1,0 +1,201 @@
+"""``render init``, ``build``, ``force``, ``nightly`` and ``status``."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from render.cli._common import config_option, console, handle_errors, host_from, show_error, site_argument, site_from
+from render.config import HostConfig, SiteConfig, load_site, site_dirs
+from render.demo import init_host
+from render.errors import ConfigError, RenderError
+from render.ledger import open_ledger
+from render.pipeline import Outcome, RunReport, run_site
+
+
+@click.command()
+@click.option("--demo", is_flag=True, help="Also create the demo site with its database.")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path), default=".")
+@handle_errors
+def init(demo: bool, folder: Path) -> None:
+    """Create a host: render.toml and a sites/ folder in FOLDER (default: here).
+
+    \b
+    Example:
+        render init --demo demo && cd demo && render nightly
+    """
+    created = init_host(folder, demo=demo)
+    for path in created:
+        console.print(f"created {path}")
+    console.print(f"next: cd {folder} && render nightly")
+
+
+def _build_options(func):  # type: ignore[no-untyped-def]
+    func = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Also write the finished static tree to this folder.")(func)  # fmt: skip
+    return func
+
+
+@click.command()
+@config_option
+@site_argument
+@_build_options
+@handle_errors
+def build(config_path: str | None, site_name: str, out: Path | None) -> None:
+    """Build one SITE (owner/name, or name where unique); skip it when nothing changed.
+
+    \b
+    Example:
+        render build demo/blog --out /tmp/blog
+    """
+    host = host_from(config_path)
+    _run_one(host, site_from(host, site_name), reason="build", force=False, out=out)
+
+
+@click.command()
+@config_option
+@site_argument
+@_build_options
+@handle_errors
+def force(config_path: str | None, site_name: str, out: Path | None) -> None:
+    """Build and publish one SITE now, even when nothing changed.
+
+    \b
+    Example:
+        render force demo/blog
+    """
+    host = host_from(config_path)
+    _run_one(host, site_from(host, site_name), reason="force", force=True, out=out)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def _run_one(host: HostConfig, site: SiteConfig, *, reason: str, force: bool, out: Path | None) -> None:
+    with _progress() as bar:
+        task = bar.add_task(f"{site.id}: build", total=None)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=f"{site.id}: {stage}", total=total, advance=done)
+
+        report = run_site(site, host=host, reason=reason, force=force, out=out, progress=progress)
+    _print_report(report, out=out)
+
+
+def _print_report(report: RunReport, *, out: Path | None) -> None:
+    if report.outcome is Outcome.skipped:
+        console.print(f"{report.site}: unchanged since the last build (render force {report.site} to rebuild)")
+        return
+    console.print(
+        f"{report.site}: {report.outcome.value}: {report.pages} pages, "
+        f"{report.rendered} rendered, {report.reused} reused in {report.seconds:.2f} s"
+    )
+    if report.version:
+        console.print(f"{report.site}: live version {report.version}")
+    if out is not None:
+        console.print(f"{report.site}: static tree written to {out}")
+
+
+@click.command()
+@config_option
+@handle_errors
+def nightly(config_path: str | None) -> None:
+    """Build every site under the host's sites folder; go on past failures.
+
+    Exits 1 when any site failed.
+
+    \b
+    Example:
+        render nightly --config /srv/render/render.toml
+    """
+    host = host_from(config_path)
+    folders = site_dirs(host)
+    rows: list[tuple[str, str, str, str]] = []
+    failed = 0
+    with _progress() as bar:
+        overall = bar.add_task("sites", total=len(folders))
+        for folder in folders:
+            name = f"{folder.parent.name}/{folder.name}"
+            pages = bar.add_task(f"{name}: build", total=None)
+
+            def progress(stage: str, done: int, total: int, pages: int = pages, name: str = name) -> None:
+                bar.update(pages, description=f"{name}: {stage}", total=total, advance=done)
+
+            try:
+                site = load_site(folder, host=host)
+                report = run_site(site, host=host, reason="nightly", progress=progress)
+                rows.append((name, report.outcome.value, _pages(report), f"{report.seconds:.2f} s"))
+            except RenderError as exc:
+                failed += 1
+                bar.stop()
+                show_error(exc)
+                bar.start()
+                rows.append((name, "failed", exc.stage or "", ""))
+            bar.remove_task(pages)
+            bar.advance(overall)
+    table = Table(title=f"render nightly: {len(folders)} sites, {failed} failed")
+    for column in ("site", "result", "pages", "time"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    if failed:
+        raise SystemExit(1)
+
+
+def _pages(report: RunReport) -> str:
+    if report.outcome is Outcome.skipped:
+        return "unchanged"
+    return f"{report.pages} ({report.rendered} rendered, {report.reused} reused)"
+
+
+@click.command()
+@config_option
+@handle_errors
+def status(config_path: str | None) -> None:
+    """List the sites with their live version and last build.
+
+    \b
+    Example:
+        render status
+    """
+    host = host_from(config_path)
+    table = Table(title=f"sites in {host.sites_dir}")
+    for column in ("site", "live version", "last build", "result", "took", "pages"):
+        table.add_column(column)
+    with open_ledger(host.state_dir) as ledger:
+        for folder in site_dirs(host):
+            owner, name = folder.parent.name, folder.name
+            try:
+                site = load_site(folder, host=host)
+                owner, name = site.id.owner, site.id.name
+            except ConfigError as exc:
+                table.add_row(f"{owner}/{name}", "", "", f"config error: {exc.problems[0]}", "", "")
+                continue
+            run = ledger.last_run(owner, name)
+            when = took = pages = result = ""
+            if run is not None:
+                when = datetime.fromtimestamp(run.started).strftime("%Y-%m-%d %H:%M")
+                took = f"{(run.finished or run.started) - run.started:.1f} s"
+                result = run.outcome or ""
+                if run.pages is not None:
+                    pages = f"{run.pages} ({run.rendered} rendered, {run.reused} reused)"
+            table.add_row(f"{owner}/{name}", ledger.live_version(owner, name) or "-", when, result, took, pages)
+    console.print(table)
+    _ = time
+
+
+COMMANDS = [init, build, force, nightly, status]
