@@ -86,6 +86,7 @@ class StoreConfig:
     concurrency: int = _f(16, "parallel uploads")
     multipart_threshold_mb: int = _f(16, "files at least this large upload in parts")
     gc_grace_hours: float = _f(48.0, "gc never deletes a blob younger than this")
+    max_attempts: int = _f(5, "s3: attempts per request, with backoff on throttling and 5xx (botocore standard retry mode)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +94,7 @@ class MirrorConfig:
     path: str = _f("", "local mirror root; default <state>/mirror")
     keep: int = _f(3, "releases kept per site on the mirror")
     interval: int = _f(60, "seconds between mirror syncs when polling")
+    concurrency: int = _f(8, "blobs a mirror sync downloads at the same time")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -401,6 +403,8 @@ def load_host(path: str | os.PathLike[str] | None = None) -> HostConfig:
         problems.add("store.bucket", "required when store.kind = 's3'")
     if store.concurrency < 1:
         problems.add("store.concurrency", "must be at least 1")
+    if store.max_attempts < 1:
+        problems.add("store.max_attempts", "must be at least 1")
     if sections["cdn"].kind not in ("none", "cloudflare"):
         problems.add("cdn.kind", f"expected 'none' or 'cloudflare', got {sections['cdn'].kind!r}")
     sched: ScheduleConfig = sections["schedule"]

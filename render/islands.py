@@ -34,6 +34,9 @@ HYDRATE = ("load", "idle", "visible", "interaction", "media", "only", "none")
 LOADER_PATH = "_render/islands.js"
 LOADER_TAG = f'<script type="module" src="/{LOADER_PATH}"></script>'
 COMPONENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+_LOADER_MARKERS = tuple(
+    re.compile(m, re.IGNORECASE | re.ASCII) for m in (r"</head\s*>", r"<body[\s/>]", r"</body\s*>")
+)
 
 
 def loader_source() -> bytes:
@@ -46,7 +49,7 @@ class PageIslands:
     """What the islands of the page being rendered need; reset for every page."""
 
     available: frozenset[str] = frozenset()
-    used: list[str] = field(default_factory=list)
+    used: list[str] = field(default_factory=list)  # components whose module the page loads
     needs_loader: bool = False
 
 
@@ -64,11 +67,12 @@ def add_loader(html: str) -> str:
     """Put the loader's script tag in the head of a page that needs it."""
     if not current.needs_loader:
         return html
-    lowered = html.lower()
-    for marker in ("</head>", "<body", "</body>"):
-        at = lowered.find(marker)
-        if at != -1:
-            return html[:at] + LOADER_TAG + html[at:]
+    # Search the page itself: str.lower() can change a text's length ('İ' -> 'i̇'),
+    # so an offset found in a lowered copy can land inside an attribute.
+    for marker in _LOADER_MARKERS:
+        found = marker.search(html)
+        if found is not None:
+            return html[: found.start()] + LOADER_TAG + html[found.start() :]
     return html + LOADER_TAG
 
 
@@ -132,7 +136,9 @@ class IslandExtension(Extension):
                     hint=f"add static/islands/{component}.js, or fix the component's name",
                 )
             current.needs_loader = True
-        current.used.append(component)
+            # Only components the client loads: a hydrate="none" island needs no module,
+            # and a reused page's components are checked against static/islands/.
+            current.used.append(component)
         attrs = f'component="{escape(component)}" hydrate="{escape(hydrate)}"'
         if media is not None:
             attrs += f' media="{escape(str(media))}"'

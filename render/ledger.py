@@ -53,9 +53,15 @@ create table if not exists lighthouse_scores (
     run_id integer not null, owner text not null, site text not null,
     path text not null, measured_version text,
     performance real, accessibility real, best_practices real, seo real,
-    metrics text                   -- json: lcp, cls, tbt, fcp, speed_index
+    metrics text,                  -- json: lcp, cls, tbt, fcp, speed_index
+    report text                    -- sha256 of the HTML report (in the build's objects)
 );
 create index if not exists lighthouse_site on lighthouse_scores (owner, site, run_id);
+create table if not exists publishes (
+    owner text not null, site text not null, store text not null,
+    version text not null, started real not null,
+    primary key (owner, site, store)
+);
 """
 
 
@@ -87,6 +93,13 @@ class Ledger:
         self._db.execute("pragma journal_mode=wal")
         self._db.execute("pragma busy_timeout=30000")
         self._db.executescript(_SCHEMA)
+        self._add_column("lighthouse_scores", "report", "text")
+
+    def _add_column(self, table: str, column: str, kind: str) -> None:
+        """Bring a ledger made by an older render up to this schema (additive only)."""
+        names = {row[1] for row in self._db.execute(f"pragma table_info({table})")}
+        if column not in names:
+            self._db.execute(f"alter table {table} add column {column} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -228,6 +241,29 @@ class Ledger:
         ).fetchall()
         return [dict(r) for r in rows]
 
+    # --- publishes in flight (publish.py) -------------------------------------
+
+    def begin_publish(self, owner: str, site: str, *, store: str, version: str) -> None:
+        """Mark a publish to ``store`` as started: blobs may exist that no version names."""
+        self._db.execute(
+            "insert or replace into publishes (owner, site, store, version, started)"
+            " values (?, ?, ?, ?, ?)",
+            (owner, site, store, version, time.time()),
+        )
+
+    def end_publish(self, owner: str, site: str, *, store: str) -> None:
+        self._db.execute(
+            "delete from publishes where owner=? and site=? and store=?", (owner, site, store)
+        )
+
+    def unfinished_publish(self, owner: str, site: str, *, store: str) -> str | None:
+        """The version of a publish to ``store`` that started and never finished, if any."""
+        row = self._db.execute(
+            "select version from publishes where owner=? and site=? and store=?",
+            (owner, site, store),
+        ).fetchone()
+        return row[0] if row else None
+
     # --- check results -------------------------------------------------------
 
     def record_seo(self, run_id: int, owner: str, site: str, findings: list[Mapping[str, str]]) -> None:
@@ -244,18 +280,44 @@ class Ledger:
         with self.transaction() as db:
             db.executemany(
                 "insert into lighthouse_scores (run_id, owner, site, path, measured_version,"
-                " performance, accessibility, best_practices, seo, metrics)"
-                " values (?,?,?,?,?,?,?,?,?,?)",
+                " performance, accessibility, best_practices, seo, metrics, report)"
+                " values (?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         run_id, owner, site, a["path"], a.get("measured_version"),
                         a["scores"].get("performance"), a["scores"].get("accessibility"),
                         a["scores"].get("best-practices"), a["scores"].get("seo"),
-                        json.dumps(a.get("metrics", {}), sort_keys=True),
+                        json.dumps(a.get("metrics", {}), sort_keys=True), a.get("report"),
                     )
                     for a in audits
                 ],
             )  # fmt: skip
+
+    def last_lighthouse(self, owner: str, site: str) -> list[dict[str, Any]]:
+        """The latest audit of each page of a site, in ``record_lighthouse``'s shape, by path.
+
+        ``lighthouse.check(..., previous=...)`` carries these forward for pages
+        whose content hash still equals ``measured_version``.
+        """
+        rows = self._db.execute(
+            "select path, measured_version, performance, accessibility, best_practices, seo,"
+            " metrics, report from lighthouse_scores where rowid in (select max(rowid)"
+            " from lighthouse_scores where owner=? and site=? group by path) order by path",
+            (owner, site),
+        ).fetchall()
+        return [
+            {
+                "path": r["path"],
+                "measured_version": r["measured_version"],
+                "scores": {
+                    "performance": r["performance"], "accessibility": r["accessibility"],
+                    "best-practices": r["best_practices"], "seo": r["seo"],
+                },
+                "metrics": json.loads(r["metrics"] or "{}"),
+                "report": r["report"],
+            }
+            for r in rows
+        ]  # fmt: skip
 
 
 def open_ledger(state_dir: Path) -> Ledger:

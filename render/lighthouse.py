@@ -1,0 +1,393 @@
+"""Lighthouse and the no-JavaScript read on a sample of a build's pages, with budgets.
+
+``check(build, config=...)`` picks the pages (the home page and the first
+``pages_per_route`` pages of each route), re-audits only those whose content
+changed since they were last measured (``full=True`` audits all), carries the
+others' last scores forward, reads every sampled page with JavaScript on and
+off, and compares scores with ``[lighthouse.budgets]``. The auditing itself is
+behind :class:`~render.lhrunner.Runner`; the real one runs Lighthouse in
+Chromium with the network cut off (:mod:`render.lhrunner`).
+
+The result goes three ways: ``report.files()`` into the build
+(``_render/lighthouse.json`` and one HTML report per audited page under
+``_render/lighthouse/``), ``report.ledger_audits()`` and
+``report.ledger_findings()`` into the ledger, and ``report.blocking`` into the
+publish decision.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from render.config import LighthouseConfig
+from render.jsparity import ParityFinding, compare
+from render.lhrunner import (
+    AuditJob,
+    ChromiumRunner,
+    FailureKind,
+    JobResult,
+    Method,
+    NetworkBlock,
+    Runner,
+    RunResult,
+)
+from render.tree import Build, PageRecord, sha256
+
+__all__ = [
+    "AuditError",
+    "AuditState",
+    "BudgetFailure",
+    "LighthouseReport",
+    "PageAudit",
+    "ParityFinding",
+    "Runner",
+    "check",
+    "sample_pages",
+]
+
+CATEGORIES = ("performance", "accessibility", "best-practices", "seo")
+METRICS = ("lcp", "cls", "tbt", "fcp", "speed_index")
+REPORT_JSON = "_render/lighthouse.json"
+REPORT_DIR = "_render/lighthouse/"
+PARITY_RULE = "js-only-content"
+
+
+class AuditState(enum.Enum):
+    fresh = "fresh"  # measured in this run
+    reused = "reused"  # content unchanged since it was measured; last scores carried forward
+
+
+@dataclass(frozen=True, kw_only=True)
+class PageAudit:
+    """The Lighthouse result of one sampled page."""
+
+    path: str
+    url: str
+    state: AuditState
+    measured_version: str  # content hash of the page the scores were measured on
+    scores: Mapping[str, float | None]
+    metrics: Mapping[str, float | None]  # milliseconds, except cls
+    runs: int  # runs the median was taken from (0 when reused)
+    report: str | None  # the HTML report's path in the build
+    report_hash: str | None
+
+    @property
+    def reused(self) -> bool:
+        return self.state is AuditState.reused
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "url": self.url,
+            "state": self.state.value,
+            "measured_version": self.measured_version,
+            "scores": dict(self.scores),
+            "metrics": dict(self.metrics),
+            "runs": self.runs,
+            "report": self.report,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetFailure:
+    path: str
+    category: str
+    score: float
+    minimum: float
+
+    @property
+    def message(self) -> str:
+        return f"{self.category} {self.score:.2f} is under the budget of {self.minimum:.2f}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "category": self.category,
+            "score": self.score,
+            "minimum": self.minimum,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditError:
+    """A page whose audit crashed or timed out: neither a pass nor a zero."""
+
+    path: str
+    url: str
+    kind: FailureKind
+    message: str
+    stderr_tail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "url": self.url,
+            "kind": self.kind.value,
+            "message": self.message,
+            "stderr_tail": self.stderr_tail,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class LighthouseReport:
+    site: str
+    enabled: bool
+    audits: tuple[PageAudit, ...] = ()
+    findings: tuple[ParityFinding, ...] = ()
+    failures: tuple[BudgetFailure, ...] = ()
+    errors: tuple[AuditError, ...] = ()
+    network: NetworkBlock | None = None  # None when no browser ran
+    method: Method | None = None
+    form_factor: str = "mobile"
+    budgets: Mapping[str, float] = field(default_factory=dict)
+    block: bool = False
+    seconds: float = 0.0
+    reports: Mapping[str, bytes] = field(default_factory=dict)  # build path -> HTML report
+
+    @property
+    def blocking(self) -> bool:
+        """Whether this blocks the publish: ``block = true`` and a budget failed or went unchecked."""
+        unchecked = bool(self.errors) and bool(self.budgets)
+        return self.block and (bool(self.failures) or unchecked)
+
+    def audit(self, path: str) -> PageAudit | None:
+        return next((a for a in self.audits if a.path == path), None)
+
+    def to_json(self) -> bytes:
+        data = {
+            "site": self.site,
+            "enabled": self.enabled,
+            "network": self.network.value if self.network else None,
+            "method": self.method.value if self.method else None,
+            "form_factor": self.form_factor,
+            "budgets": dict(self.budgets),
+            "block": self.block,
+            "blocking": self.blocking,
+            "seconds": round(self.seconds, 1),
+            "pages": [a.to_json() for a in sorted(self.audits, key=lambda a: a.path)],
+            "js_only_content": [f.to_json() for f in sorted(self.findings, key=lambda f: f.path)],
+            "budget_failures": [
+                f.to_json() for f in sorted(self.failures, key=lambda f: (f.path, f.category))
+            ],
+            "errors": [e.to_json() for e in sorted(self.errors, key=lambda e: e.path)],
+        }
+        return (json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+
+    def files(self) -> dict[str, bytes]:
+        """What goes into the build: ``build.with_files(report.files())``."""
+        if not self.enabled:
+            return {}
+        return {REPORT_JSON: self.to_json(), **dict(sorted(self.reports.items()))}
+
+    def ledger_audits(self) -> list[Mapping[str, Any]]:
+        """For ``Ledger.record_lighthouse``; read back by ``Ledger.last_lighthouse``."""
+        return [
+            {
+                "path": a.path,
+                "measured_version": a.measured_version,
+                "scores": dict(a.scores),
+                "metrics": dict(a.metrics),
+                "report": a.report_hash,
+            }
+            for a in sorted(self.audits, key=lambda a: a.path)
+        ]
+
+    def ledger_findings(self) -> list[Mapping[str, str]]:
+        """JS-only content and Lighthouse failures as rows for ``Ledger.record_seo``."""
+        rows: list[Mapping[str, str]] = [
+            {"rule": PARITY_RULE, "level": "warning", "path": f.path, "message": f.message}
+            for f in self.findings
+        ]
+        level = "error" if self.block else "warning"
+        rows += [
+            {
+                "rule": f"lighthouse-{f.category}",
+                "level": level,
+                "path": f.path,
+                "message": f.message,
+            }
+            for f in self.failures
+        ]
+        rows += [
+            {
+                "rule": f"lighthouse-{e.kind.value}",
+                "level": level,
+                "path": e.path,
+                "message": e.message,
+            }
+            for e in self.errors
+        ]
+        return sorted(rows, key=lambda r: (r["path"], r["rule"]))
+
+
+def sample_pages(build: Build, pages_per_route: int) -> list[PageRecord]:
+    """The home page, then the first ``pages_per_route`` HTML pages of each route, in route order."""
+    html = [p for p in build.pages if p.path.endswith(".html")]
+    chosen = [p for p in html if p.url == "/"][:1]
+    by_route: dict[int, list[PageRecord]] = {}
+    for page in html:
+        if page.route >= 0 and page not in chosen:
+            by_route.setdefault(page.route, []).append(page)
+    for route in sorted(by_route):
+        chosen += by_route[route][:pages_per_route]
+    return chosen
+
+
+def check(
+    build: Build,
+    *,
+    config: LighthouseConfig,
+    previous: Iterable[Mapping[str, Any]] | None = None,
+    runner: Runner | None = None,
+    full: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> LighthouseReport:
+    """Audit the sample of ``build``; ``previous`` is ``Ledger.last_lighthouse(...)``."""
+    site = str(build.site.id)
+    if not config.enabled:
+        return LighthouseReport(site=site, enabled=False)
+    started = time.monotonic()
+    sample = sample_pages(build, config.pages_per_route)
+    last = {} if full else {p["path"]: p for p in previous or () if p.get("scores")}
+    jobs = []
+    for page in sample:
+        carried = last.get(page.path)
+        fresh = carried is None or carried.get("measured_version") != page.hash
+        jobs.append(AuditJob(path=page.path, url=page.url, runs=config.runs if fresh else 0))
+    outcome = None
+    if jobs:
+        runner = runner or ChromiumRunner.from_config(config)
+        outcome = runner.run(build.files, build.objects, jobs, config=config, progress=progress)
+    audits: list[PageAudit] = []
+    findings: list[ParityFinding] = []
+    errors: list[AuditError] = []
+    reports: dict[str, bytes] = {}
+    for page, job in zip(sample, jobs, strict=True):
+        result = outcome.results.get(page.path) if outcome else None
+        if result is None or result.failure is not None:
+            errors.append(_error(page, result))
+            continue
+        if result.js_on is not None and result.js_off is not None:
+            finding = compare(page.path, page.url, js_on=result.js_on, js_off=result.js_off)
+            if finding is not None:
+                findings.append(finding)
+        if job.runs:
+            audit, html, error = _fresh(page, result)
+        else:
+            audit, html, error = _reused(page, last[page.path], build)
+        if error is not None:
+            errors.append(error)
+        if audit is not None:
+            audits.append(audit)
+            if audit.report is not None and html is not None:
+                reports[audit.report] = html
+    return LighthouseReport(
+        site=site,
+        enabled=True,
+        audits=tuple(audits),
+        findings=tuple(findings),
+        failures=tuple(_budget_failures(audits, config.budgets)),
+        errors=tuple(errors),
+        network=outcome.network if outcome else None,
+        method=outcome.method if outcome else None,
+        form_factor=config.form_factor,
+        budgets=dict(config.budgets),
+        block=config.block,
+        seconds=time.monotonic() - started,
+        reports=reports,
+    )
+
+
+def report_path(page: PageRecord) -> str:
+    """Where a page's HTML report goes in the build: it opens at ``/_render/lighthouse<url>``."""
+    return REPORT_DIR + page.path
+
+
+def median_run(runs: Sequence[RunResult]) -> RunResult | None:
+    """The run with the median performance score among those that produced scores."""
+    usable = [r for r in runs if r.error is None and r.scores]
+    if not usable:
+        return None
+    ranked = sorted(usable, key=lambda r: r.scores.get("performance") or 0.0)
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def _fresh(
+    page: PageRecord, result: JobResult
+) -> tuple[PageAudit | None, bytes | None, AuditError | None]:
+    best = median_run(result.runs)
+    if best is None:
+        reason = next((r.error for r in result.runs if r.error), "no scores")
+        failed = AuditError(
+            path=page.path, url=page.url, kind=FailureKind.crash, message=f"Lighthouse: {reason}"
+        )
+        return None, None, failed
+    missing = [c for c in CATEGORIES if best.scores.get(c) is None]
+    error: AuditError | None = None
+    if missing:
+        message = f"Lighthouse gave no score for {', '.join(missing)}"
+        error = AuditError(path=page.path, url=page.url, kind=FailureKind.crash, message=message)
+    audit = PageAudit(
+        path=page.path,
+        url=page.url,
+        state=AuditState.fresh,
+        measured_version=page.hash,
+        scores={c: best.scores.get(c) for c in CATEGORIES},
+        metrics={m: best.metrics.get(m) for m in METRICS},
+        runs=len(result.runs),
+        report=report_path(page) if best.html is not None else None,
+        report_hash=sha256(best.html) if best.html is not None else None,
+    )
+    return audit, best.html, error
+
+
+def _reused(
+    page: PageRecord, last: Mapping[str, Any], build: Build
+) -> tuple[PageAudit | None, bytes | None, AuditError | None]:
+    digest = last.get("report")
+    stored = build.objects / digest if digest else None
+    html = stored.read_bytes() if stored is not None and stored.is_file() else None
+    audit = PageAudit(
+        path=page.path,
+        url=page.url,
+        state=AuditState.reused,
+        measured_version=str(last["measured_version"]),
+        scores={c: last["scores"].get(c) for c in CATEGORIES},
+        metrics={m: (last.get("metrics") or {}).get(m) for m in METRICS},
+        runs=0,
+        report=report_path(page) if html is not None else None,
+        report_hash=digest if html is not None else None,
+    )
+    return audit, html, None
+
+
+def _error(page: PageRecord, result: JobResult | None) -> AuditError:
+    if result is None or result.failure is None:
+        return AuditError(path=page.path, url=page.url, kind=FailureKind.crash, message="no result")
+    failure = result.failure
+    return AuditError(
+        path=page.path,
+        url=page.url,
+        kind=failure.kind,
+        message=failure.message,
+        stderr_tail=failure.stderr_tail,
+    )
+
+
+def _budget_failures(
+    audits: Iterable[PageAudit], budgets: Mapping[str, float]
+) -> list[BudgetFailure]:
+    failures = []
+    for audit in audits:
+        for category, minimum in sorted(budgets.items()):
+            score = audit.scores.get(category)
+            if score is not None and score < minimum:
+                failures.append(
+                    BudgetFailure(path=audit.path, category=category, score=score, minimum=minimum)
+                )
+    return failures

@@ -1,0 +1,254 @@
+"""The version tree of a published site, its root pointer, and diffs between versions.
+
+A version is a complete mapping ``path -> FileEntry(hash, size, type)``; its
+bytes live in the store as ``blobs/<sha256>``. ``root.json`` names the live
+version. Both are JSON with a fixed shape; reading one that does not have that
+shape raises ``PublishError`` naming the key, so a corrupt file is reported and
+never silently replaced.
+
+Store keys (relative to the store's prefix)::
+
+    sites/<owner>/<site>/blobs/<sha256>
+    sites/<owner>/<site>/versions/<version>.json
+    sites/<owner>/<site>/root.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from render.errors import PublishError
+from render.tree import FileEntry
+
+_VERSION_RE = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{8})$")
+_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+_STAMP = "%Y%m%dT%H%M%SZ"
+
+BLOB_CACHE = "public, max-age=31536000, immutable"
+ROOT_CACHE = "no-cache, no-store, max-age=0"
+JSON_TYPE = "application/json"
+
+
+# --- keys ------------------------------------------------------------------
+
+
+def site_prefix(owner: str, name: str) -> str:
+    return f"sites/{owner}/{name}/"
+
+
+def blob_key(owner: str, name: str, digest: str) -> str:
+    return f"sites/{owner}/{name}/blobs/{digest}"
+
+
+def version_key(owner: str, name: str, version: str) -> str:
+    return f"sites/{owner}/{name}/versions/{version}.json"
+
+
+def root_key(owner: str, name: str) -> str:
+    return f"sites/{owner}/{name}/root.json"
+
+
+# --- version ids -----------------------------------------------------------
+
+
+def is_version_id(text: str) -> bool:
+    return _VERSION_RE.match(text) is not None
+
+
+def new_version_id(*, now: datetime | None = None, after: str | None = None) -> str:
+    """``20261127T030000Z-1a2b3c4d``: sorts by time, unique by its random suffix.
+
+    When ``after`` (the parent) would sort at or after the new id (a clock
+    behind, or two publishes in one second), the time is moved one second past
+    it, so a site's versions always sort in the order they were made.
+    """
+    moment = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    if after is not None and (m := _VERSION_RE.match(after)):
+        parent_time = datetime.strptime(m.group(1), _STAMP).replace(tzinfo=UTC)
+        if moment <= parent_time:
+            moment = parent_time + timedelta(seconds=1)
+    return f"{moment.strftime(_STAMP)}-{secrets.token_hex(4)}"
+
+
+def utc_now_iso(now: datetime | None = None) -> str:
+    return (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- records ---------------------------------------------------------------
+
+
+def files_digest(files: Mapping[str, FileEntry]) -> str:
+    """sha256 of the canonical JSON of a files mapping: equal digests, equal trees."""
+    canonical = json.dumps(
+        {p: files[p].to_json() for p in sorted(files)}, sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True)
+class VersionTree:
+    """``versions/<version>.json``: one whole published tree."""
+
+    version: str
+    parent: str | None
+    created: str
+    files: Mapping[str, FileEntry] = field(default_factory=dict)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.size for e in self.files.values())
+
+    def hashes(self) -> set[str]:
+        return {e.hash for e in self.files.values()}
+
+    def to_bytes(self) -> bytes:
+        data = {
+            "version": self.version,
+            "parent": self.parent,
+            "created": self.created,
+            "files": {p: self.files[p].to_json() for p in sorted(self.files)},
+        }
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, *, key: str) -> VersionTree:
+        data = _load_object(raw, key=key)
+        problem = None
+        files: dict[str, FileEntry] = {}
+        raw_files = data.get("files")
+        if not isinstance(data.get("version"), str) or not is_version_id(data["version"]):
+            problem = "'version' is missing or not a version id"
+        elif data.get("parent") is not None and not isinstance(data.get("parent"), str):
+            problem = "'parent' is not a string"
+        elif not isinstance(data.get("created"), str):
+            problem = "'created' is missing"
+        elif not isinstance(raw_files, dict):
+            problem = "'files' is missing or not an object"
+        else:
+            for path, entry in raw_files.items():
+                if not (
+                    isinstance(entry, dict)
+                    and isinstance(entry.get("hash"), str)
+                    and _HASH_RE.match(entry["hash"])
+                    and isinstance(entry.get("size"), int)
+                    and isinstance(entry.get("type"), str)
+                ):
+                    problem = f"files[{path!r}] is not {{hash, size, type}}"
+                    break
+                files[path] = FileEntry(hash=entry["hash"], size=entry["size"], type=entry["type"])
+        if problem is not None:
+            raise _corrupt(key, problem)
+        return cls(
+            version=data["version"],
+            parent=data.get("parent"),
+            created=data["created"],
+            files=types.MappingProxyType(files),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Root:
+    """``root.json``: which version is live. Written last, in one write."""
+
+    version: str
+    site: str
+    base_url: str
+    previous: str | None
+    published: str
+    files_hash: str = ""  # files_digest of the live tree: an unchanged publish reads only this
+
+    def to_bytes(self) -> bytes:
+        data = {
+            "version": self.version,
+            "site": self.site,
+            "base_url": self.base_url,
+            "previous": self.previous,
+            "published": self.published,
+            "files_hash": self.files_hash,
+        }
+        return json.dumps(data, sort_keys=True, indent=1).encode() + b"\n"
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, *, key: str) -> Root:
+        data = _load_object(raw, key=key)
+        version = data.get("version")
+        if not isinstance(version, str) or not is_version_id(version):
+            raise _corrupt(key, "'version' is missing or not a version id")
+        for name in ("site", "base_url", "published"):
+            if not isinstance(data.get(name, ""), str):
+                raise _corrupt(key, f"{name!r} is not a string")
+        previous = data.get("previous")
+        if previous is not None and not isinstance(previous, str):
+            raise _corrupt(key, "'previous' is not a string")
+        files_hash = data.get("files_hash", "")
+        return cls(
+            version=version,
+            site=data.get("site", ""),
+            base_url=data.get("base_url", ""),
+            previous=previous,
+            published=data.get("published", ""),
+            files_hash=files_hash if isinstance(files_hash, str) else "",
+        )
+
+
+def _load_object(raw: bytes, *, key: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _corrupt(key, f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise _corrupt(key, "not a JSON object")
+    return data
+
+
+def _corrupt(key: str, problem: str) -> PublishError:
+    return PublishError(
+        f"{key} in the store is corrupt: {problem}",
+        hint="it was left as it is; restore it from a backup, or 'render rollback' to a good version",
+    )
+
+
+# --- diffs -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Diff:
+    """What changed between two trees, by path."""
+
+    added: tuple[str, ...]
+    changed: tuple[str, ...]
+    removed: tuple[str, ...]
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Every path whose response differs: what a CDN purge must cover."""
+        return tuple(sorted((*self.added, *self.changed, *self.removed)))
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.changed or self.removed)
+
+
+def diff(old: Mapping[str, FileEntry], new: Mapping[str, FileEntry]) -> Diff:
+    added = tuple(sorted(p for p in new if p not in old))
+    removed = tuple(sorted(p for p in old if p not in new))
+    changed = tuple(sorted(p for p in new if p in old and old[p] != new[p]))
+    return Diff(added=added, changed=changed, removed=removed)
+
+
+def new_blobs(new: Mapping[str, FileEntry], old_hashes: Iterable[str]) -> dict[str, FileEntry]:
+    """One entry per blob in ``new`` whose hash is not in ``old_hashes`` (hash -> an entry)."""
+    known = set(old_hashes)
+    out: dict[str, FileEntry] = {}
+    for path in sorted(new):
+        entry = new[path]
+        if entry.hash not in known and entry.hash not in out:
+            out[entry.hash] = entry
+    return out

@@ -1,0 +1,683 @@
+"""The mirror side: pull each site's live version from the store onto a static server.
+
+Runs on the mirror host (the OVH VPS), reading the store and never writing to
+it. For every site whose ``root.json`` names a version the mirror does not
+serve yet, ``sync`` materializes that version as a release folder and then
+switches the site's ``current`` symlink to it::
+
+    <mirror>/releases/<owner>/<site>/<version>/   one whole version, as files
+    <mirror>/releases/<owner>/<site>/.trees/      the version tree of each release
+    <mirror>/sites/<owner>/<site>/current         symlink -> the release nginx serves
+    <mirror>/sites/<owner>/<site>/previous        symlink -> the release served before
+    <mirror>/sites/<owner>/<site>/site.json       the served version and its base_url
+    <mirror>/hosts.map                            nginx map: host name -> owner/site
+
+A release is built in ``.partial-<version>/``: files whose hash a kept release
+already has are hard links to it (no download); new blobs are downloaded into
+``.incoming/``, checked against their sha256 (a mismatch refuses the release)
+and linked in. Only when every file is in place and the file system is synced
+is the folder renamed to ``<version>/``, so a release folder without the
+prefix is always whole. ``current`` is switched by making a new symlink beside
+it and renaming it over the old one: a reader sees the old link or the new
+one, never none. An interrupted sync leaves ``current`` where it was; the next
+one reuses the blobs it already checked and finishes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from render.errors import LockedError, MirrorError, RenderError
+from render.manifest import Root, VersionTree, blob_key, is_version_id, root_key, version_key
+from render.tree import FileEntry
+
+log = logging.getLogger(__name__)
+
+MAP_FILE = "hosts.map"
+STATUS_FILE = "status.json"
+LOCK_FILE = ".sync.lock"
+MIN_KEEP = 2  # current and the release before it (assets of pages fetched just before a switch)
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
+_HOST_RE = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+
+class MirrorStore(Protocol):
+    """What the mirror reads from a store (``render.store.Store`` has all of it)."""
+
+    @property
+    def description(self) -> str: ...
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def download(self, key: str, dest: Path) -> bool: ...
+
+    def sites(self) -> list[tuple[str, str]]: ...
+
+
+class SyncOutcome(Enum):
+    switched = "switched"  # current now serves the store's live version
+    unchanged = "unchanged"  # it already did
+    refused = "refused"  # a blob did not match its hash; current was left alone
+    failed = "failed"  # the store, the version tree or the disk failed; current was left alone
+
+
+@dataclass(frozen=True, kw_only=True)
+class SiteSync:
+    """What one sync did for one site."""
+
+    site: str
+    outcome: SyncOutcome
+    version: str | None = None  # the store's live version (None when unreadable)
+    served: str | None = None  # what current points at after the sync
+    fetched: int = 0  # blobs downloaded and verified
+    fetched_bytes: int = 0
+    linked: int = 0  # files hard-linked from releases already on disk
+    removed: tuple[str, ...] = ()  # old releases deleted after the switch
+    error: str | None = None
+    hint: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncReport:
+    root: Path
+    sites: tuple[SiteSync, ...]
+    map_changed: bool  # hosts.map was rewritten: nginx needs a reload to see it
+
+    @property
+    def failed(self) -> tuple[SiteSync, ...]:
+        return tuple(
+            s for s in self.sites if s.outcome in (SyncOutcome.failed, SyncOutcome.refused)
+        )
+
+
+class _Refused(MirrorError):
+    """A downloaded blob does not hash to its name."""
+
+
+# --- layout ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one site's releases and links live under the mirror root."""
+
+    root: Path
+    owner: str
+    name: str
+
+    def __post_init__(self) -> None:
+        for part in (self.owner, self.name):
+            if not _NAME_RE.match(part):
+                raise MirrorError(
+                    f"refusing the site name {self.owner}/{self.name!s}: {part!r} is not a safe folder name",
+                    hint="site owners and names are letters, digits, '.', '_' and '-'",
+                )
+
+    @property
+    def site(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+    @property
+    def releases(self) -> Path:
+        return self.root / "releases" / self.owner / self.name
+
+    @property
+    def site_dir(self) -> Path:
+        return self.root / "sites" / self.owner / self.name
+
+    @property
+    def current(self) -> Path:
+        return self.site_dir / "current"
+
+    @property
+    def previous(self) -> Path:
+        return self.site_dir / "previous"
+
+    @property
+    def incoming(self) -> Path:
+        return self.releases / ".incoming"
+
+    def release(self, version: str) -> Path:
+        return self.releases / version
+
+    def partial(self, version: str) -> Path:
+        return self.releases / f".partial-{version}"
+
+    def tree_file(self, version: str) -> Path:
+        return self.releases / ".trees" / f"{version}.json"
+
+    def link_target(self, version: str) -> str:
+        """Relative, so the mirror root can move: sites/o/n/current -> ../../../releases/o/n/v."""
+        return f"../../../releases/{self.owner}/{self.name}/{version}"
+
+    def linked_version(self, link: Path) -> str | None:
+        try:
+            name = os.path.basename(os.readlink(link))
+        except (FileNotFoundError, OSError):
+            return None
+        return name if is_version_id(name) and self.release(name).is_dir() else None
+
+    def served(self) -> str | None:
+        return self.linked_version(self.current)
+
+    def kept(self) -> list[str]:
+        if not self.releases.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.releases.iterdir() if is_version_id(p.name) and p.is_dir()
+        )
+
+
+# --- sync --------------------------------------------------------------------
+
+
+def sync(
+    store: MirrorStore,
+    root: Path,
+    *,
+    keep: int = 3,
+    concurrency: int = 8,
+) -> SyncReport:
+    """Bring every site in the store to its live version; one site's failure never stops the rest."""
+    root.mkdir(parents=True, exist_ok=True)
+    with _sync_lock(root):
+        sites = store.sites()
+        results = tuple(
+            sync_site(store, root, owner, name, keep=keep, concurrency=concurrency)
+            for owner, name in sites
+        )
+        map_changed = write_host_map(root)
+        _write_status(root, results)
+    return SyncReport(root=root, sites=results, map_changed=map_changed)
+
+
+def sync_site(
+    store: MirrorStore,
+    root: Path,
+    owner: str,
+    name: str,
+    *,
+    keep: int = 3,
+    concurrency: int = 8,
+) -> SiteSync:
+    """Sync one site; every failure becomes a ``SiteSync`` and ``current`` stays where it was."""
+    started = time.monotonic()
+    site = f"{owner}/{name}"
+    seen: dict[str, str] = {}  # the live version, once root.json is read
+    try:
+        result = _sync_site(
+            store, Layout(root, owner, name), keep=keep, concurrency=concurrency, seen=seen
+        )
+    except _Refused as exc:
+        outcome, error, hint = SyncOutcome.refused, exc.message, exc.hint
+    except RenderError as exc:
+        outcome, error, hint = SyncOutcome.failed, exc.message, exc.hint
+    except OSError as exc:
+        outcome, error = SyncOutcome.failed, f"{exc.filename or root}: {exc.strerror or exc}"
+        hint = (
+            "check the mirror folder's permissions and free space; the served release is unchanged"
+        )
+    except (
+        Exception
+    ) as exc:  # a bug: show its traceback in the log, keep serving and syncing others
+        log.exception("mirror sync of %s failed", site)
+        outcome, error, hint = SyncOutcome.failed, f"unexpected {type(exc).__name__}: {exc}", None
+    else:
+        return _timed(result, started)
+    served = (
+        Layout(root, owner, name).served()
+        if _NAME_RE.match(owner) and _NAME_RE.match(name)
+        else None
+    )
+    return SiteSync(
+        site=site,
+        outcome=outcome,
+        version=seen.get("version"),
+        served=served,
+        error=error,
+        hint=hint,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _timed(result: SiteSync, started: float) -> SiteSync:
+    return replace(result, seconds=time.monotonic() - started)
+
+
+def _sync_site(
+    store: MirrorStore, lay: Layout, *, keep: int, concurrency: int, seen: dict[str, str]
+) -> SiteSync:
+    key = root_key(lay.owner, lay.name)
+    raw = store.get(key)
+    if raw is None:
+        raise MirrorError(
+            f"{key} is missing from {store.description}",
+            site=lay.site,
+            hint="publish the site, or check the mirror's [store] settings",
+        )
+    live = Root.from_bytes(raw, key=key)
+    seen["version"] = live.version
+    host = host_of(live.base_url)
+    if host is None:
+        raise MirrorError(
+            f"{key}: base_url {live.base_url!r} has no usable host name",
+            site=lay.site,
+            hint="set [site] base_url in site.toml to the site's public URL and publish again",
+        )
+    served = lay.served()
+    if served == live.version:
+        _write_site_info(lay, live, host)
+        return SiteSync(
+            site=lay.site, outcome=SyncOutcome.unchanged, version=live.version, served=served
+        )
+    fetched = fetched_bytes = linked = 0
+    if not lay.release(live.version).is_dir():
+        tree = _fetch_tree(store, lay, live.version)
+        fetched, fetched_bytes, linked = _materialize(store, lay, tree, concurrency=concurrency)
+    _switch(lay, live.version)
+    _write_site_info(lay, live, host)
+    removed = _prune(lay, keep=keep)
+    return SiteSync(
+        site=lay.site,
+        outcome=SyncOutcome.switched,
+        version=live.version,
+        served=live.version,
+        fetched=fetched,
+        fetched_bytes=fetched_bytes,
+        linked=linked,
+        removed=removed,
+    )
+
+
+def _fetch_tree(store: MirrorStore, lay: Layout, version: str) -> VersionTree:
+    key = version_key(lay.owner, lay.name, version)
+    raw = store.get(key)
+    if raw is None:
+        raise MirrorError(
+            f"{key} is missing from {store.description}",
+            site=lay.site,
+            hint="the store's root.json names a version without a tree; "
+            "'render rollback' to a good version or publish again",
+        )
+    tree = VersionTree.from_bytes(raw, key=key)
+    if tree.version != version:
+        raise MirrorError(
+            f"{key} holds version {tree.version!r}",
+            site=lay.site,
+            hint="the store is inconsistent; publish the site again",
+        )
+    for path in tree.files:
+        if not _safe_path(path):
+            raise MirrorError(
+                f"{key}: refusing the path {path!r}",
+                site=lay.site,
+                hint="a path in a version tree must be relative and stay inside the release",
+            )
+    return tree
+
+
+def _safe_path(path: str) -> bool:
+    parts = path.split("/")
+    return (
+        bool(path)
+        and "\x00" not in path
+        and "\\" not in path
+        and all(p not in ("", ".", "..") for p in parts)
+    )
+
+
+def _materialize(
+    store: MirrorStore, lay: Layout, tree: VersionTree, *, concurrency: int
+) -> tuple[int, int, int]:
+    """Build ``releases/.../<version>/`` whole, or raise and leave it unbuilt.
+
+    Returns (blobs fetched, bytes fetched, files linked from kept releases).
+    """
+    partial = lay.partial(tree.version)
+    for stale in lay.releases.glob(".partial-*"):
+        if stale != partial:
+            shutil.rmtree(stale, ignore_errors=True)
+    partial.mkdir(parents=True, exist_ok=True)
+    lay.incoming.mkdir(exist_ok=True)
+    on_disk = _known_blobs(lay, exclude=tree.version)
+    by_hash: dict[str, list[str]] = {}
+    for path in sorted(tree.files):
+        by_hash.setdefault(tree.files[path].hash, []).append(path)
+    wanted = {
+        digest: tree.files[paths[0]]
+        for digest, paths in by_hash.items()
+        if digest not in on_disk
+        and not (lay.incoming / digest).is_file()
+        and not all(os.path.lexists(partial / p) for p in paths)
+    }
+    fetched_bytes = _fetch_blobs(store, lay, wanted, by_hash, concurrency=concurrency)
+    linked = 0
+    for digest, paths in by_hash.items():
+        done = [partial / p for p in paths if os.path.lexists(partial / p)]
+        source = lay.incoming / digest
+        from_disk = not source.is_file() and digest in on_disk
+        if from_disk:
+            source = on_disk[digest]
+        elif not source.is_file():
+            source = done[0]  # resumed: a file an interrupted sync already placed
+        for path in paths:
+            dest = partial / path
+            if os.path.lexists(dest):
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(source, dest)
+            linked += from_disk
+    _write_atomic(lay.tree_file(tree.version), tree.to_bytes())
+    _syncfs(lay.releases)  # every file and folder of the release is on disk before it can be named
+    os.rename(partial, lay.release(tree.version))
+    _fsync_dir(lay.releases)
+    shutil.rmtree(lay.incoming, ignore_errors=True)
+    return len(wanted), fetched_bytes, linked
+
+
+def _known_blobs(lay: Layout, *, exclude: str) -> dict[str, Path]:
+    """hash -> a file holding it, from the releases on disk (current first)."""
+    found: dict[str, Path] = {}
+    served = lay.served()
+    order = ([served] if served else []) + [v for v in reversed(lay.kept()) if v != served]
+    for version in order:
+        if version == exclude:
+            continue
+        try:
+            tree = VersionTree.from_bytes(
+                lay.tree_file(version).read_bytes(), key=str(lay.tree_file(version))
+            )
+        except (OSError, RenderError):
+            continue  # a release without its tree is only used as a whole, never as a link source
+        for path, entry in tree.files.items():
+            if entry.hash not in found and _safe_path(path):
+                candidate = lay.release(version) / path
+                if candidate.is_file():
+                    found[entry.hash] = candidate
+    return found
+
+
+def _fetch_blobs(
+    store: MirrorStore,
+    lay: Layout,
+    wanted: Mapping[str, FileEntry],
+    by_hash: Mapping[str, list[str]],
+    *,
+    concurrency: int,
+) -> int:
+    if not wanted:
+        return 0
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="mirror") as pool:
+        futures = [pool.submit(_fetch_blob, store, lay, d, by_hash[d][0]) for d in wanted]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        if any(f.done() and not f.cancelled() and f.exception() for f in futures):
+            pool.shutdown(wait=True, cancel_futures=True)  # stop fetching for a release we refuse
+    for future in futures:
+        if not future.cancelled() and (exc := future.exception()) is not None:
+            raise exc
+    return sum(f.result() for f in futures)
+
+
+def _fetch_blob(store: MirrorStore, lay: Layout, digest: str, path: str) -> int:
+    key = blob_key(lay.owner, lay.name, digest)
+    final = lay.incoming / digest
+    tmp = lay.incoming / f".{digest}.{threading.get_ident()}.part"
+    if not store.download(key, tmp):
+        raise MirrorError(
+            f"{key} ({path}) is missing from {store.description}",
+            site=lay.site,
+            hint="the store lost a blob a live version names; publish the site again",
+        )
+    actual = _sha256_file(tmp)
+    if actual != digest:
+        tmp.unlink()
+        raise _Refused(
+            f"{key} ({path}) does not match its hash: its bytes hash to {actual}",
+            site=lay.site,
+            hint="the release was refused and the served version is unchanged; "
+            "publish the site again or restore the blob in the store",
+        )
+    os.chmod(tmp, 0o644)
+    size = tmp.stat().st_size
+    os.replace(tmp, final)
+    return size
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:  # another file system, or a file system without hard links
+        shutil.copyfile(source, dest)
+        os.chmod(dest, 0o644)
+
+
+# --- switch and prune ----------------------------------------------------------
+
+
+def _switch(lay: Layout, version: str) -> None:
+    """Point ``previous`` at what is served now, then ``current`` at ``version``."""
+    lay.site_dir.mkdir(parents=True, exist_ok=True)
+    if lay.current.exists() and not lay.current.is_symlink():
+        raise MirrorError(
+            f"{lay.current} is not a symlink",
+            site=lay.site,
+            hint="move that folder away; the mirror manages 'current' as a symlink",
+        )
+    served = lay.served()
+    if served is not None and served != version:
+        _replace_symlink(lay.previous, lay.link_target(served))
+    _replace_symlink(lay.current, lay.link_target(version))
+    _fsync_dir(lay.site_dir)
+
+
+def _replace_symlink(link: Path, target: str) -> None:
+    """rename(2) over the old link: readers see the old target or the new one, never none."""
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.{threading.get_ident()}.new")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def _prune(lay: Layout, *, keep: int) -> tuple[str, ...]:
+    """Delete releases beyond the newest ``keep``; current and previous always stay."""
+    protected = [v for v in (lay.served(), lay.linked_version(lay.previous)) if v]
+    kept = list(dict.fromkeys(protected))
+    for version in reversed(lay.kept()):
+        if len(kept) >= max(keep, MIN_KEEP):
+            break
+        if version not in kept:
+            kept.append(version)
+    removed = tuple(v for v in lay.kept() if v not in kept)
+    for version in removed:
+        shutil.rmtree(lay.release(version), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            lay.tree_file(version).unlink()
+    for leftover in (*lay.releases.glob(".partial-*"), lay.incoming):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return removed
+
+
+# --- host map, site info, status ---------------------------------------------
+
+
+def host_of(base_url: str) -> str | None:
+    """The host name nginx matches for a site's base_url (IDNA-encoded), or None."""
+    try:
+        host = urlsplit(base_url).hostname or ""
+        host = host.encode("idna").decode("ascii").lower()
+    except (ValueError, UnicodeError):
+        return None
+    return host if _HOST_RE.match(host) else None
+
+
+def _write_site_info(lay: Layout, live: Root, host: str) -> None:
+    info = {"site": lay.site, "version": live.version, "base_url": live.base_url, "host": host}
+    data = json.dumps(info, sort_keys=True, indent=1).encode() + b"\n"
+    target = lay.site_dir / "site.json"
+    with contextlib.suppress(FileNotFoundError):
+        if target.read_bytes() == data:
+            return
+    _write_atomic(target, data)
+
+
+def host_map(root: Path) -> dict[str, str]:
+    """host -> ``owner/site`` for every site the mirror serves (the first site wins a shared host)."""
+    entries: dict[str, str] = {}
+    for info_file in sorted((root / "sites").glob("*/*/site.json")):
+        lay_dir = info_file.parent
+        owner, name = lay_dir.parent.name, lay_dir.name
+        if (
+            not (_NAME_RE.match(owner) and _NAME_RE.match(name))
+            or not (lay_dir / "current").exists()
+        ):
+            continue
+        try:
+            host = json.loads(info_file.read_bytes()).get("host", "")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if not isinstance(host, str) or not _HOST_RE.match(host):
+            continue
+        if host in entries:
+            log.warning("%s/%s: host %s is already served by %s", owner, name, host, entries[host])
+            continue
+        entries[host] = f"{owner}/{name}"
+    return entries
+
+
+def write_host_map(root: Path) -> bool:
+    """Write ``hosts.map`` for nginx atomically; True when its content changed."""
+    lines = [f"{host} {site};\n" for host, site in sorted(host_map(root).items())]
+    data = ("# written by 'render mirror sync'; do not edit\n" + "".join(lines)).encode()
+    target = root / MAP_FILE
+    with contextlib.suppress(FileNotFoundError):
+        if target.read_bytes() == data:
+            return False
+    _write_atomic(target, data)
+    return True
+
+
+def _write_status(root: Path, results: tuple[SiteSync, ...]) -> None:
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    data = {
+        "synced": now,
+        "sites": {
+            r.site: {"outcome": r.outcome.value, "version": r.version, "error": r.error}
+            for r in results
+        },
+    }
+    _write_atomic(root / STATUS_FILE, json.dumps(data, indent=1, sort_keys=True).encode() + b"\n")
+
+
+# --- the daemon --------------------------------------------------------------
+
+
+def run_forever(
+    store: MirrorStore,
+    root: Path,
+    *,
+    stop: threading.Event,
+    interval: float = 60.0,
+    jitter: float = 0.2,
+    keep: int = 3,
+    concurrency: int = 8,
+    on_report: Callable[[SyncReport], None] = lambda _r: None,
+    on_error: Callable[[Exception], None] = lambda _e: None,
+) -> None:
+    """Sync, wait ``interval`` give or take ``jitter`` (a fraction), repeat until ``stop`` is set.
+
+    Nothing stops the loop but ``stop``: a site's failure is in its report, and
+    a failure of the whole sync (the store unreachable, another sync holding
+    the lock) goes to ``on_error`` and is retried at the next tick.
+    """
+    while not stop.is_set():
+        try:
+            on_report(sync(store, root, keep=keep, concurrency=concurrency))
+        except Exception as exc:
+            if not isinstance(exc, RenderError):
+                log.exception("mirror sync failed")
+            on_error(exc)
+        stop.wait(max(0.0, interval * random.uniform(1 - jitter, 1 + jitter)))
+
+
+# --- file system helpers -------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _sync_lock(root: Path) -> Iterator[None]:
+    with open(root / LOCK_FILE, "a+b") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockedError(
+                f"another 'render mirror sync' is running on {root}",
+                stage="mirror",
+                hint="wait for it to finish (or stop the render-mirror service) and run again",
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _syncfs(path: Path) -> None:
+    """Flush the file system holding ``path``: one call instead of an fsync per file and folder."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        syncfs = getattr(libc, "syncfs", None)
+        if syncfs is None or syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)

@@ -1,0 +1,496 @@
+"""Publishing a built tree as a new version: upload what is missing, write the tree, flip the root.
+
+The protocol, per site (keys in ``render.manifest``):
+
+1. read ``root.json`` (one GET). When its ``files_hash`` equals the build's,
+   nothing changed: no upload, no new version, one read in all;
+2. read the live version's tree (the second GET);
+3. upload, concurrently, each blob the live tree does not name;
+4. write ``versions/<new>.json``;
+5. write ``root.json`` last, as a compare-and-swap on the tag read in 1.
+
+Nothing is LISTed, except to recover after a publish from this host that
+started and never finished (the ledger remembers it): then one listing of the
+site's blobs tells which are already there. Readers that follow root -> tree
+-> blobs always see one whole version. Any failure before step 5 leaves the
+old version live; a re-run uploads only what is still missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Protocol
+
+from render.errors import ConflictError, PublishError
+from render.manifest import (
+    BLOB_CACHE,
+    JSON_TYPE,
+    ROOT_CACHE,
+    Diff,
+    Root,
+    VersionTree,
+    blob_key,
+    diff,
+    files_digest,
+    new_blobs,
+    new_version_id,
+    root_key,
+    site_prefix,
+    utc_now_iso,
+    version_key,
+)
+from render.store import Store
+from render.tree import Build, FileEntry
+
+Progress = Callable[[int, int], None]
+"""``(blobs uploaded, blobs to upload)``, called from upload threads."""
+
+
+class PublishOutcome(Enum):
+    published = "published"  # a new version is live
+    unchanged = "unchanged"  # the live version already has exactly these files
+
+
+@dataclass(frozen=True, kw_only=True)
+class Publication:
+    """The result of the publish stage."""
+
+    site: str
+    outcome: PublishOutcome
+    version: str  # the live version afterwards
+    parent: str | None  # the version that was live before
+    files: int
+    bytes: int
+    uploaded_blobs: int
+    uploaded_bytes: int
+    requests: int  # requests the store received (HTTP attempts for S3)
+    seconds: float
+    diff: Diff  # paths added, changed, removed against the parent (for a CDN purge)
+    store: str
+
+
+class VersionLedger(Protocol):
+    """The part of ``render.ledger.Ledger`` that publishing writes to."""
+
+    def record_version(
+        self,
+        owner: str,
+        site: str,
+        *,
+        version: str,
+        parent: str | None,
+        created: str,
+        files: int,
+        bytes: int,  # noqa: A002 - the column's name
+        new_blobs: int,
+        new_bytes: int,
+        seconds: float,
+        live: bool,
+    ) -> None: ...
+
+    def set_live(self, owner: str, site: str, version: str | None) -> None: ...
+
+    def live_version(self, owner: str, site: str) -> str | None: ...
+
+    def begin_publish(self, owner: str, site: str, *, store: str, version: str) -> None: ...
+
+    def end_publish(self, owner: str, site: str, *, store: str) -> None: ...
+
+    def unfinished_publish(self, owner: str, site: str, *, store: str) -> str | None: ...
+
+
+def publish(
+    build: Build,
+    *,
+    store: Store,
+    ledger: VersionLedger | None,
+    concurrency: int | None = None,
+    grace_hours: float = 48.0,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> Publication:
+    """Make ``build``'s tree the live version of its site in ``store``."""
+    return publish_tree(
+        build.files,
+        build.objects,
+        owner=build.site.id.owner,
+        name=build.site.id.name,
+        base_url=build.site.base_url,
+        store=store,
+        ledger=ledger,
+        concurrency=concurrency,
+        grace_hours=grace_hours,
+        progress=progress,
+        now=now,
+    )
+
+
+def publish_tree(
+    files: Mapping[str, FileEntry],
+    objects: Path,
+    *,
+    owner: str,
+    name: str,
+    base_url: str,
+    store: Store,
+    ledger: VersionLedger | None,
+    concurrency: int | None = None,
+    grace_hours: float = 48.0,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> Publication:
+    """``publish`` for a bare tree: ``files`` (path -> entry) with bytes in ``objects/<hash>``."""
+    site = f"{owner}/{name}"
+    started = time.monotonic()
+    requests_before = store.request_count()
+    try:
+        return _publish(
+            files, objects, owner=owner, name=name, base_url=base_url, store=store,
+            ledger=ledger, concurrency=concurrency or store.concurrency,
+            grace_hours=grace_hours, progress=progress, now=now,
+            started=started, requests_before=requests_before,
+        )  # fmt: skip
+    except PublishError as exc:
+        raise exc.with_site(site) from None
+
+
+def _publish(
+    files: Mapping[str, FileEntry],
+    objects: Path,
+    *,
+    owner: str,
+    name: str,
+    base_url: str,
+    store: Store,
+    ledger: VersionLedger | None,
+    concurrency: int,
+    grace_hours: float,
+    progress: Progress | None,
+    now: datetime | None,
+    started: float,
+    requests_before: int,
+) -> Publication:
+    site = f"{owner}/{name}"
+    digest = files_digest(files)
+    total_bytes = sum(e.size for e in files.values())
+    root, tag = read_root(store, owner=owner, name=name)
+
+    def result(outcome: PublishOutcome, version: str, parent: str | None, **kw: object) -> Publication:
+        return Publication(
+            site=site, outcome=outcome, version=version, parent=parent, files=len(files),
+            bytes=total_bytes, requests=store.request_count() - requests_before,
+            seconds=time.monotonic() - started, store=store.description, **kw,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    if root is not None and root.files_hash == digest:
+        _ledger_live(ledger, owner, name, root.version)
+        return result(PublishOutcome.unchanged, root.version, root.previous,
+                      uploaded_blobs=0, uploaded_bytes=0, diff=diff(files, files))  # fmt: skip
+    live = read_tree(store, owner=owner, name=name, version=root.version) if root else None
+    live_files: Mapping[str, FileEntry] = live.files if live else {}
+    if live is not None and root is not None and dict(live.files) == dict(files):
+        _ledger_live(ledger, owner, name, root.version)
+        return result(PublishOutcome.unchanged, root.version, root.previous,
+                      uploaded_blobs=0, uploaded_bytes=0, diff=diff(files, files))  # fmt: skip
+
+    parent = root.version if root else None
+    version = new_version_id(now=now, after=parent)
+    created = utc_now_iso(now)
+    missing = new_blobs(files, live.hashes() if live else ())
+    if ledger is not None:
+        if ledger.unfinished_publish(owner, name, store=store.description) and missing:
+            # an earlier publish from here stopped half-way: skip what it already uploaded,
+            # trusting only blobs young enough that gc cannot delete them under us.
+            fresh_after = time.time() - grace_hours * 3600 / 2
+            present = {
+                obj.key.rsplit("/", 1)[1]
+                for obj in store.list(f"{site_prefix(owner, name)}blobs/")
+                if obj.modified > fresh_after
+            }
+            missing = {h: e for h, e in missing.items() if h not in present}
+        ledger.begin_publish(owner, name, store=store.description, version=version)
+
+    _upload(store, missing, objects, owner=owner, name=name, concurrency=concurrency,
+            progress=progress)  # fmt: skip
+    tree = VersionTree(version=version, parent=parent, created=created, files=files)
+    store.put(version_key(owner, name, version), tree.to_bytes(),
+              content_type=JSON_TYPE, cache_control=BLOB_CACHE)  # fmt: skip
+    new_root = Root(version=version, site=site, base_url=base_url, previous=parent,
+                    published=created, files_hash=digest)  # fmt: skip
+    try:
+        switch_root(store, owner=owner, name=name, root=new_root, tag=tag)
+    except ConflictError:
+        with contextlib.suppress(PublishError):  # the loser's tree would only confuse a listing
+            store.delete([version_key(owner, name, version)])
+        raise
+    uploaded_bytes = sum(e.size for e in missing.values())
+    seconds = time.monotonic() - started
+    if ledger is not None:
+        ledger.record_version(
+            owner, name, version=version, parent=parent, created=created, files=len(files),
+            bytes=total_bytes, new_blobs=len(missing), new_bytes=uploaded_bytes,
+            seconds=seconds, live=True,
+        )  # fmt: skip
+        ledger.end_publish(owner, name, store=store.description)
+    return result(PublishOutcome.published, version, parent, uploaded_blobs=len(missing),
+                  uploaded_bytes=uploaded_bytes, diff=diff(live_files, files))  # fmt: skip
+
+
+def _ledger_live(ledger: VersionLedger | None, owner: str, name: str, version: str) -> None:
+    if ledger is not None and ledger.live_version(owner, name) != version:
+        ledger.set_live(owner, name, version)
+
+
+def _upload(
+    store: Store,
+    blobs: Mapping[str, FileEntry],
+    objects: Path,
+    *,
+    owner: str,
+    name: str,
+    concurrency: int,
+    progress: Progress | None,
+) -> None:
+    if not blobs:
+        return
+    total = len(blobs)
+    done = 0
+    for digest in blobs:
+        if not (objects / digest).is_file():
+            raise PublishError(
+                f"the build's object {objects / digest} is missing",
+                hint="rebuild with --force; the build folder is incomplete",
+            )
+
+    def one(digest: str, entry: FileEntry) -> None:
+        store.put_file(blob_key(owner, name, digest), objects / digest,
+                       content_type=entry.type, cache_control=BLOB_CACHE)  # fmt: skip
+
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="render-upload")
+    try:
+        pending: set[Future[None]] = {pool.submit(one, d, e) for d, e in blobs.items()}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in finished:
+                future.result()  # the first failure stops the publish
+                done += 1
+            if progress is not None:
+                progress(done, total)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def read_root(store: Store, *, owner: str, name: str) -> tuple[Root | None, str | None]:
+    """The live root and its tag; (None, None) when the site was never published."""
+    key = root_key(owner, name)
+    got = store.get_tagged(key)
+    if got is None:
+        return None, None
+    data, tag = got
+    return Root.from_bytes(data, key=key), tag
+
+
+def read_tree(store: Store, *, owner: str, name: str, version: str) -> VersionTree:
+    key = version_key(owner, name, version)
+    data = store.get(key)
+    if data is None:
+        raise PublishError(
+            f"{key} is missing from {store.description}",
+            hint="root.json names a version whose tree is gone; 'render rollback' to a version"
+            " that 'render versions' lists",
+        )
+    tree = VersionTree.from_bytes(data, key=key)
+    if tree.version != version:
+        raise PublishError(f"{key} in the store is corrupt: it holds version {tree.version}")
+    return tree
+
+
+def switch_root(store: Store, *, owner: str, name: str, root: Root, tag: str | None) -> None:
+    """Write ``root.json`` if it still carries ``tag``; raise ``ConflictError`` if another won.
+
+    A write that succeeded but whose response was lost comes back, after the
+    client's automatic retry, as a failed condition: the root is re-read, and
+    when it already names this version the switch did happen.
+    """
+    key = root_key(owner, name)
+    if store.put_if(key, root.to_bytes(), tag=tag, content_type=JSON_TYPE, cache_control=ROOT_CACHE):
+        return
+    current, _ = read_root(store, owner=owner, name=name)
+    if current is not None and current.version == root.version:
+        return
+    winner = current.version if current else "none"
+    raise ConflictError(
+        f"another publisher switched the root to {winner} while this one was writing"
+        f" {root.version}; {winner} stays live",
+        hint="run the publish again to put this build on top of it",
+    )
+
+
+# --- versions, rollback, gc ----------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class VersionInfo:
+    version: str
+    parent: str | None
+    created: str
+    files: int
+    bytes: int
+    new_blobs: int  # blobs its parent's tree does not name
+    new_bytes: int
+    live: bool
+
+
+def version_ids(store: Store, *, owner: str, name: str) -> list[str]:
+    """Every version id of a site in the store, newest first (one LIST)."""
+    prefix = f"{site_prefix(owner, name)}versions/"
+    ids = [
+        o.key[len(prefix) : -len(".json")]
+        for o in store.list(prefix)
+        if o.key.endswith(".json") and "/" not in o.key[len(prefix) :]
+    ]
+    return sorted(ids, reverse=True)
+
+
+def list_versions(store: Store, *, owner: str, name: str, limit: int = 50) -> list[VersionInfo]:
+    """The site's versions in the store, newest first, with sizes and which one is live."""
+    try:
+        root, _ = read_root(store, owner=owner, name=name)
+        ids = version_ids(store, owner=owner, name=name)[:limit]
+        trees = {v: read_tree(store, owner=owner, name=name, version=v) for v in ids}
+    except PublishError as exc:
+        raise exc.with_site(f"{owner}/{name}") from None
+    out = []
+    for v in ids:
+        tree = trees[v]
+        parent = trees.get(tree.parent) if tree.parent else None
+        fresh = new_blobs(tree.files, parent.hashes() if parent else ())
+        out.append(
+            VersionInfo(
+                version=v, parent=tree.parent, created=tree.created, files=len(tree.files),
+                bytes=tree.total_bytes, new_blobs=len(fresh),
+                new_bytes=sum(e.size for e in fresh.values()),
+                live=root is not None and root.version == v,
+            )  # fmt: skip
+        )
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rollback:
+    site: str
+    version: str  # live now
+    previous: str  # live before
+
+
+def rollback(
+    store: Store,
+    *,
+    owner: str,
+    name: str,
+    to: str | None = None,
+    ledger: VersionLedger | None = None,
+    now: datetime | None = None,
+) -> Rollback:
+    """Make an earlier version live in one write (default: the one before the live one)."""
+    site = f"{owner}/{name}"
+    try:
+        root, tag = read_root(store, owner=owner, name=name)
+        if root is None:
+            raise PublishError("nothing is published yet", hint="publish with 'render force SITE'")
+        ids = version_ids(store, owner=owner, name=name)
+        if to is None:
+            older = [v for v in ids if v < root.version]
+            if not older:
+                raise PublishError(
+                    f"no version older than the live {root.version}",
+                    hint="'render versions SITE' lists them; name one to roll forward",
+                )
+            target = older[0]
+        elif to not in ids:
+            raise PublishError(
+                f"no version {to!r} in {store.description}",
+                hint="'render versions SITE' lists the versions that exist",
+            )
+        else:
+            target = to
+        if target == root.version:
+            return Rollback(site=site, version=target, previous=root.version)
+        tree = read_tree(store, owner=owner, name=name, version=target)
+        new_root = Root(version=target, site=site, base_url=root.base_url, previous=root.version,
+                        published=utc_now_iso(now), files_hash=files_digest(tree.files))  # fmt: skip
+        switch_root(store, owner=owner, name=name, root=new_root, tag=tag)
+    except PublishError as exc:
+        raise exc.with_site(site) from None
+    if ledger is not None:
+        ledger.set_live(owner, name, target)
+    return Rollback(site=site, version=target, previous=root.version)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GcReport:
+    site: str
+    kept: tuple[str, ...]
+    removed_versions: tuple[str, ...]
+    removed_blobs: int
+    freed_bytes: int
+    young_blobs: int  # unnamed blobs kept because they are younger than the grace period
+    dry_run: bool
+
+
+def gc(
+    store: Store,
+    *,
+    owner: str,
+    name: str,
+    keep: int = 10,
+    grace_hours: float = 48.0,
+    dry_run: bool = False,
+    now: float | None = None,
+) -> GcReport:
+    """Delete versions beyond the newest ``keep`` (never the live one) and unnamed blobs.
+
+    A blob survives when a kept version names it or when it is younger than
+    ``grace_hours``; so does a version tree younger than that. A publish in
+    flight has uploaded only young blobs and written, at most, a young tree, so
+    gc running at the same time cannot take anything from under it. Version
+    trees go first, then blobs: a crash in between leaves only extra blobs.
+    """
+    site = f"{owner}/{name}"
+    cutoff = (time.time() if now is None else now) - grace_hours * 3600
+    prefix = site_prefix(owner, name)
+    try:
+        root, _ = read_root(store, owner=owner, name=name)
+        if root is None:
+            raise PublishError("nothing is published yet; gc has nothing to do")
+        listed = store.list(f"{prefix}versions/")
+        by_id = {o.key[len(prefix) + 9 : -5]: o for o in listed if o.key.endswith(".json")}
+        ids = sorted(by_id, reverse=True)
+        kept = set(ids[: max(keep, 1)]) | {root.version}
+        kept |= {v for v in ids if by_id[v].modified >= cutoff}
+        named: set[str] = set()
+        for v in sorted(kept):
+            if v in by_id or v == root.version:
+                named |= read_tree(store, owner=owner, name=name, version=v).hashes()
+        drop_versions = [v for v in ids if v not in kept]
+        blobs = store.list(f"{prefix}blobs/")
+        unnamed = [o for o in blobs if o.key.rsplit("/", 1)[1] not in named]
+        drop_blobs = [o for o in unnamed if o.modified < cutoff]
+        if not dry_run:
+            store.delete([version_key(owner, name, v) for v in drop_versions])
+            store.delete([o.key for o in drop_blobs])
+    except PublishError as exc:
+        raise exc.with_site(site) from None
+    return GcReport(
+        site=site, kept=tuple(sorted(kept & set(ids), reverse=True)),
+        removed_versions=tuple(drop_versions), removed_blobs=len(drop_blobs),
+        freed_bytes=sum(o.size for o in drop_blobs), young_blobs=len(unnamed) - len(drop_blobs),
+        dry_run=dry_run,
+    )  # fmt: skip

@@ -1,0 +1,282 @@
+"""The mirror served by a real nginx with ovh/nginx/*.conf: pretty URLs, 404s, routing, switches."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mirrorkit import HOST, Nginx, fetch, publish_files, site_files
+from test_routing import CASES
+
+from render.manifest import blob_key
+from render.mirror import SyncOutcome, sync, sync_site
+from render.publish import rollback
+from render.routing import route_request
+from render.store import LocalStore
+from render.tree import sha256
+
+pytestmark = pytest.mark.nginx
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "store")
+
+
+@pytest.fixture
+def nginx(tmp_path: Path) -> Iterator[Nginx]:
+    server = Nginx(tmp_path / "nginx", tmp_path / "mirror").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _publish(store: LocalStore, tmp_path: Path, files: dict[str, bytes]) -> str:
+    return publish_files(store, files, objects=tmp_path / "objects")
+
+
+def _first_sync(store: LocalStore, nginx: Nginx) -> None:
+    """The first sync writes the site's host into hosts.map; nginx reloads to read it."""
+    report = sync(store, nginx.mirror_root)
+    assert report.map_changed and not report.failed
+    nginx.reload()
+
+
+def test_serves_the_live_release_with_pretty_urls_404s_sitemap_and_robots(
+    store: LocalStore, nginx: Nginx, tmp_path: Path
+) -> None:
+    files = site_files("one")
+    version = _publish(store, tmp_path, files)
+    _first_sync(store, nginx)
+    port = nginx.mirror_port
+
+    home = fetch(port, "/")
+    assert (home.status, home.body) == (200, files["index.html"])
+    assert home.header("content-type") == "text/html; charset=utf-8"
+    assert home.header("cache-control") == "public, max-age=60"
+    assert home.header("x-render-version") == version
+    assert fetch(port, "/posts/hello/").body == files["posts/hello/index.html"]
+    folder = fetch(port, "/posts/hello?x=1")
+    assert (folder.status, folder.header("location")) == (301, "/posts/hello/?x=1")
+    missing = fetch(port, "/posts/nope/")
+    assert (missing.status, missing.body) == (404, files["404.html"])
+    assert fetch(port, "/nope.css").body == files["404.html"]
+    robots = fetch(port, "/robots.txt")
+    assert (robots.status, robots.body) == (200, files["robots.txt"])
+    assert robots.header("content-type").startswith("text/plain")
+    sitemap = fetch(port, "/sitemap.xml")
+    assert (sitemap.status, sitemap.body) == (200, files["sitemap.xml"])
+    assert "xml" in sitemap.header("content-type")
+    css = fetch(port, "/assets/common.css")
+    assert (css.body, css.header("content-type")) == (
+        files["assets/common.css"],
+        "text/css; charset=utf-8",
+    )
+    assert css.header("cache-control") == "public, max-age=86400"
+    zipped = fetch(port, "/", headers={"Accept-Encoding": "gzip"})
+    assert zipped.header("content-encoding") == "gzip" and len(zipped.body) < len(
+        files["index.html"]
+    )
+    assert fetch(port, "/", host="unknown.test").status == 404
+
+
+def test_crawlers_and_logged_out_visitors_get_the_mirror_through_the_front_proxy(
+    store: LocalStore, nginx: Nginx, tmp_path: Path
+) -> None:
+    files = site_files("one")
+    _publish(store, tmp_path, files)
+    _first_sync(store, nginx)
+
+    for agent, cookies, method, _target in CASES:
+        headers = {"User-Agent": agent} if agent is not None else {}
+        if cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        reply = fetch(nginx.route_port, "/", method=method, headers=headers)
+        expected = route_request(user_agent=agent, cookies=cookies, method=method)
+        went = {"render_mirror": "mirror", "render_app": "app"}[reply.header("x-render-route")]
+        assert went == expected.value, (agent, cookies, method)
+        if expected.value == "app":
+            assert reply.body == (b"app\n" if method != "HEAD" else b"")
+        elif method == "GET":
+            assert (reply.status, reply.body) == (200, files["index.html"])  # crawler == logged out
+
+
+def test_switching_100_times_under_load_serves_whole_versions_and_no_errors(
+    store: LocalStore, nginx: Nginx, tmp_path: Path
+) -> None:
+    one, two = site_files("one"), site_files("two")
+    v1 = _publish(store, tmp_path, one)
+    _first_sync(store, nginx)
+    v2 = _publish(store, tmp_path, two)
+    sync(store, nginx.mirror_root)
+    sites = {v1: one, v2: two}
+    tags = {v1: "one", v2: "two"}
+    switches = 0
+    done = threading.Event()
+    problems: list[str] = []
+    counts: dict[str, int] = {v1: 0, v2: 0}
+    pairs_checked = [0]
+    lock = threading.Lock()
+    deadline = time.monotonic() + 60
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", nginx.mirror_port, timeout=10)
+        try:
+            for _ in range(20_000):
+                if done.is_set() or time.monotonic() > deadline:
+                    return
+                before = switches
+                page = fetch(nginx.mirror_port, "/", conn=conn)
+                version = page.header("x-render-version")
+                if (
+                    page.status != 200
+                    or version not in sites
+                    or page.body != sites[version]["index.html"]
+                ):
+                    problems.append(f"/ -> {page.status} {version!r} {page.body[:80]!r}")
+                    continue
+                asset = f"assets/app-{tags[version]}.css"
+                assert f'href="/{asset}"'.encode() in page.body
+                css = fetch(nginx.mirror_port, f"/{asset}", conn=conn)
+                common = fetch(nginx.mirror_port, "/assets/common.css", conn=conn)
+                with lock:
+                    counts[version] += 1
+                    if (
+                        switches - before <= 1
+                    ):  # one switch in between: the page's assets stay served
+                        pairs_checked[0] += 1
+                        if (css.status, css.body) != (200, sites[version][asset]):
+                            problems.append(f"{asset} after page {version} -> {css.status}")
+                cv = common.header("x-render-version")
+                if (
+                    common.status != 200
+                    or cv not in sites
+                    or common.body != sites[cv]["assets/common.css"]
+                ):
+                    problems.append(f"common.css -> {common.status} {cv!r} {common.body!r}")
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(100):
+            target = v1 if i % 2 == 0 else v2
+            rollback(store, owner="acme", name="blog", to=target)
+            result = sync_site(store, nginx.mirror_root, "acme", "blog")
+            assert (result.outcome, result.fetched) == (SyncOutcome.switched, 0), result
+            switches += 1
+    finally:
+        done.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert switches == 100
+    assert problems == []
+    assert counts[v1] > 0 and counts[v2] > 0, counts
+    assert pairs_checked[0] > 0
+    errors = [
+        line for line in nginx.error_log().splitlines() if "[error]" in line or "[crit]" in line
+    ]
+    assert errors == []
+
+
+_SLOW_SYNC = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from render.mirror import sync
+    from render.store import LocalStore
+
+    class Slow:  # a slow link to the store, so that the kill lands half way
+        def __init__(self, inner):
+            self.inner, self.description = inner, inner.description
+        def get(self, key):
+            return self.inner.get(key)
+        def sites(self):
+            return self.inner.sites()
+        def download(self, key, dest):
+            time.sleep(0.05)
+            return self.inner.download(key, dest)
+
+    sync(Slow(LocalStore(Path(sys.argv[1]))), Path(sys.argv[2]), concurrency=2)
+    """
+)
+
+
+def test_a_sync_killed_half_way_leaves_the_old_release_served(
+    store: LocalStore, nginx: Nginx, tmp_path: Path
+) -> None:
+    old = site_files("one")
+    v1 = _publish(store, tmp_path, old)
+    _first_sync(store, nginx)
+    posts = {f"posts/p{i}/index.html": f"<h1>post {i}</h1>".encode() for i in range(60)}
+    new = {**site_files("two"), **posts}
+    v2 = _publish(store, tmp_path, new)
+    script = tmp_path / "slow_sync.py"
+    script.write_text(_SLOW_SYNC)
+    incoming = nginx.mirror_root / "releases/acme/blog/.incoming"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(store.root), str(nginx.mirror_root)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (
+            incoming.is_dir()
+            and len([p for p in incoming.iterdir() if not p.name.startswith(".")]) >= 6
+        ):
+            assert proc.poll() is None, "the sync ended before it could be killed"
+            assert time.monotonic() < deadline, "the sync did not start fetching"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+    assert (nginx.mirror_root / "releases/acme/blog" / f".partial-{v2}").is_dir()  # half way
+    assert not (nginx.mirror_root / "releases/acme/blog" / v2).exists()
+    page = fetch(nginx.mirror_port, "/")
+    assert (page.status, page.header("x-render-version"), page.body) == (200, v1, old["index.html"])
+    assert fetch(nginx.mirror_port, "/posts/p1/").status == 404
+
+    (site,) = sync(store, nginx.mirror_root).sites  # the next sync finishes the job
+    assert site.outcome is SyncOutcome.switched and site.fetched < len(posts)
+    page = fetch(nginx.mirror_port, "/")
+    assert (page.header("x-render-version"), page.body) == (v2, new["index.html"])
+    assert fetch(nginx.mirror_port, "/posts/p1/").body == posts["posts/p1/index.html"]
+
+
+def test_a_blob_with_wrong_bytes_is_refused_and_the_old_release_stays_served(
+    store: LocalStore, nginx: Nginx, tmp_path: Path
+) -> None:
+    old = site_files("one")
+    v1 = _publish(store, tmp_path, old)
+    _first_sync(store, nginx)
+    new = site_files("two")
+    _publish(store, tmp_path, new)
+    key = blob_key("acme", "blog", sha256(new["index.html"]))
+    (store.root / key).write_bytes(b"<h1>tampered</h1>")
+
+    (site,) = sync(store, nginx.mirror_root).sites
+
+    assert site.outcome is SyncOutcome.refused
+    assert site.error is not None and site.error.startswith(
+        f"{key} (index.html) does not match its hash"
+    )
+    page = fetch(nginx.mirror_port, "/")
+    assert (page.status, page.header("x-render-version"), page.body) == (200, v1, old["index.html"])
+    assert b"tampered" not in fetch(nginx.mirror_port, "/").body
+    assert re.search(rb"version one", fetch(nginx.mirror_port, "/").body)
+    assert HOST in (nginx.mirror_root / "hosts.map").read_text()
