@@ -79,7 +79,15 @@ def hugo_build() -> dict[str, object]:
     shutil.rmtree(dest, ignore_errors=True)
     started = time.perf_counter()
     subprocess.run(
-        [hugo, "--source", str(OUT / "hugo"), "--destination", str(dest), "--quiet", "--noBuildLock"],
+        [
+            hugo,
+            "--source",
+            str(OUT / "hugo"),
+            "--destination",
+            str(dest),
+            "--quiet",
+            "--noBuildLock",
+        ],
         check=True,
         capture_output=True,
     )
@@ -109,14 +117,19 @@ def main() -> None:
     one = _phase("build", "--state", "warm")
     hugo = hugo_build()
     figures: dict[str, object] = {
-        "site": {"articles": args.articles, "generate_s": round(generated, 2), "cpus": os.cpu_count()},
+        "site": {
+            "articles": args.articles,
+            "generate_s": round(generated, 2),
+            "cpus": os.cpu_count(),
+        },
         "full_build": {**full, "pages_per_s": round(int(full["pages"]) / float(full["wall_s"]), 1)},  # type: ignore[call-overload]
         "one_article_rebuild": one,
         "hugo": hugo,
     }
     if "pages_per_s" in hugo:
         figures["ratio_vs_hugo"] = round(
-            figures["full_build"]["pages_per_s"] / hugo["pages_per_s"], 2  # type: ignore[index, operator]
+            figures["full_build"]["pages_per_s"] / hugo["pages_per_s"],
+            2,  # type: ignore[index, operator]
         )
     print(json.dumps(figures))
 

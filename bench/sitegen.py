@@ -13,11 +13,50 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-WORDS = (
-    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut "
-    "labore et dolore magna aliqua enim ad minim veniam quis nostrud exercitation ullamco laboris "
-    "nisi aliquip ex ea commodo consequat duis aute irure in reprehenderit voluptate velit esse"
-).split()
+WORDS = [
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
+    "consectetur",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+    "incididunt",
+    "ut",
+    "labore",
+    "et",
+    "dolore",
+    "magna",
+    "aliqua",
+    "enim",
+    "ad",
+    "minim",
+    "veniam",
+    "quis",
+    "nostrud",
+    "exercitation",
+    "ullamco",
+    "laboris",
+    "nisi",
+    "aliquip",
+    "ex",
+    "ea",
+    "commodo",
+    "consequat",
+    "duis",
+    "aute",
+    "irure",
+    "in",
+    "reprehenderit",
+    "voluptate",
+    "velit",
+    "esse",
+]
 
 SITE_TOML = """\
 [site]
@@ -115,7 +154,9 @@ HUGO_LAYOUTS = {
 }
 
 
-def generate(root: Path, *, articles: int = 10_000, authors: int = 200, tags: int = 100, seed: int = 1) -> Path:
+def generate(
+    root: Path, *, articles: int = 10_000, authors: int = 200, tags: int = 100, seed: int = 1
+) -> Path:
     """Write ``root/host`` (a render host with one site) and ``root/hugo``; return the site folder."""
     rng = random.Random(seed)
     shutil.rmtree(root, ignore_errors=True)
@@ -124,7 +165,9 @@ def generate(root: Path, *, articles: int = 10_000, authors: int = 200, tags: in
     (site / "static").mkdir()
     (root / "host" / "render.toml").write_text('[store]\nkind = "local"\n')
     (site / "site.toml").write_text(SITE_TOML)
-    (site / "static" / "site.css").write_text("body{font-family:sans-serif;max-width:40rem;margin:auto}\n")
+    (site / "static" / "site.css").write_text(
+        "body{font-family:sans-serif;max-width:40rem;margin:auto}\n"
+    )
     for name, text in TEMPLATES.items():
         (site / "templates" / name).write_text(text)
 
@@ -145,11 +188,13 @@ def generate(root: Path, *, articles: int = 10_000, authors: int = 200, tags: in
     hugo = root / "hugo"
     (hugo / "content" / "posts").mkdir(parents=True)
     (hugo / "static").mkdir()
-    (hugo / "static" / "site.css").write_text("body{font-family:sans-serif;max-width:40rem;margin:auto}\n")
+    (hugo / "static" / "site.css").write_text(
+        "body{font-family:sans-serif;max-width:40rem;margin:auto}\n"
+    )
     (hugo / "hugo.toml").write_text(
         'baseURL = "https://bench.example.com/"\ntitle = "Bench"\n'
         'disableKinds = ["RSS", "sitemap", "robotsTXT", "taxonomy"]\n'
-        "[pagination]\npagerSize = 20\n[taxonomies]\ntag = \"tags\"\nauthor = \"authors\"\n"
+        '[pagination]\npagerSize = 20\n[taxonomies]\ntag = "tags"\nauthor = "authors"\n'
         "[markup.goldmark.renderer]\nunsafe = false\n"
     )
     (hugo / "content" / "posts" / "_index.md").write_text("---\ntitle: Posts\n---\n")
@@ -162,7 +207,9 @@ def generate(root: Path, *, articles: int = 10_000, authors: int = 200, tags: in
         words = rng.sample(WORDS, 4)
         title = " ".join(words).capitalize() + f" {i}"
         slug = "-".join(words) + f"-{i}"
-        paragraphs = [" ".join(rng.choice(WORDS) for _ in range(70)).capitalize() + "." for _ in range(4)]
+        paragraphs = [
+            " ".join(rng.choice(WORDS) for _ in range(70)).capitalize() + "." for _ in range(4)
+        ]
         body = "\n\n".join(paragraphs)
         day = f"{2015 + i % 10}-{1 + i % 12:02d}-{1 + i % 28:02d}"
         author = rng.randint(1, authors)

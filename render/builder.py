@@ -12,6 +12,7 @@ content-addressed objects folder (``render.tree``); the tree record
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -30,7 +31,7 @@ from render import __version__, islands, workers
 from render.config import HostConfig, Route, SiteConfig
 from render.errors import BuildError, PathError, TemplateError
 from render.paths import is_file_url, normalize_url, output_path, parse_pattern
-from render.renderer import PageDone, PageFailed, PageSpec, RenderSetup, params_key
+from render.renderer import PageDone, PageFailed, PageSpec, RenderSetup
 from render.sandbox import QueryRunner, make_environment
 from render.snapshot import Snapshot
 from render.tree import Build, FileEntry, PageRecord, content_type, sha256, write_object
@@ -86,7 +87,7 @@ def load_previous(folder: Path) -> Previous:
         return Previous()
     return Previous(
         pages=data["pages"],
-        static={k: tuple(v) for k, v in data["static"].items()},  # type: ignore[misc]
+        static={k: (v[0], v[1], v[2]) for k, v in data["static"].items()},
         input_hash=data.get("input_hash"),
         tables=data.get("tables", {}),
         queries=data.get("queries", {}),
@@ -108,9 +109,7 @@ def scan_sources(site: SiteConfig, previous: Previous) -> SourceState:
                 static[rel] = cached
             else:
                 static[rel] = (st.st_size, st.st_mtime_ns, sha256(path.read_bytes()))
-    return SourceState(
-        templates=templates, static=static, config=sha256(site.path.read_bytes())
-    )
+    return SourceState(templates=templates, static=static, config=sha256(site.path.read_bytes()))
 
 
 def _walk(folder: Path) -> list[tuple[str, Path]]:
@@ -181,7 +180,12 @@ def plan(site: SiteConfig, runner: QueryRunner, templates: Mapping[str, str]) ->
             continue
         url = normalize_url(route.path)
         if not route.query:
-            add(PageSpec(path=output_path(url), url=url, route=route.index, template=route.template), where)
+            add(
+                PageSpec(
+                    path=output_path(url), url=url, route=route.index, template=route.template
+                ),
+                where,
+            )
             continue
         size = route.paginate or max(len(rows), 1)
         count = max(1, -(-len(rows) // size))
@@ -192,11 +196,17 @@ def plan(site: SiteConfig, runner: QueryRunner, templates: Mapping[str, str]) ->
             pagination = {
                 "number": number,
                 "count": count,
-                "prev_url": None if number == 1 else (base if number == 2 else f"{base}page/{number - 1}/"),
+                "prev_url": None
+                if number == 1
+                else (base if number == 2 else f"{base}page/{number - 1}/"),
                 "next_url": None if number == count else f"{base}page/{number + 1}/",
                 "total": len(rows),
             }
-            lastmods = [str(r[route.lastmod]) for r in chunk if route.lastmod and r.get(route.lastmod) is not None]
+            lastmods = [
+                str(r[route.lastmod])
+                for r in chunk
+                if route.lastmod and r.get(route.lastmod) is not None
+            ]
             add(
                 PageSpec(
                     path=output_path(page_url), url=page_url, route=route.index, template=route.template,
@@ -217,7 +227,9 @@ def template_closures(site: SiteConfig, templates: Mapping[str, str]) -> dict[st
     env = make_environment(site.templates, extensions=[islands.IslandExtension])
     refs: dict[str, set[str] | None] = {}
     for name in templates:
-        if not name.endswith((".html", ".htm", ".xml", ".txt", ".j2", ".jinja", ".json", ".css", ".js")):
+        if not name.endswith(
+            (".html", ".htm", ".xml", ".txt", ".j2", ".jinja", ".json", ".css", ".js")
+        ):
             refs[name] = set()
             continue
         try:
@@ -256,8 +268,10 @@ def template_closures(site: SiteConfig, templates: Mapping[str, str]) -> dict[st
                 dynamic = True
                 break
             stack.extend(targets)
-        closures[name] = everything if dynamic else sha256(
-            repr(sorted((n, templates.get(n, "missing")) for n in seen)).encode()
+        closures[name] = (
+            everything
+            if dynamic
+            else sha256(repr(sorted((n, templates.get(n, "missing")) for n in seen)).encode())
         )
     return closures
 
@@ -269,9 +283,7 @@ def _line(source: str, lineno: int | None) -> str | None:
 
 def _row_text(row: Mapping[str, Any]) -> str:
     # str values as they are (no repr copy), anything else by repr so 1 and "1" differ
-    return "\x1f".join(
-        f"{k}\x1e{v}" if type(v) is str else f"{k}\x1d{v!r}" for k, v in row.items()
-    )
+    return "\x1f".join(f"{k}\x1e{v}" if type(v) is str else f"{k}\x1d{v!r}" for k, v in row.items())
 
 
 def fingerprint(spec: PageSpec, *, site_key: str, route_key: str, closure: str) -> str:
@@ -337,10 +349,14 @@ def build(
     with workers.Pool(setup, limits=worker_limits) as pool:
         pool.grow(1)  # starts while the parent plans
         closures = template_closures(site, sources.templates)
-        runner = QueryRunner(snapshot.path, seconds=limits.query_seconds, max_length=limits.sql_max_length)
+        runner = QueryRunner(
+            snapshot.path, seconds=limits.query_seconds, max_length=limits.sql_max_length
+        )
         try:
             specs = plan(site, runner, sources.templates)
-            site_key = repr((site.id.owner, site.id.name, site.base_url, site.seo.lang, sorted(available)))
+            site_key = repr(
+                (site.id.owner, site.id.name, site.base_url, site.seo.lang, sorted(available))
+            )
             route_keys = {r.index: repr(sorted(vars(r).items())) for r in site.routes}
             fps = [
                 fingerprint(
@@ -512,13 +528,17 @@ def _assemble(
         if not (objects / digest).exists():
             data = (site.static / rel).read_bytes()
             if sha256(data) != digest:  # changed since it was scanned
-                raise BuildError(f"static/{rel} changed during the build", hint="run the build again")
+                raise BuildError(
+                    f"static/{rel} changed during the build", hint="run the build again"
+                )
             write_object(objects, data, digest)
         files[rel] = FileEntry(hash=digest, size=size, type=content_type(rel))
     if any(page.islands for page in pages):
         loader = islands.loader_source()
         files[islands.LOADER_PATH] = FileEntry(
-            hash=write_object(objects, loader), size=len(loader), type=content_type(islands.LOADER_PATH)
+            hash=write_object(objects, loader),
+            size=len(loader),
+            type=content_type(islands.LOADER_PATH),
         )
     return dict(sorted(files.items()))
 
@@ -534,10 +554,8 @@ def _prune(objects: Path, keep: set[str]) -> None:
     with os.scandir(objects) as entries:
         for entry in entries:
             if entry.name not in keep:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
-                except FileNotFoundError:
-                    pass
 
 
 def is_page_url(url: str) -> bool:

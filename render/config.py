@@ -86,7 +86,10 @@ class StoreConfig:
     concurrency: int = _f(16, "parallel uploads")
     multipart_threshold_mb: int = _f(16, "files at least this large upload in parts")
     gc_grace_hours: float = _f(48.0, "gc never deletes a blob younger than this")
-    max_attempts: int = _f(5, "s3: attempts per request, with backoff on throttling and 5xx (botocore standard retry mode)")
+    max_attempts: int = _f(
+        5,
+        "s3: attempts per request, with backoff on throttling and 5xx (botocore standard retry mode)",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,7 +104,9 @@ class MirrorConfig:
 class CdnConfig:
     kind: str = _f("none", "'none' or 'cloudflare'")
     zone_id: str = _f("", "cloudflare: zone id")
-    token_env: str = _f("CLOUDFLARE_API_TOKEN", "cloudflare: environment variable holding the API token")
+    token_env: str = _f(
+        "CLOUDFLARE_API_TOKEN", "cloudflare: environment variable holding the API token"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -256,7 +261,9 @@ class _Problems:
         self.items: list[str] = []
 
     def add(self, where: str, message: str) -> None:
-        self.items.append(f"{self.name}: {where}: {message}" if where else f"{self.name}: {message}")
+        self.items.append(
+            f"{self.name}: {where}: {message}" if where else f"{self.name}: {message}"
+        )
 
 
 def _type_name(value: object) -> str:
@@ -348,7 +355,9 @@ def _parse_table(data: object, cls: type[T], where: str, problems: _Problems) ->
         return cls(**values)
 
 
-def _read_toml(path: Path, base: Path, error_cls: type[ConfigError] = ConfigError) -> dict[str, Any]:
+def _read_toml(
+    path: Path, base: Path, error_cls: type[ConfigError] = ConfigError
+) -> dict[str, Any]:
     problems = _Problems(path, base)
     try:
         with path.open("rb") as fh:
@@ -464,7 +473,9 @@ def load_site(folder: Path, *, host: HostConfig) -> SiteConfig:
         _check_route(route, where, problems)
         routes.append(route)
     seo = _parse_table(_pop_table(data, "seo"), SeoConfig, "seo", problems)
-    lighthouse = _parse_table(_pop_table(data, "lighthouse"), LighthouseConfig, "lighthouse", problems)
+    lighthouse = _parse_table(
+        _pop_table(data, "lighthouse"), LighthouseConfig, "lighthouse", problems
+    )
     for key in data:
         known = ["site", "queries", "routes", "seo", "lighthouse"]
         close = difflib.get_close_matches(key, known, n=1)
@@ -521,18 +532,25 @@ def _check_route(route: Route, where: str, problems: _Problems) -> None:
         if route.paginate and pattern.is_file:
             problems.add(f"{where}.paginate", "a file path cannot be paginated")
     if route.template and (route.template.startswith("/") or ".." in route.template.split("/")):
-        problems.add(f"{where}.template", f"must be a path inside the templates folder, got {route.template!r}")
+        problems.add(
+            f"{where}.template",
+            f"must be a path inside the templates folder, got {route.template!r}",
+        )
 
 
 def _check_seo(seo: SeoConfig, problems: _Problems) -> None:
     for rule, level in seo.rules.items():
         if level not in ("error", "warning", "off"):
-            problems.add(f"seo.rules.{rule}", f"expected 'error', 'warning' or 'off', got {level!r}")
+            problems.add(
+                f"seo.rules.{rule}", f"expected 'error', 'warning' or 'off', got {level!r}"
+            )
 
 
 def _check_lighthouse(lh: LighthouseConfig, problems: _Problems) -> None:
     if lh.form_factor not in ("mobile", "desktop"):
-        problems.add("lighthouse.form_factor", f"expected 'mobile' or 'desktop', got {lh.form_factor!r}")
+        problems.add(
+            "lighthouse.form_factor", f"expected 'mobile' or 'desktop', got {lh.form_factor!r}"
+        )
     if lh.runs < 1:
         problems.add("lighthouse.runs", "must be at least 1")
     if lh.parallel < 1:
@@ -555,16 +573,22 @@ def find_site(host: HostConfig, name: str) -> Path:
         folder = host.sites_dir / owner / site
         if (folder / SITE_FILE).is_file() and folder in dirs:
             return folder
-        raise UsageError(f"no site {name!r} under {host.sites_dir}", hint="'render status' lists the sites")
+        raise UsageError(
+            f"no site {name!r} under {host.sites_dir}", hint="'render status' lists the sites"
+        )
     matches = [d for d in dirs if d.name == name]
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise UsageError(f"no site {name!r} under {host.sites_dir}", hint="'render status' lists the sites")
+        raise UsageError(
+            f"no site {name!r} under {host.sites_dir}", hint="'render status' lists the sites"
+        )
     owners = ", ".join(f"{d.parent.name}/{d.name}" for d in matches)
     raise UsageError(f"site name {name!r} is ambiguous: {owners}", hint="use owner/name")
 
 
 def field_docs(cls: type) -> dict[str, str]:
     """``{key: doc}`` for a config section, for the README table test."""
-    return {f.name: f.metadata["doc"] for f in fields(cls) if "doc" in f.metadata and f.name != "index"}
+    return {
+        f.name: f.metadata["doc"] for f in fields(cls) if "doc" in f.metadata and f.name != "index"
+    }

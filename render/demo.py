@@ -24,12 +24,65 @@ kind = "local"         # "s3" for Cloudflare R2 (see README: bucket, endpoint_ur
 default = "0 3 * * *"  # crontab meaning, in each site's timezone
 """
 
-_WORDS = (
-    "garden soil compost rain frost seed spade hoe trowel shed bean tomato squash onion leek "
-    "mulch worm season autumn spring summer winter cloud wind sun shade root leaf branch "
-    "orchard apple pear plum cherry hedge path stone fence gate bucket barrow water morning "
-    "evening harvest weed border bed pot window greenhouse glass bloom petal bee wren robin"
-).split()
+_WORDS = [
+    "garden",
+    "soil",
+    "compost",
+    "rain",
+    "frost",
+    "seed",
+    "spade",
+    "hoe",
+    "trowel",
+    "shed",
+    "bean",
+    "tomato",
+    "squash",
+    "onion",
+    "leek",
+    "mulch",
+    "worm",
+    "season",
+    "autumn",
+    "spring",
+    "summer",
+    "winter",
+    "cloud",
+    "wind",
+    "sun",
+    "shade",
+    "root",
+    "leaf",
+    "branch",
+    "orchard",
+    "apple",
+    "pear",
+    "plum",
+    "cherry",
+    "hedge",
+    "path",
+    "stone",
+    "fence",
+    "gate",
+    "bucket",
+    "barrow",
+    "water",
+    "morning",
+    "evening",
+    "harvest",
+    "weed",
+    "border",
+    "bed",
+    "pot",
+    "window",
+    "greenhouse",
+    "glass",
+    "bloom",
+    "petal",
+    "bee",
+    "wren",
+    "robin",
+]
 _TAGS = ("soil", "tools", "weather", "fruit", "vegetables", "birds", "seasons", "compost",
          "greenhouse", "flowers", "trees", "water")  # fmt: skip
 _PEOPLE = ("Ada Brook", "Ben Carver", "Cleo Dale", "Dev Patel", "Edith Moss", "Femi Ade",
@@ -39,7 +92,7 @@ _PEOPLE = ("Ada Brook", "Ben Carver", "Cleo Dale", "Dev Patel", "Edith Moss", "F
 def init_host(folder: Path, *, demo: bool) -> list[Path]:
     """Create ``render.toml`` (and the demo site) in ``folder``; never overwrite."""
     folder.mkdir(parents=True, exist_ok=True)
-    host_file = folder / "render.toml"
+    host_file = folder.absolute() / "render.toml"
     if host_file.exists():
         raise UsageError(f"{host_file} already exists", hint="choose an empty folder")
     created = [host_file]
@@ -90,7 +143,9 @@ def make_demo_database(path: Path, *, posts: int = 240, seed: int = 7) -> None:
             " ".join(rng.choice(_WORDS) for _ in range(rng.randint(40, 70))).capitalize() + "."
             for _ in range(rng.randint(3, 5))
         )
-        summary = f"Note {i} on {words[0]}, {words[1]} and {words[2]}, from the Field Notes archive."
+        summary = (
+            f"Note {i} on {words[0]}, {words[1]} and {words[2]}, from the Field Notes archive."
+        )
         published = start + timedelta(days=i * 2)
         updated = published + timedelta(days=rng.randint(0, 30))
         db.execute(

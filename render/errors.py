@@ -64,7 +64,7 @@ class ConfigError(RenderError):
 
     def __init__(self, problems: list[str] | str, **kwargs: str | None) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("\n".join(self.problems), **kwargs)  # type: ignore[arg-type]
+        super().__init__("\n".join(self.problems), **kwargs)  # type: ignore[arg-type,unused-ignore]
 
 
 class SnapshotError(RenderError):
@@ -110,7 +110,7 @@ class TemplateError(RenderError):
         full = f"{where}: {message}" if where else message
         if source_line and "detail" not in kwargs:
             kwargs["detail"] = "    " + source_line.strip()
-        super().__init__(full, **kwargs)  # type: ignore[arg-type]
+        super().__init__(full, **kwargs)  # type: ignore[arg-type,unused-ignore]
 
 
 class BuildError(RenderError):

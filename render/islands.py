@@ -99,7 +99,9 @@ class IslandExtension(Extension):
             parser.stream.skip_if("comma")
             key = parser.stream.expect("name")
             if key.value not in ("hydrate", "props", "media"):
-                parser.fail(f"island: unknown argument {key.value!r} (hydrate, props, media)", key.lineno)
+                parser.fail(
+                    f"island: unknown argument {key.value!r} (hydrate, props, media)", key.lineno
+                )
             parser.stream.expect("assign")
             keywords.append(nodes.Keyword(key.value, parser.parse_expression()))
         body = parser.parse_statements(("name:endisland",), drop_needle=True)

@@ -209,7 +209,19 @@ class Ledger:
             db.execute(
                 "insert or replace into versions (owner, site, version, parent, created, files,"
                 " bytes, new_blobs, new_bytes, seconds, live) values (?,?,?,?,?,?,?,?,?,?,?)",
-                (owner, site, version, parent, created, files, bytes, new_blobs, new_bytes, seconds, 0),
+                (
+                    owner,
+                    site,
+                    version,
+                    parent,
+                    created,
+                    files,
+                    bytes,
+                    new_blobs,
+                    new_bytes,
+                    seconds,
+                    0,
+                ),
             )
             if live:
                 self._set_live(db, owner, site, version)
@@ -227,7 +239,9 @@ class Ledger:
                 (owner, site, version),
             )
         db.execute("insert or ignore into sites (owner, site) values (?, ?)", (owner, site))
-        db.execute("update sites set live_version=? where owner=? and site=?", (version, owner, site))
+        db.execute(
+            "update sites set live_version=? where owner=? and site=?", (version, owner, site)
+        )
 
     def live_version(self, owner: str, site: str) -> str | None:
         row = self._db.execute(
@@ -266,12 +280,17 @@ class Ledger:
 
     # --- check results -------------------------------------------------------
 
-    def record_seo(self, run_id: int, owner: str, site: str, findings: list[Mapping[str, str]]) -> None:
+    def record_seo(
+        self, run_id: int, owner: str, site: str, findings: list[Mapping[str, str]]
+    ) -> None:
         with self.transaction() as db:
             db.executemany(
                 "insert into seo_findings (run_id, owner, site, rule, level, path, message)"
                 " values (?,?,?,?,?,?,?)",
-                [(run_id, owner, site, f["rule"], f["level"], f["path"], f["message"]) for f in findings],
+                [
+                    (run_id, owner, site, f["rule"], f["level"], f["path"], f["message"])
+                    for f in findings
+                ],
             )
 
     def record_lighthouse(

@@ -64,19 +64,27 @@ def run_site(
     ledger = open_ledger(host.state_dir)
     run_id = ledger.start_run(site.id.owner, site.id.name, reason=reason)
     try:
-        with snapshot.take(site, into=host.state_dir / "snapshots" / site.id.owner / site.id.name) as snap:
+        with snapshot.take(
+            site, into=host.state_dir / "snapshots" / site.id.owner / site.id.name
+        ) as snap:
             timings["snapshot"] = snap.seconds
             previous = builder.load_previous(builder.build_dir(host, site))
             sources = builder.scan_sources(site, previous)
             input_hash = sources.input_hash(snap)
-            if not force and out is None and ledger.last_input_hash(site.id.owner, site.id.name) == input_hash:
+            if (
+                not force
+                and out is None
+                and ledger.last_input_hash(site.id.owner, site.id.name) == input_hash
+            ):
                 report = RunReport(
                     site=site.id, reason=reason, outcome=Outcome.skipped,
                     seconds=time.perf_counter() - started, timings=timings,
                 )  # fmt: skip
                 ledger.finish_run(run_id, outcome=report.outcome.value, timings=timings)
                 return report
-            on_pages = None if progress is None else (lambda done, total: progress("build", done, total))
+            on_pages = (
+                None if progress is None else (lambda done, total: progress("build", done, total))
+            )
             build = builder.build(
                 site, snap, host=host, sources=sources, previous=previous, progress=on_pages
             )
@@ -95,11 +103,21 @@ def run_site(
         )  # fmt: skip
         return report
     except RenderError as exc:
-        exc.with_site(str(site.id), hint=_live_hint(ledger.live_version(site.id.owner, site.id.name)))
-        ledger.finish_run(run_id, outcome=Outcome.failed.value, stage=exc.stage, message=exc.message, timings=timings)
+        exc.with_site(
+            str(site.id), hint=_live_hint(ledger.live_version(site.id.owner, site.id.name))
+        )
+        ledger.finish_run(
+            run_id,
+            outcome=Outcome.failed.value,
+            stage=exc.stage,
+            message=exc.message,
+            timings=timings,
+        )
         raise
     except BaseException as exc:
-        ledger.finish_run(run_id, outcome=Outcome.failed.value, stage="bug", message=repr(exc), timings=timings)
+        ledger.finish_run(
+            run_id, outcome=Outcome.failed.value, stage="bug", message=repr(exc), timings=timings
+        )
         raise
     finally:
         ledger.close()

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from jinja2 import TemplateNotFound, TemplateSyntaxError
-from jinja2.sandbox import SecurityError
+from jinja2.exceptions import SecurityError
 
 from render import islands, pagefacts
 from render.errors import QueryError, RenderError, TemplateError
@@ -35,7 +35,7 @@ class PageSpec:
     route: int
     template: str
     row: Mapping[str, Any] | None = None
-    rows: list[Mapping[str, Any]] | None = None
+    rows: Sequence[Mapping[str, Any]] | None = None
     pagination: Mapping[str, Any] | None = None
     lastmod: str | None = None
 
@@ -44,7 +44,9 @@ class PageSpec:
 class PageDone:
     hash: str
     size: int
-    deps: tuple[tuple[str, str, str, tuple[str, ...]], ...]  # (query, params JSON, result hash, tables)
+    deps: tuple[
+        tuple[str, str, str, tuple[str, ...]], ...
+    ]  # (query, params JSON, result hash, tables)
     islands: tuple[str, ...]
     facts: Mapping[str, Any]
 
@@ -214,7 +216,9 @@ class Renderer:
         elif isinstance(exc, SecurityError):
             message = f"refused by the sandbox: {exc}"
         elif isinstance(exc, CpuExceeded):
-            message = f"rendering {spec.url} ran past its limit of {self.setup.cpu_seconds} CPU seconds"
+            message = (
+                f"rendering {spec.url} ran past its limit of {self.setup.cpu_seconds} CPU seconds"
+            )
             hint = "simplify the template's loops, or raise [limits] template_cpu_seconds"
         elif isinstance(exc, MemoryError):
             message = f"rendering {spec.url} ran out of memory"

@@ -23,7 +23,8 @@ from typing import Any
 
 from jinja2 import BaseLoader, StrictUndefined, TemplateNotFound
 from jinja2.environment import Environment
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from render.errors import QueryError
 
@@ -115,7 +116,14 @@ _ALLOWED_ACTIONS = {
     sqlite3.SQLITE_FUNCTION,
     getattr(sqlite3, "SQLITE_RECURSIVE", 33),
 }
-_DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer", "sqlite_offset"}
+_DENIED_FUNCTIONS = {
+    "load_extension",
+    "readfile",
+    "writefile",
+    "edit",
+    "fts3_tokenizer",
+    "sqlite_offset",
+}
 
 
 def _check(action: int, arg2: str | None) -> int:
@@ -141,7 +149,9 @@ class QueryRunner:
     def __init__(self, snapshot: Path, *, seconds: float, max_length: int) -> None:
         self.seconds = seconds
         self.max_length = max_length
-        self._db = sqlite3.connect(f"{snapshot.as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        self._db = sqlite3.connect(
+            f"{snapshot.as_uri()}?mode=ro", uri=True, check_same_thread=False
+        )
         self._db.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         self._db.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, max_length)
         # Route queries run in the parent: no single value may be huge (zeroblob(1e9)).
@@ -192,7 +202,9 @@ class QueryRunner:
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Column names and row tuples."""
         if len(sql) > self.max_length:
-            raise QueryError(f"{what}: SQL is {len(sql)} characters; the limit is {self.max_length}")
+            raise QueryError(
+                f"{what}: SQL is {len(sql)} characters; the limit is {self.max_length}"
+            )
         self._deadline = time.monotonic() + self.seconds
         first = sql not in self._tables
         if first:

@@ -136,7 +136,13 @@ def serve(resolver: Resolver, *, host: str = LOOPBACK, port: int = 0) -> Iterato
         thread.join()
 
 
-def serve_forever(resolver: Resolver, *, host: str = LOOPBACK, port: int = 0, ready: Callable[[Running], None] | None = None) -> None:
+def serve_forever(
+    resolver: Resolver,
+    *,
+    host: str = LOOPBACK,
+    port: int = 0,
+    ready: Callable[[Running], None] | None = None,
+) -> None:
     """Serve in the foreground until interrupted."""
     server = _Server((host, port), resolver)
     running = Running(host=host, port=server.server_address[1], server=server)

@@ -13,9 +13,8 @@ import mmap
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,7 +100,9 @@ def take(site: SiteConfig, *, into: Path) -> Iterator[Snapshot]:
     partial = into / f".snapshot-{os.getpid()}.db"
     started = time.perf_counter()
     try:
-        src = sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_MS / 1000)
+        src = sqlite3.connect(
+            f"{source.as_uri()}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_MS / 1000
+        )
         try:
             dst = sqlite3.connect(partial)
             try:

@@ -11,6 +11,7 @@ names that page's template.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -159,10 +160,8 @@ class Pool:
             self._starting = None
         for worker in self._workers:
             if worker.process.is_alive():
-                try:
+                with contextlib.suppress(OSError):
                     worker.conn.send(None)
-                except OSError:
-                    pass
         for worker in self._workers:
             worker.process.join(timeout=2)
             if worker.process.is_alive():
@@ -253,8 +252,12 @@ def _died(worker: _Worker, slots: Any, describe: Callable[[int], str], limits: L
     elif code is not None and code < 0:
         reason = f"was killed by signal {signal.Signals(-code).name}"
     else:
-        reason = f"stopped unexpectedly (exit code {code}; memory limit {limits.memory_bytes >> 20} MB)"
-    raise TemplateError(f"rendering {what} {reason}", hint="simplify the template, or raise [limits]")
+        reason = (
+            f"stopped unexpectedly (exit code {code}; memory limit {limits.memory_bytes >> 20} MB)"
+        )
+    raise TemplateError(
+        f"rendering {what} {reason}", hint="simplify the template, or raise [limits]"
+    )
 
 
 def cpu_count() -> int:

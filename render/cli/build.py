@@ -7,10 +7,26 @@ from datetime import datetime
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
-from render.cli._common import config_option, console, handle_errors, host_from, show_error, site_argument, site_from
+from render.cli._common import (
+    F,
+    config_option,
+    console,
+    handle_errors,
+    host_from,
+    show_error,
+    site_argument,
+    site_from,
+)
 from render.config import HostConfig, SiteConfig, load_site, site_dirs
 from render.demo import init_host
 from render.errors import ConfigError, RenderError
@@ -35,10 +51,9 @@ def init(demo: bool, folder: Path) -> None:
     console.print(f"next: cd {folder} && render nightly")
 
 
-def _build_options(func):  # type: ignore[no-untyped-def]
-    func = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+def _build_options(func: F) -> F:
+    return click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
                         help="Also write the finished static tree to this folder.")(func)  # fmt: skip
-    return func
 
 
 @click.command()
@@ -84,7 +99,9 @@ def _progress() -> Progress:
     )
 
 
-def _run_one(host: HostConfig, site: SiteConfig, *, reason: str, force: bool, out: Path | None) -> None:
+def _run_one(
+    host: HostConfig, site: SiteConfig, *, reason: str, force: bool, out: Path | None
+) -> None:
     with _progress() as bar:
         task = bar.add_task(f"{site.id}: build", total=None)
 
@@ -97,7 +114,9 @@ def _run_one(host: HostConfig, site: SiteConfig, *, reason: str, force: bool, ou
 
 def _print_report(report: RunReport, *, out: Path | None) -> None:
     if report.outcome is Outcome.skipped:
-        console.print(f"{report.site}: unchanged since the last build (render force {report.site} to rebuild)")
+        console.print(
+            f"{report.site}: unchanged since the last build (render force {report.site} to rebuild)"
+        )
         return
     console.print(
         f"{report.site}: {report.outcome.value}: {report.pages} pages, "
@@ -131,7 +150,9 @@ def nightly(config_path: str | None) -> None:
             name = f"{folder.parent.name}/{folder.name}"
             pages = bar.add_task(f"{name}: build", total=None)
 
-            def progress(stage: str, done: int, total: int, pages: int = pages, name: str = name) -> None:
+            def progress(
+                stage: str, done: int, total: int, pages: TaskID = pages, name: str = name
+            ) -> None:
                 bar.update(pages, description=f"{name}: {stage}", total=total, advance=done)
 
             try:
@@ -193,7 +214,14 @@ def status(config_path: str | None) -> None:
                 result = run.outcome or ""
                 if run.pages is not None:
                     pages = f"{run.pages} ({run.rendered} rendered, {run.reused} reused)"
-            table.add_row(f"{owner}/{name}", ledger.live_version(owner, name) or "-", when, result, took, pages)
+            table.add_row(
+                f"{owner}/{name}",
+                ledger.live_version(owner, name) or "-",
+                when,
+                result,
+                took,
+                pages,
+            )
     console.print(table)
     _ = time
 
