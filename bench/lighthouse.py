@@ -11,30 +11,65 @@ site and the 10,000-article site (default sampling). It prints nothing; the
 from __future__ import annotations
 
 import json
+import os
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from render.config import LighthouseConfig  # noqa: E402
-from render.lhrunner import ChromiumRunner, Method  # noqa: E402
+from render.lhrunner import AuditJob, ChromiumRunner, Method, RunOutcome  # noqa: E402
 from render.lighthouse import check, sample_pages  # noqa: E402
-from render.tree import Build  # noqa: E402
+from render.tree import Build, FileEntry  # noqa: E402
+
+
+@dataclass
+class _Recording:
+    """A Runner that passes through to the real one and keeps its outcome for the figures."""
+
+    inner: ChromiumRunner
+    outcome: RunOutcome | None = None
+
+    def run(
+        self,
+        files: Mapping[str, FileEntry],
+        objects: Path,
+        jobs: Sequence[AuditJob],
+        *,
+        config: LighthouseConfig,
+        progress: Callable[[str], None] | None = None,
+    ) -> RunOutcome:
+        self.outcome = self.inner.run(files, objects, jobs, config=config, progress=progress)
+        return self.outcome
+
+
+def _phases(outcome: RunOutcome | None) -> dict[str, float]:
+    """Mean seconds of each phase: browser startup, one Lighthouse run, one no-JS read."""
+    if outcome is None:
+        return {}
+    sums: dict[str, list[float]] = {}
+    for result in outcome.results.values():
+        for phase, seconds in result.timings.items():
+            per = seconds / max(1, len(result.runs)) if phase == "lighthouse" else seconds
+            sums.setdefault(phase, []).append(per)
+    return {phase: round(statistics.mean(values), 2) for phase, values in sorted(sums.items())}
 
 
 def _timed(build: Build, config: LighthouseConfig, method: Method, parallel: int) -> dict[str, Any]:
     config = replace(config, parallel=parallel)
-    runner = ChromiumRunner.from_config(config, method=method)
+    runner = _Recording(ChromiumRunner.from_config(config, method=method))
     started = time.monotonic()
     report = check(build, config=config, runner=runner, full=True)
     seconds = time.monotonic() - started
     audited = len(report.audits) + len(report.errors)
     return {
+        "phases": _phases(runner.outcome),
         "method": method.value,
         "parallel": parallel,
         "pages": audited,
@@ -43,6 +78,7 @@ def _timed(build: Build, config: LighthouseConfig, method: Method, parallel: int
         "errors": [f"{e.path}: {e.kind.value}: {e.message}" for e in report.errors],
         "network": report.network.value if report.network else None,
         "scores": {a.path: dict(a.scores) for a in report.audits},
+        "load_average": round(os.getloadavg()[0], 2),
     }
 
 
@@ -76,14 +112,15 @@ def lighthouse_bench(
 
 
 def _small_tree(root: Path) -> Build:
-    from lhpages import FAST, make_build, page
+    from lhpages import FAST, make_build, page  # type: ignore[import-not-found]
 
     pages = {"/": (0, FAST)}
     for route in range(1, 4):
         body = f"<main><h1>Article {route}</h1><p>{'Some article text. ' * 40}</p></main>"
         pages[f"/r{route}/first/"] = (route, page(f"Article {route}", body))
         pages[f"/r{route}/second/"] = (route, page(f"Second {route}", body))
-    return make_build(root, pages)
+    build: Build = make_build(root, pages)
+    return build
 
 
 def main(argv: Sequence[str]) -> int:

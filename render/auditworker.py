@@ -27,6 +27,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -216,6 +217,7 @@ def _job(
     debug_port: int,
 ) -> dict[str, Any]:
     runs = []
+    started = time.monotonic()
     for n in range(job["runs"]):
         html = Path(spec["out"]) / f"report-{uuid.uuid4().hex}-{n}.html"
         if driver is not None:
@@ -226,6 +228,8 @@ def _job(
             run = _cli_audit(spec, url, port=port, chrome_flags=chrome_flags, html=html)
         run["html"] = str(html) if html.exists() else None
         runs.append(run)
+    timings = {"lighthouse": time.monotonic() - started}
+    started = time.monotonic()
     parity = None
     if job["parity"]:
         timeout_ms = int(spec["nav_timeout"] * 1000)
@@ -233,10 +237,12 @@ def _job(
             "js_on": _read_text(browser, url, javascript=True, timeout_ms=timeout_ms),
             "js_off": _read_text(browser, url, javascript=False, timeout_ms=timeout_ms),
         }
-    return {"id": job["id"], "runs": runs, "parity": parity}
+    timings["parity"] = time.monotonic() - started
+    return {"id": job["id"], "runs": runs, "parity": parity, "timings": timings}
 
 
 def main(spec_path: str) -> int:
+    started = time.monotonic()
     spec = json.loads(Path(spec_path).read_text())
     if spec["network"] == "namespace":
         loopback_up()
@@ -259,7 +265,7 @@ def main(spec_path: str) -> int:
         driver = _NodeDriver(spec) if spec["method"] == "node" else None
         if driver is not None:
             stack.callback(driver.close)
-        _reply(out, {"ready": True, "url": server.url})
+        _reply(out, {"ready": True, "url": server.url, "seconds": time.monotonic() - started})
         for line in sys.stdin:
             if not line.strip():
                 continue

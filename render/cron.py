@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
-
-UTC = timezone.utc
 
 _FIELDS = (
     ("minute", 0, 59),
@@ -71,14 +69,18 @@ def _expand(text: str, name: str, low: int, high: int) -> set[int]:
             for value in match.group(1).split("-"):
                 number = int(value) if value.isdigit() else _NAMES.get(value)
                 if number is None or not low <= number <= high:
-                    raise ValueError(f"{name} field {text!r}: {value!r} is out of range {low}-{high}")
+                    raise ValueError(
+                        f"{name} field {text!r}: {value!r} is out of range {low}-{high}"
+                    )
                 bounds.append(number)
             first = bounds[0]
             # "5/15" means 5-59/15, as in Vixie cron and APScheduler
             last = bounds[-1] if len(bounds) == 2 or match.group(2) is None else high
             if first > last:
                 extra = " (use 7 for Sunday: 5-7)" if name == "day of week" else ""
-                raise ValueError(f"{name} field {text!r}: range {first}-{last} runs backwards{extra}")
+                raise ValueError(
+                    f"{name} field {text!r}: range {first}-{last} runs backwards{extra}"
+                )
         values.update(range(first, last + 1, step))
     if name == "day of week" and 7 in values:
         values.discard(7)
@@ -98,7 +100,7 @@ def problem(expr: str) -> str | None:
     except ValueError as exc:
         return str(exc)
     dom_text, dow_text = fields[-3], fields[-1]
-    if dow_text.startswith("*") or not dom_text.startswith("*"):
+    if dow_text.startswith("*"):  # else a restricted weekday can still match (crontab's OR)
         longest = max(_MONTH_DAYS[m - 1] for m in expanded["month"])
         if min(expanded["day of month"]) > longest:
             return f"day of month {dom_text!r} never occurs in month {fields[-2]!r}"
@@ -190,8 +192,14 @@ class CrontabTrigger(BaseTrigger):  # type: ignore[misc]
     def get_next_fire_time(
         self, previous_fire_time: datetime | None, now: datetime
     ) -> datetime | None:
-        prev = previous_fire_time.astimezone(UTC) - self._shift if previous_fire_time else None
-        base_now = now.astimezone(UTC) - self._shift
+        # APScheduler mishandles a repeated wall time unless given times in its own zone
+        tz, shift = self._tz, self._shift
+        prev = (
+            (previous_fire_time.astimezone(UTC) - shift).astimezone(tz)
+            if previous_fire_time
+            else None
+        )
+        base_now = (now.astimezone(UTC) - shift).astimezone(tz)
         while True:
             found = [t.get_next_fire_time(prev, base_now) for t in self._triggers]
             candidates = [c for c in found if c is not None]
@@ -199,8 +207,9 @@ class CrontabTrigger(BaseTrigger):  # type: ignore[misc]
                 return None
             fire = min(candidates, key=lambda c: c.astimezone(UTC))
             if self._wildcard_hour or not _second_occurrence(fire, self._tz):
-                return (fire.astimezone(UTC) + self._shift).astimezone(self._tz)
-            prev = base_now = fire.astimezone(UTC)
+                shifted: datetime = (fire.astimezone(UTC) + shift).astimezone(tz)
+                return shifted
+            prev = base_now = fire
 
 
 def _second_occurrence(moment: datetime, tz: tzinfo) -> bool:

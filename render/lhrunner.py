@@ -44,6 +44,7 @@ DEFAULT_CHROMIUM = "/usr/bin/chromium"
 _DRIVER = Path(__file__).parent / "assets" / "lighthouse-driver.mjs"
 _NAMESPACE = ("unshare", "--net", "--pid", "--fork", "--kill-child")
 _PARITY_SECONDS = 30.0
+_START_SECONDS = 60.0  # starting the browser is not the page's fault: a limit of its own
 _TAIL = 2000
 
 
@@ -100,6 +101,7 @@ class JobResult:
     js_off: str | None = None  # visible text without JavaScript
     failure: JobFailure | None = None
     seconds: float = 0.0
+    timings: Mapping[str, float] = field(default_factory=dict)  # lighthouse, parity, startup
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -404,16 +406,28 @@ class ChromiumRunner:
                 path=job.path, failure=failure, seconds=time.monotonic() - started
             ), False
 
+        timings: dict[str, float] = {}
         try:
             if not worker.ready:
-                if worker.reply(float(config.timeout)) is None:
+                startup = max(float(config.timeout), _START_SECONDS)
+                try:
+                    ready = worker.reply(startup)
+                except TimeoutError:
+                    return failed(
+                        FailureKind.timeout, f"the browser did not start in {startup:.0f} s"
+                    )
+                if ready is None:
                     return failed(FailureKind.crash, "the audit browser exited while starting")
                 worker.ready = True
+                timings["startup"] = float(ready.get("seconds", 0.0))
+            sent = time.monotonic()
             worker.send({"id": 1, "url": job.url, "runs": job.runs, "parity": job.parity})
-            reply = worker.reply(max(1.0, limit - (time.monotonic() - started)))
+            reply = worker.reply(limit)
         except TimeoutError:
-            what = "the checks" if worker.ready else "starting the browser"
-            return failed(FailureKind.timeout, f"{what} took longer than {limit:.0f} s; killed")
+            waited = time.monotonic() - sent
+            return failed(
+                FailureKind.timeout, f"the checks took longer than {waited:.0f} s; killed"
+            )
         except (OSError, ValueError) as exc:
             return failed(FailureKind.crash, f"the audit worker failed: {exc}")
         if reply is None:
@@ -430,6 +444,7 @@ class ChromiumRunner:
             js_on=parity.get("js_on"),
             js_off=parity.get("js_off"),
             seconds=time.monotonic() - started,
+            timings={**timings, **reply.get("timings", {})},
         )
         return result, True
 

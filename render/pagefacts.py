@@ -25,7 +25,7 @@ import re
 import threading
 import unicodedata
 from typing import Any
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 from lxml import etree
 
@@ -35,7 +35,7 @@ FACTS_VERSION = 1
 _MAX_LISTED = 20  # images without alt listed per page (the count is kept whole)
 
 _TAGS = (
-    "html", "base", "title", "meta", "link", "h1", "a", "area", "img", "source",
+    "html", "title", "meta", "link", "h1", "a", "area", "img", "source",
     "script", "iframe", "video", "audio", "embed", "object", "input", "svg",
 )  # fmt: skip
 _SKIP_LINK_RELS = frozenset({"preconnect", "dns-prefetch"})
@@ -135,6 +135,11 @@ def _scan(html: str, *, canonical: str) -> tuple[dict[str, Any], _Found]:
         return facts, found
     facts["empty"] = False
     resolver = _Resolver(canonical)
+    if b"<base" in data or b"<BASE" in data or b"<Base" in data:
+        # the first <base href> sets the base of every URL in the page, even earlier ones
+        base = next((b.get("href") for b in root.iter("base") if b.get("href") is not None), None)
+        if base is not None:
+            resolver.rebase(base)
     links: set[str] = set()
     assets: set[str] = set()
     no_alt: list[str] = []
@@ -199,9 +204,6 @@ def _scan(html: str, *, canonical: str) -> tuple[dict[str, Any], _Found]:
         elif tag == "html":
             if found.lang is None and (value := el.get("lang")) is not None:
                 found.lang = value
-        elif tag == "base":
-            if (href := el.get("href")) is not None:
-                resolver.rebase(href)
         elif tag == "iframe":
             _add(links, resolver, el.get("src"))
         elif tag == "source":
@@ -274,7 +276,7 @@ class _Resolver:
 
     def __init__(self, page: str) -> None:
         self.base = page
-        parts = urlsplit(page)
+        parts = _split(page)
         self.origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
         self.root_relative_ok = True  # a <base> on another host turns '/x' external
         cache = _CACHES.get(self.origin)
@@ -283,13 +285,19 @@ class _Resolver:
         self.cache = cache
 
     def rebase(self, href: str) -> None:
-        self.base = urljoin(self.base, href.strip())
-        parts = urlsplit(self.base)
+        try:
+            self.base = urljoin(self.base, href.strip())
+        except ValueError:  # an invalid URL (an unclosed IPv6 bracket): ignored, as browsers do
+            return
+        parts = _split(self.base)
         self.root_relative_ok = f"{parts.scheme.lower()}://{parts.netloc.lower()}" == self.origin
         self.cache = {}  # answers under this <base> are this page's own
 
     def absolute(self, href: str) -> str:
-        return urljoin(self.base, href.strip())
+        try:
+            return urljoin(self.base, href.strip())
+        except ValueError:
+            return href
 
     def resolve(self, href: str) -> str | None:
         found = self.cache.get(href, _MISS)
@@ -307,11 +315,20 @@ class _Resolver:
             return _clean_path(href) if self.root_relative_ok else None
         if _SCHEME.match(href) and href[:5].lower() not in ("http:", "https"):
             return None  # mailto:, tel:, javascript:, data: ...
-        full = urljoin(self.base, href)
-        parts = urlsplit(full)
+        try:
+            parts = urlsplit(urljoin(self.base, href))
+        except ValueError:  # not a URL a browser could follow either
+            return None
         if f"{parts.scheme.lower()}://{parts.netloc.lower()}" != self.origin:
             return None
         return _clean_path(parts.path or "/")
+
+
+def _split(url: str) -> SplitResult:
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return SplitResult("", "", url, "", "")
 
 
 def _clean_path(path: str) -> str:

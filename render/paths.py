@@ -18,6 +18,7 @@ from render.errors import PathError
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MAX_COMPONENT_BYTES = 255
+_FIX_ROW = "fix the row, or filter it out in the route's query"
 # Plain ASCII segments need none of the Unicode checks (most slugs are these).
 _PLAIN = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,254}\Z")
 
@@ -81,9 +82,9 @@ def parse_pattern(raw: str) -> RoutePattern:
 def check_segment(value: object, *, where: str, column: str) -> str:
     """Return ``value`` as one safe, NFC-normalized path segment, or raise."""
     if value is None:
-        raise PathError(f"{where}: column {column!r} is NULL; a path segment cannot be empty")
+        raise PathError(f"{where}: column {column!r} is NULL; a path segment cannot be empty", hint=_FIX_ROW)
     if isinstance(value, bytes):
-        raise PathError(f"{where}: column {column!r} is a blob; a path segment must be text")
+        raise PathError(f"{where}: column {column!r} is a blob; a path segment must be text", hint=_FIX_ROW)
     text = value if isinstance(value, str) else str(value)
     if _PLAIN.match(text) and ".." not in text:
         return text
@@ -95,13 +96,14 @@ def check_segment(value: object, *, where: str, column: str) -> str:
     if problem is not None:
         raise PathError(
             f"{where}: column {column!r} value {text!r} {problem}",
-            hint="fix the row, or filter it out in the route's query",
+            hint=_FIX_ROW,
         )
     text = unicodedata.normalize("NFC", text)
     if len(text.encode("utf-8")) > _MAX_COMPONENT_BYTES:
         raise PathError(
             f"{where}: column {column!r} value is {len(text.encode('utf-8'))} bytes; "
-            f"a path component may be at most {_MAX_COMPONENT_BYTES}"
+            f"a path component may be at most {_MAX_COMPONENT_BYTES}",
+            hint=_FIX_ROW,
         )
     return text
 

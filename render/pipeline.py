@@ -1,32 +1,45 @@
 """``run_site()``: the one orchestrator of the chain.
 
-config -> snapshot -> build -> check -> publish -> ledger. ``render build``,
-``render force``, ``render nightly`` and the scheduler all call it; none of
-them re-implements a step. A stage that fails stops this site's run with its
-error, the ledger records it, and the live version stays live.
+config -> snapshot -> build -> check (seo, lighthouse) -> publish -> ledger.
+``render build``, ``render force``, ``render nightly`` and the scheduler all
+call it; none of them re-implements a step. A stage that fails stops this
+site's run with its error, the ledger records it, and the live version stays
+live.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
-from render import builder, snapshot
+from render import builder, checks, lighthouse, locks, publish, seo, snapshot
 from render.config import HostConfig, SiteConfig, SiteId
 from render.errors import RenderError
-from render.ledger import open_ledger
+from render.ledger import Ledger, open_ledger
+from render.store import open_store
 from render.tree import Build, materialize
 
 
 class Outcome(Enum):
     published = "published"  # a new version is live
-    built = "built"  # built and checked; nothing published (no store asked for)
     unchanged = "unchanged"  # the built tree equals the live version; no new version
-    skipped = "skipped"  # database, templates and config unchanged since the last success
-    failed = "failed"  # a stage raised; the live version is unchanged
+    skipped = "skipped"  # database, templates and config unchanged since the last publish
+    abandoned = "abandoned"  # asked to stop before the root switch; the old version is live
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    """How ``run_site`` runs: what the CLI flags and the scheduler ask for."""
+
+    force: bool = False  # build even when nothing changed
+    out: Path | None = None  # also write the finished tree here
+    allow_seo_errors: bool = False
+    skip_lighthouse: bool = False
+    full_audit: bool = False  # re-audit every sampled page, not only the changed ones
+    wait: bool = True  # wait for another build of this site, or fail at once
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,12 +53,13 @@ class RunReport:
     reused: int = 0
     version: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
-    error: RenderError | None = None
     build: Build | None = None
+    checks: checks.CheckReport | None = None
+    publication: publish.Publication | None = None
 
 
 Progress = Callable[[str, int, int], None]
-"""``(stage, done, total)``: called as pages render."""
+"""``(stage, done, total)``: pages rendered, audits finished."""
 
 
 def run_site(
@@ -54,73 +68,114 @@ def run_site(
     host: HostConfig,
     reason: str = "build",
     force: bool = False,
-    out: Path | None = None,
+    options: Options | None = None,
     progress: Progress | None = None,
+    on_wait: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> RunReport:
-    """Build, check and publish one site. Raises the stage's ``RenderError`` on failure."""
+    """Build, check and publish one site. Raises the failing stage's ``RenderError``."""
+    options = options or Options()
+    if force:
+        options = replace(options, force=True)
+    with locks.site_lock(host.state_dir, site.id, wait=options.wait, on_wait=on_wait, reason=reason):
+        with open_ledger(host.state_dir) as ledger:
+            return _run(site, host=host, reason=reason, options=options, ledger=ledger,
+                        progress=progress, should_stop=should_stop)  # fmt: skip
+
+
+def _run(
+    site: SiteConfig,
+    *,
+    host: HostConfig,
+    reason: str,
+    options: Options,
+    ledger: Ledger,
+    progress: Progress | None,
+    should_stop: Callable[[], bool] | None,
+) -> RunReport:
     started = time.perf_counter()
+    owner, name = site.id.owner, site.id.name
     timings: dict[str, float] = {}
-    ledger = open_ledger(host.state_dir)
-    run_id = ledger.start_run(site.id.owner, site.id.name, reason=reason)
+    run_id = ledger.start_run(owner, name, reason=reason)
     try:
-        with snapshot.take(
-            site, into=host.state_dir / "snapshots" / site.id.owner / site.id.name
-        ) as snap:
+        with snapshot.take(site, into=host.state_dir / "snapshots" / owner / name) as snap:
             timings["snapshot"] = snap.seconds
             previous = builder.load_previous(builder.build_dir(host, site))
             sources = builder.scan_sources(site, previous)
             input_hash = sources.input_hash(snap)
-            if (
-                not force
-                and out is None
-                and ledger.last_input_hash(site.id.owner, site.id.name) == input_hash
-            ):
-                report = RunReport(
-                    site=site.id, reason=reason, outcome=Outcome.skipped,
-                    seconds=time.perf_counter() - started, timings=timings,
-                )  # fmt: skip
+            if not options.force and options.out is None and ledger.last_input_hash(owner, name) == input_hash:
+                report = RunReport(site=site.id, reason=reason, outcome=Outcome.skipped,
+                                   seconds=time.perf_counter() - started, timings=timings)  # fmt: skip
                 ledger.finish_run(run_id, outcome=report.outcome.value, timings=timings)
                 return report
-            on_pages = (
-                None if progress is None else (lambda done, total: progress("build", done, total))
-            )
-            build = builder.build(
-                site, snap, host=host, sources=sources, previous=previous, progress=on_pages
-            )
+            on_pages = None if progress is None else (lambda done, total: progress("build", done, total))
+            build = builder.build(site, snap, host=host, sources=sources, previous=previous, progress=on_pages)
             timings["build"] = build.seconds
-        if out is not None:
-            materialize(build.files, build.objects, out)
-        ledger.set_input_hash(site.id.owner, site.id.name, input_hash)
+
+        mark = time.perf_counter()
+        build = seo.generate(build)
+        seo_report = seo.lint(build)
+        build = build.with_files({seo.REPORT_PATH: seo.report_json(seo_report)})
+        timings["seo"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        config = site.lighthouse
+        if options.skip_lighthouse:
+            config = replace(config, enabled=False)
+        audits = lighthouse.check(
+            build, config=config, previous=ledger.last_lighthouse(owner, name), full=options.full_audit,
+            progress=None if progress is None else (lambda what: progress(f"lighthouse {what}", 0, 0)),
+        )  # fmt: skip
+        build = build.with_files(audits.files())
+        timings["lighthouse"] = time.perf_counter() - mark
+        ledger.record_seo(run_id, owner, name, [*seo.ledger_rows(seo_report), *audits.ledger_findings()])
+        ledger.record_lighthouse(run_id, owner, name, audits.ledger_audits())
+        verdict = checks.CheckReport(seo=seo_report, lighthouse=audits, allow_seo_errors=options.allow_seo_errors)
+        checks.gate(verdict)
+
+        if options.out is not None:
+            materialize(build.files, build.objects, options.out)
+        if should_stop is not None and should_stop():
+            report = RunReport(site=site.id, reason=reason, outcome=Outcome.abandoned,
+                               seconds=time.perf_counter() - started, timings=timings, build=build)  # fmt: skip
+            ledger.finish_run(run_id, outcome=report.outcome.value, timings=timings)
+            return report
+
+        mark = time.perf_counter()
+        store = open_store(host)
+        try:
+            publication = publish.publish(
+                build, store=store, ledger=ledger, concurrency=host.store.concurrency,
+                grace_hours=host.store.gc_grace_hours,
+            )  # fmt: skip
+        finally:
+            store.close()
+        timings["publish"] = time.perf_counter() - mark
+        ledger.set_input_hash(owner, name, input_hash)
+        outcome = (
+            Outcome.published
+            if publication.outcome is publish.PublishOutcome.published
+            else Outcome.unchanged
+        )
         report = RunReport(
-            site=site.id, reason=reason, outcome=Outcome.built, seconds=time.perf_counter() - started,
+            site=site.id, reason=reason, outcome=outcome, seconds=time.perf_counter() - started,
             pages=len(build.pages), rendered=build.rendered, reused=build.reused,
-            timings=timings, build=build,
+            version=publication.version, timings=timings, build=build, checks=verdict,
+            publication=publication,
         )  # fmt: skip
         ledger.finish_run(
-            run_id, outcome=report.outcome.value, pages=report.pages, rendered=report.rendered,
+            run_id, outcome=outcome.value, pages=report.pages, rendered=report.rendered,
             reused=report.reused, version=report.version, timings=timings,
         )  # fmt: skip
         return report
     except RenderError as exc:
-        exc.with_site(
-            str(site.id), hint=_live_hint(ledger.live_version(site.id.owner, site.id.name))
-        )
-        ledger.finish_run(
-            run_id,
-            outcome=Outcome.failed.value,
-            stage=exc.stage,
-            message=exc.message,
-            timings=timings,
-        )
+        exc.with_site(str(site.id), hint=_live_hint(ledger.live_version(owner, name)))
+        outcome_text = "failed_check" if exc.stage == "check" else "failed"
+        ledger.finish_run(run_id, outcome=outcome_text, stage=exc.stage, message=exc.message, timings=timings)
         raise
     except BaseException as exc:
-        ledger.finish_run(
-            run_id, outcome=Outcome.failed.value, stage="bug", message=repr(exc), timings=timings
-        )
+        ledger.finish_run(run_id, outcome="failed", stage="bug", message=repr(exc), timings=timings)
         raise
-    finally:
-        ledger.close()
 
 
 def _live_hint(live: str | None) -> str:

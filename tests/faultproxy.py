@@ -200,17 +200,17 @@ class _Handler(BaseHTTPRequestHandler):
                 f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{action.code}</Code>'
                 f"<Message>{action.message}</Message></Error>"
             ).encode()
+            self._log(split, action.status, name)  # logged before the client hears back
             self._send(action.status, {"Content-Type": "application/xml"}, payload)
-            self._log(split, action.status, name)
             return
         status, headers, payload = self._forward(body)
         if isinstance(action, LoseResponse):
+            self._log(split, action.status, name)
             self._send(action.status, {"Content-Type": "application/xml"},
                        b"<Error><Code>ServiceUnavailable</Code><Message>lost</Message></Error>")  # fmt: skip
-            self._log(split, action.status, name)
             return
-        self._send(status, headers, payload)
         self._log(split, status, name)
+        self._send(status, headers, payload)
 
     def _forward(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection(*self.owner._up, timeout=60)

@@ -23,6 +23,7 @@ from render.tree import FileEntry, content_type, write_object
 REPO = Path(__file__).resolve().parent.parent
 OVH = REPO / "ovh" / "nginx"
 HOST = "blog.test"
+WORKERS = 2
 
 
 def site_files(tag: str, *, pad: int = 600) -> dict[str, bytes]:
@@ -145,7 +146,7 @@ class Nginx:
         )
         user = "user root root;\n" if os.geteuid() == 0 else ""  # workers must read tmp_path
         (self.folder / "nginx.conf").write_text(
-            f"{user}daemon off;\nworker_processes 2;\npid {self.folder}/nginx.pid;\n"
+            f"{user}daemon off;\nworker_processes {WORKERS};\npid {self.folder}/nginx.pid;\n"
             f"error_log {logs}/error.log notice;\n"
             "events { worker_connections 512; }\n"
             "http {\n"
@@ -184,9 +185,13 @@ class Nginx:
     def reload(self, *, host: str = HOST) -> None:
         """What render-mirror-reload.service does after hosts.map changes; wait until ``host`` is served."""
         assert self.process is not None
+        exited = self.error_log().count("exited with code")
         self.process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 15
-        while not fetch(self.mirror_port, "/", host=host).header("x-render-version"):
+        # the old workers (with the old map) must be gone, or a new connection may still reach one
+        while self.error_log().count("exited with code") < exited + WORKERS or not fetch(
+            self.mirror_port, "/", host=host
+        ).header("x-render-version"):
             assert self.process.poll() is None, f"nginx exited: {self.error_log()}"
             assert time.monotonic() < deadline, f"nginx does not serve {host} after a reload"
             time.sleep(0.02)

@@ -41,11 +41,25 @@ BASE_URL = "https://example.com"
 INDEX_ONLY = ({"path": "/", "template": "index.html"},)
 
 
+def html(body: str, *, title: str = "Page {{ page.url }}", head: str = "") -> str:
+    """A template source for a whole page that passes the SEO lint; ``body`` is Jinja too.
+
+    The default title names the page's URL, so every page's title is its own.
+    """
+    return (
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{title}</title>\n"
+        f'<meta name="description" content="{title}: a page of a test site.">\n'
+        f"{head}</head>\n<body>\n<h1>{title}</h1>\n{body}\n</body>\n</html>\n"
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class SiteSpec:
     """One site to write under ``sites/<owner>/<name>/``."""
 
-    templates: Mapping[str, str] = field(default_factory=lambda: {"index.html": "<p>ok</p>\n"})
+    templates: Mapping[str, str] = field(default_factory=lambda: {"index.html": html("<p>ok</p>")})
     routes: Sequence[Mapping[str, Any]] = INDEX_ONLY
     queries: Mapping[str, str] = field(default_factory=dict)
     sql: Sequence[str] = ()  # statements run on a fresh site.db (one is created even when empty)
@@ -54,6 +68,8 @@ class SiteSpec:
     site: Mapping[str, Any] = field(default_factory=dict)  # more [site] keys
     extra_toml: str = ""  # appended verbatim to the generated site.toml
     site_toml: str | None = None  # the whole site.toml, verbatim (replaces the generated one)
+    # [lighthouse] table; off by default so a build test does not run audits (None: no table)
+    lighthouse: Mapping[str, Any] | None = field(default_factory=lambda: {"enabled": False})
     database: bool = True  # False: write no site.db at all
 
 
@@ -175,6 +191,9 @@ def site_toml(spec: SiteSpec) -> str:
     for route in spec.routes:
         lines += ["", "[[routes]]"]
         lines += [f"{k} = {toml_value(v)}" for k, v in route.items()]
+    if spec.lighthouse is not None:
+        lines += ["", "[lighthouse]"]
+        lines += [f"{k} = {toml_value(v)}" for k, v in spec.lighthouse.items()]
     text = "\n".join(lines) + "\n"
     return text + spec.extra_toml
 
@@ -202,6 +221,8 @@ def toml_value(value: Any) -> str:
 def listing(root: Path, *, skip: Sequence[Path] = ()) -> dict[str, tuple[int, int]]:
     """Every file and folder under ``root`` (``{rel: (size, mtime_ns)}``), not following links.
 
+    Folders are listed as ``(0, 0)``: what matters is what appears inside them.
+
     Folders in ``skip`` (and everything under them) are left out: use it for the
     host's state folder, which a build is allowed to write.
     """
@@ -212,8 +233,9 @@ def listing(root: Path, *, skip: Sequence[Path] = ()) -> dict[str, tuple[int, in
         for name in [*dirs, *files]:
             path = os.path.join(dirpath, name)
             st = os.lstat(path)
-            size = 0 if os.path.isdir(path) and not os.path.islink(path) else st.st_size
-            found[os.path.relpath(path, root)] = (size, st.st_mtime_ns)
+            # a folder counts by its name only (its mtime moves when the state folder appears)
+            is_dir = os.path.isdir(path) and not os.path.islink(path)
+            found[os.path.relpath(path, root)] = (0, 0) if is_dir else (st.st_size, st.st_mtime_ns)
     return found
 
 

@@ -15,7 +15,7 @@ from render.errors import RenderError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False)
 
 

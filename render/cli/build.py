@@ -31,7 +31,7 @@ from render.config import HostConfig, SiteConfig, load_site, site_dirs
 from render.demo import init_host
 from render.errors import ConfigError, RenderError
 from render.ledger import open_ledger
-from render.pipeline import Outcome, RunReport, run_site
+from render.pipeline import Options, Outcome, RunReport, run_site
 
 
 @click.command()
@@ -52,8 +52,18 @@ def init(demo: bool, folder: Path) -> None:
 
 
 def _build_options(func: F) -> F:
-    return click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-                        help="Also write the finished static tree to this folder.")(func)  # fmt: skip
+    for option in reversed(
+        [
+            click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+                         help="Also write the finished static tree to this folder."),
+            click.option("--allow-seo-errors", is_flag=True, help="Publish even when the SEO lint finds errors."),
+            click.option("--skip-lighthouse", is_flag=True, help="Do not run Lighthouse and the no-JavaScript read."),
+            click.option("--no-wait", is_flag=True,
+                         help="Fail at once (exit 1) when this site is being built by another process."),
+        ]
+    ):  # fmt: skip
+        func = option(func)
+    return func
 
 
 @click.command()
@@ -61,31 +71,58 @@ def _build_options(func: F) -> F:
 @site_argument
 @_build_options
 @handle_errors
-def build(config_path: str | None, site_name: str, out: Path | None) -> None:
-    """Build one SITE (owner/name, or name where unique); skip it when nothing changed.
+def build(
+    config_path: str | None,
+    site_name: str,
+    out: Path | None,
+    allow_seo_errors: bool,
+    skip_lighthouse: bool,
+    no_wait: bool,
+) -> None:
+    """Build, check and publish one SITE (owner/name, or name where unique).
+
+    Skipped when the database, templates and config are unchanged since the
+    last publish.
 
     \b
     Example:
         render build demo/blog --out /tmp/blog
     """
     host = host_from(config_path)
-    _run_one(host, site_from(host, site_name), reason="build", force=False, out=out)
+    options = Options(out=out, allow_seo_errors=allow_seo_errors, skip_lighthouse=skip_lighthouse, wait=not no_wait)
+    _run_one(host, site_from(host, site_name), reason="build", options=options)
 
 
 @click.command()
 @config_option
 @site_argument
 @_build_options
+@click.option("--full-audit", is_flag=True, help="Re-audit every sampled page, not only the changed ones.")
 @handle_errors
-def force(config_path: str | None, site_name: str, out: Path | None) -> None:
-    """Build and publish one SITE now, even when nothing changed.
+def force(
+    config_path: str | None,
+    site_name: str,
+    out: Path | None,
+    allow_seo_errors: bool,
+    skip_lighthouse: bool,
+    no_wait: bool,
+    full_audit: bool,
+) -> None:
+    """Build, check and publish one SITE now, even when nothing changed.
+
+    Waits for a build of the same site that is running (or, with --no-wait,
+    exits 1 naming it).
 
     \b
     Example:
         render force demo/blog
     """
     host = host_from(config_path)
-    _run_one(host, site_from(host, site_name), reason="force", force=True, out=out)
+    options = Options(
+        force=True, out=out, allow_seo_errors=allow_seo_errors, skip_lighthouse=skip_lighthouse,
+        full_audit=full_audit, wait=not no_wait,
+    )  # fmt: skip
+    _run_one(host, site_from(host, site_name), reason="force", options=options)
 
 
 def _progress() -> Progress:
@@ -99,31 +136,42 @@ def _progress() -> Progress:
     )
 
 
-def _run_one(
-    host: HostConfig, site: SiteConfig, *, reason: str, force: bool, out: Path | None
-) -> None:
+def _run_one(host: HostConfig, site: SiteConfig, *, reason: str, options: Options) -> None:
     with _progress() as bar:
         task = bar.add_task(f"{site.id}: build", total=None)
 
         def progress(stage: str, done: int, total: int) -> None:
-            bar.update(task, description=f"{site.id}: {stage}", total=total, advance=done)
+            if total:
+                bar.update(task, description=f"{site.id}: {stage}", total=total, advance=done)
+            else:
+                bar.update(task, description=f"{site.id}: {stage}")
 
-        report = run_site(site, host=host, reason=reason, force=force, out=out, progress=progress)
-    _print_report(report, out=out)
+        def waiting(message: str) -> None:
+            bar.console.print(message)
+
+        report = run_site(site, host=host, reason=reason, options=options, progress=progress, on_wait=waiting)
+    _print_report(report, out=options.out)
 
 
 def _print_report(report: RunReport, *, out: Path | None) -> None:
     if report.outcome is Outcome.skipped:
-        console.print(
-            f"{report.site}: unchanged since the last build (render force {report.site} to rebuild)"
-        )
+        console.print(f"{report.site}: unchanged since the last publish (render force {report.site} to rebuild)")
         return
     console.print(
-        f"{report.site}: {report.outcome.value}: {report.pages} pages, "
-        f"{report.rendered} rendered, {report.reused} reused in {report.seconds:.2f} s"
+        f"{report.site}: {report.pages} pages, {report.rendered} rendered, {report.reused} reused "
+        f"in {report.seconds:.2f} s"
     )
-    if report.version:
-        console.print(f"{report.site}: live version {report.version}")
+    if report.checks is not None:
+        for line in report.checks.summary():
+            console.print(f"{report.site}: {line}")
+    pub = report.publication
+    if pub is not None and report.outcome is Outcome.published:
+        console.print(
+            f"{report.site}: published {pub.version}: {pub.uploaded_blobs} new files "
+            f"({pub.uploaded_bytes:,} bytes) of {pub.files}, to {pub.store}"
+        )
+    elif pub is not None:
+        console.print(f"{report.site}: no change; {pub.version} stays live")
     if out is not None:
         console.print(f"{report.site}: static tree written to {out}")
 
@@ -142,7 +190,7 @@ def nightly(config_path: str | None) -> None:
     """
     host = host_from(config_path)
     folders = site_dirs(host)
-    rows: list[tuple[str, str, str, str]] = []
+    rows: list[tuple[str, str, str, str, str]] = []
     failed = 0
     with _progress() as bar:
         overall = bar.add_task("sites", total=len(folders))
@@ -153,22 +201,27 @@ def nightly(config_path: str | None) -> None:
             def progress(
                 stage: str, done: int, total: int, pages: TaskID = pages, name: str = name
             ) -> None:
-                bar.update(pages, description=f"{name}: {stage}", total=total, advance=done)
+                if total:
+                    bar.update(pages, description=f"{name}: {stage}", total=total, advance=done)
+                else:
+                    bar.update(pages, description=f"{name}: {stage}")
 
             try:
                 site = load_site(folder, host=host)
                 report = run_site(site, host=host, reason="nightly", progress=progress)
-                rows.append((name, report.outcome.value, _pages(report), f"{report.seconds:.2f} s"))
+                rows.append(
+                    (name, report.outcome.value, _pages(report), report.version or "", f"{report.seconds:.2f} s")
+                )
             except RenderError as exc:
                 failed += 1
                 bar.stop()
                 show_error(exc)
                 bar.start()
-                rows.append((name, "failed", exc.stage or "", ""))
+                rows.append((name, "failed", exc.stage or "", "", ""))
             bar.remove_task(pages)
             bar.advance(overall)
     table = Table(title=f"render nightly: {len(folders)} sites, {failed} failed")
-    for column in ("site", "result", "pages", "time"):
+    for column in ("site", "result", "pages", "live version", "time"):
         table.add_column(column)
     for row in rows:
         table.add_row(*row)
