@@ -141,6 +141,7 @@ def _cli_audit(
         spec["node"], str(Path(spec["lighthouse"]) / "cli" / "index.js"), url,
         "--output=json", "--output=html", f"--output-path={base}", "--quiet",
         f"--only-categories={','.join(CATEGORIES)}",
+        "--disable-full-page-screenshot", "--skip-audits=bf-cache",  # as the Node driver does
     ]  # fmt: skip
     if spec["form_factor"] == "desktop":
         argv.append("--preset=desktop")

@@ -34,7 +34,7 @@ from render.paths import is_file_url, normalize_url, output_path, parse_pattern
 from render.renderer import PageDone, PageFailed, PageSpec, RenderSetup
 from render.sandbox import QueryRunner, make_environment
 from render.snapshot import Snapshot
-from render.tree import Build, FileEntry, PageRecord, content_type, sha256, write_object
+from render.tree import INCOMPLETE, Build, FileEntry, PageRecord, content_type, sha256, write_object
 
 FORMAT = f"render-build-5/{__version__}"
 RECORD = "build.pickle"  # written and read only by render, in the state folder
@@ -317,6 +317,13 @@ def build(
     objects = folder / "objects"
     objects.mkdir(parents=True, exist_ok=True)
     previous = previous if previous is not None else load_previous(folder)
+    marker = objects / INCOMPLETE
+    if marker.exists():  # a build died while writing: its objects may be partial
+        _prune(
+            objects,
+            {p["hash"] for p in previous.pages.values()} | {v[2] for v in previous.static.values()},
+        )
+    marker.touch()
     sources = sources or scan_sources(site, previous)
     input_hash = sources.input_hash(snapshot)
     limits = host.limits
@@ -425,7 +432,8 @@ def build(
         "files": {k: v.to_json() for k, v in files.items()},
     }
     _write_atomic(folder / RECORD, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
-    _prune(objects, {e.hash for e in files.values()})
+    _prune(objects, {e.hash for e in files.values()} | {INCOMPLETE})
+    marker.unlink()
     return Build(
         site=site,
         snapshot=snapshot,

@@ -28,7 +28,9 @@ class CheckReport:
         lines = seo.summary_lines(self.seo)
         if self.lighthouse.enabled:
             for audit in sorted(self.lighthouse.audits, key=lambda a: a.path):
-                scores = ", ".join(f"{k} {v:.2f}" for k, v in sorted(audit.scores.items()) if v is not None)
+                scores = ", ".join(
+                    f"{k} {v:.2f}" for k, v in sorted(audit.scores.items()) if v is not None
+                )
                 lines.append(f"lighthouse {audit.path}: {scores}")
             for finding in self.lighthouse.findings:
                 lines.append(f"no-JavaScript read {finding.path}: {finding.message}")

@@ -544,6 +544,19 @@ def _check_seo(seo: SeoConfig, problems: _Problems) -> None:
             problems.add(
                 f"seo.rules.{rule}", f"expected 'error', 'warning' or 'off', got {level!r}"
             )
+    for i, group in enumerate(seo.robots):
+        where = f"seo.robots[{i}]"
+        if not group.user_agent.strip() or any(c in group.user_agent for c in "\r\n#"):
+            problems.add(
+                f"{where}.user_agent", f"must be one non-empty line, got {group.user_agent!r}"
+            )
+        for key in ("allow", "disallow"):
+            for j, path in enumerate(getattr(group, key)):
+                if not path.startswith(("/", "*")) or any(c.isspace() or c == "#" for c in path):
+                    problems.add(
+                        f"{where}.{key}[{j}]",
+                        f"must be a URL path starting with '/' or '*', without spaces, got {path!r}",
+                    )
 
 
 def _check_lighthouse(lh: LighthouseConfig, problems: _Problems) -> None:

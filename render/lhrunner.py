@@ -326,10 +326,14 @@ class ChromiumRunner:
             if network is NetworkBlock.namespace:
                 argv = [*_NAMESPACE, *argv]
 
+            live: set[_Worker] = set()
+            crashed: list[BaseException] = []
+            stop = threading.Event()
+
             def slot(number: int) -> None:
                 worker: _Worker | None = None
                 try:
-                    while True:
+                    while not stop.is_set():
                         with lock:
                             if not todo:
                                 return
@@ -338,8 +342,12 @@ class ChromiumRunner:
                             incarnation = started_workers[0]
                         if worker is None:
                             worker = _Worker(argv, Path(tmp) / f"worker-{number}-{incarnation}.err")
+                            with lock:
+                                live.add(worker)
                         result, healthy = self._one(worker, job, config=config)
                         if not healthy:
+                            with lock:
+                                live.discard(worker)
                             worker.kill()
                             worker = None
                         with lock:
@@ -348,8 +356,12 @@ class ChromiumRunner:
                         if progress is not None:
                             state = result.failure.kind.value if result.failure else "ok"
                             progress(f"lighthouse {job.url} {state} ({done}/{len(jobs)})")
+                except BaseException as exc:  # a bug here: re-raised by run() after cleanup
+                    crashed.append(exc)
                 finally:
                     if worker is not None:
+                        with lock:
+                            live.discard(worker)
                         worker.close()
 
             threads = [
@@ -358,8 +370,20 @@ class ChromiumRunner:
             ]
             for thread in threads:
                 thread.start()
-            for thread in threads:
-                thread.join()
+            try:
+                for thread in threads:
+                    thread.join()
+            except BaseException:  # Ctrl-C: no browser may outlive us
+                stop.set()
+                with lock:
+                    doomed = list(live)
+                for worker in doomed:
+                    kill_tree(worker.proc)
+                for thread in threads:
+                    thread.join()
+                raise
+            if crashed:
+                raise crashed[0]
         ordered = {job.path: results[job.path] for job in jobs}
         return RunOutcome(
             results=ordered,

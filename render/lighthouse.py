@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from render.config import LighthouseConfig
+from render.errors import RenderError
 from render.jsparity import ParityFinding, compare
 from render.lhrunner import (
     AuditJob,
@@ -261,7 +262,10 @@ def check(
         jobs.append(AuditJob(path=page.path, url=page.url, runs=config.runs if fresh else 0))
     outcome = None
     if jobs:
-        runner = runner or ChromiumRunner.from_config(config)
+        try:
+            runner = runner or ChromiumRunner.from_config(config)
+        except RenderError as exc:
+            raise exc.with_site(site) from None
         outcome = runner.run(build.files, build.objects, jobs, config=config, progress=progress)
     audits: list[PageAudit] = []
     findings: list[ParityFinding] = []

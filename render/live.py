@@ -103,7 +103,9 @@ class LiveSites:
             response.file.parent.mkdir(parents=True, exist_ok=True)
             key = blob_key(site.owner, site.name, response.file.name)
             if not self.store.download(key, response.file):
-                return Response(status=502, body=b"blob missing from the store\n", content_type="text/plain")
+                return Response(
+                    status=502, body=b"blob missing from the store\n", content_type="text/plain"
+                )
         headers = dict(response.headers)
         headers["X-Render-Version"] = site.version
         return Response(status=response.status, body=response.body, file=response.file,

@@ -82,9 +82,13 @@ def parse_pattern(raw: str) -> RoutePattern:
 def check_segment(value: object, *, where: str, column: str) -> str:
     """Return ``value`` as one safe, NFC-normalized path segment, or raise."""
     if value is None:
-        raise PathError(f"{where}: column {column!r} is NULL; a path segment cannot be empty", hint=_FIX_ROW)
+        raise PathError(
+            f"{where}: column {column!r} is NULL; a path segment cannot be empty", hint=_FIX_ROW
+        )
     if isinstance(value, bytes):
-        raise PathError(f"{where}: column {column!r} is a blob; a path segment must be text", hint=_FIX_ROW)
+        raise PathError(
+            f"{where}: column {column!r} is a blob; a path segment must be text", hint=_FIX_ROW
+        )
     text = value if isinstance(value, str) else str(value)
     if _PLAIN.match(text) and ".." not in text:
         return text

@@ -77,7 +77,9 @@ def run_site(
     options = options or Options()
     if force:
         options = replace(options, force=True)
-    with locks.site_lock(host.state_dir, site.id, wait=options.wait, on_wait=on_wait, reason=reason):
+    with locks.site_lock(
+        host.state_dir, site.id, wait=options.wait, on_wait=on_wait, reason=reason
+    ):
         with open_ledger(host.state_dir) as ledger:
             return _run(site, host=host, reason=reason, options=options, ledger=ledger,
                         progress=progress, should_stop=should_stop)  # fmt: skip
@@ -103,13 +105,21 @@ def _run(
             previous = builder.load_previous(builder.build_dir(host, site))
             sources = builder.scan_sources(site, previous)
             input_hash = sources.input_hash(snap)
-            if not options.force and options.out is None and ledger.last_input_hash(owner, name) == input_hash:
+            if (
+                not options.force
+                and options.out is None
+                and ledger.last_input_hash(owner, name) == input_hash
+            ):
                 report = RunReport(site=site.id, reason=reason, outcome=Outcome.skipped,
                                    seconds=time.perf_counter() - started, timings=timings)  # fmt: skip
                 ledger.finish_run(run_id, outcome=report.outcome.value, timings=timings)
                 return report
-            on_pages = None if progress is None else (lambda done, total: progress("build", done, total))
-            build = builder.build(site, snap, host=host, sources=sources, previous=previous, progress=on_pages)
+            on_pages = (
+                None if progress is None else (lambda done, total: progress("build", done, total))
+            )
+            build = builder.build(
+                site, snap, host=host, sources=sources, previous=previous, progress=on_pages
+            )
             timings["build"] = build.seconds
 
         mark = time.perf_counter()
@@ -128,9 +138,13 @@ def _run(
         )  # fmt: skip
         build = build.with_files(audits.files())
         timings["lighthouse"] = time.perf_counter() - mark
-        ledger.record_seo(run_id, owner, name, [*seo.ledger_rows(seo_report), *audits.ledger_findings()])
+        ledger.record_seo(
+            run_id, owner, name, [*seo.ledger_rows(seo_report), *audits.ledger_findings()]
+        )
         ledger.record_lighthouse(run_id, owner, name, audits.ledger_audits())
-        verdict = checks.CheckReport(seo=seo_report, lighthouse=audits, allow_seo_errors=options.allow_seo_errors)
+        verdict = checks.CheckReport(
+            seo=seo_report, lighthouse=audits, allow_seo_errors=options.allow_seo_errors
+        )
         checks.gate(verdict)
 
         if options.out is not None:
@@ -171,7 +185,9 @@ def _run(
     except RenderError as exc:
         exc.with_site(str(site.id), hint=_live_hint(ledger.live_version(owner, name)))
         outcome_text = "failed_check" if exc.stage == "check" else "failed"
-        ledger.finish_run(run_id, outcome=outcome_text, stage=exc.stage, message=exc.message, timings=timings)
+        ledger.finish_run(
+            run_id, outcome=outcome_text, stage=exc.stage, message=exc.message, timings=timings
+        )
         raise
     except BaseException as exc:
         ledger.finish_run(run_id, outcome="failed", stage="bug", message=repr(exc), timings=timings)

@@ -182,7 +182,9 @@ def _publish(
     total_bytes = sum(e.size for e in files.values())
     root, tag = read_root(store, owner=owner, name=name)
 
-    def result(outcome: PublishOutcome, version: str, parent: str | None, **kw: object) -> Publication:
+    def result(
+        outcome: PublishOutcome, version: str, parent: str | None, **kw: object
+    ) -> Publication:
         return Publication(
             site=site, outcome=outcome, version=version, parent=parent, files=len(files),
             bytes=total_bytes, requests=store.request_count() - requests_before,
@@ -320,7 +322,9 @@ def switch_root(store: Store, *, owner: str, name: str, root: Root, tag: str | N
     when it already names this version the switch did happen.
     """
     key = root_key(owner, name)
-    if store.put_if(key, root.to_bytes(), tag=tag, content_type=JSON_TYPE, cache_control=ROOT_CACHE):
+    if store.put_if(
+        key, root.to_bytes(), tag=tag, content_type=JSON_TYPE, cache_control=ROOT_CACHE
+    ):
         return
     current, _ = read_root(store, owner=owner, name=name)
     if current is not None and current.version == root.version:
@@ -374,8 +378,12 @@ def list_versions(store: Store, *, owner: str, name: str, limit: int = 50) -> li
         fresh = new_blobs(tree.files, parent.hashes() if parent else ())
         out.append(
             VersionInfo(
-                version=v, parent=tree.parent, created=tree.created, files=len(tree.files),
-                bytes=tree.total_bytes, new_blobs=len(fresh),
+                version=v,
+                parent=tree.parent,
+                created=tree.created,
+                files=len(tree.files),
+                bytes=tree.total_bytes,
+                new_blobs=len(fresh),
                 new_bytes=sum(e.size for e in fresh.values()),
                 live=root is not None and root.version == v,
             )  # fmt: skip

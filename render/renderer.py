@@ -24,7 +24,7 @@ from render import islands, pagefacts
 from render.errors import QueryError, RenderError, TemplateError
 from render.paths import normalize_url, quote_url
 from render.sandbox import QueryRunner, make_environment
-from render.tree import sha256, write_object
+from render.tree import sha256, write_object_direct
 from render.workers import CpuExceeded, arm_cpu_limit, disarm_cpu_limit
 
 
@@ -58,7 +58,7 @@ class PageFailed:
     line: int | None
     source_line: str | None
     hint: str | None
-    kind: str = "template"
+    kind: str = "template"  # "query": a query failed; "route": the route's own template is missing
 
     def error(self) -> RenderError:
         if self.kind == "query" and self.template is None:
@@ -163,7 +163,8 @@ class Renderer:
             else:
                 facts = {}
             data = text.encode("utf-8", "surrogateescape")
-            digest = write_object(self.setup.objects, data, sha256(data))
+            digest = sha256(data)
+            write_object_direct(self.setup.objects, data, digest)
         except Exception as exc:  # every failure of tenant code becomes a message
             return self._failure(exc, spec)
         return PageDone(
@@ -207,8 +208,12 @@ class Renderer:
             hint = exc.hint
         elif isinstance(exc, TemplateNotFound):
             message = f"template {exc.name!r} not found in {self.setup.templates.name}/"
-            template = template or (None if exc.name == spec.template else spec.template)
             hint = "check the route's template and every extends/include"
+            if template is None and exc.name == spec.template and spec.route >= 0:
+                # the route's own template: the mistake is in site.toml, so name the key
+                message = f"site.toml: routes[{spec.route}].template: {message}"
+                kind = "route"
+            template = template or (None if exc.name == spec.template else spec.template)
         elif isinstance(exc, QueryError):
             message = exc.message
             hint = exc.hint

@@ -71,6 +71,7 @@ class SiteView:
 
     base_url: str
     host: str
+    origin: str  # "https://host/" lowercased, to tell same-host URLs without parsing them
     base_path: str  # the base URL's path without a trailing slash ("" at the host root)
     files: Mapping[str, FileEntry]
     pages: tuple[PageView, ...]
@@ -305,6 +306,7 @@ def _site_view(build: Build) -> SiteView:
     return SiteView(
         base_url=base,
         host=parts.hostname or "",
+        origin=f"{parts.scheme}://{parts.netloc}/".lower(),
         base_path=parts.path.rstrip("/"),
         files=build.files,
         pages=pages,
@@ -464,7 +466,7 @@ def _broken_asset(page: PageView, site: SiteView) -> Iterator[str]:
 def _canonical_host(page: PageView, site: SiteView) -> Iterator[str]:
     """A canonical URL on another host than the site's base URL."""
     canonical = page.facts.get("canonical")
-    if canonical:
+    if canonical and not canonical.lower().startswith(site.origin):
         host = urlsplit(canonical).hostname or ""
         if host != site.host:
             yield f"the canonical URL {canonical} is on {host or 'no host'}, not {site.host}"

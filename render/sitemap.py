@@ -192,5 +192,8 @@ def _site_path(loc: str, base_url: str) -> str | None:
     rest = loc[len(base_url) :] or "/"
     if not rest.startswith("/"):
         return None
-    path = unquote(urlsplit(rest).path, errors="replace")
-    return unicodedata.normalize("NFC", path)
+    if "?" in rest or "#" in rest:
+        rest = urlsplit(rest).path
+    if "%" in rest:
+        rest = unquote(rest, errors="replace")
+    return rest if rest.isascii() else unicodedata.normalize("NFC", rest)

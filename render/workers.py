@@ -28,6 +28,12 @@ from render.errors import BuildError, TemplateError
 _BATCH_PAGES = 64
 _BATCH_SECONDS = 0.25
 _GRACE_SECONDS = 5.0
+# SIGXCPU comes within a second of a page's limit; a worker past the limit by this
+# much CPU time is stuck where the signal cannot interrupt it (one long C call).
+_CPU_GRACE_SECONDS = 2.0
+# Where a worker's CPU time can be read, the wall-clock deadline is only a backstop:
+# on a busy machine a page well under its CPU limit can take several times as long.
+_WALL_FACTOR = 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,6 +114,31 @@ class _Worker:
     slot: int
     busy: bool = False
     heard: float = 0.0
+    cpu: float = 0.0  # its CPU seconds when last heard from
+
+    def hear(self, now: float) -> None:
+        self.heard = now
+        self.cpu = _cpu_of(self.process.pid) or 0.0
+
+    def overdue(self, now: float, limits: Limits) -> bool:
+        """Past the current page's limit: by CPU time where Linux tells it, else by wall time."""
+        silent = now - self.heard
+        cpu = _cpu_of(self.process.pid)
+        if cpu is None:
+            return silent > limits.cpu_seconds + _GRACE_SECONDS
+        if cpu - self.cpu > limits.cpu_seconds + _CPU_GRACE_SECONDS:
+            return True
+        return silent > (limits.cpu_seconds + _GRACE_SECONDS) * _WALL_FACTOR
+
+
+def _cpu_of(pid: int | None) -> float | None:
+    """CPU seconds (user + system) process ``pid`` has used, from /proc; None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class Pool:
@@ -196,13 +227,13 @@ class Pool:
         chunks = [indexed[i : i + chunk] for i in range(0, len(indexed), chunk)]
         chunks.reverse()
         results: list[Any] = [None] * len(specs)
-        deadline = limits.cpu_seconds + _GRACE_SECONDS
         failed = False
         while not failed and (chunks or any(w.busy for w in pool)):
             for worker in pool:
                 if not worker.busy and chunks:
                     worker.conn.send(chunks.pop())
-                    worker.busy, worker.heard = True, time.monotonic()
+                    worker.busy = True
+                    worker.hear(time.monotonic())
             ready = multiprocessing.connection.wait(
                 [w.conn for w in pool if w.busy] + [w.process.sentinel for w in pool if w.busy],
                 timeout=1.0,
@@ -218,7 +249,7 @@ class Pool:
                         _died(worker, slots, describe, limits)
                     if kind == "setup-failed":
                         raise BuildError(f"a render worker could not start: {payload}")
-                    worker.heard = now
+                    worker.hear(now)
                     for index, result in payload:
                         results[index] = result
                         if is_error(result):
@@ -229,7 +260,7 @@ class Pool:
                         worker.busy = False
                 elif worker.process.sentinel in ready or not worker.process.is_alive():
                     _died(worker, slots, describe, limits)
-                elif now - worker.heard > deadline:
+                elif worker.overdue(now, limits):
                     index = slots[worker.slot]
                     worker.process.kill()
                     raise TemplateError(

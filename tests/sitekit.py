@@ -65,7 +65,7 @@ class SiteSpec:
     sql: Sequence[str] = ()  # statements run on a fresh site.db (one is created even when empty)
     static: Mapping[str, str | bytes] = field(default_factory=dict)
     base_url: str = BASE_URL
-    site: Mapping[str, Any] = field(default_factory=dict)  # more [site] keys
+    site: Mapping[str, Any] = field(default_factory=dict)  # more [site] keys (base_url wins over the field)
     extra_toml: str = ""  # appended verbatim to the generated site.toml
     site_toml: str | None = None  # the whole site.toml, verbatim (replaces the generated one)
     # [lighthouse] table; off by default so a build test does not run audits (None: no table)
@@ -183,8 +183,8 @@ def make_database(path: Path, statements: Sequence[str]) -> None:
 
 def site_toml(spec: SiteSpec) -> str:
     """The ``site.toml`` text for ``spec``."""
-    lines = ["[site]", f"base_url = {toml_value(spec.base_url)}"]
-    lines += [f"{k} = {toml_value(v)}" for k, v in spec.site.items()]
+    lines = ["[site]"]
+    lines += [f"{k} = {toml_value(v)}" for k, v in {"base_url": spec.base_url, **spec.site}.items()]
     if spec.queries:
         lines += ["", "[queries]"]
         lines += [f"{k} = {toml_value(v)}" for k, v in spec.queries.items()]

@@ -11,7 +11,7 @@ from render import builder, snapshot
 from render.config import HostConfig, SiteConfig, load_host, load_site, site_dirs
 from render.demo import init_host
 from render.errors import TemplateError
-from render.pipeline import Outcome, run_site
+from render.pipeline import Options, Outcome, run_site
 from render.tree import Build
 
 
@@ -138,10 +138,11 @@ def test_a_failed_build_leaves_the_last_good_one_in_place(tmp_path: Path) -> Non
 def test_out_writes_pretty_urls_files_and_static(tmp_path: Path) -> None:
     host, site = demo(tmp_path / "host")
     out = tmp_path / "out"
-    report = run_site(site, host=host, out=out)
+    report = run_site(site, host=host, options=Options(out=out, skip_lighthouse=True))
     assert report.build is not None
     files = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
     assert files == set(report.build.files)
+    assert {"sitemap.xml", "robots.txt", "404.html", "_render/seo.json"} <= files
     assert "index.html" in files and "feed.xml" in files and "posts/page/2/index.html" in files
     assert "css/site.css" in files and "islands/Likes.js" in files and "_render/islands.js" in files
     slug = next(p.url for p in report.build.pages if p.template == "post.html")
@@ -166,10 +167,11 @@ def test_unchanged_site_is_skipped_from_the_snapshot_hash_and_force_overrides(
     tmp_path: Path,
 ) -> None:
     host, site = demo(tmp_path)
-    assert run_site(site, host=host).outcome is not Outcome.skipped
-    assert run_site(site, host=host).outcome is Outcome.skipped
-    forced = run_site(site, host=host, force=True)
-    assert forced.outcome is not Outcome.skipped and forced.rendered == 0
+    quick = Options(skip_lighthouse=True)
+    assert run_site(site, host=host, options=quick).outcome is Outcome.published
+    assert run_site(site, host=host, options=quick).outcome is Outcome.skipped
+    forced = run_site(site, host=host, force=True, options=quick)
+    assert forced.outcome is Outcome.unchanged and forced.rendered == 0
 
 
 def test_page_records_keep_what_each_page_read(tmp_path: Path) -> None:
@@ -196,3 +198,18 @@ def test_a_changed_named_query_is_rerun_even_when_its_tables_did_not_change(tmp_
     site = load_site(site.root, host=host)
     again = build_once(host, site)
     assert {p.url for p in again.pages if p.rendered} == {"/"}
+
+
+def test_a_partial_object_left_by_a_killed_build_is_discarded(tmp_path: Path) -> None:
+    host, site = demo(tmp_path)
+    first = build_once(host, site)
+    page = next(p for p in first.pages if p.template == "post.html")
+    objects = builder.build_dir(host, site) / "objects"
+    # what a build killed half way through writing this page would leave
+    (objects / page.hash).write_bytes(first.read(page.path)[:100])
+    (objects / ".incomplete").touch()
+    record = builder.build_dir(host, site) / builder.RECORD
+    record.unlink()  # and it never got to record its tree
+    again = build_once(host, site)
+    assert again.read(page.path) == first.read(page.path)
+    assert not (objects / ".incomplete").exists()

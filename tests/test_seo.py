@@ -493,3 +493,24 @@ def test_lint_is_safe_from_threads(tmp_path: Path) -> None:
     for t in threads:
         t.join(timeout=60)
     assert len(results) == 4 and len(set(results)) == 1
+
+
+def test_bad_robots_settings_are_config_errors(tmp_path: Path) -> None:
+    from render.config import load_host, load_site
+
+    (tmp_path / "render.toml").write_text("")
+    folder = tmp_path / "sites" / "acme" / "blog"
+    folder.mkdir(parents=True)
+    (folder / "site.toml").write_text(
+        '[site]\nbase_url = "https://ex.org"\n'
+        '[[seo.robots]]\nuser_agent = ""\ndisallow = ["private/", "/ok", "/a b"]\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_site(folder, host=load_host(tmp_path / "render.toml"))
+    assert info.value.problems == [
+        "sites/acme/blog/site.toml: seo.robots[0].user_agent: must be one non-empty line, got ''",
+        "sites/acme/blog/site.toml: seo.robots[0].disallow[0]: must be a URL path starting with '/' or '*', "
+        "without spaces, got 'private/'",
+        "sites/acme/blog/site.toml: seo.robots[0].disallow[2]: must be a URL path starting with '/' or '*', "
+        "without spaces, got '/a b'",
+    ]

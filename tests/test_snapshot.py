@@ -207,18 +207,16 @@ def test_a_file_that_is_not_a_database_fails_naming_the_site_and_leaves_no_parti
     host = make_host(tmp_path, sites={"acme/app": SiteSpec(database=False)})
     (host.site_dir("acme/app") / "site.db").write_bytes(b"these are not the bytes of a database\n" * 50)
     into = host.state_dir / "snap"
-    with pytest.raises(SnapshotError) as caught:
-        with snapshot.take(host.site("acme/app"), into=into):
-            pass
+    with pytest.raises(SnapshotError) as caught, snapshot.take(host.site("acme/app"), into=into):
+        pass
     assert str(caught.value) == "acme/app: snapshot: cannot copy site.db: file is not a database"
     assert list(into.iterdir()) == []
 
 
 def test_a_missing_database_names_the_site_and_the_key_to_fix(tmp_path: Path) -> None:
     host = make_host(tmp_path, sites={"acme/app": SiteSpec(database=False)})
-    with pytest.raises(SnapshotError) as caught:
-        with snapshot.take(host.site("acme/app"), into=host.state_dir / "snap"):
-            pass
+    with pytest.raises(SnapshotError) as caught, snapshot.take(host.site("acme/app"), into=host.state_dir / "snap"):
+        pass
     assert str(caught.value) == (
         f"acme/app: snapshot: database site.db not found in {host.site_dir('acme/app')}"
     )

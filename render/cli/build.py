@@ -89,7 +89,12 @@ def build(
         render build demo/blog --out /tmp/blog
     """
     host = host_from(config_path)
-    options = Options(out=out, allow_seo_errors=allow_seo_errors, skip_lighthouse=skip_lighthouse, wait=not no_wait)
+    options = Options(
+        out=out,
+        allow_seo_errors=allow_seo_errors,
+        skip_lighthouse=skip_lighthouse,
+        wait=not no_wait,
+    )
     _run_one(host, site_from(host, site_name), reason="build", options=options)
 
 
@@ -97,7 +102,9 @@ def build(
 @config_option
 @site_argument
 @_build_options
-@click.option("--full-audit", is_flag=True, help="Re-audit every sampled page, not only the changed ones.")
+@click.option(
+    "--full-audit", is_flag=True, help="Re-audit every sampled page, not only the changed ones."
+)
 @handle_errors
 def force(
     config_path: str | None,
@@ -149,13 +156,17 @@ def _run_one(host: HostConfig, site: SiteConfig, *, reason: str, options: Option
         def waiting(message: str) -> None:
             bar.console.print(message)
 
-        report = run_site(site, host=host, reason=reason, options=options, progress=progress, on_wait=waiting)
+        report = run_site(
+            site, host=host, reason=reason, options=options, progress=progress, on_wait=waiting
+        )
     _print_report(report, out=options.out)
 
 
 def _print_report(report: RunReport, *, out: Path | None) -> None:
     if report.outcome is Outcome.skipped:
-        console.print(f"{report.site}: unchanged since the last publish (render force {report.site} to rebuild)")
+        console.print(
+            f"{report.site}: unchanged since the last publish (render force {report.site} to rebuild)"
+        )
         return
     console.print(
         f"{report.site}: {report.pages} pages, {report.rendered} rendered, {report.reused} reused "
@@ -210,7 +221,13 @@ def nightly(config_path: str | None) -> None:
                 site = load_site(folder, host=host)
                 report = run_site(site, host=host, reason="nightly", progress=progress)
                 rows.append(
-                    (name, report.outcome.value, _pages(report), report.version or "", f"{report.seconds:.2f} s")
+                    (
+                        name,
+                        report.outcome.value,
+                        _pages(report),
+                        report.version or "",
+                        f"{report.seconds:.2f} s",
+                    )
                 )
             except RenderError as exc:
                 failed += 1

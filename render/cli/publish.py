@@ -99,7 +99,9 @@ def rollback_command(config_path: str | None, site_name: str, version: str | Non
               help="Versions kept per site (the live one always).")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing.")
 @handle_errors
-def gc_command(config_path: str | None, site_names: tuple[str, ...], keep: int, dry_run: bool) -> None:
+def gc_command(
+    config_path: str | None, site_names: tuple[str, ...], keep: int, dry_run: bool
+) -> None:
     """Delete old versions and the blobs no kept version names.
 
     Blobs younger than [store] gc_grace_hours stay (a publish may be running,
@@ -125,12 +127,17 @@ def gc_command(config_path: str | None, site_names: tuple[str, ...], keep: int, 
             f"{report.site}: {verb} {len(report.removed_versions)} versions and"
             f" {report.removed_blobs} blobs, {_size(report.freed_bytes)}{young}"
         )
-    console.print(f"{'would free' if dry_run else 'freed'} {_size(freed)} in {store.description}", soft_wrap=True)
+    console.print(
+        f"{'would free' if dry_run else 'freed'} {_size(freed)} in {store.description}",
+        soft_wrap=True,
+    )
 
 
 @click.command("serve")
 @config_option
-@click.option("--port", type=int, default=8000, show_default=True, help="Port on 127.0.0.1 (0: any).")
+@click.option(
+    "--port", type=int, default=8000, show_default=True, help="Port on 127.0.0.1 (0: any)."
+)
 @handle_errors
 def serve_command(config_path: str | None, port: int) -> None:
     """Serve every published site's live version from the store on 127.0.0.1.

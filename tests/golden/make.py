@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent.parent))
+sys.path.insert(0, str(HERE.parent))
 
-from tests.test_golden import GOLDEN, golden_tree  # noqa: E402
+from test_golden import GOLDEN, golden_tree  # noqa: E402
 
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,146 @@
+"""CPU, memory and output limits: a hostile template fails its own site, and nothing else.
+
+The sandbox bounds nothing about resources and Jinja folds constant
+expressions while compiling, so templates compile and render in worker
+processes with a CPU-time and an address-space limit. These tests set the
+limits low ([limits] in render.toml) to stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sitekit import Host, SiteSpec, changes, html, listing, make_host
+
+LIMITS = {"template_cpu_seconds": 1, "template_memory_mb": 256, "page_max_bytes": 200_000}
+CPU_HINT = "Hint: simplify the template's loops, or raise [limits] template_cpu_seconds\n"
+MEMORY_HINT = "Hint: the render process's memory is limited by [limits] template_memory_mb\n"
+NO_LIVE_HINT = "Hint: nothing was published; the site has no live version yet.\n"
+
+LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+DOUBLING = (
+    "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
+    "{% endfor %}{{ ns.s|length }}"
+)
+POWERS = "{{ (((((9 ** 64) ** 64) ** 64) ** 64) ** 64) ** 64 }}"
+
+
+def _host(tmp_path: Path, line: str) -> Host:
+    return make_host(
+        tmp_path,
+        limits=LIMITS,
+        sites={"acme/blog": SiteSpec(templates={"index.html": "<main>\n" + line + "\n</main>\n"})},
+    )
+
+
+def _build(host: Host, tmp_path: Path) -> tuple[int, str]:
+    before = listing(tmp_path, skip=[host.state_dir])
+    result = host.cli("build", "acme/blog")
+    assert changes(before, listing(tmp_path, skip=[host.state_dir])) == []
+    return result.exit_code, result.stderr
+
+
+def _error(message: str, source: str | None, hint: str) -> str:
+    detail = f"    {source}\n" if source else ""
+    return f"Error: acme/blog: build: {message}\n{detail}{hint}"
+
+
+def test_nested_huge_loops_stop_at_the_cpu_limit_naming_the_template(tmp_path: Path) -> None:
+    code, stderr = _build(_host(tmp_path, LOOPS), tmp_path)
+    assert stderr == _error(
+        "templates/index.html, line 2: rendering / ran past its limit of 1 CPU seconds", LOOPS, CPU_HINT
+    )
+    assert code == 1
+
+
+def test_huge_constant_powers_stop_at_the_cpu_limit_naming_the_template(tmp_path: Path) -> None:
+    # Each ** is at most 64, but five in a row make a number of 3.4e9 bits: the CPU
+    # limit stops it, either by SIGXCPU between two operations or, when the signal
+    # cannot interrupt one long multiplication, by the parent killing the worker.
+    code, stderr = _build(_host(tmp_path, POWERS), tmp_path)
+    assert stderr in {
+        _error("templates/index.html, line 2: rendering / ran past its limit of 1 CPU seconds", POWERS, CPU_HINT),
+        _error(
+            "rendering / (template index.html) ran past its limit of 1 CPU seconds and was stopped", None, CPU_HINT
+        ),
+    }
+    assert code == 1
+
+
+@pytest.mark.parametrize(
+    ("source", "refusal"),
+    [
+        ("{{ 9 ** (9 ** 9) }}", "exponent 387420489 is over the limit of 64"),
+        ("{{ 'a' * 10**10 }}", "repeating a sequence to 10000000000 items is over the limit"),
+        ("{{ [0] * 10**9 }}", "repeating a sequence to 1000000000 items is over the limit"),
+        ("{{ 10**7 * 'ab' }}", "repeating a sequence to 20000000 items is over the limit"),
+    ],
+)
+def test_huge_constant_arithmetic_is_refused_before_it_allocates(tmp_path: Path, source: str, refusal: str) -> None:
+    code, stderr = _build(_host(tmp_path, source), tmp_path)
+    assert stderr == _error(
+        f"templates/index.html, line 2: refused by the sandbox: {refusal}", source, NO_LIVE_HINT
+    )
+    assert code == 1
+
+
+MEMORY = [
+    DOUBLING,  # a string doubled until memory runs out (the namespace is mutable in the sandbox)
+    "{% macro d(s, n) %}{{ d(s ~ s, n - 1) if n else s|length }}{% endmacro %}{{ d('x', 40) }}",
+    "{{ 'x'|center(2000000000) }}",  # folded while compiling: the compile runs in the worker too
+    "{{ '%0999999999d' % 1 }}",  # folded while compiling
+    "{{ '{:>999999999}'.format(1) }}",
+]
+
+
+@pytest.mark.parametrize("source", MEMORY)
+def test_allocating_past_the_memory_limit_fails_naming_the_template(tmp_path: Path, source: str) -> None:
+    code, stderr = _build(_host(tmp_path, source), tmp_path)
+    assert stderr == _error("templates/index.html, line 2: rendering / ran out of memory", source, MEMORY_HINT)
+    assert code == 1
+
+
+def test_endless_recursion_fails_naming_the_template(tmp_path: Path) -> None:
+    source = "{% macro r(n) %}{{ r(n + 1) }}{% endmacro %}{{ r(0) }}"
+    code, stderr = _build(_host(tmp_path, source), tmp_path)
+    assert stderr == _error("templates/index.html, line 2: rendering / recursed too deeply", source, NO_LIVE_HINT)
+    assert code == 1
+
+
+def test_a_page_over_the_output_cap_fails_naming_the_template(tmp_path: Path) -> None:
+    source = "{% for i in range(100000) %}<p>{{ i }} {{ 'x' * 50 }}</p>{% endfor %}"
+    code, stderr = _build(_host(tmp_path, source), tmp_path)
+    assert stderr == (
+        "Error: acme/blog: build: templates/index.html: page / is over the limit of 200000 bytes\n"
+        "Hint: raise [limits] page_max_bytes, or paginate the route\n"
+    )
+    assert code == 1
+
+
+def test_nightly_goes_on_past_sites_that_hit_their_limits_and_exits_1(tmp_path: Path) -> None:
+    sites = {
+        "acme/loops": SiteSpec(templates={"index.html": "<main>\n" + LOOPS + "\n</main>\n"}),
+        "acme/memory": SiteSpec(templates={"index.html": "<main>\n" + DOUBLING + "\n</main>\n"}),
+        "zed/good": SiteSpec(templates={"index.html": html("<p>{{ site.name }} is fine</p>")}),
+    }
+    host = make_host(tmp_path, limits=LIMITS, sites=sites)
+    pid = os.getpid()
+    result = host.cli("nightly")
+    assert os.getpid() == pid  # the parent is the same, living process
+    assert result.stderr == (
+        "Error: acme/loops: build: templates/index.html, line 2: rendering / ran past its limit of 1 CPU seconds\n"
+        f"    {LOOPS}\n" + CPU_HINT
+        + "Error: acme/memory: build: templates/index.html, line 2: rendering / ran out of memory\n"
+        f"    {DOUBLING}\n" + MEMORY_HINT
+    )  # fmt: skip
+    assert result.exit_code == 1
+    table = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.stdout.splitlines()
+             if line.startswith("│") and line.split("│")[1].strip()}  # fmt: skip
+    assert table == {"acme/loops": "failed", "acme/memory": "failed", "zed/good": "published"}
+    assert "render nightly: 3 sites, 2 failed" in result.stdout
+    # the good site was really built after the two failures
+    good = host.cli("build", "zed/good", "--out", str(tmp_path / "good"))
+    assert good.exit_code == 0, good.output
+    assert "<p>good is fine</p>" in (tmp_path / "good" / "index.html").read_text()

@@ -1,0 +1,274 @@
+"""Tenant templates run in the sandbox: no Python internals, no files outside templates/.
+
+And the mistakes authors make (a syntax error, a missing template, a missing
+site.toml key, a bad cron string) name the file and the line or key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sitekit import Host, SiteSpec, changes, html, listing, make_host
+
+SECRET = "TOP-SECRET-4111"
+NOT_FOUND_HINT = "Hint: check the route's template and every extends/include\n"
+NO_LIVE_HINT = "Hint: nothing was published; the site has no live version yet.\n"
+
+
+def _host(tmp_path: Path, line: str, *, extra: dict[str, str] | None = None, sql: list[str] | None = None) -> Host:
+    """acme/blog whose index.html has ``line`` as its line 2."""
+    templates = {"index.html": "<main>\n" + line + "\n</main>\n", **(extra or {})}
+    host = make_host(
+        tmp_path,
+        sites={
+            "acme/blog": SiteSpec(
+                templates=templates,
+                sql=sql or [],
+                routes=[{"path": "/", "template": "index.html"}],
+            )
+        },
+    )
+    (tmp_path / "secret.txt").write_text(SECRET)
+    return host
+
+
+def _build(host: Host, tmp_path: Path) -> tuple[int, str]:
+    before = listing(tmp_path, skip=[host.state_dir])
+    result = host.cli("build", "acme/blog")
+    assert changes(before, listing(tmp_path, skip=[host.state_dir])) == []
+    objects = host.state_dir / "builds" / "acme" / "blog" / "objects"
+    if objects.is_dir():  # nothing read from outside ever reaches the output
+        assert not any(SECRET.encode() in p.read_bytes() for p in objects.iterdir() if p.is_file())
+    return result.exit_code, result.stderr
+
+
+def _refused(attribute: str, owner: str, source: str) -> str:
+    return (
+        "Error: acme/blog: build: templates/index.html, line 2: refused by the sandbox: "
+        f"access to attribute '{attribute}' of '{owner}' object is unsafe.\n"
+        f"    {source}\n" + NO_LIVE_HINT
+    )
+
+
+ESCAPES = [
+    ("{{ ''.__class__.__mro__ }}", "__class__", "str"),
+    ("{{ ''.__class__.__base__.__subclasses__() }}", "__class__", "str"),
+    ("{{ ''|attr('__class__') }}", "__class__", "str"),
+    ("{{ ''|attr('\\x5f\\x5fclass\\x5f\\x5f') }}", "__class__", "str"),
+    ("{{ '{0.__class__.__mro__}'.format('') }}", "__class__", "str"),
+    ("{{ '{x.__class__}'.format_map({'x': ''}) }}", "__class__", "str"),
+    ("{% set f = '{0.__class__}' %}{{ f.format(site) }}", "__class__", "dict"),
+    ("{{ '%s'|format(''.__class__) }}", "__class__", "str"),
+    ("{{ self.__init__.__globals__ }}", "__init__", "TemplateReference"),
+    ("{{ cycler.__init__.__globals__.os }}", "__init__", "type"),
+    ("{{ lipsum.__globals__['os'] }}", "__globals__", "function"),
+    ("{{ query.__self__ }}", "__self__", "method"),
+    ("{{ [].append(1) }}", "append", "list"),
+    ("{{ site.update({'base_url': 'https://evil.example'}) }}", "update", "dict"),
+]
+
+
+@pytest.mark.parametrize(("source", "attribute", "owner"), ESCAPES, ids=[s for s, _, _ in ESCAPES])
+def test_reaching_python_internals_is_a_sandbox_error_naming_template_and_line(
+    tmp_path: Path, source: str, attribute: str, owner: str
+) -> None:
+    host = _host(tmp_path, source)
+    code, stderr = _build(host, tmp_path)
+    assert stderr == _refused(attribute, owner, source)
+    assert code == 1
+
+
+def _not_found(name: str, source: str, *, template: str = "index.html", line: int = 2) -> str:
+    return (
+        f"Error: acme/blog: build: templates/{template}, line {line}: template {name!r} not found "
+        f"in templates/\n    {source}\n" + NOT_FOUND_HINT
+    )
+
+
+OUTSIDE = [
+    '{% include "../../x" %}',
+    '{% include "../site.toml" %}',
+    '{% include "sub/../../site.toml" %}',
+    '{% include "..\\\\site.toml" %}',
+    '{% include ["../../../secret.txt"] %}',
+    '{% extends "../site.toml" %}',
+    '{% import "../../x" as m %}',
+    '{% from "/etc/passwd" import x %}',
+]
+
+
+@pytest.mark.parametrize("source", OUTSIDE)
+def test_a_template_cannot_load_files_outside_its_templates_folder(tmp_path: Path, source: str) -> None:
+    host = _host(tmp_path, source)
+    code, stderr = _build(host, tmp_path)
+    name = source.split('"')[1].replace("\\\\", "\\")
+    assert stderr == _not_found(name, source)
+    assert code == 1
+
+
+def test_a_template_name_from_the_database_cannot_leave_the_folder(tmp_path: Path) -> None:
+    source = "{% include query('t')[0].name %}"
+    host = make_host(
+        tmp_path,
+        sites={
+            "acme/blog": SiteSpec(
+                templates={"index.html": "<main>\n" + source + "\n</main>\n"},
+                queries={"t": "select '../../../secret.txt' as name"},
+            )
+        },
+    )
+    (tmp_path / "secret.txt").write_text(SECRET)
+    code, stderr = _build(host, tmp_path)
+    assert stderr == _not_found("../../../secret.txt", source)
+    assert code == 1
+
+
+def test_a_symlink_in_templates_pointing_outside_is_not_found(tmp_path: Path) -> None:
+    source = '{% include "link.html" %}'
+    host = _host(tmp_path, source)
+    os.symlink(tmp_path / "secret.txt", host.site_dir("acme/blog") / "templates" / "link.html")
+    code, stderr = _build(host, tmp_path)
+    assert stderr == _not_found("link.html", source)
+    assert code == 1
+
+
+def test_a_symlinked_folder_in_templates_pointing_outside_is_not_found(tmp_path: Path) -> None:
+    source = '{% include "shared/secret.txt" %}'
+    host = _host(tmp_path, source)
+    os.symlink(tmp_path, host.site_dir("acme/blog") / "templates" / "shared")
+    code, stderr = _build(host, tmp_path)
+    assert stderr == _not_found("shared/secret.txt", source)
+    assert code == 1
+
+
+def test_a_routes_template_that_is_a_symlink_outside_names_the_site_toml_key(tmp_path: Path) -> None:
+    host = make_host(tmp_path, sites={"acme/blog": SiteSpec(routes=[{"path": "/", "template": "page.html"}])})
+    (tmp_path / "secret.txt").write_text(SECRET)
+    os.symlink(tmp_path / "secret.txt", host.site_dir("acme/blog") / "templates" / "page.html")
+    code, stderr = _build(host, tmp_path)
+    assert stderr == (
+        "Error: acme/blog: build: site.toml: routes[0].template: template 'page.html' not found "
+        "in templates/\n" + NOT_FOUND_HINT
+    )
+    assert code == 1
+
+
+def test_a_symlink_that_stays_inside_templates_works(tmp_path: Path) -> None:
+    host = make_host(
+        tmp_path,
+        sites={"acme/blog": SiteSpec(templates={"real.html": html("<p>shared {{ 6 * 7 }}</p>")})},
+    )
+    os.symlink("real.html", host.site_dir("acme/blog") / "templates" / "index.html")
+    result = host.cli("build", "acme/blog", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "<p>shared 42</p>" in (tmp_path / "out" / "index.html").read_text()
+
+
+# --- mistakes an author makes ---------------------------------------------------
+
+
+def test_a_syntax_error_names_the_template_and_line(tmp_path: Path) -> None:
+    host = _host(tmp_path, "{% for post in rows %}{{ post.title }")
+    code, stderr = _build(host, tmp_path)
+    assert stderr == (
+        "Error: acme/blog: build: templates/index.html, line 2: syntax error: unexpected '}'\n"
+        "    {% for post in rows %}{{ post.title }\n" + NO_LIVE_HINT
+    )
+    assert code == 1
+
+
+def test_a_syntax_error_in_an_extended_template_names_that_template(tmp_path: Path) -> None:
+    host = _host(
+        tmp_path,
+        '{% extends "base.html" %}',
+        extra={"base.html": "<!doctype html>\n<title>x</title>\n{% block main %}{{ 1 + }}{% endblock %}\n"},
+    )
+    code, stderr = _build(host, tmp_path)
+    assert stderr == (
+        "Error: acme/blog: build: templates/base.html, line 3: syntax error: unexpected "
+        "'end of print statement'\n    {% block main %}{{ 1 + }}{% endblock %}\n" + NO_LIVE_HINT
+    )
+    assert code == 1
+
+
+def test_an_undefined_name_is_an_error_naming_template_and_line(tmp_path: Path) -> None:
+    host = _host(tmp_path, "{{ post.titel }}")
+    code, stderr = _build(host, tmp_path)
+    assert stderr == (
+        "Error: acme/blog: build: templates/index.html, line 2: 'post' is undefined\n"
+        "    {{ post.titel }}\n" + NO_LIVE_HINT
+    )
+    assert code == 1
+
+
+def test_a_missing_included_template_names_the_including_template_and_line(tmp_path: Path) -> None:
+    host = _host(tmp_path, '{% include "partials/nav.html" %}')
+    code, stderr = _build(host, tmp_path)
+    assert stderr == _not_found("partials/nav.html", '{% include "partials/nav.html" %}')
+    assert code == 1
+
+
+def test_a_routes_missing_template_names_the_site_toml_key(tmp_path: Path) -> None:
+    host = make_host(
+        tmp_path,
+        sites={
+            "acme/blog": SiteSpec(
+                routes=[{"path": "/", "template": "index.html"}, {"path": "/about/", "template": "abuot.html"}]
+            )
+        },
+    )
+    code, stderr = _build(host, tmp_path)
+    assert stderr == (
+        "Error: acme/blog: build: site.toml: routes[1].template: template 'abuot.html' not found "
+        "in templates/\n" + NOT_FOUND_HINT
+    )
+    assert code == 1
+
+
+def test_a_missing_site_toml_key_names_the_file_and_key(tmp_path: Path) -> None:
+    host = make_host(
+        tmp_path,
+        sites={"acme/blog": SiteSpec(site_toml='[site]\ndatabase = "site.db"\n\n[[routes]]\npath = "/"\n')},
+    )
+    code, stderr = _build(host, tmp_path)
+    assert stderr == (
+        "Error: acme/blog: config: sites/acme/blog/site.toml: missing required key 'site.base_url'\n"
+        "Error: sites/acme/blog/site.toml: missing required key 'routes[0].template'\n"
+    )
+    assert code == 2
+
+
+@pytest.mark.parametrize(
+    ("cron", "reason"),
+    [
+        ("0 3 * *", "expected 5 fields (minute hour day month weekday), got 4: '0 3 * *'"),
+        ("61 3 * * *", "minute field '61': '61' is out of range 0-59"),
+    ],
+)
+def test_a_bad_cron_string_names_the_file_and_key(tmp_path: Path, cron: str, reason: str) -> None:
+    host = make_host(tmp_path, sites={"acme/blog": SiteSpec(site={"schedule": cron})})
+    code, stderr = _build(host, tmp_path)
+    assert stderr == f"Error: acme/blog: config: sites/acme/blog/site.toml: site.schedule: {reason}\n"
+    assert code == 2
+
+
+def test_an_unknown_site_toml_key_suggests_the_closest_one(tmp_path: Path) -> None:
+    host = make_host(tmp_path, sites={"acme/blog": SiteSpec(site={"templtes": "templates"})})
+    code, stderr = _build(host, tmp_path)
+    assert stderr == (
+        "Error: acme/blog: config: sites/acme/blog/site.toml: unknown key 'site.templtes' "
+        "(did you mean 'templates'?)\n"
+    )
+    assert code == 2
+
+
+def test_invalid_toml_names_the_file_and_line(tmp_path: Path) -> None:
+    host = make_host(tmp_path, sites={"acme/blog": SiteSpec(site_toml='[site]\nbase_url = "https://x.example\n')})
+    code, stderr = _build(host, tmp_path)
+    assert stderr == (
+        "Error: acme/blog: config: sites/acme/blog/site.toml: invalid TOML: "
+        "Illegal character '\\n' (at line 2, column 30)\n"
+    )
+    assert code == 2
