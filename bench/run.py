@@ -36,10 +36,9 @@ def _phase(name: str, *args: str) -> dict[str, object]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _rss_mb() -> dict[str, float]:
+def _rss_mb(worker_kb: int) -> dict[str, float]:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"parent": round(own, 1), "largest_worker": round(children, 1)}
+    return {"parent": round(own, 1), "largest_worker": round(worker_kb / 1024, 1)}
 
 
 def phase_build(state: str) -> dict[str, object]:
@@ -59,7 +58,7 @@ def phase_build(state: str) -> dict[str, object]:
         "reused": report.reused,
         "wall_s": round(wall, 3),
         "timings": {k: round(v, 3) for k, v in report.timings.items()},
-        "peak_rss_mb": _rss_mb(),
+        "peak_rss_mb": _rss_mb(report.build.peak_worker_rss_kb if report.build else 0),
     }
 
 

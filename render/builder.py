@@ -390,6 +390,7 @@ def build(
             is_error=lambda r: isinstance(r, PageFailed),
             progress=None if progress is None else (lambda n: progress(n, len(specs))),
         )
+        peak_rss = pool.peak_rss_kb
     for result in results:
         if isinstance(result, PageFailed):
             raise result.error()
@@ -445,6 +446,7 @@ def build(
         reused=len(reusable),
         skipped=False,
         seconds=time.perf_counter() - started,
+        peak_worker_rss_kb=peak_rss,
     )
 
 

@@ -171,6 +171,7 @@ class Build:
     reused: int
     skipped: bool
     seconds: float
+    peak_worker_rss_kb: int = 0  # the largest render process's peak memory
 
     def blob_path(self, path: str) -> Path:
         return self.objects / self.files[path].hash

@@ -104,6 +104,7 @@ def _worker_main(
                 conn.send(("results", batch))
                 batch, last = [], now
         slots[slot] = -1
+        conn.send(("rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
         conn.send(("done", batch))
 
 
@@ -151,6 +152,7 @@ class Pool:
         self.limits = limits
         self._slots = self._ctx.RawArray("q", 8)
         self._workers: list[_Worker] = []
+        self.peak_rss_kb = 0  # the largest render process's peak resident memory
         # Start the first process in the background: the parent plans meanwhile.
         self._starting: threading.Thread | None = threading.Thread(
             target=self._grow, args=(1,), name="render-pool-start", daemon=True
@@ -247,6 +249,9 @@ class Pool:
                         kind, payload = worker.conn.recv()
                     except (EOFError, OSError):
                         _died(worker, slots, describe, limits)
+                    if kind == "rss":
+                        self.peak_rss_kb = max(self.peak_rss_kb, payload)
+                        continue
                     if kind == "setup-failed":
                         raise BuildError(f"a render worker could not start: {payload}")
                     worker.hear(now)

@@ -37,7 +37,6 @@ TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))
 
 from schedkit import (  # noqa: E402
-    publish_runner,
     record_runner,
     runs,
     version_files,
