@@ -94,6 +94,7 @@ class StoreConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class MirrorConfig:
+    enabled: bool = _f(True, "sync the local mirror folder after each publish (false when a separate mirror host runs 'render mirror sync')")
     path: str = _f("", "local mirror root; default <state>/mirror")
     keep: int = _f(3, "releases kept per site on the mirror")
     interval: int = _f(60, "seconds between mirror syncs when polling")

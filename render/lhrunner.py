@@ -168,15 +168,30 @@ def find_lighthouse() -> Path | None:
 
 
 @functools.cache
-def namespace_available() -> bool:
-    """Whether this process may make network and PID namespaces (root, or user namespaces)."""
+def namespace_prefix() -> tuple[str, ...] | None:
+    """The ``unshare`` command that gives a child its own network and PID namespaces, if any.
+
+    Root makes them directly; another user through a user namespace where the
+    kernel allows those. None when neither works (a container without the
+    capability): then the browser settings block the network instead.
+    """
     if shutil.which("unshare") is None:
-        return False
-    try:
-        done = subprocess.run([*_NAMESPACE, "true"], capture_output=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
+        return None
+    candidates: list[tuple[str, ...]] = [_NAMESPACE] if os.geteuid() == 0 else []
+    candidates.append(("unshare", "--user", "--map-root-user", *_NAMESPACE[1:]))
+    for prefix in candidates:
+        try:
+            done = subprocess.run([*prefix, "true"], capture_output=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0:
+            return prefix
+    return None
+
+
+def namespace_available() -> bool:
+    """Whether audits here run in a network namespace with only loopback."""
+    return namespace_prefix() is not None
 
 
 def process_tree(pid: int) -> list[int]:
@@ -324,7 +339,13 @@ class ChromiumRunner:
             spec_path.write_text(json.dumps(self._spec(files, objects, config, network, Path(tmp))))
             argv = [sys.executable, "-m", "render.auditworker", str(spec_path)]
             if network is NetworkBlock.namespace:
-                argv = [*_NAMESPACE, *argv]
+                prefix = namespace_prefix()
+                if prefix is None:
+                    raise RenderError(
+                        "cannot make a network namespace here", stage="check",
+                        hint="leave the network method to render (browser settings are used)",
+                    )  # fmt: skip
+                argv = [*prefix, *argv]
 
             live: set[_Worker] = set()
             crashed: list[BaseException] = []

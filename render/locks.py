@@ -166,7 +166,10 @@ def _hold(
                 os.ftruncate(fd, 0)
     finally:
         if os.getpid() == owner_pid:
-            os.close(fd)  # releases the flock
+            # Unlock explicitly: a child forked without exec shares this open file
+            # description, and a plain close would leave the lock held by it.
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
 
 def running(state_dir: Path, site_id: object) -> Holder | None:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
-from render import builder, checks, lighthouse, locks, publish, seo, snapshot
+from render import builder, checks, lighthouse, locks, mirror, publish, seo, snapshot
 from render.config import HostConfig, SiteConfig, SiteId
-from render.errors import RenderError
+from render.errors import MirrorError, RenderError
 from render.ledger import Ledger, open_ledger
 from render.store import open_store
 from render.tree import Build, materialize
@@ -166,6 +166,10 @@ def _run(
             store.close()
         timings["publish"] = time.perf_counter() - mark
         ledger.set_input_hash(owner, name, input_hash)
+        if host.mirror.enabled:
+            mark = time.perf_counter()
+            _sync_mirror(host, owner, name)
+            timings["mirror"] = time.perf_counter() - mark
         outcome = (
             Outcome.published
             if publication.outcome is publish.PublishOutcome.published
@@ -192,6 +196,23 @@ def _run(
     except BaseException as exc:
         ledger.finish_run(run_id, outcome="failed", stage="bug", message=repr(exc), timings=timings)
         raise
+
+
+def _sync_mirror(host: HostConfig, owner: str, name: str) -> None:
+    """Bring the local mirror folder to the version just published (the embedded default)."""
+    store = open_store(host)
+    try:
+        result = mirror.sync_site(
+            store, host.mirror_path, owner, name, keep=host.mirror.keep, concurrency=host.mirror.concurrency
+        )
+    finally:
+        store.close()
+    if result.error is not None:
+        raise MirrorError(
+            f"the store has the new version, but the mirror folder did not switch: {result.error}",
+            hint=result.hint or "run 'render mirror sync --once' to retry",
+        )
+    mirror.write_host_map(host.mirror_path)
 
 
 def _live_hint(live: str | None) -> str:

@@ -152,8 +152,9 @@ def _signature(database: Path) -> tuple[int, ...] | None:
             st = path.stat()
         except FileNotFoundError:
             parts += [-1, -1]
-        else:
-            parts += [st.st_size, st.st_mtime_ns]
+            continue
+        # an empty WAL (a reader opened the database, or a checkpoint truncated it) is no edit
+        parts += [st.st_size, st.st_mtime_ns] if st.st_size else [-1, -1]
     return tuple(parts) if parts[0] != -1 else None
 
 

@@ -25,6 +25,7 @@ from render.errors import SnapshotError
 # change counter (24..28) and the version-valid-for number (92..100).
 _VOLATILE_HEADER = ((24, 28), (92, 100))
 _BUSY_TIMEOUT_MS = 10_000
+_BUSY_SECONDS = 120.0  # give up when the application keeps the database locked this long
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,8 +87,14 @@ def content_hash(path: Path) -> str:
 
 
 @contextmanager
-def take(site: SiteConfig, *, into: Path) -> Iterator[Snapshot]:
-    """Copy ``site``'s database into ``into``/snapshot.db; remove it again on failure."""
+def take(
+    site: SiteConfig, *, into: Path, busy_seconds: float = _BUSY_SECONDS
+) -> Iterator[Snapshot]:
+    """Copy ``site``'s database into ``into``/snapshot.db; remove it again on failure.
+
+    While the application holds a lock that keeps readers out (a write transaction
+    in rollback-journal mode), the copy waits, for at most ``busy_seconds``.
+    """
     source = site.database
     if not source.is_file():
         raise SnapshotError(
@@ -99,14 +106,28 @@ def take(site: SiteConfig, *, into: Path) -> Iterator[Snapshot]:
     final = into / "snapshot.db"
     partial = into / f".snapshot-{os.getpid()}.db"
     started = time.perf_counter()
+    give_up = time.monotonic() + busy_seconds
+
+    def bounded(status: int, _remaining: int, _total: int) -> None:
+        # sqlite3's backup() retries a busy source for ever; this ends the wait
+        if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) and time.monotonic() > give_up:
+            raise SnapshotError(
+                f"cannot copy {site.site.database}: the application kept it locked for over "
+                f"{busy_seconds:g} s",
+                site=str(site.id),
+                hint="a write transaction is open for a long time; the live version is unchanged",
+            )
+
     try:
         src = sqlite3.connect(
-            f"{source.as_uri()}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_MS / 1000
+            f"{source.as_uri()}?mode=ro",
+            uri=True,
+            timeout=min(_BUSY_TIMEOUT_MS / 1000, busy_seconds),
         )
         try:
             dst = sqlite3.connect(partial)
             try:
-                src.backup(dst, pages=-1)
+                src.backup(dst, pages=-1, progress=bounded)
                 # A rollback-journal copy; WAL mode would leave -wal/-shm beside it.
                 dst.execute("PRAGMA journal_mode=DELETE")
             finally:

@@ -47,7 +47,7 @@ def html(body: str, *, title: str = "Page {{ page.url }}", head: str = "") -> st
     The default title names the page's URL, so every page's title is its own.
     """
     return (
-        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{title}</title>\n"
         f'<meta name="description" content="{title}: a page of a test site.">\n'
@@ -65,7 +65,9 @@ class SiteSpec:
     sql: Sequence[str] = ()  # statements run on a fresh site.db (one is created even when empty)
     static: Mapping[str, str | bytes] = field(default_factory=dict)
     base_url: str = BASE_URL
-    site: Mapping[str, Any] = field(default_factory=dict)  # more [site] keys (base_url wins over the field)
+    site: Mapping[str, Any] = field(
+        default_factory=dict
+    )  # more [site] keys (base_url wins over the field)
     extra_toml: str = ""  # appended verbatim to the generated site.toml
     site_toml: str | None = None  # the whole site.toml, verbatim (replaces the generated one)
     # [lighthouse] table; off by default so a build test does not run audits (None: no table)

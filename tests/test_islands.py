@@ -21,9 +21,11 @@ from sitekit import Host, SiteSpec, html, make_host
 from render import islands
 from render.tree import Build
 
-COUNTER_JS = "export default function counter(element, props) { element.dataset.hydrated = 'yes'; }\n"
+COUNTER_JS = (
+    "export default function counter(element, props) { element.dataset.hydrated = 'yes'; }\n"
+)
 PAYLOADS = [
-    'plain "double" and \'single\' quotes',
+    "plain \"double\" and 'single' quotes",
     '" onmouseover="alert(1)" x="',
     "' onfocus='alert(1)' autofocus='",
     "</script><script>alert(1)</script>",
@@ -36,24 +38,43 @@ PAYLOADS = [
 LOADER = '<script type="module" src="/_render/islands.js"></script>'
 
 
-def _host(tmp_path: Path, templates: dict[str, str], *, static: dict[str, str] | None = None, rows: bool = True) -> Host:
+def _host(
+    tmp_path: Path,
+    templates: dict[str, str],
+    *,
+    static: dict[str, str] | None = None,
+    rows: bool = True,
+) -> Host:
     routes: list[dict[str, str]] = [{"path": "/", "template": "index.html"}]
     if "item.html" in templates:
-        routes.append({"path": "/items/{id}/", "query": "select * from items order by id", "template": "item.html"})
+        routes.append(
+            {
+                "path": "/items/{id}/",
+                "query": "select * from items order by id",
+                "template": "item.html",
+            }
+        )
     host = make_host(
         tmp_path,
         sites={
             "acme/blog": SiteSpec(
                 templates=templates,
                 routes=routes,
-                static={"islands/Counter.js": COUNTER_JS, "islands/Share.js": COUNTER_JS} if static is None else static,
-                sql=["create table items (id integer primary key, v text not null, n integer not null)"],
+                static={"islands/Counter.js": COUNTER_JS, "islands/Share.js": COUNTER_JS}
+                if static is None
+                else static,
+                sql=[
+                    "create table items (id integer primary key, v text not null, n integer not null)"
+                ],
             )
         },
     )
     if rows:
         db = sqlite3.connect(host.site_dir("acme/blog") / "site.db")
-        db.executemany("insert into items values (?, ?, ?)", [(i, v, i * 10) for i, v in enumerate(PAYLOADS, 1)])
+        db.executemany(
+            "insert into items values (?, ?, ?)",
+            [(i, v, i * 10) for i, v in enumerate(PAYLOADS, 1)],
+        )
         db.commit()
         db.close()
     return host
@@ -94,7 +115,14 @@ def test_props_and_data_in_attributes_and_scripts_cannot_break_out(tmp_path: Pat
         tree = lxml.html.document_fromstring(page)
         body = tree.body
         # the elements are exactly those of the template: nothing injected
-        assert [el.tag for el in body.iter()] == ["body", "h1", "p", "render-island", "button", "script"]
+        assert [el.tag for el in body.iter()] == [
+            "body",
+            "h1",
+            "p",
+            "render-island",
+            "button",
+            "script",
+        ]
         assert [el.tag for el in tree.head.iter("script")] == ["script"]
         (island,) = body.iter("render-island")
         assert sorted(island.attrib) == ["component", "hydrate", "props"]
@@ -126,7 +154,9 @@ def _scripts(page: bytes) -> list[tuple[str, dict[str, str]]]:
 LOADER_ATTRS = {"type": "module", "src": "/_render/islands.js"}
 
 
-def test_one_loader_script_in_the_head_of_a_page_with_islands_and_none_without(tmp_path: Path) -> None:
+def test_one_loader_script_in_the_head_of_a_page_with_islands_and_none_without(
+    tmp_path: Path,
+) -> None:
     index = html(
         '{% island "Counter" hydrate="load" props={"n": 1} %}<b>1</b>{% endisland %}\n'
         '{% island "Share" hydrate="idle" %}<b>share</b>{% endisland %}\n'
@@ -138,7 +168,10 @@ def test_one_loader_script_in_the_head_of_a_page_with_islands_and_none_without(t
         sites={
             "acme/blog": SiteSpec(
                 templates=templates,
-                routes=[{"path": "/", "template": "index.html"}, {"path": "/about/", "template": "about.html"}],
+                routes=[
+                    {"path": "/", "template": "index.html"},
+                    {"path": "/about/", "template": "about.html"},
+                ],
                 static={"islands/Counter.js": COUNTER_JS, "islands/Share.js": COUNTER_JS},
             )
         },
@@ -173,13 +206,19 @@ def test_a_page_whose_islands_are_all_hydrate_none_gets_no_loader_by_design(tmp_
     assert second.files == first.files
 
 
-def test_the_loader_goes_in_the_head_even_when_text_changes_length_in_lower_case(tmp_path: Path) -> None:
+def test_the_loader_goes_in_the_head_even_when_text_changes_length_in_lower_case(
+    tmp_path: Path,
+) -> None:
     # 'İ'.lower() is two characters: an offset found in a lowered copy of the page
     # once put the script tag inside the island's component attribute.
     index = html('{% island "Counter" hydrate="load" %}<b>x</b>{% endisland %}', title="İ" * 40)
     host = make_host(
         tmp_path,
-        sites={"acme/blog": SiteSpec(templates={"index.html": index}, static={"islands/Counter.js": COUNTER_JS})},
+        sites={
+            "acme/blog": SiteSpec(
+                templates={"index.html": index}, static={"islands/Counter.js": COUNTER_JS}
+            )
+        },
     )
     page = host.build("acme/blog").read("index.html")
     assert _scripts(page) == [("head", LOADER_ATTRS)]
@@ -194,7 +233,9 @@ def _build_error(host: Host) -> tuple[int, str]:
 
 def test_a_component_without_a_module_names_template_line_and_component(tmp_path: Path) -> None:
     source = '{% island "Likes" hydrate="visible" props={"n": 1} %}<b>1</b>{% endisland %}'
-    host = _host(tmp_path, {"index.html": "<main>\n<p>x</p>\n" + source + "\n</main>\n"}, rows=False)
+    host = _host(
+        tmp_path, {"index.html": "<main>\n<p>x</p>\n" + source + "\n</main>\n"}, rows=False
+    )
     code, stderr = _build_error(host)
     assert stderr == (
         "Error: acme/blog: build: templates/index.html, line 3: island component 'Likes' has no "
@@ -204,11 +245,16 @@ def test_a_component_without_a_module_names_template_line_and_component(tmp_path
     assert code == 1
 
 
-def test_a_component_without_a_module_in_an_included_template_names_that_template(tmp_path: Path) -> None:
+def test_a_component_without_a_module_in_an_included_template_names_that_template(
+    tmp_path: Path,
+) -> None:
     source = '{% island "Counterr" %}<b>1</b>{% endisland %}'
     host = _host(
         tmp_path,
-        {"index.html": '<main>\n{% include "parts/widget.html" %}\n</main>\n', "parts/widget.html": "\n\n" + source + "\n"},
+        {
+            "index.html": '<main>\n{% include "parts/widget.html" %}\n</main>\n',
+            "parts/widget.html": "\n\n" + source + "\n",
+        },
         rows=False,
     )
     code, stderr = _build_error(host)
@@ -233,11 +279,11 @@ NO_LIVE_HINT = "Hint: nothing was published; the site has no live version yet.\n
         ),
         (
             '{% island "Counter" hydrate="media" %}x{% endisland %}',
-            "island 'Counter': hydrate=\"media\" needs media=\"(query)\", and media needs hydrate=\"media\"",
+            'island \'Counter\': hydrate="media" needs media="(query)", and media needs hydrate="media"',
         ),
         (
             '{% island "Counter" hydrate="load" media="(max-width: 600px)" %}x{% endisland %}',
-            "island 'Counter': hydrate=\"media\" needs media=\"(query)\", and media needs hydrate=\"media\"",
+            'island \'Counter\': hydrate="media" needs media="(query)", and media needs hydrate="media"',
         ),
         (
             '{% island "../../evil" %}x{% endisland %}',
@@ -249,14 +295,22 @@ NO_LIVE_HINT = "Hint: nothing was published; the site has no live version yet.\n
         ),
     ],
 )
-def test_bad_island_arguments_name_template_and_line(tmp_path: Path, source: str, message: str) -> None:
+def test_bad_island_arguments_name_template_and_line(
+    tmp_path: Path, source: str, message: str
+) -> None:
     host = _host(tmp_path, {"index.html": "<main>\n" + source + "\n</main>\n"}, rows=False)
     code, stderr = _build_error(host)
-    assert stderr == f"Error: acme/blog: build: templates/index.html, line 2: {message}\n    {source}\n" + NO_LIVE_HINT
+    assert (
+        stderr
+        == f"Error: acme/blog: build: templates/index.html, line 2: {message}\n    {source}\n"
+        + NO_LIVE_HINT
+    )
     assert code == 1
 
 
-def test_an_unknown_island_argument_is_a_syntax_error_naming_template_and_line(tmp_path: Path) -> None:
+def test_an_unknown_island_argument_is_a_syntax_error_naming_template_and_line(
+    tmp_path: Path,
+) -> None:
     source = '{% island "Counter" hydrat="load" %}x{% endisland %}'
     host = _host(tmp_path, {"index.html": "<main>\n" + source + "\n</main>\n"}, rows=False)
     code, stderr = _build_error(host)
@@ -275,8 +329,16 @@ def test_hydrate_only_renders_no_fallback_and_media_keeps_its_query(tmp_path: Pa
     host = _host(tmp_path, {"index.html": index}, rows=False)
     tree = lxml.html.document_fromstring(host.build("acme/blog").read("index.html").decode())
     only, media = tree.body.iter("render-island")
-    assert (dict(only.attrib), len(only), only.text) == ({"component": "Counter", "hydrate": "only"}, 0, None)
-    assert dict(media.attrib) == {"component": "Share", "hydrate": "media", "media": "(max-width: 600px)"}
+    assert (dict(only.attrib), len(only), only.text) == (
+        {"component": "Counter", "hydrate": "only"},
+        0,
+        None,
+    )
+    assert dict(media.attrib) == {
+        "component": "Share",
+        "hydrate": "media",
+        "media": "(max-width: 600px)",
+    }
 
 
 def test_the_loader_is_at_most_1024_bytes_gzipped() -> None:
@@ -292,8 +354,12 @@ def _island_files(build: Build) -> dict[str, Any]:
     return {p: e.size for p, e in build.files.items() if p.startswith(("islands/", "_render/"))}
 
 
-def test_island_modules_are_copied_from_static_and_the_loader_is_shipped_once(tmp_path: Path) -> None:
-    host = _host(tmp_path, {"index.html": html('{% island "Counter" %}<b>1</b>{% endisland %}')}, rows=False)
+def test_island_modules_are_copied_from_static_and_the_loader_is_shipped_once(
+    tmp_path: Path,
+) -> None:
+    host = _host(
+        tmp_path, {"index.html": html('{% island "Counter" %}<b>1</b>{% endisland %}')}, rows=False
+    )
     build = host.build("acme/blog")
     assert _island_files(build) == {
         "_render/islands.js": len(islands.loader_source()),

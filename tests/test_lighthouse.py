@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -147,6 +148,25 @@ def test_unchanged_pages_carry_their_scores_forward(tmp_path: Path) -> None:
     runner = FakeRunner()
     check(second, config=config, previous=previous, runner=runner, full=True)
     assert [j.runs for j in runner.asked] == [1, 1, 1]
+
+
+def test_a_ledger_from_before_report_hashes_still_opens_and_records(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    with sqlite3.connect(path) as db:  # the lighthouse_scores table as first released
+        db.execute(
+            "create table lighthouse_scores (run_id integer not null, owner text not null,"
+            " site text not null, path text not null, measured_version text, performance real,"
+            " accessibility real, best_practices real, seo real, metrics text)"
+        )
+    db.close()
+    audit = {"path": "index.html", "measured_version": "ab", "scores": SCORES, "metrics": METRICS}
+    with Ledger(path) as ledger:
+        ledger.record_lighthouse(1, "tests", "lighthouse", [{**audit, "report": "cd"}])
+        ledger.record_lighthouse(2, "tests", "lighthouse", [{**audit, "measured_version": "ef"}])
+        assert ledger.last_lighthouse("tests", "lighthouse") == [
+            {**audit, "measured_version": "ef", "report": None}
+        ]
+        assert ledger.last_lighthouse("tests", "other") == []
 
 
 def test_under_budget_blocks_and_a_crash_is_neither_pass_nor_zero(tmp_path: Path) -> None:

@@ -50,7 +50,9 @@ def _error(message: str, source: str | None, hint: str) -> str:
 def test_nested_huge_loops_stop_at_the_cpu_limit_naming_the_template(tmp_path: Path) -> None:
     code, stderr = _build(_host(tmp_path, LOOPS), tmp_path)
     assert stderr == _error(
-        "templates/index.html, line 2: rendering / ran past its limit of 1 CPU seconds", LOOPS, CPU_HINT
+        "templates/index.html, line 2: rendering / ran past its limit of 1 CPU seconds",
+        LOOPS,
+        CPU_HINT,
     )
     assert code == 1
 
@@ -61,9 +63,15 @@ def test_huge_constant_powers_stop_at_the_cpu_limit_naming_the_template(tmp_path
     # cannot interrupt one long multiplication, by the parent killing the worker.
     code, stderr = _build(_host(tmp_path, POWERS), tmp_path)
     assert stderr in {
-        _error("templates/index.html, line 2: rendering / ran past its limit of 1 CPU seconds", POWERS, CPU_HINT),
         _error(
-            "rendering / (template index.html) ran past its limit of 1 CPU seconds and was stopped", None, CPU_HINT
+            "templates/index.html, line 2: rendering / ran past its limit of 1 CPU seconds",
+            POWERS,
+            CPU_HINT,
+        ),
+        _error(
+            "rendering / (template index.html) ran past its limit of 1 CPU seconds and was stopped",
+            None,
+            CPU_HINT,
         ),
     }
     assert code == 1
@@ -78,7 +86,9 @@ def test_huge_constant_powers_stop_at_the_cpu_limit_naming_the_template(tmp_path
         ("{{ 10**7 * 'ab' }}", "repeating a sequence to 20000000 items is over the limit"),
     ],
 )
-def test_huge_constant_arithmetic_is_refused_before_it_allocates(tmp_path: Path, source: str, refusal: str) -> None:
+def test_huge_constant_arithmetic_is_refused_before_it_allocates(
+    tmp_path: Path, source: str, refusal: str
+) -> None:
     code, stderr = _build(_host(tmp_path, source), tmp_path)
     assert stderr == _error(
         f"templates/index.html, line 2: refused by the sandbox: {refusal}", source, NO_LIVE_HINT
@@ -96,16 +106,22 @@ MEMORY = [
 
 
 @pytest.mark.parametrize("source", MEMORY)
-def test_allocating_past_the_memory_limit_fails_naming_the_template(tmp_path: Path, source: str) -> None:
+def test_allocating_past_the_memory_limit_fails_naming_the_template(
+    tmp_path: Path, source: str
+) -> None:
     code, stderr = _build(_host(tmp_path, source), tmp_path)
-    assert stderr == _error("templates/index.html, line 2: rendering / ran out of memory", source, MEMORY_HINT)
+    assert stderr == _error(
+        "templates/index.html, line 2: rendering / ran out of memory", source, MEMORY_HINT
+    )
     assert code == 1
 
 
 def test_endless_recursion_fails_naming_the_template(tmp_path: Path) -> None:
     source = "{% macro r(n) %}{{ r(n + 1) }}{% endmacro %}{{ r(0) }}"
     code, stderr = _build(_host(tmp_path, source), tmp_path)
-    assert stderr == _error("templates/index.html, line 2: rendering / recursed too deeply", source, NO_LIVE_HINT)
+    assert stderr == _error(
+        "templates/index.html, line 2: rendering / recursed too deeply", source, NO_LIVE_HINT
+    )
     assert code == 1
 
 

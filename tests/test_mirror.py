@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from mirrorkit import HOST, publish_files, site_files
+from s3server import bucket_keys, moto_url, new_bucket, s3_config, s3_env
 
 from render.cli import main
 from render.errors import LockedError, PublishError
@@ -18,8 +19,10 @@ from render.manifest import blob_key, version_key
 from render.mirror import Layout, SyncOutcome, run_forever, sync, sync_site, write_host_map
 from render.mirror_status import MirrorState, mirror_status
 from render.publish import rollback
-from render.store import LocalStore
+from render.store import LocalStore, S3Store
 from render.tree import sha256
+
+__all__ = ["moto_url", "s3_env"]  # fixtures used by name below
 
 
 @pytest.fixture
@@ -396,3 +399,25 @@ def test_cli_sync_once_fails_when_a_site_fails(store: LocalStore, tmp_path: Path
         "Error: mirror: 1 of 1 sites failed to sync\n"
         "Hint: those sites keep serving their previous release; the next sync retries\n"
     )
+
+
+def test_sync_from_an_s3_store_reads_only(moto_url: str, tmp_path: Path) -> None:
+    bucket = new_bucket(moto_url)
+    store = S3Store(s3_config(moto_url, bucket, prefix="tenant"))
+    try:
+        v1 = publish_files(store, site_files("one"), objects=tmp_path / "objects")  # type: ignore[arg-type]
+        before = bucket_keys(moto_url, bucket)
+        requests = store.request_count()
+        store.sites()
+        listing = store.request_count() - requests  # finding the sites (LIST; HEAD root.json)
+        requests = store.request_count()
+
+        (site,) = sync(store, tmp_path / "mirror").sites
+
+        assert (site.outcome, site.served) == (SyncOutcome.switched, v1)
+        assert _served_files(tmp_path / "mirror") == site_files("one")
+        # finding the sites, then root.json, the version tree and the 8 blobs: GETs only
+        assert store.request_count() - requests == listing + 2 + 8
+        assert bucket_keys(moto_url, bucket) == before
+    finally:
+        store.close()

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from sitekit import Host, SiteSpec, changes, listing, make_host
+from sitekit import Host, SiteSpec, changes, html, listing, make_host
 
 from render.paths import output_path, parse_pattern
 
@@ -17,13 +17,18 @@ ROUTES = (
 HINT = "Hint: fix the row, or filter it out in the route's query\n"
 
 
-def _blog(tmp_path: Path, slugs: list[object], *, routes: tuple[dict[str, str], ...] = ROUTES) -> Host:
+def _blog(
+    tmp_path: Path, slugs: list[object], *, routes: tuple[dict[str, str], ...] = ROUTES
+) -> Host:
     host = make_host(
         tmp_path,
         sites={
             "acme/blog": SiteSpec(
                 routes=routes,
-                templates={"index.html": "<p>home</p>\n", "post.html": "<p>{{ row.slug }}</p>\n"},
+                templates={
+                    "index.html": html("<p>home</p>"),
+                    "post.html": html("<p>{{ row.slug }}</p>"),
+                },
             )
         },
     )
@@ -69,7 +74,10 @@ def test_a_bad_slug_names_the_route_and_row_and_writes_nothing(
     host = _blog(tmp_path, ["fine", slug, "also-fine"])
     code, stderr, changed = _build_out(host, tmp_path)
     column = "column 'slug' " + problem
-    assert stderr == f"Error: acme/blog: build: routes[1] (/posts/{{slug}}/) row 2 (id=2): {column}\n" + HINT
+    assert (
+        stderr
+        == f"Error: acme/blog: build: routes[1] (/posts/{{slug}}/) row 2 (id=2): {column}\n" + HINT
+    )
     assert code == 1
     assert changed == []  # no --out folder, no stray file anywhere under tmp_path
 
@@ -85,11 +93,17 @@ def test_a_path_component_over_255_bytes_names_the_route_and_row(tmp_path: Path)
     assert changed == []
 
 
-def test_a_component_made_long_by_two_columns_together_names_the_route_and_row(tmp_path: Path) -> None:
+def test_a_component_made_long_by_two_columns_together_names_the_route_and_row(
+    tmp_path: Path,
+) -> None:
     # each value alone is short enough; the component they make is not
     routes = (
         {"path": "/", "template": "index.html"},
-        {"path": "/p/{a}-{b}.html", "query": "select * from posts order by id", "template": "post.html"},
+        {
+            "path": "/p/{a}-{b}.html",
+            "query": "select * from posts order by id",
+            "template": "post.html",
+        },
     )
     host = _blog(tmp_path, [], routes=routes)
     db = sqlite3.connect(host.site_dir("acme/blog") / "site.db")
@@ -153,15 +167,26 @@ def test_good_unicode_slugs_build_as_nfc_paths_inside_the_output(tmp_path: Path)
     assert (code, stderr) == (0, "")
     out = tmp_path / "out"
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("index.html")) == sorted(
-        ["index.html", "posts/caf\u00e9/index.html", "posts/日本語/index.html", "posts/a.b-c_d~e/index.html"]
+        [
+            "index.html",
+            "posts/caf\u00e9/index.html",
+            "posts/日本語/index.html",
+            "posts/a.b-c_d~e/index.html",
+        ]
     )
     assert all(c == "out" or c.startswith("out/") for c in changed)
 
 
-def test_a_missing_column_in_the_path_pattern_names_the_route_row_and_column(tmp_path: Path) -> None:
+def test_a_missing_column_in_the_path_pattern_names_the_route_row_and_column(
+    tmp_path: Path,
+) -> None:
     routes = (
         {"path": "/", "template": "index.html"},
-        {"path": "/posts/{slugg}/", "query": "select * from posts order by id", "template": "post.html"},
+        {
+            "path": "/posts/{slugg}/",
+            "query": "select * from posts order by id",
+            "template": "post.html",
+        },
     )
     host = _blog(tmp_path, ["one"], routes=routes)
     code, stderr, changed = _build_out(host, tmp_path)
@@ -182,7 +207,10 @@ def test_a_missing_column_in_the_path_pattern_names_the_route_row_and_column(tmp
         ("/a//b/", "contains an empty segment: '/a//b/'"),
         ("/a\\b/", "contains a backslash or a control character: '/a\\\\b/'"),
         ("/{slug/", "has an unclosed or invalid {placeholder}: '/{slug/'"),
-        ("/" + "x" * 256 + "/", "has a component over 255 bytes: 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'..."),
+        (
+            "/" + "x" * 256 + "/",
+            "has a component over 255 bytes: 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'...",
+        ),
     ],
 )
 def test_route_patterns_from_site_toml_are_checked(raw: str, reason: str) -> None:

@@ -17,7 +17,9 @@ NOT_FOUND_HINT = "Hint: check the route's template and every extends/include\n"
 NO_LIVE_HINT = "Hint: nothing was published; the site has no live version yet.\n"
 
 
-def _host(tmp_path: Path, line: str, *, extra: dict[str, str] | None = None, sql: list[str] | None = None) -> Host:
+def _host(
+    tmp_path: Path, line: str, *, extra: dict[str, str] | None = None, sql: list[str] | None = None
+) -> Host:
     """acme/blog whose index.html has ``line`` as its line 2."""
     templates = {"index.html": "<main>\n" + line + "\n</main>\n", **(extra or {})}
     host = make_host(
@@ -100,7 +102,9 @@ OUTSIDE = [
 
 
 @pytest.mark.parametrize("source", OUTSIDE)
-def test_a_template_cannot_load_files_outside_its_templates_folder(tmp_path: Path, source: str) -> None:
+def test_a_template_cannot_load_files_outside_its_templates_folder(
+    tmp_path: Path, source: str
+) -> None:
     host = _host(tmp_path, source)
     code, stderr = _build(host, tmp_path)
     name = source.split('"')[1].replace("\\\\", "\\")
@@ -143,8 +147,12 @@ def test_a_symlinked_folder_in_templates_pointing_outside_is_not_found(tmp_path:
     assert code == 1
 
 
-def test_a_routes_template_that_is_a_symlink_outside_names_the_site_toml_key(tmp_path: Path) -> None:
-    host = make_host(tmp_path, sites={"acme/blog": SiteSpec(routes=[{"path": "/", "template": "page.html"}])})
+def test_a_routes_template_that_is_a_symlink_outside_names_the_site_toml_key(
+    tmp_path: Path,
+) -> None:
+    host = make_host(
+        tmp_path, sites={"acme/blog": SiteSpec(routes=[{"path": "/", "template": "page.html"}])}
+    )
     (tmp_path / "secret.txt").write_text(SECRET)
     os.symlink(tmp_path / "secret.txt", host.site_dir("acme/blog") / "templates" / "page.html")
     code, stderr = _build(host, tmp_path)
@@ -183,7 +191,9 @@ def test_a_syntax_error_in_an_extended_template_names_that_template(tmp_path: Pa
     host = _host(
         tmp_path,
         '{% extends "base.html" %}',
-        extra={"base.html": "<!doctype html>\n<title>x</title>\n{% block main %}{{ 1 + }}{% endblock %}\n"},
+        extra={
+            "base.html": "<!doctype html>\n<title>x</title>\n{% block main %}{{ 1 + }}{% endblock %}\n"
+        },
     )
     code, stderr = _build(host, tmp_path)
     assert stderr == (
@@ -215,7 +225,10 @@ def test_a_routes_missing_template_names_the_site_toml_key(tmp_path: Path) -> No
         tmp_path,
         sites={
             "acme/blog": SiteSpec(
-                routes=[{"path": "/", "template": "index.html"}, {"path": "/about/", "template": "abuot.html"}]
+                routes=[
+                    {"path": "/", "template": "index.html"},
+                    {"path": "/about/", "template": "abuot.html"},
+                ]
             )
         },
     )
@@ -230,7 +243,11 @@ def test_a_routes_missing_template_names_the_site_toml_key(tmp_path: Path) -> No
 def test_a_missing_site_toml_key_names_the_file_and_key(tmp_path: Path) -> None:
     host = make_host(
         tmp_path,
-        sites={"acme/blog": SiteSpec(site_toml='[site]\ndatabase = "site.db"\n\n[[routes]]\npath = "/"\n')},
+        sites={
+            "acme/blog": SiteSpec(
+                site_toml='[site]\ndatabase = "site.db"\n\n[[routes]]\npath = "/"\n'
+            )
+        },
     )
     code, stderr = _build(host, tmp_path)
     assert stderr == (
@@ -250,7 +267,9 @@ def test_a_missing_site_toml_key_names_the_file_and_key(tmp_path: Path) -> None:
 def test_a_bad_cron_string_names_the_file_and_key(tmp_path: Path, cron: str, reason: str) -> None:
     host = make_host(tmp_path, sites={"acme/blog": SiteSpec(site={"schedule": cron})})
     code, stderr = _build(host, tmp_path)
-    assert stderr == f"Error: acme/blog: config: sites/acme/blog/site.toml: site.schedule: {reason}\n"
+    assert (
+        stderr == f"Error: acme/blog: config: sites/acme/blog/site.toml: site.schedule: {reason}\n"
+    )
     assert code == 2
 
 
@@ -265,7 +284,9 @@ def test_an_unknown_site_toml_key_suggests_the_closest_one(tmp_path: Path) -> No
 
 
 def test_invalid_toml_names_the_file_and_line(tmp_path: Path) -> None:
-    host = make_host(tmp_path, sites={"acme/blog": SiteSpec(site_toml='[site]\nbase_url = "https://x.example\n')})
+    host = make_host(
+        tmp_path, sites={"acme/blog": SiteSpec(site_toml='[site]\nbase_url = "https://x.example\n')}
+    )
     code, stderr = _build(host, tmp_path)
     assert stderr == (
         "Error: acme/blog: config: sites/acme/blog/site.toml: invalid TOML: "

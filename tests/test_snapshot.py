@@ -122,7 +122,9 @@ def _bounded(work: object, *, seconds: float = 120) -> list[object]:
 
 
 @pytest.mark.parametrize("mode", ["wal", "delete"])
-def test_snapshot_while_another_process_writes_is_consistent_and_finishes(tmp_path: Path, mode: str) -> None:
+def test_snapshot_while_another_process_writes_is_consistent_and_finishes(
+    tmp_path: Path, mode: str
+) -> None:
     host = _site(tmp_path, mode=mode)
     site = host.site("acme/app")
     into = host.state_dir / "snapshots"
@@ -183,7 +185,9 @@ def test_snapshot_never_modifies_the_live_database(tmp_path: Path, mode: str) ->
         # A WAL reader needs the shared-memory index; SQLite creates -wal/-shm for
         # a read-only connection and leaves them (a later writer reuses them).
         # Everything else in the site folder is untouched.
-        assert {k: v for k, v in after_folder.items() if not k.startswith("site.db-")} == before_folder
+        assert {
+            k: v for k, v in after_folder.items() if not k.startswith("site.db-")
+        } == before_folder
 
 
 def test_same_content_gives_the_same_hash_and_a_change_a_new_one(tmp_path: Path) -> None:
@@ -203,9 +207,13 @@ def test_same_content_gives_the_same_hash_and_a_change_a_new_one(tmp_path: Path)
     assert third.content_hash != first.content_hash
 
 
-def test_a_file_that_is_not_a_database_fails_naming_the_site_and_leaves_no_partial_copy(tmp_path: Path) -> None:
+def test_a_file_that_is_not_a_database_fails_naming_the_site_and_leaves_no_partial_copy(
+    tmp_path: Path,
+) -> None:
     host = make_host(tmp_path, sites={"acme/app": SiteSpec(database=False)})
-    (host.site_dir("acme/app") / "site.db").write_bytes(b"these are not the bytes of a database\n" * 50)
+    (host.site_dir("acme/app") / "site.db").write_bytes(
+        b"these are not the bytes of a database\n" * 50
+    )
     into = host.state_dir / "snap"
     with pytest.raises(SnapshotError) as caught, snapshot.take(host.site("acme/app"), into=into):
         pass
@@ -215,7 +223,10 @@ def test_a_file_that_is_not_a_database_fails_naming_the_site_and_leaves_no_parti
 
 def test_a_missing_database_names_the_site_and_the_key_to_fix(tmp_path: Path) -> None:
     host = make_host(tmp_path, sites={"acme/app": SiteSpec(database=False)})
-    with pytest.raises(SnapshotError) as caught, snapshot.take(host.site("acme/app"), into=host.state_dir / "snap"):
+    with (
+        pytest.raises(SnapshotError) as caught,
+        snapshot.take(host.site("acme/app"), into=host.state_dir / "snap"),
+    ):
         pass
     assert str(caught.value) == (
         f"acme/app: snapshot: database site.db not found in {host.site_dir('acme/app')}"
@@ -229,3 +240,46 @@ def test_the_snapshot_is_a_plain_file_with_no_sidecars(tmp_path: Path) -> None:
     with snapshot.take(host.site("acme/app"), into=into) as snap:
         assert sorted(os.listdir(into)) == ["snapshot.db"]
         assert snap.size == snap.path.stat().st_size
+
+
+HOLD_LOCK = r"""
+import os, sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("begin exclusive")  # an application transaction that keeps readers out
+db.execute("insert into a (v) values (1)")
+open(sys.argv[2], "w").close()
+give_up = time.monotonic() + 120
+while not os.path.exists(sys.argv[3]) and time.monotonic() < give_up:
+    time.sleep(0.02)
+db.execute("rollback")
+"""
+
+
+def test_a_database_locked_by_the_application_for_too_long_fails_instead_of_waiting_for_ever(
+    tmp_path: Path,
+) -> None:
+    host = _site(tmp_path, mode="delete", seed=False)
+    site = host.site("acme/app")
+    ready, stop = tmp_path / "locked", tmp_path / "release"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(site.database), str(ready), str(stop)]
+    )
+    into = host.state_dir / "snap"
+    try:
+        _wait_for(ready, proc=proc)  # type: ignore[arg-type]
+
+        def attempt() -> None:
+            with snapshot.take(site, into=into, busy_seconds=1):
+                pass
+
+        with pytest.raises(SnapshotError) as caught:
+            _bounded(attempt, seconds=60)
+    finally:
+        stop.touch()
+        proc.wait(timeout=60)
+    assert str(caught.value) == (
+        "acme/app: snapshot: cannot copy site.db: the application kept it locked for over 1 s"
+    )
+    assert list(into.iterdir()) == []  # no partial copy
+    with snapshot.take(site, into=into, busy_seconds=1) as snap:  # released: it works again
+        assert _state(snap.path) == (0, 0, 0, 0)

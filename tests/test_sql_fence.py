@@ -16,7 +16,9 @@ POSTS = [
     "insert into posts values (1, 'hello', 'Hello')",
     "insert into posts values (2, 'again', 'Again')",
 ]
-REFUSED_HINT = "Hint: tenant SQL may only SELECT; writes, ATTACH, PRAGMA and extensions are refused\n"
+REFUSED_HINT = (
+    "Hint: tenant SQL may only SELECT; writes, ATTACH, PRAGMA and extensions are refused\n"
+)
 SLOW_HINT = "Hint: add an index, narrow the query, or raise [limits] query_seconds\n"
 LIMITS = {"query_seconds": 0.5, "sql_max_length": 400, "template_cpu_seconds": 2}
 
@@ -188,12 +190,15 @@ def test_a_route_query_that_runs_forever_is_stopped_at_its_time_limit(tmp_path: 
     host = _host(tmp_path, route_sql=FOREVER)
     code, stderr = _attempt(host, tmp_path)
     assert stderr == (
-        "Error: acme/blog: build: routes[1] (/list/): query ran past its time limit of 0.5 s\n" + SLOW_HINT
+        "Error: acme/blog: build: routes[1] (/list/): query ran past its time limit of 0.5 s\n"
+        + SLOW_HINT
     )
     assert code == 1
 
 
-def test_a_named_query_that_runs_forever_is_stopped_naming_query_and_template(tmp_path: Path) -> None:
+def test_a_named_query_that_runs_forever_is_stopped_naming_query_and_template(
+    tmp_path: Path,
+) -> None:
     host = _host(tmp_path, named_sql=FOREVER)
     code, stderr = _attempt(host, tmp_path)
     assert stderr == (

@@ -15,7 +15,9 @@ from render.errors import RenderError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console(highlight=False, soft_wrap=True)
+# Tables keep their width when the output is a pipe or a log file, not 80 columns.
+_WIDTH = None if sys.stdout.isatty() else 160
+console = Console(highlight=False, soft_wrap=True, width=_WIDTH)
 err_console = Console(stderr=True, highlight=False)
 
 

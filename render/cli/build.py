@@ -28,6 +28,7 @@ from render.cli._common import (
     site_from,
 )
 from render.config import HostConfig, SiteConfig, load_site, site_dirs
+from render import scheduler
 from render.demo import init_host
 from render.errors import ConfigError, RenderError
 from render.ledger import open_ledger
@@ -265,17 +266,17 @@ def status(config_path: str | None) -> None:
     """
     host = host_from(config_path)
     table = Table(title=f"sites in {host.sites_dir}")
-    for column in ("site", "live version", "last build", "result", "took", "pages"):
+    for column in ("site", "live version", "last build", "result", "took", "pages", "next run", "now"):
         table.add_column(column)
     with open_ledger(host.state_dir) as ledger:
         for folder in site_dirs(host):
             owner, name = folder.parent.name, folder.name
             try:
                 site = load_site(folder, host=host)
-                owner, name = site.id.owner, site.id.name
             except ConfigError as exc:
-                table.add_row(f"{owner}/{name}", "", "", f"config error: {exc.problems[0]}", "", "")
+                table.add_row(f"{owner}/{name}", "", "", "config error", "", exc.problems[0], "", "")
                 continue
+            owner, name = site.id.owner, site.id.name
             run = ledger.last_run(owner, name)
             when = took = pages = result = ""
             if run is not None:
@@ -284,6 +285,8 @@ def status(config_path: str | None) -> None:
                 result = run.outcome or ""
                 if run.pages is not None:
                     pages = f"{run.pages} ({run.rendered} rendered, {run.reused} reused)"
+            upcoming = scheduler.next_run(site, host)
+            holder = scheduler.running(host.state_dir, site.id)
             table.add_row(
                 f"{owner}/{name}",
                 ledger.live_version(owner, name) or "-",
@@ -291,9 +294,10 @@ def status(config_path: str | None) -> None:
                 result,
                 took,
                 pages,
+                upcoming.strftime("%Y-%m-%d %H:%M %Z") if upcoming else "",
+                f"building ({holder.describe()})" if holder else "",
             )
     console.print(table)
-    _ = time
 
 
 COMMANDS = [init, build, force, nightly, status]
