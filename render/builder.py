@@ -308,9 +308,14 @@ def build(
     host: HostConfig,
     sources: SourceState | None = None,
     previous: Previous | None = None,
+    keep: frozenset[str] = frozenset(),
     progress: Callable[[int, int], None] | None = None,
 ) -> Build:
-    """Render ``site`` from ``snapshot`` into its build folder; reuse unchanged pages."""
+    """Render ``site`` from ``snapshot`` into its build folder; reuse unchanged pages.
+
+    ``keep`` names objects that later stages will reuse (last run's
+    Lighthouse reports); everything else not in the new tree is removed.
+    """
     started = time.perf_counter()
     now = datetime.now(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
     folder = build_dir(host, site)
@@ -433,7 +438,7 @@ def build(
         "files": {k: v.to_json() for k, v in files.items()},
     }
     _write_atomic(folder / RECORD, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
-    _prune(objects, {e.hash for e in files.values()} | {INCOMPLETE})
+    _prune(objects, {e.hash for e in files.values()} | set(keep) | {INCOMPLETE})
     marker.unlink()
     return Build(
         site=site,

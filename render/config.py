@@ -108,6 +108,18 @@ class CdnConfig:
     token_env: str = _f(
         "CLOUDFLARE_API_TOKEN", "cloudflare: environment variable holding the API token"
     )
+    api_url: str = _f("https://api.cloudflare.com/client/v4", "cloudflare: API base URL")
+    files_per_request: int = _f(
+        100, "cloudflare: URLs per purge request (Cloudflare accepts at most 100)"
+    )
+    max_urls: int = _f(
+        1000, "cloudflare: above this many changed URLs, purge the site's host or path prefix instead"
+    )
+    min_interval: float = _f(0.25, "cloudflare: seconds between two purge requests")
+    max_attempts: int = _f(5, "cloudflare: attempts per purge request on 429, 5xx and network errors")
+    max_wait: float = _f(
+        120.0, "cloudflare: most seconds one purge spends waiting on rate limits and retries"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -417,6 +429,7 @@ def load_host(path: str | os.PathLike[str] | None = None) -> HostConfig:
         problems.add("store.max_attempts", "must be at least 1")
     if sections["cdn"].kind not in ("none", "cloudflare"):
         problems.add("cdn.kind", f"expected 'none' or 'cloudflare', got {sections['cdn'].kind!r}")
+    _check_cdn(sections["cdn"], problems)
     sched: ScheduleConfig = sections["schedule"]
     if (why := cron.problem(sched.default)) is not None:
         problems.add("schedule.default", why)
@@ -428,6 +441,19 @@ def load_host(path: str | os.PathLike[str] | None = None) -> HostConfig:
     if problems.items:
         raise ConfigError(problems.items)
     return HostConfig(path=file, root=file.parent, **sections)
+
+
+def _check_cdn(cdn: CdnConfig, problems: _Problems) -> None:
+    if cdn.kind == "cloudflare" and not cdn.zone_id:
+        problems.add("cdn.zone_id", "required when cdn.kind = 'cloudflare'")
+    if cdn.kind == "cloudflare" and not cdn.token_env:
+        problems.add("cdn.token_env", "required when cdn.kind = 'cloudflare'")
+    if urlsplit(cdn.api_url).scheme not in ("http", "https"):
+        problems.add("cdn.api_url", f"must be an http(s) URL, got {cdn.api_url!r}")
+    if not 1 <= cdn.files_per_request <= 100:
+        problems.add("cdn.files_per_request", "must be between 1 and 100")
+    if cdn.max_attempts < 1:
+        problems.add("cdn.max_attempts", "must be at least 1")
 
 
 def site_dirs(host: HostConfig) -> list[Path]:

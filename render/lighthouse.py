@@ -82,16 +82,22 @@ class PageAudit:
         return self.state is AuditState.reused
 
     def to_json(self) -> dict[str, Any]:
+        # Whether the scores were measured now or carried forward is left out on
+        # purpose: a tree that did not change must give the same bytes (and so no
+        # new version); measured_version says which content the scores are for.
         return {
             "path": self.path,
             "url": self.url,
-            "state": self.state.value,
             "measured_version": self.measured_version,
-            "scores": dict(self.scores),
-            "metrics": dict(self.metrics),
-            "runs": self.runs,
+            "scores": _floats(self.scores),
+            "metrics": _floats(self.metrics),
             "report": self.report,
         }
+
+
+def _floats(values: Mapping[str, float | None]) -> dict[str, float | None]:
+    # Lighthouse says 1 where the ledger gives back 1.0: one spelling, same bytes
+    return {k: None if v is None else float(v) for k, v in values.items()}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,7 +175,6 @@ class LighthouseReport:
             "budgets": dict(self.budgets),
             "block": self.block,
             "blocking": self.blocking,
-            "seconds": round(self.seconds, 1),
             "pages": [a.to_json() for a in sorted(self.audits, key=lambda a: a.path)],
             "js_only_content": [f.to_json() for f in sorted(self.findings, key=lambda f: f.path)],
             "budget_failures": [

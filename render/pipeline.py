@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
-from render import builder, checks, lighthouse, locks, mirror, publish, seo, snapshot
+from render import builder, checks, lighthouse, locks, mirror, publish, purge, seo, snapshot
 from render.config import HostConfig, SiteConfig, SiteId
 from render.errors import MirrorError, RenderError
 from render.ledger import Ledger, open_ledger
@@ -56,6 +56,7 @@ class RunReport:
     build: Build | None = None
     checks: checks.CheckReport | None = None
     publication: publish.Publication | None = None
+    purge: purge.PurgeReport | None = None
 
 
 Progress = Callable[[str, int, int], None]
@@ -117,9 +118,12 @@ def _run(
             on_pages = (
                 None if progress is None else (lambda done, total: progress("build", done, total))
             )
+            last_audits = ledger.last_lighthouse(owner, name)
+            reports = frozenset(a["report"] for a in last_audits if a.get("report"))
             build = builder.build(
-                site, snap, host=host, sources=sources, previous=previous, progress=on_pages
-            )
+                site, snap, host=host, sources=sources, previous=previous, keep=reports,
+                progress=on_pages,
+            )  # fmt: skip
             timings["build"] = build.seconds
 
         mark = time.perf_counter()
@@ -133,8 +137,8 @@ def _run(
         if options.skip_lighthouse:
             config = replace(config, enabled=False)
         audits = lighthouse.check(
-            build, config=config, previous=ledger.last_lighthouse(owner, name), full=options.full_audit,
-            progress=None if progress is None else (lambda what: progress(f"lighthouse {what}", 0, 0)),
+            build, config=config, previous=last_audits, full=options.full_audit,
+            progress=None if progress is None else (lambda what: progress(what, 0, 0)),
         )  # fmt: skip
         build = build.with_files(audits.files())
         timings["lighthouse"] = time.perf_counter() - mark
@@ -170,6 +174,10 @@ def _run(
             mark = time.perf_counter()
             _sync_mirror(host, owner, name)
             timings["mirror"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        purged = purge.purge_publication(publication, site=site, host=host)
+        if purged is not None:
+            timings["purge"] = time.perf_counter() - mark
         outcome = (
             Outcome.published
             if publication.outcome is publish.PublishOutcome.published
@@ -180,6 +188,7 @@ def _run(
             pages=len(build.pages), rendered=build.rendered, reused=build.reused,
             version=publication.version, timings=timings, build=build, checks=verdict,
             publication=publication,
+            purge=purged,
         )  # fmt: skip
         ledger.finish_run(
             run_id, outcome=outcome.value, pages=report.pages, rendered=report.rendered,

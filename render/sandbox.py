@@ -86,11 +86,14 @@ class TenantEnvironment(ImmutableSandboxedEnvironment):
             return left**right
         if operator == "*":
             for seq, count in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple, bytes)) and isinstance(count, int):
-                    if len(seq) * count > MAX_REPEAT_ITEMS:
-                        raise SecurityError(
-                            f"repeating a sequence to {len(seq) * count} items is over the limit"
-                        )
+                if (
+                    isinstance(seq, (str, list, tuple, bytes))
+                    and isinstance(count, int)
+                    and len(seq) * count > MAX_REPEAT_ITEMS
+                ):
+                    raise SecurityError(
+                        f"repeating a sequence to {len(seq) * count} items is over the limit"
+                    )
             return left * right
         return super().call_binop(context, operator, left, right)
 

@@ -34,7 +34,7 @@ from click.testing import CliRunner, Result
 
 from render import builder, snapshot
 from render.config import HostConfig, SiteConfig, find_site, load_host, load_site
-from render.pipeline import RunReport, run_site
+from render.pipeline import Options, RunReport, run_site
 from render.tree import Build
 
 BASE_URL = "https://example.com"
@@ -109,11 +109,11 @@ class Host:
         with snapshot.take(site, into=into) as snap:
             return builder.build(site, snap, host=host)
 
-    def run(self, name: str, *, force: bool = True, out: Path | None = None) -> RunReport:
-        """The whole chain through ``pipeline.run_site``."""
+    def run(self, name: str, *, force: bool = True, **options: Any) -> RunReport:
+        """The whole chain through ``pipeline.run_site``; ``options`` are ``pipeline.Options`` fields."""
         host = self.config
         site = load_site(find_site(host, name), host=host)
-        return run_site(site, host=host, reason="test", force=force, out=out)
+        return run_site(site, host=host, reason="test", options=Options(force=force, **options))
 
     def cli(self, *args: str) -> Result:
         """``render <args> --config <render.toml>`` in click's CliRunner (output has stdout+stderr)."""

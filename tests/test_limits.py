@@ -14,12 +14,22 @@ from pathlib import Path
 import pytest
 from sitekit import Host, SiteSpec, changes, html, listing, make_host
 
-LIMITS = {"template_cpu_seconds": 1, "template_memory_mb": 256, "page_max_bytes": 200_000}
-CPU_HINT = "Hint: simplify the template's loops, or raise [limits] template_cpu_seconds\n"
-MEMORY_HINT = "Hint: the render process's memory is limited by [limits] template_memory_mb\n"
+LIMITS = {
+    "template_cpu_seconds": 1,
+    "template_memory_mb": 256,
+    "page_max_bytes": 200_000,
+}
+CPU_HINT = (
+    "Hint: simplify the template's loops, or raise [limits] template_cpu_seconds\n"
+)
+MEMORY_HINT = (
+    "Hint: the render process's memory is limited by [limits] template_memory_mb\n"
+)
 NO_LIVE_HINT = "Hint: nothing was published; the site has no live version yet.\n"
 
-LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+LOOPS = (
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+)
 DOUBLING = (
     "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
     "{% endfor %}{{ ns.s|length }}"
@@ -31,7 +41,11 @@ def _host(tmp_path: Path, line: str) -> Host:
     return make_host(
         tmp_path,
         limits=LIMITS,
-        sites={"acme/blog": SiteSpec(templates={"index.html": "<main>\n" + line + "\n</main>\n"})},
+        sites={
+            "acme/blog": SiteSpec(
+                templates={"index.html": "<main>\n" + line + "\n</main>\n"}
+            )
+        },
     )
 
 
@@ -47,7 +61,9 @@ def _error(message: str, source: str | None, hint: str) -> str:
     return f"Error: acme/blog: build: {message}\n{detail}{hint}"
 
 
-def test_nested_huge_loops_stop_at_the_cpu_limit_naming_the_template(tmp_path: Path) -> None:
+def test_nested_huge_loops_stop_at_the_cpu_limit_naming_the_template(
+    tmp_path: Path,
+) -> None:
     code, stderr = _build(_host(tmp_path, LOOPS), tmp_path)
     assert stderr == _error(
         "templates/index.html, line 2: rendering / ran past its limit of 1 CPU seconds",
@@ -57,7 +73,9 @@ def test_nested_huge_loops_stop_at_the_cpu_limit_naming_the_template(tmp_path: P
     assert code == 1
 
 
-def test_huge_constant_powers_stop_at_the_cpu_limit_naming_the_template(tmp_path: Path) -> None:
+def test_huge_constant_powers_stop_at_the_cpu_limit_naming_the_template(
+    tmp_path: Path,
+) -> None:
     # Each ** is at most 64, but five in a row make a number of 3.4e9 bits: the CPU
     # limit stops it, either by SIGXCPU between two operations or, when the signal
     # cannot interrupt one long multiplication, by the parent killing the worker.
@@ -77,13 +95,38 @@ def test_huge_constant_powers_stop_at_the_cpu_limit_naming_the_template(tmp_path
     assert code == 1
 
 
+def test_one_long_call_the_signal_cannot_interrupt_is_stopped_by_the_parent(
+    tmp_path: Path,
+) -> None:
+    # Sorting a million 100 KB strings that differ only at the end is one C call
+    # (SIGXCPU waits for it to return), using little memory: the parent sees the
+    # worker's CPU time pass the limit and kills it.
+    source = "{{ (['a' * 100000 ~ 'b', 'a' * 100000 ~ 'a'] * 500000)|sort(case_sensitive=true)|length }}"
+    code, stderr = _build(_host(tmp_path, source), tmp_path)
+    assert stderr == _error(
+        "rendering / (template index.html) ran past its limit of 1 CPU seconds and was stopped",
+        None,
+        CPU_HINT,
+    )
+    assert code == 1
+
+
 @pytest.mark.parametrize(
     ("source", "refusal"),
     [
         ("{{ 9 ** (9 ** 9) }}", "exponent 387420489 is over the limit of 64"),
-        ("{{ 'a' * 10**10 }}", "repeating a sequence to 10000000000 items is over the limit"),
-        ("{{ [0] * 10**9 }}", "repeating a sequence to 1000000000 items is over the limit"),
-        ("{{ 10**7 * 'ab' }}", "repeating a sequence to 20000000 items is over the limit"),
+        (
+            "{{ 'a' * 10**10 }}",
+            "repeating a sequence to 10000000000 items is over the limit",
+        ),
+        (
+            "{{ [0] * 10**9 }}",
+            "repeating a sequence to 1000000000 items is over the limit",
+        ),
+        (
+            "{{ 10**7 * 'ab' }}",
+            "repeating a sequence to 20000000 items is over the limit",
+        ),
     ],
 )
 def test_huge_constant_arithmetic_is_refused_before_it_allocates(
@@ -91,7 +134,9 @@ def test_huge_constant_arithmetic_is_refused_before_it_allocates(
 ) -> None:
     code, stderr = _build(_host(tmp_path, source), tmp_path)
     assert stderr == _error(
-        f"templates/index.html, line 2: refused by the sandbox: {refusal}", source, NO_LIVE_HINT
+        f"templates/index.html, line 2: refused by the sandbox: {refusal}",
+        source,
+        NO_LIVE_HINT,
     )
     assert code == 1
 
@@ -111,7 +156,9 @@ def test_allocating_past_the_memory_limit_fails_naming_the_template(
 ) -> None:
     code, stderr = _build(_host(tmp_path, source), tmp_path)
     assert stderr == _error(
-        "templates/index.html, line 2: rendering / ran out of memory", source, MEMORY_HINT
+        "templates/index.html, line 2: rendering / ran out of memory",
+        source,
+        MEMORY_HINT,
     )
     assert code == 1
 
@@ -120,7 +167,9 @@ def test_endless_recursion_fails_naming_the_template(tmp_path: Path) -> None:
     source = "{% macro r(n) %}{{ r(n + 1) }}{% endmacro %}{{ r(0) }}"
     code, stderr = _build(_host(tmp_path, source), tmp_path)
     assert stderr == _error(
-        "templates/index.html, line 2: rendering / recursed too deeply", source, NO_LIVE_HINT
+        "templates/index.html, line 2: rendering / recursed too deeply",
+        source,
+        NO_LIVE_HINT,
     )
     assert code == 1
 
@@ -135,11 +184,19 @@ def test_a_page_over_the_output_cap_fails_naming_the_template(tmp_path: Path) ->
     assert code == 1
 
 
-def test_nightly_goes_on_past_sites_that_hit_their_limits_and_exits_1(tmp_path: Path) -> None:
+def test_nightly_goes_on_past_sites_that_hit_their_limits_and_exits_1(
+    tmp_path: Path,
+) -> None:
     sites = {
-        "acme/loops": SiteSpec(templates={"index.html": "<main>\n" + LOOPS + "\n</main>\n"}),
-        "acme/memory": SiteSpec(templates={"index.html": "<main>\n" + DOUBLING + "\n</main>\n"}),
-        "zed/good": SiteSpec(templates={"index.html": html("<p>{{ site.name }} is fine</p>")}),
+        "acme/loops": SiteSpec(
+            templates={"index.html": "<main>\n" + LOOPS + "\n</main>\n"}
+        ),
+        "acme/memory": SiteSpec(
+            templates={"index.html": "<main>\n" + DOUBLING + "\n</main>\n"}
+        ),
+        "zed/good": SiteSpec(
+            templates={"index.html": html("<p>{{ site.name }} is fine</p>")}
+        ),
     }
     host = make_host(tmp_path, limits=LIMITS, sites=sites)
     pid = os.getpid()
@@ -154,7 +211,11 @@ def test_nightly_goes_on_past_sites_that_hit_their_limits_and_exits_1(tmp_path: 
     assert result.exit_code == 1
     table = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.stdout.splitlines()
              if line.startswith("│") and line.split("│")[1].strip()}  # fmt: skip
-    assert table == {"acme/loops": "failed", "acme/memory": "failed", "zed/good": "published"}
+    assert table == {
+        "acme/loops": "failed",
+        "acme/memory": "failed",
+        "zed/good": "published",
+    }
     assert "render nightly: 3 sites, 2 failed" in result.stdout
     # the good site was really built after the two failures
     good = host.cli("build", "zed/good", "--out", str(tmp_path / "good"))

@@ -102,6 +102,20 @@ def test_a_route_query_that_writes_is_refused_naming_the_route(tmp_path: Path, s
     assert code == 1
 
 
+@pytest.mark.parametrize("sql", ["update posts set title = 'pwned'", "pragma query_only = 0"])
+def test_a_named_query_that_writes_is_refused_naming_query_template_and_line(
+    tmp_path: Path, sql: str
+) -> None:
+    host = _host(tmp_path, named_sql=sql)
+    code, stderr = _attempt(host, tmp_path)
+    assert stderr == (
+        "Error: acme/blog: build: templates/index.html, line 2: [queries] evil: query refused: "
+        "only reading is allowed (not authorized)\n"
+        "    {{ query('evil')|length }}\n" + REFUSED_HINT
+    )
+    assert code == 1
+
+
 def test_attaching_another_tenants_database_is_refused(tmp_path: Path) -> None:
     host = _host(tmp_path)
     other = host.site_dir("other/shop") / "site.db"

@@ -184,6 +184,9 @@ def _print_report(report: RunReport, *, out: Path | None) -> None:
         )
     elif pub is not None:
         console.print(f"{report.site}: no change; {pub.version} stays live")
+    if report.purge is not None:
+        style = "" if report.purge.ok else "[yellow]warning:[/yellow] "
+        console.print(f"{report.site}: {style}CDN purge: {report.purge.summary()}")
     if out is not None:
         console.print(f"{report.site}: static tree written to {out}")
 
