@@ -31,6 +31,8 @@ demo: setup
 	@echo "    cd demo && ../$(BIN)/render serve      # then open the address it prints"
 
 test: setup
+	$(BIN)/ruff check render tests bench scripts
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: setup

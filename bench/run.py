@@ -62,6 +62,68 @@ def phase_build(state: str) -> dict[str, object]:
     }
 
 
+def _load_build() -> object:
+    """The bench site's current build as a ``Build`` (a warm rebuild: nothing renders)."""
+    from render import builder, seo, snapshot
+    from render.config import load_host, load_site, site_dirs
+
+    host = load_host(OUT / "host" / "render.toml")
+    site = load_site(site_dirs(host)[0], host=host)
+    with snapshot.take(site, into=host.state_dir / "snapshots" / "bench-extra") as snap:
+        build = builder.build(site, snap, host=host)
+    return seo.generate(build)
+
+
+def phase_seo() -> dict[str, object]:
+    from bench.seo import lint_bench
+
+    return lint_bench(_load_build())  # type: ignore[arg-type]
+
+
+def phase_publish() -> dict[str, object]:
+    from bench.publish import run_publish_bench
+
+    build = _load_build()
+    return run_publish_bench(build.files, build.objects)  # type: ignore[attr-defined]
+
+
+def phase_mirror() -> dict[str, object]:
+    import tempfile
+
+    from bench.mirror import mirror_bench
+    from render.store import LocalStore
+
+    build = _load_build()
+    files = {path: build.read(path) for path in build.files}  # type: ignore[attr-defined]
+    with tempfile.TemporaryDirectory(dir=OUT, prefix="mirror-") as tmp:
+        store = LocalStore(Path(tmp) / "store")
+        return mirror_bench(store, files=files, work=Path(tmp), owner="bench", name="articles")
+
+
+def phase_lighthouse(which: str) -> dict[str, object]:
+    import tempfile
+    from dataclasses import replace
+
+    from bench.lighthouse import lighthouse_bench
+    from render import builder, snapshot
+    from render.config import load_host, load_site, site_dirs
+    from render.demo import init_host
+    from render.lhrunner import Method
+
+    with tempfile.TemporaryDirectory(dir=OUT, prefix="lh-") as tmp:
+        if which == "demo":
+            init_host(Path(tmp) / "host", demo=True)
+            host = load_host(Path(tmp) / "host" / "render.toml")
+        else:
+            host = load_host(OUT / "host" / "render.toml")
+        site = load_site(site_dirs(host)[0], host=host)
+        with snapshot.take(site, into=Path(tmp) / "snap") as snap:
+            build = builder.build(site, snap, host=host)
+        config = replace(site.lighthouse, enabled=True)
+        methods = (Method.node, Method.cli) if which == "demo" else (Method.node,)
+        return lighthouse_bench(build, config, methods=methods)
+
+
 def phase_touch() -> dict[str, object]:
     db = sqlite3.connect(OUT / "host" / "sites" / "bench" / "articles" / "site.db")
     with db:
@@ -100,6 +162,8 @@ def main() -> None:
     parser.add_argument("--phase")
     parser.add_argument("--state", default="fresh")
     parser.add_argument("--articles", type=int, default=10_000)
+    parser.add_argument("--only", default="build,seo,publish,mirror,lighthouse",
+                        help="comma-separated parts: build, seo, publish, mirror, lighthouse")
     args = parser.parse_args()
     if args.phase == "build":
         print(json.dumps(phase_build(args.state)))
@@ -107,29 +171,55 @@ def main() -> None:
     if args.phase == "touch":
         print(json.dumps(phase_touch()))
         return
+    if args.phase == "seo":
+        print(json.dumps(phase_seo()))
+        return
+    if args.phase == "publish":
+        print(json.dumps(phase_publish()))
+        return
+    if args.phase == "mirror":
+        print(json.dumps(phase_mirror()))
+        return
+    if args.phase == "lighthouse":
+        print(json.dumps(phase_lighthouse(args.state)))
+        return
 
+    only = set(args.only.split(","))
     started = time.perf_counter()
     generate(OUT, articles=args.articles)
     generated = time.perf_counter() - started
-    full = _phase("build", "--state", "fresh")
-    _phase("touch")
-    one = _phase("build", "--state", "warm")
-    hugo = hugo_build()
     figures: dict[str, object] = {
-        "site": {
-            "articles": args.articles,
-            "generate_s": round(generated, 2),
-            "cpus": os.cpu_count(),
-        },
-        "full_build": {**full, "pages_per_s": round(int(full["pages"]) / float(full["wall_s"]), 1)},  # type: ignore[call-overload]
-        "one_article_rebuild": one,
-        "hugo": hugo,
+        "site": {"articles": args.articles, "generate_s": round(generated, 2), "cpus": os.cpu_count()},
     }
-    if "pages_per_s" in hugo:
-        figures["ratio_vs_hugo"] = round(
-            figures["full_build"]["pages_per_s"] / hugo["pages_per_s"],
-            2,  # type: ignore[index, operator]
-        )
+    full = _phase("build", "--state", "fresh")
+    build_s = float(full["timings"]["snapshot"]) + float(full["timings"]["build"])  # type: ignore[index]
+    figures["full_build"] = {**full, "build_s": round(build_s, 3), "pages_per_s": round(int(full["pages"]) / build_s, 1)}  # type: ignore[call-overload]
+    if "build" in only:
+        hugo = hugo_build()
+        figures["hugo"] = hugo
+        if "pages_per_s" in hugo:
+            figures["ratio_vs_hugo"] = round(
+                figures["full_build"]["pages_per_s"] / hugo["pages_per_s"], 2  # type: ignore[index]
+            )
+        _phase("touch")
+        figures["one_article_rebuild"] = _phase("build", "--state", "warm")
+    if "seo" in only:
+        seo_figures = _phase("seo")
+        per_page_s = float(seo_figures["finish_page_us"]) / 1e6  # type: ignore[arg-type]
+        in_workers = per_page_s * int(seo_figures["pages"]) / 2  # type: ignore[call-overload]
+        stage = float(full["timings"].get("seo", 0))  # type: ignore[union-attr]
+        seo_figures["share_of_full_build"] = round((in_workers + stage) / build_s, 3)
+        seo_figures["incremental_seo_stage_s"] = figures.get("one_article_rebuild", {}).get("timings", {}).get("seo")  # type: ignore[union-attr]
+        figures["seo"] = seo_figures
+    if "publish" in only:
+        figures["publish"] = _phase("publish")
+    if "mirror" in only:
+        figures["mirror"] = _phase("mirror")
+    if "lighthouse" in only:
+        figures["lighthouse"] = {
+            "demo": _phase("lighthouse", "--state", "demo"),
+            "articles": _phase("lighthouse", "--state", "articles"),
+        }
     print(json.dumps(figures))
 
 

@@ -552,6 +552,8 @@ def _check_route(route: Route, where: str, problems: _Problems) -> None:
         except ValueError as exc:
             problems.add(f"{where}.path", str(exc))
             return
+        if route.path == "/_render" or route.path.startswith("/_render/"):
+            problems.add(f"{where}.path", "/_render/ is reserved for render's own files")
         if pattern.placeholders and not route.query:
             problems.add(f"{where}.query", f"required: path {route.path!r} has placeholders")
         if pattern.placeholders and route.paginate:

@@ -80,10 +80,9 @@ def run_site(
         options = replace(options, force=True)
     with locks.site_lock(
         host.state_dir, site.id, wait=options.wait, on_wait=on_wait, reason=reason
-    ):
-        with open_ledger(host.state_dir) as ledger:
-            return _run(site, host=host, reason=reason, options=options, ledger=ledger,
-                        progress=progress, should_stop=should_stop)  # fmt: skip
+    ), open_ledger(host.state_dir) as ledger:
+        return _run(site, host=host, reason=reason, options=options, ledger=ledger,
+                    progress=progress, should_stop=should_stop)  # fmt: skip
 
 
 def _run(

@@ -183,7 +183,7 @@ class Renderer:
             size += len(part)
             if size > limit:
                 raise TemplateError(
-                    f"page {spec.url} is over the limit of {limit} bytes",
+                    f"page {spec.url} is over the limit of {limit} characters",
                     template=spec.template,
                     hint="raise [limits] page_max_bytes, or paginate the route",
                 )

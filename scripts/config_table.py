@@ -59,4 +59,3 @@ if __name__ == "__main__":
     text = readme.read_text()
     new = re.sub(f"{START}.*?{END}", f"{START}\n{table()}\n{END}", text, flags=re.S)
     readme.write_text(new)
-    print(f"updated {readme}")

@@ -12,7 +12,7 @@ from conftest import require
 from render.config import load_host, load_site, site_dirs
 from render.demo import init_host
 from render.lhrunner import find_lighthouse
-from render.pipeline import Options, Outcome, run_site
+from render.pipeline import Outcome, run_site
 from render.store import open_store
 
 pytestmark = [pytest.mark.browser, pytest.mark.lighthouse, pytest.mark.slow]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vnu import errors, require_vnu, run_vnu
+
 from render.config import load_host, load_site, site_dirs
 from render.demo import init_host
 from render.pipeline import Options, run_site
-from vnu import errors, require_vnu, run_vnu
 
 
 def test_demo_pages_pass_the_nu_html_checker(tmp_path: Path) -> None:

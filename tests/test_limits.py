@@ -178,7 +178,7 @@ def test_a_page_over_the_output_cap_fails_naming_the_template(tmp_path: Path) ->
     source = "{% for i in range(100000) %}<p>{{ i }} {{ 'x' * 50 }}</p>{% endfor %}"
     code, stderr = _build(_host(tmp_path, source), tmp_path)
     assert stderr == (
-        "Error: acme/blog: build: templates/index.html: page / is over the limit of 200000 bytes\n"
+        "Error: acme/blog: build: templates/index.html: page / is over the limit of 200000 characters\n"
         "Hint: raise [limits] page_max_bytes, or paginate the route\n"
     )
     assert code == 1

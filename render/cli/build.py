@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from render import scheduler
 from render.cli._common import (
     F,
     config_option,
@@ -28,7 +28,6 @@ from render.cli._common import (
     site_from,
 )
 from render.config import HostConfig, SiteConfig, load_site, site_dirs
-from render import scheduler
 from render.demo import init_host
 from render.errors import ConfigError, RenderError
 from render.ledger import open_ledger
