@@ -8,20 +8,32 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := chromium nginx-light default-jre-headless
+# Debian's python3 keeps venv's pip bootstrap (ensurepip) in python3-venv.
+VENV_PACKAGE := $(shell $(PYTHON) -c 'import ensurepip' 2>/dev/null || echo python3-venv)
+# fonts-liberation: chromium recommends it; the checks were written against its metrics
+APT_PACKAGES := chromium fonts-liberation nginx-light default-jre-headless $(VENV_PACKAGE)
 STAMP := $(VENV)/.render-setup
+NODE_STAMP := node_modules/.render-setup
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup system demo test lint bench clean
 
-setup: $(STAMP)
+setup: system $(STAMP) $(NODE_STAMP)
 
-$(STAMP): pyproject.toml package.json package-lock.json
+# Checked on every run (a dpkg query), so packages removed or added later are seen.
+system:
 	@bash scripts/setup-system.sh $(APT_PACKAGES)
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml Makefile | system
+	@test -x $(BIN)/pip || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
-	npm install --no-audit --no-fund --loglevel=error
 	@touch $(STAMP)
+
+# npm ci installs exactly package-lock.json (package.json's overrides keep it valid
+# when a dependency's "latest" moves); it starts from an empty node_modules.
+$(NODE_STAMP): package.json package-lock.json Makefile | system
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
 
 demo: setup
 	@test -f demo/render.toml || $(BIN)/render init --demo demo
@@ -36,7 +48,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check render tests bench
+	$(BIN)/ruff check render tests bench scripts
 	$(BIN)/mypy
 
 bench: setup

@@ -1,0 +1,146 @@
+"""The flow stays one-way: a module imports only from its own step or earlier ones.
+
+STYLE.md's "Import layers" table, adapted to the modules that exist. Each layer is
+a sequence of steps (the table's arrows: ``islands -> builder`` puts islands in
+an earlier step than builder); modules in one step are peers. Every module under
+``render/`` must appear exactly once, so a new module has to be placed
+deliberately. Imports are read with ``ast``: top-level and function-level
+``import render.x`` / ``from render[.x] import y`` (and relative imports), under
+``TYPE_CHECKING`` too, since a type-only import is still a dependency of the
+design.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "render"
+
+LAYERS: list[tuple[str, list[list[str]]]] = [
+    ("0 foundations", [
+        # ``render`` itself: its body imports nothing from render; the public names
+        # are loaded on first use through importlib (no import statement), so any
+        # module may read ``render.__version__``.
+        ["render", "errors"],
+        # leaves that need at most errors and belong to no one stage:
+        # cron (schedule strings, which config validates), locks (per-site file
+        # locks), buildlog (log lines), routing (the front proxy's decision),
+        # demo (``render init``: writes a new host folder)
+        ["paths", "cron", "locks", "buildlog", "routing", "demo"],
+    ]),
+    ("1 config", [["config"]]),
+    ("2 snapshot and the tree it becomes", [["snapshot"], ["tree"], ["serving"]]),
+    ("3 build", [
+        # pagefacts is per-page SEO work done inside the render worker
+        ["sandbox", "workers", "islands", "pagefacts"],
+        ["renderer"],
+        ["builder"],
+    ]),
+    ("4 checks", [
+        ["sitemap", "jsparity", "lhrunner", "auditworker"],
+        ["seo", "lighthouse"],
+        ["checks"],
+    ]),
+    ("5 publish", [
+        ["manifest", "store"],
+        ["publish"],
+        ["mirror", "purge", "live"],
+        ["mirror_status"],
+    ]),
+    ("6 ledger", [["ledger"]]),
+    ("7 pipeline", [["pipeline"]]),
+    ("8 entry points", [
+        ["scheduler", "cli._common"],
+        ["cli.build", "cli.mirror", "cli.publish", "cli.scheduler"],
+        ["cli"],
+        ["__main__"],
+    ]),
+]
+
+# Imports from a later step that are known and accepted: (importer, imported) -> reason.
+# Empty today; an entry needs a reason a reviewer can check.
+EXCEPTIONS: dict[tuple[str, str], str] = {}
+
+
+def _rank() -> dict[str, tuple[int, int]]:
+    rank: dict[str, tuple[int, int]] = {}
+    for layer, (_label, steps) in enumerate(LAYERS):
+        for step, modules in enumerate(steps):
+            for module in modules:
+                assert module not in rank, f"{module} is listed twice"
+                rank[module] = (layer, step)
+    return rank
+
+
+RANK = _rank()
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts) or "render"
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _resolve(name: str) -> str:
+    """``render.cli.build`` -> ``cli.build``; ``render`` -> ``render``."""
+    return name.removeprefix("render.") if name != "render" else name
+
+
+def imports_of(module: str) -> set[str]:
+    """The render modules ``module`` imports, by the names LAYERS uses."""
+    path = MODULES[module]
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    if package == ["render"]:
+        package = []
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(_resolve(a.name) for a in node.names if a.name.split(".")[0] == "render")
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from the module's package, ``level - 1`` steps up
+                base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+                target = ".".join([*base, *([node.module] if node.module else [])]) or "render"
+            elif node.module and node.module.split(".")[0] == "render":
+                target = _resolve(node.module)
+            else:
+                continue
+            for alias in node.names:  # ``from render import seo`` imports the module seo
+                sub = alias.name if target == "render" else f"{target}.{alias.name}"
+                found.add(sub if sub in MODULES else target)
+    found.discard(module)
+    return found
+
+
+def test_every_module_has_a_layer() -> None:
+    assert sorted(set(MODULES) - set(RANK)) == [], "add the new module to LAYERS"
+    assert sorted(set(RANK) - set(MODULES)) == [], "remove the module LAYERS names but is gone"
+
+
+def test_the_import_reader_sees_function_level_and_package_imports() -> None:
+    # scheduler imports pipeline inside a function; builder reads render.__version__
+    assert "pipeline" in imports_of("scheduler")
+    assert {"render", "islands", "workers"} <= imports_of("builder")
+    assert {"cli.build", "cli.mirror", "cli.publish", "cli.scheduler"} <= imports_of("cli")
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_module_imports_from_a_later_layer(module: str) -> None:
+    later = sorted(
+        dep
+        for dep in imports_of(module)
+        if RANK[dep] > RANK[module] and (module, dep) not in EXCEPTIONS
+    )
+    where = LAYERS[RANK[module][0]][0]
+    assert later == [], f"render.{module} (layer {where}) imports later module(s) {later}"
+
+
+def test_exceptions_are_still_needed() -> None:
+    for importer, imported in EXCEPTIONS:
+        assert imported in imports_of(importer), f"drop the exception {importer} -> {imported}"
