@@ -12,14 +12,16 @@ names that page's template.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import multiprocessing
 import multiprocessing.connection
 import os
 import resource
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,6 +144,27 @@ def _cpu_of(pid: int | None) -> float | None:
         return None
 
 
+@contextlib.contextmanager
+def _light_main() -> Iterator[None]:
+    """Start render processes without re-running the ``__main__`` script in them.
+
+    A forkserver child re-imports the parent's main module, and for the
+    ``render`` console script that means the whole CLI (boto3, APScheduler,
+    ...): most of a second per process. Render processes need nothing from
+    ``__main__``, so for the length of ``start()`` the main module says it is
+    this (already loaded, cheap) module.
+    """
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    main.__spec__ = importlib.util.find_spec("render._spawn_main")
+    try:
+        yield
+    finally:
+        main.__spec__ = None
+
+
 class Pool:
     """Render processes, started early (while the parent plans) and fed chunks later."""
 
@@ -177,7 +200,8 @@ class Pool:
                 name=f"render-worker-{slot}",
                 daemon=True,
             )
-            proc.start()
+            with _light_main():
+                proc.start()
             child.close()
             self._workers.append(_Worker(process=proc, conn=parent, slot=slot))
 

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
         # ``render`` itself: its body imports nothing from render; the public names
         # are loaded on first use through importlib (no import statement), so any
         # module may read ``render.__version__``.
-        ["render", "errors"],
+        ["render", "errors", "_spawn_main"],
         # leaves that need at most errors and belong to no one stage:
         # cron (schedule strings, which config validates), locks (per-site file
         # locks), buildlog (log lines), routing (the front proxy's decision),

@@ -16,7 +16,6 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from render import scheduler
 from render.cli._common import (
     F,
     config_option,
@@ -266,6 +265,8 @@ def status(config_path: str | None) -> None:
     Example:
         render status
     """
+    from render import scheduler  # APScheduler and SQLAlchemy load only for status
+
     host = host_from(config_path)
     table = Table(title=f"sites in {host.sites_dir}")
     for column in ("site", "live version", "last build", "result", "took", "pages", "next run", "now"):

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 import click
 
 from render.buildlog import configure_logging
 from render.cli._common import config_option, handle_errors, host_from
 from render.errors import UsageError
-from render.scheduler import Runner, run_daemon
+
+if TYPE_CHECKING:  # the daemon's imports (APScheduler, SQLAlchemy) load only when it runs
+    from render.scheduler import Runner
 
 
 def _load_runner(spec: str) -> Runner:
@@ -58,6 +61,8 @@ def scheduler(
     """
     host = host_from(config_path)
     configure_logging(log_format)
+    from render.scheduler import run_daemon
+
     run_daemon(
         host,
         runner=_load_runner(runner) if runner else None,
