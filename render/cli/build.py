@@ -203,7 +203,7 @@ def nightly(config_path: str | None) -> None:
     """
     host = host_from(config_path)
     folders = site_dirs(host)
-    rows: list[tuple[str, str, str, str, str]] = []
+    rows: list[tuple[str, str, str, str, str, str]] = []
     failed = 0
     with _progress() as bar:
         overall = bar.add_task("sites", total=len(folders))
@@ -227,6 +227,7 @@ def nightly(config_path: str | None) -> None:
                         name,
                         report.outcome.value,
                         _pages(report),
+                        _checks(report),
                         report.version or "",
                         f"{report.seconds:.2f} s",
                     )
@@ -236,17 +237,39 @@ def nightly(config_path: str | None) -> None:
                 bar.stop()
                 show_error(exc)
                 bar.start()
-                rows.append((name, "failed", exc.stage or "", "", ""))
+                rows.append((name, "failed", exc.stage or "", "", "", ""))
             bar.remove_task(pages)
             bar.advance(overall)
     table = Table(title=f"render nightly: {len(folders)} sites, {failed} failed")
-    for column in ("site", "result", "pages", "live version", "time"):
+    for column in ("site", "result", "pages", "checks", "live version", "time"):
         table.add_column(column)
     for row in rows:
         table.add_row(*row)
     console.print(table)
     if failed:
         raise SystemExit(1)
+
+
+def _checks(report: RunReport) -> str:
+    """``SEO 0 errors, 2 warnings; Lighthouse min a11y 1.00 ...`` for the summary table."""
+    if report.checks is None:
+        return ""
+    seo = report.checks.seo
+    text = f"SEO {seo.errors} errors, {seo.warnings} warnings"
+    audits = report.checks.lighthouse.audits
+    if audits:
+        lows = []
+        for category, short in (
+            ("accessibility", "a11y"),
+            ("best-practices", "bp"),
+            ("seo", "seo"),
+            ("performance", "perf"),
+        ):
+            scores = [a.scores.get(category) for a in audits if a.scores.get(category) is not None]
+            if scores:
+                lows.append(f"{short} {min(scores):.2f}")  # type: ignore[type-var]
+        text += "; Lighthouse lowest " + " ".join(lows)
+    return text
 
 
 def _pages(report: RunReport) -> str:
@@ -269,7 +292,16 @@ def status(config_path: str | None) -> None:
 
     host = host_from(config_path)
     table = Table(title=f"sites in {host.sites_dir}")
-    for column in ("site", "live version", "last build", "result", "took", "pages", "next run", "now"):
+    for column in (
+        "site",
+        "live version",
+        "last build",
+        "result",
+        "took",
+        "pages",
+        "next run",
+        "now",
+    ):
         table.add_column(column)
     with open_ledger(host.state_dir) as ledger:
         for folder in site_dirs(host):
@@ -277,7 +309,9 @@ def status(config_path: str | None) -> None:
             try:
                 site = load_site(folder, host=host)
             except ConfigError as exc:
-                table.add_row(f"{owner}/{name}", "", "", "config error", "", exc.problems[0], "", "")
+                table.add_row(
+                    f"{owner}/{name}", "", "", "config error", "", exc.problems[0], "", ""
+                )
                 continue
             owner, name = site.id.owner, site.id.name
             run = ledger.last_run(owner, name)
