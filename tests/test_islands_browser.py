@@ -16,20 +16,13 @@ import pytest
 from conftest import require
 from sitekit import SiteSpec, html, make_host
 
+from render.auditworker import BROWSER_FLAGS
 from render.serving import serve, tree_resolver
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("RENDER_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+ARGS = list(BROWSER_FLAGS)  # the flags render's own checks launch Chromium with
 WAIT_MS = 15_000  # a bound, not a measurement: each wait returns as soon as its condition holds
 
 MODULE = """export default function hydrate(element, props) {
