@@ -200,8 +200,11 @@ class Pool:
                 name=f"render-worker-{slot}",
                 daemon=True,
             )
-            with _light_main():
+            if type(self._factory).__module__ == "__main__":  # it must come from the script
                 proc.start()
+            else:
+                with _light_main():
+                    proc.start()
             child.close()
             self._workers.append(_Worker(process=proc, conn=parent, slot=slot))
 
