@@ -30,7 +30,7 @@ from jinja2 import TemplateSyntaxError, meta
 from render import __version__, islands, workers
 from render.config import HostConfig, Route, SiteConfig
 from render.errors import BuildError, PathError, TemplateError
-from render.paths import is_file_url, normalize_url, output_path, parse_pattern
+from render.paths import normalize_url, output_path, parse_pattern
 from render.renderer import PageDone, PageFailed, PageSpec, RenderSetup
 from render.sandbox import QueryRunner, make_environment
 from render.snapshot import Snapshot
@@ -189,7 +189,7 @@ def plan(site: SiteConfig, runner: QueryRunner, templates: Mapping[str, str]) ->
             continue
         size = route.paginate or max(len(rows), 1)
         count = max(1, -(-len(rows) // size))
-        base = url if url.endswith("/") else url
+        base = url
         for number in range(1, count + 1):
             page_url = base if number == 1 else f"{base}page/{number}/"
             chunk = rows[(number - 1) * size : number * size]
@@ -571,7 +571,3 @@ def _prune(objects: Path, keep: set[str]) -> None:
             if entry.name not in keep:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
-
-
-def is_page_url(url: str) -> bool:
-    return not is_file_url(url) or url.endswith(".html")

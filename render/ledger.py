@@ -179,14 +179,6 @@ class Ledger:
         ).fetchone()
         return RunRow(**dict(row)) if row else None
 
-    def runs(self, owner: str, site: str, *, limit: int = 20) -> list[RunRow]:
-        rows = self._db.execute(
-            "select id, owner, site, reason, started, finished, outcome, stage, message, pages,"
-            " rendered, reused, version from runs where owner=? and site=? order by id desc limit ?",
-            (owner, site, limit),
-        ).fetchall()
-        return [RunRow(**dict(r)) for r in rows]
-
     # --- versions ------------------------------------------------------------
 
     def record_version(

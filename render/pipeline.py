@@ -19,7 +19,7 @@ from render import builder, checks, lighthouse, locks, mirror, publish, purge, s
 from render.config import HostConfig, SiteConfig, SiteId
 from render.errors import MirrorError, RenderError
 from render.ledger import Ledger, open_ledger
-from render.store import open_store
+from render.store import Store, open_store
 from render.tree import Build, materialize
 
 
@@ -165,14 +165,14 @@ def _run(
                 build, store=store, ledger=ledger, concurrency=host.store.concurrency,
                 grace_hours=host.store.gc_grace_hours,
             )  # fmt: skip
+            timings["publish"] = time.perf_counter() - mark
+            ledger.set_input_hash(owner, name, input_hash)
+            if host.mirror.enabled:
+                mark = time.perf_counter()
+                _sync_mirror(host, store, owner, name)
+                timings["mirror"] = time.perf_counter() - mark
         finally:
             store.close()
-        timings["publish"] = time.perf_counter() - mark
-        ledger.set_input_hash(owner, name, input_hash)
-        if host.mirror.enabled:
-            mark = time.perf_counter()
-            _sync_mirror(host, owner, name)
-            timings["mirror"] = time.perf_counter() - mark
         mark = time.perf_counter()
         purged = purge.purge_publication(publication, site=site, host=host)
         if purged is not None:
@@ -206,15 +206,11 @@ def _run(
         raise
 
 
-def _sync_mirror(host: HostConfig, owner: str, name: str) -> None:
+def _sync_mirror(host: HostConfig, store: Store, owner: str, name: str) -> None:
     """Bring the local mirror folder to the version just published (the embedded default)."""
-    store = open_store(host)
-    try:
-        result = mirror.sync_site(
-            store, host.mirror_path, owner, name, keep=host.mirror.keep, concurrency=host.mirror.concurrency
-        )
-    finally:
-        store.close()
+    result = mirror.sync_site(
+        store, host.mirror_path, owner, name, keep=host.mirror.keep, concurrency=host.mirror.concurrency
+    )
     if result.error is not None:
         raise MirrorError(
             f"the store has the new version, but the mirror folder did not switch: {result.error}",

@@ -15,7 +15,7 @@ import mimetypes
 import os
 import shutil
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -192,15 +192,6 @@ class Build:
             digest = write_object(self.objects, data)
             files[path] = FileEntry(hash=digest, size=len(data), type=content_type(path))
         return replace(self, files=types.MappingProxyType(dict(sorted(files.items()))))
-
-    def without(self, paths: Iterable[str]) -> Build:
-        drop = set(paths)
-        files = {p: e for p, e in self.files.items() if p not in drop}
-        return replace(self, files=types.MappingProxyType(files))
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(e.size for e in self.files.values())
 
 
 def materialize(files: Mapping[str, FileEntry], objects: Path, dest: Path) -> None:
