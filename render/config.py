@@ -225,6 +225,9 @@ class LighthouseConfig:
     parallel: int = _f(2, "audits at the same time")
     timeout: int = _f(120, "seconds one audit may take before it is killed")
     form_factor: str = _f("mobile", "'mobile' or 'desktop'")
+    settle_ms: int = _f(
+        250, "quiet Lighthouse waits for after FCP, load, network and CPU (its own default 1000)"
+    )
     block: bool = _f(False, "a score under budget blocks the publish (else a warning)")
     budgets: Mapping[str, float] = field(
         default_factory=dict,
@@ -597,6 +600,8 @@ def _check_lighthouse(lh: LighthouseConfig, problems: _Problems) -> None:
         problems.add("lighthouse.runs", "must be at least 1")
     if lh.parallel < 1:
         problems.add("lighthouse.parallel", "must be at least 1")
+    if lh.settle_ms < 100:  # shorter, and Lighthouse ends the trace before paints are reported
+        problems.add("lighthouse.settle_ms", f"must be at least 100, got {lh.settle_ms}")
     known = ("performance", "accessibility", "best-practices", "seo")
     for category, score in lh.budgets.items():
         if category not in known:

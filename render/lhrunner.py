@@ -431,6 +431,7 @@ class ChromiumRunner:
             "driver": str(_DRIVER),
             "lighthouse": str(self.tools.lighthouse),
             "form_factor": config.form_factor,
+            "settle_ms": config.settle_ms,
             "method": self.method.value,
             "network": network.value,
             "marker": self.marker,
