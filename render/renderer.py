@@ -23,9 +23,12 @@ from jinja2.exceptions import SecurityError
 from render import islands, pagefacts
 from render.errors import QueryError, RenderError, TemplateError
 from render.paths import normalize_url, quote_url
-from render.sandbox import QueryRunner, make_environment
+from render.sandbox import QueryRunner, Read, make_environment
 from render.tree import sha256, write_object_direct
 from render.workers import CpuExceeded, arm_cpu_limit, disarm_cpu_limit
+
+Dep = tuple[str, str, str, tuple[Read, ...]]
+"""A named query a page called: (name, params as JSON, result hash, columns it read)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +47,7 @@ class PageSpec:
 class PageDone:
     hash: str
     size: int
-    deps: tuple[
-        tuple[str, str, str, tuple[str, ...]], ...
-    ]  # (query, params JSON, result hash, tables)
+    deps: tuple[Dep, ...]
     islands: tuple[str, ...]
     facts: Mapping[str, Any]
 
@@ -105,9 +106,9 @@ class Renderer:
         self.runner = QueryRunner(
             setup.snapshot, seconds=setup.query_seconds, max_length=setup.sql_max_length
         )
-        self.memo: dict[tuple[str, str], tuple[list[dict[str, Any]], str, tuple[str, ...]]] = {}
+        self.memo: dict[tuple[str, str], tuple[list[dict[str, Any]], str, tuple[Read, ...]]] = {}
         self.site = {"owner": setup.owner, "name": setup.name, "base_url": setup.base_url}
-        self.deps: list[tuple[str, str, str, tuple[str, ...]]] = []
+        self.deps: list[Dep] = []
         # Globals, so that imported macros (which get no context) can use them too.
         self.env.globals.update(site=self.site, query=self.query, url=self.url)
 
@@ -122,7 +123,7 @@ class Renderer:
         hit = self.memo.get(key)
         if hit is None:
             rows, digest = self.runner.run_hashed(sql, params, what=f"[queries] {name}")
-            hit = (rows, digest, self.runner.tables_of(sql) or ())
+            hit = (rows, digest, self.runner.reads_of(sql) or ())
             self.memo[key] = hit
         self.deps.append((name, key[1], hit[1], hit[2]))
         return hit[0]

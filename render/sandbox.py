@@ -139,6 +139,25 @@ def _check(action: int, arg2: str | None) -> int:
 
 Row = dict[str, Any]
 
+MMAP_BYTES = 256 << 20
+"""How much of a snapshot the build process reads through mmap (faster than read() copies)."""
+
+Read = tuple[str, str]
+"""(table, column) a query read, as SQLite's authorizer reports it; column "" is the rows."""
+
+VOLATILE = ""
+"""The table of a read that stands for a function whose result varies between runs."""
+
+# Functions whose result is not a function of the database alone. Date functions
+# count whatever their arguments: only 'now' varies, but telling needs the values.
+VOLATILE_FUNCTIONS = frozenset(
+    {
+        "random", "randomblob", "date", "time", "datetime", "julianday", "unixepoch",
+        "strftime", "timediff", "current_date", "current_time", "current_timestamp",
+        "changes", "total_changes", "last_insert_rowid", "sqlite_version", "sqlite_source_id",
+    }
+)  # fmt: skip
+
 
 def result_hash(names: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> str:
     """A stable hash of a query result (column names, order and values)."""
@@ -149,7 +168,9 @@ def result_hash(names: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> str:
 class QueryRunner:
     """Runs tenant SQL on a snapshot, reading only, within a time limit."""
 
-    def __init__(self, snapshot: Path, *, seconds: float, max_length: int) -> None:
+    def __init__(
+        self, snapshot: Path, *, seconds: float, max_length: int, mmap_bytes: int = 0
+    ) -> None:
         self.seconds = seconds
         self.max_length = max_length
         self._db = sqlite3.connect(
@@ -160,8 +181,10 @@ class QueryRunner:
         # Route queries run in the parent: no single value may be huge (zeroblob(1e9)).
         self._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
         self._db.execute("pragma query_only = 1")
-        self._reading: set[str] = set()
-        self._tables: dict[str, tuple[str, ...]] = {}
+        if mmap_bytes:
+            self._db.execute(f"pragma mmap_size = {int(mmap_bytes)}")
+        self._reading: set[Read] = set()
+        self._reads: dict[str, tuple[Read, ...]] = {}
         self._db.set_authorizer(self._authorize)
         self._deadline = 0.0
         self._db.set_progress_handler(self._progress, 10_000)
@@ -170,13 +193,17 @@ class QueryRunner:
         self, action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None
     ) -> int:
         verdict = _check(action, arg2)
-        if verdict == sqlite3.SQLITE_OK and action == sqlite3.SQLITE_READ and arg1:
-            self._reading.add(arg1)
+        if verdict != sqlite3.SQLITE_OK:
+            return verdict
+        if action == sqlite3.SQLITE_READ and arg1:
+            self._reading.add((arg1, arg2 or ""))
+        elif action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in VOLATILE_FUNCTIONS:
+            self._reading.add((VOLATILE, (arg2 or "").lower()))
         return verdict
 
-    def tables_of(self, sql: str) -> tuple[str, ...] | None:
-        """The tables ``sql`` read when it first ran here (None if it has not run)."""
-        return self._tables.get(sql)
+    def reads_of(self, sql: str) -> tuple[Read, ...] | None:
+        """The columns ``sql`` read when it first ran here (None if it has not run)."""
+        return self._reads.get(sql)
 
     def _progress(self) -> int:
         return 1 if time.monotonic() > self._deadline else 0
@@ -209,7 +236,7 @@ class QueryRunner:
                 f"{what}: SQL is {len(sql)} characters; the limit is {self.max_length}"
             )
         self._deadline = time.monotonic() + self.seconds
-        first = sql not in self._tables
+        first = sql not in self._reads
         if first:
             self._reading = set()
         try:
@@ -217,7 +244,7 @@ class QueryRunner:
             names = [d[0] for d in cursor.description or ()]
             rows = cursor.fetchall()
             if first:
-                self._tables[sql] = tuple(sorted(self._reading))
+                self._reads[sql] = tuple(sorted(self._reading))
             return names, rows
         except sqlite3.DatabaseError as exc:
             text = str(exc)

@@ -22,8 +22,10 @@ from render.config import SiteConfig, SiteId
 from render.errors import SnapshotError
 
 # Header bytes that SQLite rewrites without a change of content: the file
-# change counter (24..28) and the version-valid-for number (92..100).
-_VOLATILE_HEADER = ((24, 28), (92, 100))
+# change counter (24..28), the schema cookie (40..44: a backup into an existing
+# file bumps it; a real schema change shows in sqlite_schema's pages) and the
+# version-valid-for number (92..100).
+_VOLATILE_HEADER = ((24, 28), (40, 44), (92, 100))
 _BUSY_TIMEOUT_MS = 10_000
 _BUSY_SECONDS = 120.0  # give up when the application keeps the database locked this long
 
@@ -124,9 +126,14 @@ def take(
             uri=True,
             timeout=min(_BUSY_TIMEOUT_MS / 1000, busy_seconds),
         )
+        if final.exists():  # overwriting the last copy's blocks is cheaper than allocating new
+            os.replace(final, partial)
         try:
             dst = sqlite3.connect(partial)
             try:
+                # a private file until it is complete: no journal, no syncs
+                dst.execute("PRAGMA journal_mode=OFF")
+                dst.execute("PRAGMA synchronous=OFF")
                 src.backup(dst, pages=-1, progress=bounded)
                 # A rollback-journal copy; WAL mode would leave -wal/-shm beside it.
                 dst.execute("PRAGMA journal_mode=DELETE")

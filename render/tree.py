@@ -121,6 +121,8 @@ class PageRecord:
     lastmod: str | None  # the route's lastmod column, as stored
     changed: str  # ISO UTC time its bytes last changed, carried by hash across builds
     facts: Mapping[str, Any] = field(default_factory=dict)  # per-page SEO facts
+    # named queries it called: (name, params JSON, result hash, (table, column) pairs read)
+    deps: tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...] = ()
     rendered: bool = True  # False when reused from the previous build
 
     def to_json(self) -> dict[str, Any]:
@@ -138,24 +140,6 @@ class PageRecord:
             "facts": dict(self.facts),
         }
 
-    @classmethod
-    def from_json(cls, path: str, data: Mapping[str, Any]) -> PageRecord:
-        return cls(
-            path=path,
-            url=data["url"],
-            route=data["route"],
-            template=data["template"],
-            fingerprint=data["fingerprint"],
-            hash=data["hash"],
-            size=data["size"],
-            reads=tuple(data["reads"]),
-            islands=tuple(data["islands"]),
-            lastmod=data["lastmod"],
-            changed=data["changed"],
-            facts=data.get("facts", {}),
-            rendered=False,
-        )
-
 
 @dataclass(frozen=True, kw_only=True)
 class Build:
@@ -172,6 +156,7 @@ class Build:
     skipped: bool
     seconds: float
     peak_worker_rss_kb: int = 0  # the largest render process's peak memory
+    steps: Mapping[str, float] = field(default_factory=dict)  # seconds of each build step
 
     def blob_path(self, path: str) -> Path:
         return self.objects / self.files[path].hash

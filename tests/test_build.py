@@ -182,7 +182,7 @@ def test_page_records_keep_what_each_page_read(tmp_path: Path) -> None:
     assert "template:index.html" in home.reads
     assert any(r.startswith("query:recent") for r in home.reads)
     record = builder.load_previous(builder.build_dir(host, site))
-    assert record.pages["index.html"]["hash"] == home.hash
+    assert record.pages["index.html"].hash == home.hash
     post = next(p for p in built.pages if p.template == "post.html")
     assert post.islands == ("Likes", "Share")
     assert post.lastmod is not None and len(post.lastmod) == 10

@@ -36,7 +36,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
     ("3 build", [
         # pagefacts is per-page SEO work done inside the render worker
         ["sandbox", "workers", "islands", "pagefacts"],
-        ["renderer"],
+        # changes: which columns changed since the last build (reads sandbox's reads)
+        ["changes", "renderer"],
         ["builder"],
     ]),
     ("4 checks", [
