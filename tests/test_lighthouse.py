@@ -21,8 +21,8 @@ import pytest
 from conftest import require
 from lhpages import FAST, make_build, page
 
-from render.config import LighthouseConfig
-from render.errors import RenderError
+from render.config import LighthouseConfig, load_host, load_site
+from render.errors import ConfigError, RenderError
 from render.ledger import Ledger
 from render.lhrunner import (
     AuditJob,
@@ -206,6 +206,22 @@ def test_median_of_runs_is_kept() -> None:
     assert best is not None and best.scores["performance"] == 0.7
 
 
+def test_settle_ms_is_read_from_site_toml_and_has_a_floor(tmp_path: Path) -> None:
+    (tmp_path / "render.toml").write_text("")
+    folder = tmp_path / "sites" / "acme" / "blog"
+    folder.mkdir(parents=True)
+    site_toml = '[site]\nbase_url = "https://a.example"\n[lighthouse]\nsettle_ms = {}\n'
+    host = load_host(tmp_path / "render.toml")
+    (folder / "site.toml").write_text(site_toml.format(500))
+    assert load_site(folder, host=host).lighthouse.settle_ms == 500
+    (folder / "site.toml").write_text(site_toml.format(0))
+    with pytest.raises(ConfigError) as caught:
+        load_site(folder, host=host)
+    assert caught.value.problems == [
+        "sites/acme/blog/site.toml: lighthouse.settle_ms: must be at least 100, got 0"
+    ]
+
+
 def test_missing_chromium_says_run_make_setup() -> None:
     with pytest.raises(RenderError) as caught:
         find_tools(LighthouseConfig(chromium="/nonexistent/chromium"))
@@ -377,3 +393,45 @@ def test_a_hung_page_times_out_and_is_reported(tmp_path: Path) -> None:
     assert report.blocking  # a budget that could not be checked is not a pass
     assert json.loads(report.to_json())["errors"][0]["kind"] == "timeout"
     assert _processes_with(runner.marker) == []  # the browser went with it
+
+
+@pytest.mark.browser
+def test_the_no_js_read_waits_for_late_script_content_and_reads_each_page_as_a_first_visit(
+    tmp_path: Path,
+) -> None:
+    _require_tools()
+    # the article text comes from a request the script makes a while after the load event
+    late = page(
+        "A page that fetches its text late",
+        '<main id="main"><h1>Late</h1></main><script>addEventListener("load", () =>'
+        ' setTimeout(() => fetch("/late.json").then(r => r.json()).then(d =>'
+        ' document.getElementById("main").append(d.text)), 150));</script>',
+    )
+    # a welcome shown only to visitors the site has not stored anything about
+    marks = page(
+        "A page that marks the visitor",
+        "<main><h1>Marked</h1><p>This page remembers that you were here.</p></main>"
+        '<script>localStorage.setItem("seen", "1"); document.cookie = "seen=1";</script>',
+    )
+    welcome = page(
+        "A page that greets new visitors",
+        '<main id="main"><h1>Welcome</h1></main><script>if (!localStorage.getItem("seen")'
+        ' && !document.cookie.includes("seen")) document.getElementById("main").append('
+        '"Welcome text that only a script writes for new visitors");</script>',
+    )
+    pages = {"/late/": (0, late), "/marks/": (1, marks), "/welcome/": (2, welcome)}
+    files = {"late.json": b'{"text": "Article text a script fetched after the load event"}'}
+    build = make_build(tmp_path, pages, files=files)
+    config = LighthouseConfig(parallel=1, timeout=60)
+    jobs = [AuditJob(path=p.path, url=p.url, runs=0) for p in build.pages]
+    outcome = ChromiumRunner.from_config(config).run(
+        build.files, build.objects, jobs, config=config
+    )
+    assert outcome.workers == 1  # one worker read all three pages, one after the other
+    late_read = outcome.results["late/index.html"]
+    assert late_read.failure is None and late_read.js_on is not None
+    assert "Article text a script fetched after the load event" in late_read.js_on
+    assert "Article text" not in (late_read.js_off or "")
+    welcome_read = outcome.results["welcome/index.html"]
+    assert welcome_read.js_on is not None
+    assert "Welcome text that only a script writes for new visitors" in welcome_read.js_on
