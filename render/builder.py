@@ -13,7 +13,7 @@ content-addressed objects folder (``render.tree``); the tree record
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import functools
 import json
 import os
 import pickle
@@ -39,9 +39,10 @@ from render.sandbox import MMAP_BYTES, QueryRunner, Read, make_environment
 from render.snapshot import Snapshot
 from render.tree import INCOMPLETE, Build, FileEntry, PageRecord, content_type, sha256, write_object
 
-FORMAT = f"render-build-8/{__version__}"
+FORMAT = f"render-build-9/{__version__}"
 RECORD = "build.pickle"  # written and read only by render, in the state folder
-BUCKETS = 64  # page records are pickled in this many groups; an unchanged group keeps its bytes
+GROUPS = "record"  # beside it: the page records in BUCKETS pickled groups, named by their hash
+BUCKETS = 64  # an unchanged group is neither pickled nor written again
 SMALL_SITE = 400  # pages; below this one render process is faster than two
 
 
@@ -75,7 +76,7 @@ class Previous:
     queries: Mapping[str, str] = field(default_factory=dict)  # [queries] as they were
     columns: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # see render.changes
     routes: Mapping[int, tuple[str, tuple[Read, ...]]] = field(default_factory=dict)  # key, reads
-    buckets: tuple[tuple[Mapping[str, PageRecord], bytes], ...] = ()  # page groups as loaded, their bytes
+    buckets: tuple[tuple[Mapping[str, PageRecord], str], ...] = ()  # page groups and file names
 
 
 def build_dir(host: HostConfig, site: SiteConfig) -> Path:
@@ -93,12 +94,14 @@ def load_previous(folder: Path) -> Previous:
     if data.get("format") != FORMAT:
         return Previous()
     try:
-        buckets = tuple((pickle.loads(blob), blob) for blob in data["pages"])
+        buckets = tuple(
+            (pickle.loads((folder / GROUPS / name).read_bytes()), name) for name in data["pages"]
+        )
         merged: dict[str, PageRecord] = {}
         for group, _blob in buckets:
             merged.update(group)
         pages = {path: merged[path] for path in data["order"]}
-    except (KeyError, TypeError, ValueError, pickle.UnpicklingError, EOFError):
+    except (OSError, KeyError, TypeError, ValueError, pickle.UnpicklingError, EOFError):
         return Previous()  # damaged: the next build renders everything
     return Previous(
         pages=pages,
@@ -170,13 +173,14 @@ def plan(
     ``taken`` maps the paths of the skipped routes' pages to who writes them.
     """
     specs: list[PageSpec] = []
-    owners: dict[str, str] = dict(taken or {})
+    owners: dict[str, str | Callable[[], str]] = dict(taken or {})
 
-    def add(spec: PageSpec, who: str) -> None:
+    def add(spec: PageSpec, who: str | Callable[[], str]) -> None:
         other = owners.get(spec.path)
         if other is not None:
+            name, other_name = (w if isinstance(w, str) else w() for w in (who, other))
             raise PathError(
-                f"{who} and {other} both write {spec.path}",
+                f"{name} and {other_name} both write {spec.path}",
                 hint="make the paths unique (paths equal after Unicode normalization count as the same)",
             )
         owners[spec.path] = who
@@ -197,7 +201,7 @@ def plan(
                 )
         if pattern.placeholders:
             for number, row in enumerate(rows, 1):
-                who = _row_name(route, number, row)
+                who = functools.partial(_row_name, route, number, row)  # named only in errors
                 url = normalize_url(pattern.fill(row, where=who))
                 lastmod = row.get(route.lastmod) if route.lastmod else None
                 add(
@@ -423,10 +427,14 @@ def build(
         try:
             with os.scandir(objects) as entries:
                 stored = {entry.name for entry in entries}
-            calls = _query_calls(previous, site, runner, changes)
+            calls, read_sets = _query_calls(previous, site, runner, changes)
             kept = _kept_routes(site, previous, route_keys, changes, calls, stored)
             step("changes")
-            taken = {path: f"routes[{index}]" for index, paths in kept.items() for path in paths}
+            taken = {
+                path: f"routes[{index}] ({site.routes[index].path})"
+                for index, paths in kept.items()
+                for path in paths
+            }
             specs = plan(site, runner, sources.templates, skip=kept.keys(), taken=taken)
             route_reads = {
                 r.index: previous.routes[r.index][1]
@@ -495,14 +503,15 @@ def build(
                     rendered=True,
                 )
             )  # fmt: skip
-            recorded[spec.path] = dataclasses.replace(pages[-1], rendered=False)
+            recorded[spec.path] = pages[-1].as_reused()
 
     _check_islands(pages, available)
     files = _assemble(site, pages, sources, objects)
     step("assemble")
-    read_sets = set(route_reads.values())
-    for deps in {page.deps for page in recorded.values() if page.deps}:
-        read_sets.update(dep[3] for dep in deps)
+    read_sets.update(route_reads.values())
+    for i in todo:
+        read_sets.update(dep[3] for dep in rendered[i].deps)
+    groups = _save_groups(folder / GROUPS, recorded, previous)
     record = {
         "format": FORMAT,
         "site": str(site.id),
@@ -514,10 +523,11 @@ def build(
         "routes": {index: (route_keys[index], reads) for index, reads in route_reads.items()},
         "built": now,
         "order": list(recorded),
-        "pages": _page_buckets(recorded, previous),
+        "pages": groups,
         "static": {k: list(v) for k, v in sources.static.items()},
     }
     _write_atomic(folder / RECORD, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
+    _prune(folder / GROUPS, set(groups))
     step("record")
     _prune(objects, {e.hash for e in files.values()} | set(keep) | {INCOMPLETE})
     marker.unlink()
@@ -540,13 +550,13 @@ def build(
 
 def _query_calls(
     previous: Previous, site: SiteConfig, runner: QueryRunner, changes: Changes
-) -> dict[tuple[str, str], str | None]:
+) -> tuple[dict[tuple[str, str], str | None], set[tuple[Read, ...]]]:
     """The current result hash of every named-query call the last build's pages made.
 
     A call whose SQL is the same and whose columns hold the same values
     returns what it returned before, so it is not run again; any other call
     runs once here (None when it fails: the render reports it with its
-    template and line).
+    template and line). Also returns the distinct column sets those calls read.
     """
     calls: dict[tuple[str, str], str | None] = {}
     verdicts: dict[tuple[Read, ...], bool] = {}
@@ -570,7 +580,7 @@ def _query_calls(
             continue
         with contextlib.suppress(Exception):
             calls[(name, params)] = runner.hash(sql, json.loads(params), what=f"[queries] {name}")
-    return calls
+    return calls, set(verdicts)
 
 
 def _current(
@@ -662,24 +672,28 @@ def _bucket(path: str) -> int:
     return zlib.crc32(path.encode("utf-8", "surrogatepass")) % BUCKETS
 
 
-def _page_buckets(recorded: Mapping[str, PageRecord], previous: Previous) -> list[bytes]:
-    """The page records in ``BUCKETS`` pickled groups, reusing the bytes of unchanged groups.
+def _save_groups(
+    where: Path, recorded: Mapping[str, PageRecord], previous: Previous
+) -> list[str]:
+    """Write the page records in ``BUCKETS`` pickled groups; return their file names in order.
 
-    Saving the record then costs what changed: a rebuild that rendered one
-    page pickles one group, not ten thousand records.
+    A group whose records are the very ones loaded from the last build keeps
+    its file: a rebuild that rendered one page writes one group, not ten
+    thousand records.
     """
+    where.mkdir(exist_ok=True)
     groups: list[dict[str, PageRecord]] = [{} for _ in range(BUCKETS)]
     for path, page in recorded.items():
-        groups[_bucket(path)][path] = page
-    blobs = []
+        groups[zlib.crc32(path.encode("utf-8", "surrogatepass")) % BUCKETS][path] = page
+    names = []
     for number, group in enumerate(groups):
         if number < len(previous.buckets):
-            old, blob = previous.buckets[number]
+            old, name = previous.buckets[number]
             if old.keys() == group.keys() and all(group[p] is old[p] for p in group):
-                blobs.append(blob)
+                names.append(name)
                 continue
-        blobs.append(pickle.dumps(group, protocol=pickle.HIGHEST_PROTOCOL))
-    return blobs
+        names.append(write_object(where, pickle.dumps(group, protocol=pickle.HIGHEST_PROTOCOL)))
+    return names
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

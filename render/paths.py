@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -35,14 +36,17 @@ class RoutePattern:
         """True when the pattern ends in a file name (``/feed.xml``)."""
         return is_file_url(self.raw)
 
-    def fill(self, values: dict[str, object], *, where: str) -> str:
-        """Fill ``{column}`` from ``values`` and return the checked URL path."""
+    def fill(self, values: dict[str, object], *, where: str | Callable[[], str]) -> str:
+        """Fill ``{column}`` from ``values`` and return the checked URL path.
+
+        ``where`` names the route and row in errors (a callable is asked only then).
+        """
 
         def one(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in values:
                 raise PathError(
-                    f"{where}: path {self.raw!r} uses {{{name}}} but the row has no column {name!r}",
+                    f"{_text(where)}: path {self.raw!r} uses {{{name}}} but the row has no column {name!r}",
                     hint=f"add {name!r} to the route's query, or change the path",
                 )
             return check_segment(values[name], where=where, column=name)
@@ -53,7 +57,7 @@ class RoutePattern:
                 size = len(part.encode("utf-8"))
                 if size > _MAX_COMPONENT_BYTES:
                     raise PathError(
-                        f"{where}: path component {part[:32]!r}... of {self.raw!r} is {size} bytes; "
+                        f"{_text(where)}: path component {part[:32]!r}... of {self.raw!r} is {size} bytes; "
                         f"a path component may be at most {_MAX_COMPONENT_BYTES}",
                         hint="shorten the values, or filter long ones out in the route's query",
                     )
@@ -79,15 +83,19 @@ def parse_pattern(raw: str) -> RoutePattern:
     return RoutePattern(raw=raw, placeholders=tuple(_PLACEHOLDER.findall(raw)))
 
 
-def check_segment(value: object, *, where: str, column: str) -> str:
+def _text(where: str | Callable[[], str]) -> str:
+    return where if isinstance(where, str) else where()
+
+
+def check_segment(value: object, *, where: str | Callable[[], str], column: str) -> str:
     """Return ``value`` as one safe, NFC-normalized path segment, or raise."""
     if value is None:
         raise PathError(
-            f"{where}: column {column!r} is NULL; a path segment cannot be empty", hint=_FIX_ROW
+            f"{_text(where)}: column {column!r} is NULL; a path segment cannot be empty", hint=_FIX_ROW
         )
     if isinstance(value, bytes):
         raise PathError(
-            f"{where}: column {column!r} is a blob; a path segment must be text", hint=_FIX_ROW
+            f"{_text(where)}: column {column!r} is a blob; a path segment must be text", hint=_FIX_ROW
         )
     text = value if isinstance(value, str) else str(value)
     if _PLAIN.match(text) and ".." not in text:
@@ -99,13 +107,13 @@ def check_segment(value: object, *, where: str, column: str) -> str:
             problem += " after Unicode normalization"
     if problem is not None:
         raise PathError(
-            f"{where}: column {column!r} value {text!r} {problem}",
+            f"{_text(where)}: column {column!r} value {text!r} {problem}",
             hint=_FIX_ROW,
         )
     text = unicodedata.normalize("NFC", text)
     if len(text.encode("utf-8")) > _MAX_COMPONENT_BYTES:
         raise PathError(
-            f"{where}: column {column!r} value is {len(text.encode('utf-8'))} bytes; "
+            f"{_text(where)}: column {column!r} value is {len(text.encode('utf-8'))} bytes; "
             f"a path component may be at most {_MAX_COMPONENT_BYTES}",
             hint=_FIX_ROW,
         )
