@@ -317,7 +317,7 @@ def _line(source: str, lineno: int | None) -> str | None:
 
 def _row_text(row: Mapping[str, Any]) -> str:
     # str values as they are (no repr copy), anything else by repr so 1 and "1" differ
-    return "\x1f".join(f"{k}\x1e{v}" if type(v) is str else f"{k}\x1d{v!r}" for k, v in row.items())
+    return "\x1f".join([f"{k}\x1e{v}" if type(v) is str else f"{k}\x1d{v!r}" for k, v in row.items()])
 
 
 def fingerprint(spec: PageSpec, *, route_key: str) -> str:

@@ -30,6 +30,7 @@ class RoutePattern:
 
     raw: str
     placeholders: tuple[str, ...]
+    pieces: tuple[str, ...] = ()  # literal, name, literal, ... (``_PLACEHOLDER.split``)
 
     @property
     def is_file(self) -> bool:
@@ -42,16 +43,16 @@ class RoutePattern:
         ``where`` names the route and row in errors (a callable is asked only then).
         """
 
-        def one(match: re.Match[str]) -> str:
-            name = match.group(1)
+        parts = list(self.pieces or _PLACEHOLDER.split(self.raw))
+        for i in range(1, len(parts), 2):
+            name = parts[i]
             if name not in values:
                 raise PathError(
                     f"{_text(where)}: path {self.raw!r} uses {{{name}}} but the row has no column {name!r}",
                     hint=f"add {name!r} to the route's query, or change the path",
                 )
-            return check_segment(values[name], where=where, column=name)
-
-        url = _PLACEHOLDER.sub(one, self.raw)
+            parts[i] = check_segment(values[name], where=where, column=name)
+        url = "".join(parts)
         if len(url.encode("utf-8")) > _MAX_COMPONENT_BYTES:  # values and literal text together
             for part in url.split("/"):
                 size = len(part.encode("utf-8"))
@@ -80,7 +81,11 @@ def parse_pattern(raw: str) -> RoutePattern:
             raise ValueError(f"has a component over {_MAX_COMPONENT_BYTES} bytes: {part[:32]!r}...")
     if "//" in raw:
         raise ValueError(f"contains an empty segment: {raw!r}")
-    return RoutePattern(raw=raw, placeholders=tuple(_PLACEHOLDER.findall(raw)))
+    return RoutePattern(
+        raw=raw,
+        placeholders=tuple(_PLACEHOLDER.findall(raw)),
+        pieces=tuple(_PLACEHOLDER.split(raw)),
+    )
 
 
 def _text(where: str | Callable[[], str]) -> str:

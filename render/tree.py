@@ -49,7 +49,9 @@ _TYPES = {
 
 def content_type(path: str) -> str:
     """The Content-Type a file is served with, from its extension."""
-    ext = os.path.splitext(path)[1].lower()
+    start, dot = path.rfind("/") + 1, path.rfind(".")
+    # as os.path.splitext: the leading dots of a name start no extension (".profile")
+    ext = path[dot:].lower() if dot > start and path[start:dot].strip(".") else ""
     if ext in _TYPES:
         return _TYPES[ext]
     guessed, _ = mimetypes.guess_type(path)
