@@ -230,18 +230,24 @@ class _Reader:
     worker's pages; a new tab costs a renderer process, about a third of a
     second. After each page the tabs go back to about:blank, and before the
     next the site's cookies and storage are cleared, so that every page is
-    read as on a first visit, as a crawler reads it.
+    read as on a first visit, as a crawler reads it. The tabs open at the first
+    read, which comes once Lighthouse has recorded the first page: not while
+    the worker starts.
     """
 
     def __init__(self, browser: Any, *, origin: str, timeout_ms: int, settle_ms: int) -> None:
+        self._browser = browser
         self._origin = origin
         self._timeout_ms = timeout_ms
         self._settle = settle_ms / 1000
-        self._contexts = [browser.new_context(java_script_enabled=js) for js in (True, False)]
-        self._on, self._off = (context.new_page() for context in self._contexts)
-        self._cdp = self._contexts[0].new_cdp_session(self._on)
+        self._contexts: list[Any] = []
         self._inflight: set[Any] = set()
         self._activity = time.monotonic()
+
+    def _open(self) -> None:
+        self._contexts = [self._browser.new_context(java_script_enabled=js) for js in (True, False)]
+        self._on, self._off = (context.new_page() for context in self._contexts)
+        self._cdp = self._contexts[0].new_cdp_session(self._on)
         self._on.on("request", self._started)
         self._on.on("requestfinished", self._ended)
         self._on.on("requestfailed", self._ended)
@@ -255,6 +261,8 @@ class _Reader:
         self._activity = time.monotonic()
 
     def read(self, url: str) -> dict[str, str]:
+        if not self._contexts:
+            self._open()
         try:
             return self._read(url)
         finally:  # nothing of the page may run on while Lighthouse records the next one
