@@ -355,7 +355,7 @@ def build(
     ``keep`` names objects that later stages will reuse (last run's
     Lighthouse reports); everything else not in the new tree is removed.
     """
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     steps: dict[str, float] = {}
     mark = started
 
@@ -469,6 +469,7 @@ def build(
         )
         peak_rss = pool.peak_rss_kb
         step("render")
+    workers_cpu = pool.cpu_seconds
     for result in results:
         if isinstance(result, PageFailed):
             raise result.error()
@@ -545,6 +546,10 @@ def build(
         seconds=time.perf_counter() - started,
         peak_worker_rss_kb=peak_rss,
         steps={name: round(seconds, 4) for name, seconds in steps.items()},
+        cpu_seconds={
+            "parent": round(time.process_time() - cpu_started, 3),
+            "workers": round(workers_cpu, 3),
+        },
     )
 
 

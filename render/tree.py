@@ -170,6 +170,7 @@ class Build:
     seconds: float
     peak_worker_rss_kb: int = 0  # the largest render process's peak memory
     steps: Mapping[str, float] = field(default_factory=dict)  # seconds of each build step
+    cpu_seconds: Mapping[str, float] = field(default_factory=dict)  # "parent", "workers"
 
     def blob_path(self, path: str) -> Path:
         return self.objects / self.files[path].hash

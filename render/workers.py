@@ -176,6 +176,7 @@ class Pool:
         self._slots = self._ctx.RawArray("q", 8)
         self._workers: list[_Worker] = []
         self.peak_rss_kb = 0  # the largest render process's peak resident memory
+        self.cpu_seconds = 0.0  # CPU time the render processes used, summed when they stop
         # Start the first process in the background: the parent plans meanwhile.
         self._starting: threading.Thread | None = threading.Thread(
             target=self._grow, args=(1,), name="render-pool-start", daemon=True
@@ -220,6 +221,7 @@ class Pool:
             self._starting = None
         for worker in self._workers:
             if worker.process.is_alive():
+                self.cpu_seconds += _cpu_of(worker.process.pid) or 0.0
                 with contextlib.suppress(OSError):
                     worker.conn.send(None)
         for worker in self._workers:
