@@ -50,7 +50,11 @@ class _Recording:
 
 
 def _phases(outcome: RunOutcome | None) -> dict[str, float]:
-    """Mean seconds of each phase: browser startup, one Lighthouse run, one no-JS read."""
+    """Mean seconds of each phase: browser startup, one Lighthouse run, one no-JS read.
+
+    ``traced`` is how far into the first run Lighthouse had recorded the page
+    load; the no-JS read runs from then on, beside the rest of that run.
+    """
     if outcome is None:
         return {}
     sums: dict[str, list[float]] = {}

@@ -327,6 +327,7 @@ def _job(
             )  # fmt: skip
             if job["parity"] and parity is None:  # in tabs of its own while Lighthouse scores
                 driver.traced()
+                timings["traced"] = time.monotonic() - started
                 parity = read()
             run = driver.result()
         else:

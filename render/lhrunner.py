@@ -101,7 +101,8 @@ class JobResult:
     js_off: str | None = None  # visible text without JavaScript
     failure: JobFailure | None = None
     seconds: float = 0.0
-    timings: Mapping[str, float] = field(default_factory=dict)  # lighthouse, parity, startup
+    # seconds: startup, lighthouse (all runs), traced (into the first run), parity
+    timings: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
