@@ -21,11 +21,11 @@ import time
 import types
 import unicodedata
 import zlib
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from jinja2 import TemplateSyntaxError, meta
 
@@ -39,7 +39,7 @@ from render.sandbox import MMAP_BYTES, QueryRunner, Read, make_environment
 from render.snapshot import Snapshot
 from render.tree import INCOMPLETE, Build, FileEntry, PageRecord, content_type, sha256, write_object
 
-FORMAT = f"render-build-9/{__version__}"
+FORMAT = f"render-build-10/{__version__}"
 RECORD = "build.pickle"  # written and read only by render, in the state folder
 GROUPS = "record"  # beside it: the page records in BUCKETS pickled groups, named by their hash
 BUCKETS = 64  # an unchanged group is neither pickled nor written again
@@ -160,6 +160,13 @@ def _row_name(route: Route, number: int, row: Mapping[str, Any]) -> str:
     return f"routes[{route.index}] ({route.path}) row {number}" + (f" ({ident})" if ident else "")
 
 
+class Known(NamedTuple):
+    """A per-row page whose row fingerprint is a reusable page of the last build."""
+
+    path: str
+    route: int
+
+
 def plan(
     site: SiteConfig,
     runner: QueryRunner,
@@ -167,15 +174,21 @@ def plan(
     *,
     skip: Collection[int] = (),
     taken: Mapping[str, str] | None = None,
-) -> list[PageSpec]:
+    route_keys: Mapping[int, str] | None = None,
+    known: Callable[[str], str | None] | None = None,
+) -> list[PageSpec | Known]:
     """Every page of the site's routes but ``skip``, in route order, with checked unique paths.
 
     ``taken`` maps the paths of the skipped routes' pages to who writes them.
+    With ``route_keys`` and ``known`` (a row fingerprint -> the path of the
+    last build's page with that fingerprint, if it can be reused), a row that
+    did not change becomes ``Known`` at the cost of hashing it: its path is
+    the one it had, since the path is made from the route and the row alone.
     """
-    specs: list[PageSpec] = []
+    specs: list[PageSpec | Known] = []
     owners: dict[str, str | Callable[[], str]] = dict(taken or {})
 
-    def add(spec: PageSpec, who: str | Callable[[], str]) -> None:
+    def add(spec: PageSpec | Known, who: str | Callable[[], str]) -> None:
         other = owners.get(spec.path)
         if other is not None:
             name, other_name = (w if isinstance(w, str) else w() for w in (who, other))
@@ -191,16 +204,26 @@ def plan(
             continue
         pattern = parse_pattern(route.path)
         where = f"routes[{route.index}] ({route.path})"
-        rows: list[dict[str, Any]] = []
+        names: list[str] = []
+        values: list[tuple[Any, ...]] = []
         if route.query:
-            rows = runner.run(route.query, what=where)
-            if route.lastmod and rows and route.lastmod not in rows[0]:
+            names, values = runner.fetch(route.query, what=where)
+            if route.lastmod and values and route.lastmod not in names:
                 raise PathError(
                     f"{where}: lastmod column {route.lastmod!r} is not in the query's columns",
-                    hint=f"columns: {', '.join(rows[0])}",
+                    hint=f"columns: {', '.join(names)}",
                 )
         if pattern.placeholders:
-            for number, row in enumerate(rows, 1):
+            key = route_keys.get(route.index) if route_keys is not None else None
+            head = _row_head(key, names) if key is not None else b""
+            for number, tup in enumerate(values, 1):
+                if key is not None and known is not None:
+                    path = known(_row_fingerprint(head, tup))
+                    if path is not None:
+                        row_of = functools.partial(_row_dict, names, tup)
+                        add(Known(path, route.index), _Who(route, number, row_of))
+                        continue
+                row = dict(zip(names, tup, strict=True))
                 who = functools.partial(_row_name, route, number, row)  # named only in errors
                 url = normalize_url(pattern.fill(row, where=who))
                 lastmod = row.get(route.lastmod) if route.lastmod else None
@@ -212,6 +235,7 @@ def plan(
                     who,
                 )  # fmt: skip
             continue
+        rows = [dict(zip(names, tup, strict=True)) for tup in values]
         url = normalize_url(route.path)
         if not route.query:
             add(
@@ -315,9 +339,38 @@ def _line(source: str, lineno: int | None) -> str | None:
     return lines[lineno - 1] if lineno and 0 < lineno <= len(lines) else None
 
 
-def _row_text(row: Mapping[str, Any]) -> str:
+def _row_text(items: Iterable[tuple[str, Any]]) -> str:
     # str values as they are (no repr copy), anything else by repr so 1 and "1" differ
-    return "\x1f".join([f"{k}\x1e{v}" if type(v) is str else f"{k}\x1d{v!r}" for k, v in row.items()])
+    return "\x1f".join([f"{k}\x1e{v}" if type(v) is str else f"{k}\x1d{v!r}" for k, v in items])
+
+
+def _row_head(route_key: str, names: Sequence[str]) -> bytes:
+    return f"{route_key}\x00row\x1c{tuple(names)!r}\x00".encode("utf-8", "surrogatepass")
+
+
+def _row_fingerprint(head: bytes, values: tuple[Any, ...]) -> str:
+    """A per-row page's fingerprint: its route and its row make its URL, path and lastmod.
+
+    The row's values are pickled (SQLite gives str, int, float, bytes or None:
+    types kept apart, same values same bytes), which is cheaper than text.
+    """
+    return sha256(head + pickle.dumps(values, protocol=5))
+
+
+def _row_dict(names: list[str], values: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip(names, values, strict=True))
+
+
+class _Who:
+    """Names a row in an error message, made only when one is shown."""
+
+    __slots__ = ("route", "number", "row")
+
+    def __init__(self, route: Route, number: int, row: Callable[[], dict[str, Any]]) -> None:
+        self.route, self.number, self.row = route, number, row
+
+    def __call__(self) -> str:
+        return _row_name(self.route, self.number, self.row())
 
 
 def fingerprint(spec: PageSpec, *, route_key: str) -> str:
@@ -326,14 +379,16 @@ def fingerprint(spec: PageSpec, *, route_key: str) -> str:
     ``route_key`` covers the site's settings, the route's and its template with
     everything that template loads.
     """
+    if spec.row is not None and spec.pagination is None:
+        return _row_fingerprint(_row_head(route_key, list(spec.row)), tuple(spec.row.values()))
     head = repr((route_key, spec.url, spec.path, spec.template,
                  None if spec.pagination is None else tuple(spec.pagination.items()),
                  spec.lastmod))  # fmt: skip
     parts = [head]
     if spec.row is not None:
-        parts.append("row\x1c" + _row_text(spec.row))
+        parts.append("row\x1c" + _row_text(spec.row.items()))
     if spec.rows is not None:
-        parts.append("rows\x1c" + "\x1c".join(_row_text(r) for r in spec.rows))
+        parts.append("rows\x1c" + "\x1c".join(_row_text(r.items()) for r in spec.rows))
     return sha256("\x00".join(parts).encode("utf-8", "surrogatepass"))
 
 
@@ -435,7 +490,15 @@ def build(
                 for index, paths in kept.items()
                 for path in paths
             }
-            specs = plan(site, runner, sources.templates, skip=kept.keys(), taken=taken)
+            by_fingerprint = {
+                old.fingerprint: old.path
+                for old in previous.pages.values()
+                if "row" in old.reads and _current(old, calls, stored)
+            }
+            planned = plan(
+                site, runner, sources.templates, skip=kept.keys(), taken=taken,
+                route_keys=route_keys, known=by_fingerprint.get,
+            )  # fmt: skip
             route_reads = {
                 r.index: previous.routes[r.index][1]
                 if r.index in kept
@@ -445,6 +508,7 @@ def build(
         finally:
             runner.close()
         step("plan")
+        specs = [p for p in planned if isinstance(p, PageSpec)]
         fps = [fingerprint(spec, route_key=route_keys[spec.route]) for spec in specs]
         reusable = {
             i
@@ -454,7 +518,7 @@ def build(
             and _current(old, calls, stored)
         }
         todo = [i for i in range(len(specs)) if i not in reusable]
-        total = len(specs) + len(taken)
+        total = len(planned) + len(taken)
         if progress is not None:
             progress(total - len(todo), total)
         todo_specs = [specs[i] for i in todo]
@@ -477,14 +541,19 @@ def build(
     pages: list[PageRecord] = []  # in route order
     recorded: dict[str, PageRecord] = {}  # as the record keeps them: not rendered
     rendered = dict(zip(todo, results, strict=True))
-    planned: dict[int, list[int]] = {}
-    for i, spec in enumerate(specs):
-        planned.setdefault(spec.route, []).append(i)
+    by_route: dict[int, list[Known | int]] = {}  # per route: known pages, or specs by index
+    numbers = iter(range(len(specs)))
+    for item in planned:
+        by_route.setdefault(item.route, []).append(item if isinstance(item, Known) else next(numbers))
     for index in [r.index for r in site.routes] + [-1]:
         for path in kept.get(index, ()):
             pages.append(previous.pages[path])
             recorded[path] = previous.pages[path]
-        for i in planned.get(index, ()):
+        for i in by_route.get(index, ()):
+            if isinstance(i, Known):
+                pages.append(previous.pages[i.path])
+                recorded[i.path] = previous.pages[i.path]
+                continue
             spec = specs[i]
             old = previous.pages.get(spec.path)
             if i in reusable:

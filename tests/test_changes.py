@@ -19,6 +19,7 @@ from sitekit import Host, SiteSpec, html, make_host
 from render import snapshot
 from render.changes import Changes
 from render.config import load_host, load_site, site_dirs
+from render.errors import PathError
 from render.sandbox import QueryRunner, Read
 
 SCHEMA = [
@@ -204,3 +205,21 @@ def test_functions_that_vary_between_runs_always_count_as_changed(
     with snapshots(tmp_path) as (changes, runner):
         assert changes.unchanged(reads(runner, QUERIES["titles"]))
         assert not changes.unchanged(reads(runner, sql))
+
+
+def test_a_row_changed_onto_an_unchanged_rows_path_is_an_error_naming_both(
+    tmp_path: Path,
+) -> None:
+    host = make_host(tmp_path, sites={"t/items": site_spec()})
+    host.build("t/items")
+    live = host.build("t/items").files
+    edit(host, "update items set slug = 'item-3' where id = 2")
+    with pytest.raises(PathError) as caught:
+        host.build("t/items")
+    message = str(caught.value)
+    assert "row 2 (id=2)" in message and "row 3 (id=3)" in message
+    assert "items/item-3/index.html" in message
+    # the failed build left the last good tree and record in place
+    edit(host, "update items set slug = 'item-2' where id = 2")
+    again = host.build("t/items")
+    assert again.rendered == 0 and dict(again.files) == dict(live)
