@@ -9,7 +9,6 @@ template, line and source line).
 
 from __future__ import annotations
 
-import itertools
 import json
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -96,9 +95,6 @@ class RenderSetup:
         return Renderer(self).render
 
 
-_BLOCK = 64  # template output chunks joined at a time
-
-
 def params_key(params: Mapping[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str, ensure_ascii=False)
 
@@ -181,24 +177,18 @@ class Renderer:
         )
 
     def _render_capped(self, chunks: Iterator[str], spec: PageSpec) -> str:
-        """The template's output, stopped once it passes the page size limit.
-
-        Chunks are taken in blocks (joined in C, not one by one in Python); a
-        single huge chunk is bounded by the process's memory limit instead.
-        """
         parts: list[str] = []
         size = 0
         limit = self.setup.page_max_bytes
-        while block := list(itertools.islice(chunks, _BLOCK)):
-            text = "".join(block)
-            size += len(text)
+        for part in chunks:
+            size += len(part)
             if size > limit:
                 raise TemplateError(
                     f"page {spec.url} is over the limit of {limit} characters",
                     template=spec.template,
                     hint="raise [limits] page_max_bytes, or paginate the route",
                 )
-            parts.append(text)
+            parts.append(part)
         return "".join(parts)
 
     def _failure(self, exc: BaseException, spec: PageSpec) -> PageFailed:

@@ -98,10 +98,13 @@ def test_huge_constant_powers_stop_at_the_cpu_limit_naming_the_template(
 def test_one_long_call_the_signal_cannot_interrupt_is_stopped_by_the_parent(
     tmp_path: Path,
 ) -> None:
-    # Sorting a million 100 KB strings that differ only at the end is one C call
-    # (SIGXCPU waits for it to return), using little memory: the parent sees the
-    # worker's CPU time pass the limit and kills it.
-    source = "{{ (['a' * 100000 ~ 'b', 'a' * 100000 ~ 'a'] * 500000)|sort(case_sensitive=true)|length }}"
+    # Sorting 100,000 references to two 1 MB strings that differ only at the end is
+    # one C call (SIGXCPU waits for it to return), using little memory: the parent
+    # sees the worker's CPU time pass the limit and kills it. The sort filter's key
+    # function runs in Python first, for one item after another; with a short list
+    # that phase ends long before the signal can come (a million items made it
+    # last about a second, and the signal sometimes landed in it).
+    source = "{{ (['a' * 1000000 ~ 'b', 'a' * 1000000 ~ 'a'] * 50000)|sort(case_sensitive=true)|length }}"
     code, stderr = _build(_host(tmp_path, source), tmp_path)
     assert stderr == _error(
         "rendering / (template index.html) ran past its limit of 1 CPU seconds and was stopped",
