@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 from jinja2 import TemplateSyntaxError, meta
 
-from render import __version__, islands, workers
+from render import __version__, gcpause, islands, workers
 from render.changes import Changes
 from render.config import HostConfig, Route, SiteConfig
 from render.errors import BuildError, PathError, TemplateError
@@ -220,8 +220,7 @@ def plan(
                 if key is not None and known is not None:
                     path = known(_row_fingerprint(head, tup))
                     if path is not None:
-                        row_of = functools.partial(_row_dict, names, tup)
-                        add(Known(path, route.index), _Who(route, number, row_of))
+                        add(Known(path, route.index), _Who(route, number, names, tup))
                         continue
                 row = dict(zip(names, tup, strict=True))
                 who = functools.partial(_row_name, route, number, row)  # named only in errors
@@ -364,13 +363,15 @@ def _row_dict(names: list[str], values: tuple[Any, ...]) -> dict[str, Any]:
 class _Who:
     """Names a row in an error message, made only when one is shown."""
 
-    __slots__ = ("route", "number", "row")
+    __slots__ = ("route", "number", "names", "values")
 
-    def __init__(self, route: Route, number: int, row: Callable[[], dict[str, Any]]) -> None:
-        self.route, self.number, self.row = route, number, row
+    def __init__(
+        self, route: Route, number: int, names: list[str], values: tuple[Any, ...]
+    ) -> None:
+        self.route, self.number, self.names, self.values = route, number, names, values
 
     def __call__(self) -> str:
-        return _row_name(self.route, self.number, self.row())
+        return _row_name(self.route, self.number, _row_dict(self.names, self.values))
 
 
 def fingerprint(spec: PageSpec, *, route_key: str) -> str:
@@ -410,6 +411,23 @@ def build(
     ``keep`` names objects that later stages will reuse (last run's
     Lighthouse reports); everything else not in the new tree is removed.
     """
+    with gcpause.paused():
+        return _build(
+            site, snapshot, host=host, sources=sources, previous=previous, keep=keep,
+            progress=progress,
+        )  # fmt: skip
+
+
+def _build(
+    site: SiteConfig,
+    snapshot: Snapshot,
+    *,
+    host: HostConfig,
+    sources: SourceState | None,
+    previous: Previous | None,
+    keep: frozenset[str],
+    progress: Callable[[int, int], None] | None,
+) -> Build:
     started, cpu_started = time.perf_counter(), time.process_time()
     steps: dict[str, float] = {}
     mark = started

@@ -18,7 +18,19 @@ from enum import Enum
 from pathlib import Path
 from typing import TypeVar
 
-from render import builder, checks, lighthouse, locks, mirror, publish, purge, seo, snapshot
+from render import (
+    builder,
+    checks,
+    gcpause,
+    lighthouse,
+    locks,
+    mirror,
+    publish,
+    purge,
+    seo,
+    snapshot,
+    workers,
+)
 from render.config import HostConfig, SiteConfig, SiteId
 from render.errors import MirrorError, RenderError
 from render.ledger import Ledger, open_ledger
@@ -120,39 +132,44 @@ def _run(
     timings: dict[str, float] = {}
     run_id = ledger.start_run(owner, name, reason=reason)
     try:
-        # the last build's record loads while the database is copied
-        loading = _aside(builder.load_previous, builder.build_dir(host, site))
-        with snapshot.take(site, into=host.state_dir / "snapshots" / owner / name) as snap:
-            timings["snapshot"] = snap.seconds
-            mark = time.perf_counter()
-            previous = loading.result()
-            sources = builder.scan_sources(site, previous)
-            input_hash = sources.input_hash(snap)
-            if (
-                not options.force
-                and options.out is None
-                and ledger.last_input_hash(owner, name) == input_hash
-            ):
-                report = RunReport(site=site.id, reason=reason, outcome=Outcome.skipped,
-                                   seconds=time.perf_counter() - started, timings=timings)  # fmt: skip
-                ledger.finish_run(run_id, outcome=report.outcome.value, timings=timings)
-                return report
-            on_pages = (
-                None if progress is None else (lambda done, total: progress("build", done, total))
-            )
-            last_audits = ledger.last_lighthouse(owner, name)
-            reports = frozenset(a["report"] for a in last_audits if a.get("report"))
-            build = builder.build(
-                site, snap, host=host, sources=sources, previous=previous, keep=reports,
-                progress=on_pages,
-            )  # fmt: skip
-            timings["build"] = time.perf_counter() - mark
+        # Build and SEO hold the last build's records: no cyclic GC passes over them
+        # (render.gcpause); publishing, with its many HTTP objects, runs with it on.
+        with gcpause.paused():
+            # the fork server of the render processes starts, and the last build's
+            # record loads, while the database is copied
+            workers.warm_up()
+            loading = _aside(builder.load_previous, builder.build_dir(host, site))
+            with snapshot.take(site, into=host.state_dir / "snapshots" / owner / name) as snap:
+                timings["snapshot"] = snap.seconds
+                mark = time.perf_counter()
+                previous = loading.result()
+                sources = builder.scan_sources(site, previous)
+                input_hash = sources.input_hash(snap)
+                if (
+                    not options.force
+                    and options.out is None
+                    and ledger.last_input_hash(owner, name) == input_hash
+                ):
+                    report = RunReport(site=site.id, reason=reason, outcome=Outcome.skipped,
+                                       seconds=time.perf_counter() - started, timings=timings)  # fmt: skip
+                    ledger.finish_run(run_id, outcome=report.outcome.value, timings=timings)
+                    return report
+                on_pages = (
+                    None if progress is None else (lambda done, total: progress("build", done, total))
+                )
+                last_audits = ledger.last_lighthouse(owner, name)
+                reports = frozenset(a["report"] for a in last_audits if a.get("report"))
+                build = builder.build(
+                    site, snap, host=host, sources=sources, previous=previous, keep=reports,
+                    progress=on_pages,
+                )  # fmt: skip
+                timings["build"] = time.perf_counter() - mark
 
-        mark = time.perf_counter()
-        build = seo.generate(build)
-        seo_report = seo.lint(build)
-        build = build.with_files({seo.REPORT_PATH: seo.report_json(seo_report)})
-        timings["seo"] = time.perf_counter() - mark
+            mark = time.perf_counter()
+            build = seo.generate(build)
+            seo_report = seo.lint(build)
+            build = build.with_files({seo.REPORT_PATH: seo.report_json(seo_report)})
+            timings["seo"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
         config = site.lighthouse

@@ -55,28 +55,46 @@ def table_hashes(path: Path) -> dict[str, str]:
         return {}
     finally:
         db.close()
+    # Runs of consecutive pages go to the hash in one update each: a copy made
+    # by backup() keeps most of a table's pages together, and each update lets
+    # other threads run (the build record loads meanwhile), so fewer is faster.
+    runs: dict[str, list[list[int]]] = {}
+    for name, pageno in rows:
+        spans = runs.setdefault(name, [])
+        if spans and spans[-1][1] == pageno and pageno != 2:
+            spans[-1][1] = pageno + 1
+        else:
+            spans.append([pageno, pageno + 1])
     hashes: dict[str, str] = {}
     with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        current: str | None = None
-        digest = hashlib.sha256()
-        for name, pageno in rows:
-            if name != current:
-                if current is not None:
-                    hashes[current] = digest.hexdigest()
-                current, digest = name, hashlib.sha256()
-            start = (pageno - 1) * page_size
-            page = bytearray(data[start : start + page_size])
-            if pageno == 1:  # the header's change counters are not content
-                for begin, end in _VOLATILE_HEADER:
-                    page[begin:end] = bytes(end - begin)
-            digest.update(page)
-        if current is not None:
-            hashes[current] = digest.hexdigest()
+        view = memoryview(data)
+        try:
+            for name, spans in runs.items():
+                digest = hashlib.sha256()
+                for first, stop in spans:
+                    if first == 1:  # the header's change counters are not content
+                        page = bytearray(view[:page_size])
+                        for begin, end in _VOLATILE_HEADER:
+                            page[begin:end] = bytes(end - begin)
+                        digest.update(page)
+                        continue
+                    digest.update(view[(first - 1) * page_size : (stop - 1) * page_size])
+                hashes[name] = digest.hexdigest()
+        finally:
+            view.release()
     return hashes
 
 
-def content_hash(path: Path) -> str:
-    """sha256 of the database file, ignoring header counters SQLite bumps on its own."""
+def content_hash(path: Path, tables: Mapping[str, str] | None = None) -> str:
+    """sha256 of the database's content, ignoring header counters SQLite bumps on its own.
+
+    With ``tables`` (``table_hashes`` of the file: every table's and index's
+    pages, the schema's first page included) it is a hash of those, and the
+    file is not read again; free pages, which hold no content, do not count.
+    Without, or when SQLite lacks ``dbstat``, it is a hash of the whole file.
+    """
+    if tables:
+        return hashlib.sha256(repr(sorted(tables.items())).encode()).hexdigest()
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         header = bytearray(fh.read(100))
@@ -152,12 +170,13 @@ def take(
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    tables = table_hashes(final)
     snap = Snapshot(
         site=site.id,
         path=final,
-        content_hash=content_hash(final),
+        content_hash=content_hash(final, tables),
         seconds=time.perf_counter() - started,
         size=final.stat().st_size,
-        table_hashes=table_hashes(final),
+        table_hashes=tables,
     )
     yield snap

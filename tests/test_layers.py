@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
         # cron (schedule strings, which config validates), locks (per-site file
         # locks), buildlog (log lines), routing (the front proxy's decision),
         # demo (``render init``: writes a new host folder)
-        ["paths", "cron", "locks", "buildlog", "routing", "demo"],
+        ["paths", "cron", "locks", "buildlog", "routing", "demo", "gcpause"],
     ]),
     ("1 config", [["config"]]),
     ("2 snapshot and the tree it becomes", [["snapshot"], ["tree"], ["serving"]]),

@@ -134,7 +134,9 @@ def test_snapshot_while_another_process_writes_is_consistent_and_finishes(
         for _ in range(6):
             with snapshot.take(site, into=into) as snap:
                 states.append(_state(snap.path))
-                assert snap.content_hash == snapshot.content_hash(snap.path)
+                tables = snapshot.table_hashes(snap.path)
+                assert tables == snap.table_hashes
+                assert snap.content_hash == snapshot.content_hash(snap.path, tables)
         return states
 
     with _writer(site.database, mode=mode, tmp_path=tmp_path):
