@@ -94,6 +94,7 @@ class Ledger:
         self._db.execute("pragma busy_timeout=30000")
         self._db.executescript(_SCHEMA)
         self._add_column("lighthouse_scores", "report", "text")
+        self._add_column("lighthouse_scores", "carry", "text")  # JSON; see lighthouse.check
 
     def _add_column(self, table: str, column: str, kind: str) -> None:
         """Bring a ledger made by an older render up to this schema (additive only)."""
@@ -291,14 +292,15 @@ class Ledger:
         with self.transaction() as db:
             db.executemany(
                 "insert into lighthouse_scores (run_id, owner, site, path, measured_version,"
-                " performance, accessibility, best_practices, seo, metrics, report)"
-                " values (?,?,?,?,?,?,?,?,?,?,?)",
+                " performance, accessibility, best_practices, seo, metrics, report, carry)"
+                " values (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         run_id, owner, site, a["path"], a.get("measured_version"),
                         a["scores"].get("performance"), a["scores"].get("accessibility"),
                         a["scores"].get("best-practices"), a["scores"].get("seo"),
                         json.dumps(a.get("metrics", {}), sort_keys=True), a.get("report"),
+                        None if a.get("carry") is None else json.dumps(a["carry"], sort_keys=True),
                     )
                     for a in audits
                 ],
@@ -308,11 +310,12 @@ class Ledger:
         """The latest audit of each page of a site, in ``record_lighthouse``'s shape, by path.
 
         ``lighthouse.check(..., previous=...)`` carries these forward for pages
-        whose content hash still equals ``measured_version``.
+        whose content hash still equals ``measured_version``; ``carry`` (JSON)
+        holds what carrying the no-JavaScript read forward too needs.
         """
         rows = self._db.execute(
             "select path, measured_version, performance, accessibility, best_practices, seo,"
-            " metrics, report from lighthouse_scores where rowid in (select max(rowid)"
+            " metrics, report, carry from lighthouse_scores where rowid in (select max(rowid)"
             " from lighthouse_scores where owner=? and site=? group by path) order by path",
             (owner, site),
         ).fetchall()
@@ -326,6 +329,7 @@ class Ledger:
                 },
                 "metrics": json.loads(r["metrics"] or "{}"),
                 "report": r["report"],
+                "carry": json.loads(r["carry"]) if r["carry"] else None,
             }
             for r in rows
         ]  # fmt: skip

@@ -21,7 +21,7 @@ import enum
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from render.config import LighthouseConfig
@@ -76,6 +76,9 @@ class PageAudit:
     runs: int  # runs the median was taken from (0 when reused)
     report: str | None  # the HTML report's path in the build
     report_hash: str | None
+    # what the next run needs to carry this audit and its no-JS read forward (not in the JSON):
+    inputs: str = ""  # hash of the site's subresources when measured (see ``subresources``)
+    parity: Mapping[str, Any] | None = None  # {"finding": ParityFinding JSON or None}
 
     @property
     def reused(self) -> bool:
@@ -199,6 +202,14 @@ class LighthouseReport:
                 "scores": dict(a.scores),
                 "metrics": dict(a.metrics),
                 "report": a.report_hash,
+                "carry": None
+                if a.parity is None
+                else {
+                    "inputs": a.inputs,
+                    "parity": dict(a.parity),
+                    "network": self.network.value if self.network else None,
+                    "method": self.method.value if self.method else None,
+                },
             }
             for a in sorted(self.audits, key=lambda a: a.path)
         ]
@@ -260,10 +271,23 @@ def check(
     started = time.monotonic()
     sample = sample_pages(build, config.pages_per_route)
     last = {} if full else {p["path"]: p for p in previous or () if p.get("scores")}
-    jobs = []
+    inputs = subresources(build)
+    jobs: list[AuditJob] = []
+    whole: dict[str, Mapping[str, Any]] = {}  # pages carried with their no-JS read: no browser
+    how: tuple[NetworkBlock | None, Method | None] = (None, None)  # how those were measured
     for page in sample:
         carried = last.get(page.path)
-        fresh = carried is None or carried.get("measured_version") != page.hash
+        carry = (carried or {}).get("carry") or {}
+        fresh = (
+            carried is None
+            or carried.get("measured_version") != page.hash
+            or carry.get("inputs", inputs) != inputs
+        )
+        if not fresh and carry.get("inputs") == inputs and "parity" in carry:
+            whole[page.path] = carry["parity"]
+            if how == (None, None) and carry.get("network") and carry.get("method"):
+                how = (NetworkBlock(carry["network"]), Method(carry["method"]))
+            continue
         jobs.append(AuditJob(path=page.path, url=page.url, runs=config.runs if fresh else 0))
     outcome = None
     if jobs:
@@ -276,19 +300,31 @@ def check(
     findings: list[ParityFinding] = []
     errors: list[AuditError] = []
     reports: dict[str, bytes] = {}
-    for page, job in zip(sample, jobs, strict=True):
-        result = outcome.results.get(page.path) if outcome else None
-        if result is None or result.failure is not None:
-            errors.append(_error(page, result))
-            continue
-        if result.js_on is not None and result.js_off is not None:
-            finding = compare(page.path, page.url, js_on=result.js_on, js_off=result.js_off)
-            if finding is not None:
-                findings.append(finding)
-        if job.runs:
-            audit, html, error = _fresh(page, result)
-        else:
+    runs = {job.path: job.runs for job in jobs}
+    for page in sample:
+        parity: Mapping[str, Any] | None
+        if page.path in whole:
+            parity = whole[page.path]
+            if parity.get("finding"):
+                findings.append(ParityFinding(**parity["finding"]))
             audit, html, error = _reused(page, last[page.path], build)
+        else:
+            result = outcome.results.get(page.path) if outcome else None
+            if result is None or result.failure is not None:
+                errors.append(_error(page, result))
+                continue
+            parity = None
+            if result.js_on is not None and result.js_off is not None:
+                finding = compare(page.path, page.url, js_on=result.js_on, js_off=result.js_off)
+                parity = {"finding": None if finding is None else finding.to_json()}
+                if finding is not None:
+                    findings.append(finding)
+            if runs[page.path]:
+                audit, html, error = _fresh(page, result)
+            else:
+                audit, html, error = _reused(page, last[page.path], build)
+        if audit is not None:
+            audit = replace(audit, inputs=inputs, parity=parity)
         if error is not None:
             errors.append(error)
         if audit is not None:
@@ -302,14 +338,31 @@ def check(
         findings=tuple(findings),
         failures=tuple(_budget_failures(audits, config.budgets)),
         errors=tuple(errors),
-        network=outcome.network if outcome else None,
-        method=outcome.method if outcome else None,
+        network=outcome.network if outcome else how[0],
+        method=outcome.method if outcome else how[1],
         form_factor=config.form_factor,
         budgets=dict(config.budgets),
         block=config.block,
         seconds=time.monotonic() - started,
         reports=reports,
     )
+
+
+def subresources(build: Build) -> str:
+    """A hash of every file a page may load besides pages: styles, scripts, images, fonts.
+
+    A page's scores and its no-JS read depend on these as much as on its own
+    bytes (an island's module in ``static/islands/`` can change what appears
+    with JavaScript), so a carried audit must have been measured with the same.
+    Pages, feeds, the sitemap and render's own reports are left out.
+    """
+    kept = sorted(
+        (path, entry.hash)
+        for path, entry in build.files.items()
+        if not entry.type.startswith(("text/html", "application/xml", "text/plain"))
+        and not (path.startswith("_render/") and path.endswith((".json", ".html")))
+    )
+    return sha256(repr(kept).encode())
 
 
 def report_path(page: PageRecord) -> str:

@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import require
@@ -38,9 +39,9 @@ from render.lhrunner import (
     find_tools,
     namespace_available,
 )
-from render.lighthouse import AuditState, check, median_run, sample_pages
+from render.lighthouse import AuditState, LighthouseReport, check, median_run, sample_pages
 from render.serving import Response, serve
-from render.tree import FileEntry
+from render.tree import Build, FileEntry
 
 SCORES = {"performance": 0.99, "accessibility": 1.0, "best-practices": 1.0, "seo": 1.0}
 METRICS = {"lcp": 900.0, "cls": 0.0, "tbt": 0.0, "fcp": 800.0, "speed_index": 850.0}
@@ -52,6 +53,7 @@ class FakeRunner:
 
     scores: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     fail: Mapping[str, FailureKind] = field(default_factory=dict)
+    js_on: Mapping[str, str] = field(default_factory=dict)  # per URL: text seen with JS on
     asked: list[AuditJob] = field(default_factory=list)
 
     def run(
@@ -77,7 +79,10 @@ class FakeRunner:
                 html=f"<!doctype html><title>report {job.url}</title>".encode(),
             )
             results[job.path] = JobResult(
-                path=job.path, runs=(run,) * job.runs, js_on="Main text", js_off="Main text"
+                path=job.path,
+                runs=(run,) * job.runs,
+                js_on=self.js_on.get(job.url, "Main text"),
+                js_off="Main text",
             )
         return RunOutcome(results=results, network=NetworkBlock.browser, method=Method.node)
 
@@ -106,6 +111,21 @@ def test_sample_is_home_then_first_pages_of_each_route(tmp_path: Path) -> None:
     ]
 
 
+def _recorded(tmp_path: Path, report: LighthouseReport) -> list[dict[str, Any]]:
+    """``report`` through the ledger and back, as the next run's ``previous``."""
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        run_id = ledger.start_run("tests", "lighthouse", reason="build")
+        ledger.record_lighthouse(run_id, "tests", "lighthouse", report.ledger_audits())
+        return ledger.last_lighthouse("tests", "lighthouse")
+
+
+def _with_reports(build: Build, report: LighthouseReport) -> Build:
+    """The build as the pipeline leaves it: with the audits' HTML reports added."""
+    return build.with_files(
+        {p: d for p, d in report.files().items() if p.startswith("_render/lighthouse/")}
+    )
+
+
 def test_unchanged_pages_carry_their_scores_forward(tmp_path: Path) -> None:
     config = LighthouseConfig(pages_per_route=1)
     first = make_build(tmp_path, _site(tmp_path))
@@ -130,10 +150,8 @@ def test_unchanged_pages_carry_their_scores_forward(tmp_path: Path) -> None:
     second = make_build(tmp_path, _site(tmp_path, changed=True))
     runner = FakeRunner(scores={"/posts/one/": {**SCORES, "seo": 0.5}})
     again = check(second, config=config, previous=previous, runner=runner)
-    # only the changed page is audited again; every sampled page still gets the no-JS read
-    assert [(j.url, j.runs, j.parity) for j in runner.asked] == [
-        ("/", 0, True), ("/posts/one/", 1, True), ("/tags/a/", 0, True),
-    ]  # fmt: skip
+    # only the changed page is audited (and read without JavaScript) again
+    assert [(j.url, j.runs, j.parity) for j in runner.asked] == [("/posts/one/", 1, True)]
     home = again.audit("index.html")
     assert home is not None and home.reused and home.scores == SCORES
     assert home.measured_version == first.files["index.html"].hash
@@ -164,7 +182,7 @@ def test_a_ledger_from_before_report_hashes_still_opens_and_records(tmp_path: Pa
         ledger.record_lighthouse(1, "tests", "lighthouse", [{**audit, "report": "cd"}])
         ledger.record_lighthouse(2, "tests", "lighthouse", [{**audit, "measured_version": "ef"}])
         assert ledger.last_lighthouse("tests", "lighthouse") == [
-            {**audit, "measured_version": "ef", "report": None}
+            {**audit, "measured_version": "ef", "report": None, "carry": None}
         ]
         assert ledger.last_lighthouse("tests", "other") == []
 
@@ -435,3 +453,33 @@ def test_the_no_js_read_waits_for_late_script_content_and_reads_each_page_as_a_f
     welcome_read = outcome.results["welcome/index.html"]
     assert welcome_read.js_on is not None
     assert "Welcome text that only a script writes for new visitors" in welcome_read.js_on
+
+
+def test_nothing_changed_starts_no_browser_and_gives_the_same_report(tmp_path: Path) -> None:
+    config = LighthouseConfig(pages_per_route=1)
+    first = make_build(tmp_path, _site(tmp_path), files={"site.css": b"main{color:#222}"})
+    runner = FakeRunner(js_on={"/tags/a/": "Main text\nLoaded by a script only"})
+    report = check(first, config=config, runner=runner)
+    assert [f.path for f in report.findings] == ["tags/a/index.html"]
+    first = _with_reports(first, report)
+    idle = FakeRunner()
+    again = check(first, config=config, previous=_recorded(tmp_path, report), runner=idle)
+    assert idle.asked == []  # scores and the no-JS read both carried: no browser at all
+    assert again.to_json() == report.to_json()  # the JS-only finding is carried too
+    assert {a.state for a in again.audits} == {AuditState.reused}
+
+
+def test_a_changed_style_or_script_audits_every_sampled_page_again(tmp_path: Path) -> None:
+    config = LighthouseConfig(pages_per_route=1)
+    first = make_build(tmp_path, _site(tmp_path), files={"site.css": b"main{color:#222}"})
+    report = check(first, config=config, runner=FakeRunner())
+    first = _with_reports(first, report)
+    previous = _recorded(tmp_path, report)
+    # the pages' bytes are the same; a subresource they load is not
+    second = first.with_files({"site.css": b"main{color:#eee;background:#fff}"})
+    runner = FakeRunner()
+    again = check(second, config=config, previous=previous, runner=runner)
+    assert [(j.url, j.runs, j.parity) for j in runner.asked] == [
+        ("/", 1, True), ("/posts/one/", 1, True), ("/tags/a/", 1, True),
+    ]  # fmt: skip
+    assert {a.state for a in again.audits} == {AuditState.fresh}
