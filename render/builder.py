@@ -599,6 +599,8 @@ def _build(
     read_sets.update(route_reads.values())
     for i in todo:
         read_sets.update(dep[3] for dep in rendered[i].deps)
+    columns = changes.record(read_sets)
+    changes.close()  # (on an error before this, the connection closes with the object)
     groups = _save_groups(folder / GROUPS, recorded, previous)
     record = {
         "format": FORMAT,
@@ -606,7 +608,7 @@ def _build(
         "input_hash": input_hash,
         "snapshot": snapshot.content_hash,
         "tables": dict(snapshot.table_hashes),
-        "columns": changes.record(read_sets),
+        "columns": columns,
         "queries": dict(site.queries),
         "routes": {index: (route_keys[index], reads) for index, reads in route_reads.items()},
         "built": now,

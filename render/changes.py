@@ -21,7 +21,6 @@ table, a table without rowid, or a database without ``dbstat``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import sqlite3
 from collections.abc import Iterable, Mapping
@@ -52,7 +51,18 @@ class Changes:
         self._hashes: dict[str, dict[str, str] | None] = {}  # table -> column -> hash, as needed
         self._names: dict[str, frozenset[str]] = {}
         self._views: frozenset[str] | None = None
+        self._db: sqlite3.Connection | None = None  # opened at the first look at the snapshot
         self._schema_same = bool(self._now) and self._same_pages(SCHEMA)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = _open(self._path)
+        return self._db
 
     def _same_pages(self, table: str) -> bool:
         now = self._now.get(table)
@@ -114,7 +124,7 @@ class Changes:
         missing = wanted - known.keys()
         if missing:  # one scan: what the last build needed of this table comes along
             missing |= self._before_columns.get(table, {}).keys() & self.names(table)
-            found = _hash_columns(self._path, table, sorted(missing - {""}))
+            found = _hash_columns(self._connection(), table, sorted(missing - {""}), self.names(table))
             if found is None:
                 self._hashes[table] = None
                 return None
@@ -122,10 +132,10 @@ class Changes:
         return {name: known[name] for name in sorted(wanted)}
 
     def names(self, table: str) -> frozenset[str]:
+        """The columns of ``table`` (none for a name that is not a table)."""
         if table not in self._names:
-            with contextlib.closing(_open(self._path)) as db:
-                quoted = _quote(table)
-                self._names[table] = frozenset(r[1] for r in db.execute(f"pragma table_info({quoted})"))
+            rows = self._connection().execute(f"pragma table_info({_quote(table)})")
+            self._names[table] = frozenset(row[1] for row in rows)
         return self._names[table]
 
     def _covers(self, table: str, names: set[str]) -> bool:
@@ -134,8 +144,7 @@ class Changes:
 
     def views(self) -> frozenset[str]:
         if self._views is None:
-            with contextlib.closing(_open(self._path)) as db:
-                rows = db.execute(f"select name from {SCHEMA} where type = 'view'").fetchall()
+            rows = self._connection().execute(f"select name from {SCHEMA} where type = 'view'")
             self._views = frozenset(name for (name,) in rows)
         return self._views
 
@@ -151,14 +160,17 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _hash_columns(path: Path, table: str, names: list[str]) -> dict[str, str] | None:
-    """One scan of ``table`` in rowid order: a hash of each column in ``names`` and of the rowids."""
-    db = _open(path)
+def _hash_columns(
+    db: sqlite3.Connection, table: str, names: list[str], columns: frozenset[str]
+) -> dict[str, str] | None:
+    """One scan of ``table`` in rowid order: a hash of each column in ``names`` and of the rowids.
+
+    ``columns`` are the table's own; a rowid alias none of them shadows is used.
+    """
+    alias = next((a for a in _ROWID if a not in columns), None)
+    if alias is None or not set(names) <= columns:
+        return None
     try:
-        columns = {row[1] for row in db.execute(f"pragma table_info({_quote(table)})")}
-        alias = next((a for a in _ROWID if a not in columns), None)
-        if alias is None or not set(names) <= columns:
-            return None
         selected = ", ".join([alias, *map(_quote, names)])
         cursor = db.execute(f"select {selected} from {_quote(table)} order by {alias}")
         digests = [hashlib.sha256() for _ in range(len(names) + 1)]
@@ -167,6 +179,4 @@ def _hash_columns(path: Path, table: str, names: list[str]) -> dict[str, str] | 
                 digest.update(repr(values).encode("utf-8", "surrogatepass"))
     except sqlite3.Error:
         return None  # a virtual or WITHOUT ROWID table: it counts as changed
-    finally:
-        db.close()
     return {name: digest.hexdigest() for name, digest in zip(["", *names], digests, strict=True)}

@@ -9,6 +9,7 @@ error naming the route and the row; it never becomes a path outside the build.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Callable
@@ -30,7 +31,11 @@ class RoutePattern:
 
     raw: str
     placeholders: tuple[str, ...]
-    pieces: tuple[str, ...] = ()  # literal, name, literal, ... (``_PLACEHOLDER.split``)
+
+    @functools.cached_property
+    def pieces(self) -> tuple[str, ...]:
+        """Literal text and placeholder names, alternating: ``("/posts/", "slug", "/")``."""
+        return tuple(_PLACEHOLDER.split(self.raw))
 
     @property
     def is_file(self) -> bool:
@@ -43,7 +48,7 @@ class RoutePattern:
         ``where`` names the route and row in errors (a callable is asked only then).
         """
 
-        parts = list(self.pieces or _PLACEHOLDER.split(self.raw))
+        parts = list(self.pieces)
         for i in range(1, len(parts), 2):
             name = parts[i]
             if name not in values:
@@ -81,11 +86,7 @@ def parse_pattern(raw: str) -> RoutePattern:
             raise ValueError(f"has a component over {_MAX_COMPONENT_BYTES} bytes: {part[:32]!r}...")
     if "//" in raw:
         raise ValueError(f"contains an empty segment: {raw!r}")
-    return RoutePattern(
-        raw=raw,
-        placeholders=tuple(_PLACEHOLDER.findall(raw)),
-        pieces=tuple(_PLACEHOLDER.split(raw)),
-    )
+    return RoutePattern(raw=raw, placeholders=tuple(_PLACEHOLDER.findall(raw)))
 
 
 def _text(where: str | Callable[[], str]) -> str:
