@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from faultproxy import Entry, FaultProxy  # noqa: E402
 
+from render.objects import Objects  # noqa: E402
 from render.publish import publish_tree  # noqa: E402
 from render.store import S3Store  # noqa: E402
 from render.tree import FileEntry, content_type, materialize, write_object  # noqa: E402
@@ -62,7 +63,7 @@ def _edited(files: Mapping[str, FileEntry], objects: Path) -> dict[str, FileEntr
     """The tree with one article changed (the first html page below the top level)."""
     pages = sorted(p for p in files if p.endswith(".html") and "/" in p and not p.startswith("_"))
     path = pages[len(pages) // 2] if pages else sorted(files)[0]
-    data = (objects / files[path].hash).read_bytes() + b"\n<!-- edited -->\n"
+    data = Objects(objects).read(files[path].hash) + b"\n<!-- edited -->\n"
     out = dict(files)
     out[path] = FileEntry(hash=write_object(objects, data), size=len(data), type=files[path].type)
     return out
@@ -117,7 +118,7 @@ def run_publish_bench(tree_files: Mapping[str, FileEntry], objects: Path, *, con
 
             def sync(files: Mapping[str, FileEntry]) -> Callable[[], object]:
                 def run() -> None:
-                    materialize(files, objects, work / "aws")
+                    materialize(files, Objects(objects), work / "aws")
                     subprocess.run([aws, "s3", "sync", str(work / "aws"), f"s3://{bucket}/",
                                     "--endpoint-url", proxy.url, "--only-show-errors", "--no-progress"],
                                    check=True, capture_output=True)  # fmt: skip
@@ -156,7 +157,7 @@ def _hugo(proxy: FaultProxy, client: Any, work: Path, first: Mapping[str, FileEn
 
     def deploy(files: Mapping[str, FileEntry]) -> Callable[[], object]:
         def run() -> None:
-            materialize(files, objects, site / "public")
+            materialize(files, Objects(objects), site / "public")
             subprocess.run([hugo, "deploy", "--target", "bench", "--source", str(site), "--maxDeletes", "-1"],
                            check=True, capture_output=True)  # fmt: skip
         return run

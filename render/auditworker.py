@@ -33,6 +33,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any
 
+from render.objects import Objects
 from render.serving import LOOPBACK, serve, tree_resolver
 from render.tree import FileEntry
 
@@ -353,7 +354,7 @@ def main(spec_path: str) -> int:
     out = sys.stdout
     sys.stdout = sys.stderr  # nothing but replies may reach the protocol stream
     with (
-        serve(tree_resolver(files, Path(spec["objects"]))) as server,
+        serve(tree_resolver(files, Objects(Path(spec["objects"])))) as server,
         contextlib.ExitStack() as stack,
     ):
         flags: list[str] = []

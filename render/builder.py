@@ -33,11 +33,12 @@ from render import __version__, gcpause, islands, workers
 from render.changes import Changes
 from render.config import HostConfig, Route, SiteConfig
 from render.errors import BuildError, PathError, TemplateError
+from render.objects import INCOMPLETE, Location, Objects
 from render.paths import normalize_url, output_path, parse_pattern
 from render.renderer import PageDone, PageFailed, PageSpec, RenderSetup
 from render.sandbox import MMAP_BYTES, QueryRunner, Read, make_environment
 from render.snapshot import Snapshot
-from render.tree import INCOMPLETE, Build, FileEntry, PageRecord, content_type, sha256, write_object
+from render.tree import Build, FileEntry, PageRecord, content_type, sha256, write_object
 
 FORMAT = f"render-build-10/{__version__}"
 RECORD = "build.pickle"  # written and read only by render, in the state folder
@@ -440,12 +441,12 @@ def _build(
     folder = build_dir(host, site)
     objects = folder / "objects"
     objects.mkdir(parents=True, exist_ok=True)
+    store = Objects(objects)
     previous = previous if previous is not None else load_previous(folder)
     marker = objects / INCOMPLETE
     if marker.exists():  # a build died while writing: its objects may be partial
-        _prune(
-            objects,
-            {p.hash for p in previous.pages.values()} | {v[2] for v in previous.static.values()},
+        store.prune(
+            {p.hash for p in previous.pages.values()} | {v[2] for v in previous.static.values()}
         )
     marker.touch()
     sources = sources or scan_sources(site, previous)
@@ -498,8 +499,7 @@ def _build(
         )
         changes = Changes(snapshot, tables=previous.tables, columns=previous.columns)
         try:
-            with os.scandir(objects) as entries:
-                stored = {entry.name for entry in entries}
+            stored = store.hashes()
             calls, read_sets = _query_calls(previous, site, runner, changes)
             kept = _kept_routes(site, previous, route_keys, changes, calls, stored)
             step("changes")
@@ -552,9 +552,13 @@ def _build(
         peak_rss = pool.peak_rss_kb
         step("render")
     workers_cpu = pool.cpu_seconds
+    packs: dict[str, list[Location]] = {}
     for result in results:
         if isinstance(result, PageFailed):
             raise result.error()
+        if result.pack is not None:
+            packs.setdefault(result.pack, []).append((result.hash, result.offset, result.size))
+    store.index_packs(packs)
 
     pages: list[PageRecord] = []  # in route order
     recorded: dict[str, PageRecord] = {}  # as the record keeps them: not rendered
@@ -594,7 +598,7 @@ def _build(
             recorded[spec.path] = pages[-1].as_reused()
 
     _check_islands(pages, available)
-    files = _assemble(site, pages, sources, objects)
+    files = _assemble(site, pages, sources, store)
     step("assemble")
     read_sets.update(route_reads.values())
     for i in todo:
@@ -617,9 +621,9 @@ def _build(
         "static": {k: list(v) for k, v in sources.static.items()},
     }
     _write_atomic(folder / RECORD, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
-    _prune(folder / GROUPS, set(groups))
+    Objects(folder / GROUPS).prune(set(groups))
     step("record")
-    _prune(objects, {e.hash for e in files.values()} | set(keep) | {INCOMPLETE})
+    store.prune({e.hash for e in files.values()} | set(keep))
     marker.unlink()
     step("prune")
     return Build(
@@ -734,7 +738,7 @@ def _check_islands(pages: list[PageRecord], available: frozenset[str]) -> None:
 
 
 def _assemble(
-    site: SiteConfig, pages: list[PageRecord], sources: SourceState, objects: Path
+    site: SiteConfig, pages: list[PageRecord], sources: SourceState, objects: Objects
 ) -> dict[str, FileEntry]:
     files: dict[str, FileEntry] = {}
     for page in pages:
@@ -744,18 +748,18 @@ def _assemble(
             raise PathError(f"static/{rel} and a route both write {rel}", hint="rename one of them")
         if rel.startswith("_render/"):
             raise PathError(f"static/{rel}: the _render/ folder is reserved for render's own files")
-        if not (objects / digest).exists():
+        if not objects.has(digest):
             data = (site.static / rel).read_bytes()
             if sha256(data) != digest:  # changed since it was scanned
                 raise BuildError(
                     f"static/{rel} changed during the build", hint="run the build again"
                 )
-            write_object(objects, data, digest)
+            objects.write(data, digest)
         files[rel] = FileEntry(hash=digest, size=size, type=content_type(rel))
     if any(page.islands for page in pages):
         loader = islands.loader_source()
         files[islands.LOADER_PATH] = FileEntry(
-            hash=write_object(objects, loader),
+            hash=objects.write(loader),
             size=len(loader),
             type=content_type(islands.LOADER_PATH),
         )
@@ -794,12 +798,3 @@ def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
-
-
-def _prune(objects: Path, keep: set[str]) -> None:
-    """Remove objects no page or file of this build names (and stale temp files)."""
-    with os.scandir(objects) as entries:
-        for entry in entries:
-            if entry.name not in keep:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)

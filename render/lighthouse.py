@@ -412,8 +412,7 @@ def _reused(
     page: PageRecord, last: Mapping[str, Any], build: Build
 ) -> tuple[PageAudit | None, bytes | None, AuditError | None]:
     digest = last.get("report")
-    stored = build.objects / digest if digest else None
-    html = stored.read_bytes() if stored is not None and stored.is_file() else None
+    html = build.blobs.read(digest) if digest and build.blobs.has(digest) else None
     audit = PageAudit(
         path=page.path,
         url=page.url,

@@ -98,17 +98,15 @@ class LiveSites:
         return Response(status=404, body=self._index(title="Not found"))
 
     def _resolve(self, site: LiveSite, path: str, *, prefix: str) -> Response:
-        response = resolve_in_tree(site.files, site.objects, path, prefix=prefix)
-        if response.file is not None and not response.file.exists():
-            response.file.parent.mkdir(parents=True, exist_ok=True)
-            key = blob_key(site.owner, site.name, response.file.name)
-            if not self.store.download(key, response.file):
-                return Response(
-                    status=502, body=b"blob missing from the store\n", content_type="text/plain"
-                )
+        try:
+            response = resolve_in_tree(site.files, _Blobs(self.store, site), path, prefix=prefix)
+        except _BlobMissing:
+            return Response(
+                status=502, body=b"blob missing from the store\n", content_type="text/plain"
+            )
         headers = dict(response.headers)
         headers["X-Render-Version"] = site.version
-        return Response(status=response.status, body=response.body, file=response.file,
+        return Response(status=response.status, body=response.body,
                         content_type=response.content_type, headers=headers)  # fmt: skip
 
     def _index(self, *, title: str = "Published sites") -> bytes:
@@ -119,3 +117,26 @@ class LiveSites:
         )
         page = f"<!doctype html><title>{title}</title><h1>{title}</h1><ul>{items}</ul>\n"
         return page.encode()
+
+
+class _BlobMissing(Exception):
+    """A tree names a blob the store does not have."""
+
+
+class _Blobs:
+    """A live site's blobs: the local store's files, or downloaded once into the cache."""
+
+    def __init__(self, store: Store, site: LiveSite) -> None:
+        self.store = store
+        self.site = site
+
+    def read(self, digest: str) -> bytes:
+        path = self.site.objects / digest
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.store.download(blob_key(self.site.owner, self.site.name, digest), path):
+            raise _BlobMissing(digest)
+        return path.read_bytes()

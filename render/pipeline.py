@@ -191,7 +191,7 @@ def _run(
         checks.gate(verdict)
 
         if options.out is not None:
-            materialize(build.files, build.objects, options.out)
+            materialize(build.files, build.blobs, options.out)
         if should_stop is not None and should_stop():
             report = RunReport(site=site.id, reason=reason, outcome=Outcome.abandoned,
                                seconds=time.perf_counter() - started, timings=timings, build=build)  # fmt: skip

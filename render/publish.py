@@ -46,6 +46,7 @@ from render.manifest import (
     utc_now_iso,
     version_key,
 )
+from render.objects import Objects
 from render.store import Store
 from render.tree import Build, FileEntry
 
@@ -146,7 +147,7 @@ def publish_tree(
     progress: Progress | None = None,
     now: datetime | None = None,
 ) -> Publication:
-    """``publish`` for a bare tree: ``files`` (path -> entry) with bytes in ``objects/<hash>``."""
+    """``publish`` for a bare tree: ``files`` (path -> entry) with bytes in the folder ``objects``."""
     site = f"{owner}/{name}"
     started = time.monotonic()
     requests_before = store.request_count()
@@ -264,16 +265,21 @@ def _upload(
         return
     total = len(blobs)
     done = 0
+    stored = Objects(objects)
     for digest in blobs:
-        if not (objects / digest).is_file():
+        if not stored.has(digest):
             raise PublishError(
-                f"the build's object {objects / digest} is missing",
+                f"the build's object {digest} is missing from {objects}",
                 hint="rebuild with --force; the build folder is incomplete",
             )
 
     def one(digest: str, entry: FileEntry) -> None:
-        store.put_file(blob_key(owner, name, digest), objects / digest,
-                       content_type=entry.type, cache_control=BLOB_CACHE)  # fmt: skip
+        key = blob_key(owner, name, digest)
+        loose = stored.loose(digest)  # a file of its own: a large one may go up in parts
+        if loose is not None:
+            store.put_file(key, loose, content_type=entry.type, cache_control=BLOB_CACHE)
+        else:
+            store.put(key, stored.read(digest), content_type=entry.type, cache_control=BLOB_CACHE)
 
     pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="render-upload")
     try:

@@ -22,9 +22,9 @@ from jinja2.exceptions import SecurityError
 
 from render import islands, pagefacts
 from render.errors import QueryError, RenderError, TemplateError
+from render.objects import PackWriter, sha256, write_object_direct
 from render.paths import normalize_url, quote_url
 from render.sandbox import QueryRunner, Read, make_environment
-from render.tree import sha256, write_object_direct
 from render.workers import CpuExceeded, arm_cpu_limit, disarm_cpu_limit
 
 Dep = tuple[str, str, str, tuple[Read, ...]]
@@ -50,6 +50,8 @@ class PageDone:
     deps: tuple[Dep, ...]
     islands: tuple[str, ...]
     facts: Mapping[str, Any]
+    pack: str | None = None  # the pack file its bytes went to; None: a loose object
+    offset: int = 0  # where in the pack
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,14 @@ class RenderSetup:
         return Renderer(self).render
 
 
+LOOSE_PAGES = 32
+"""A render process writes its first pages as loose objects, the rest into its pack.
+
+A rebuild that renders a few pages then adds a few files and no pack; a full
+build adds one pack per process instead of one file per page.
+"""
+
+
 def params_key(params: Mapping[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str, ensure_ascii=False)
 
@@ -109,6 +119,8 @@ class Renderer:
         self.memo: dict[tuple[str, str], tuple[list[dict[str, Any]], str, tuple[Read, ...]]] = {}
         self.site = {"owner": setup.owner, "name": setup.name, "base_url": setup.base_url}
         self.deps: list[Dep] = []
+        self.written = 0
+        self.pack: PackWriter | None = None
         # Globals, so that imported macros (which get no context) can use them too.
         self.env.globals.update(site=self.site, query=self.query, url=self.url)
 
@@ -165,7 +177,7 @@ class Renderer:
                 facts = {}
             data = text.encode("utf-8", "surrogateescape")
             digest = sha256(data)
-            write_object_direct(self.setup.objects, data, digest)
+            pack, offset = self._write(data, digest)
         except Exception as exc:  # every failure of tenant code becomes a message
             return self._failure(exc, spec)
         return PageDone(
@@ -174,7 +186,18 @@ class Renderer:
             deps=tuple(dict.fromkeys(self.deps)),
             islands=tuple(dict.fromkeys(state.used)),
             facts=facts,
+            pack=pack,
+            offset=offset,
         )
+
+    def _write(self, data: bytes, digest: str) -> tuple[str | None, int]:
+        self.written += 1
+        if self.written <= LOOSE_PAGES:
+            write_object_direct(self.setup.objects, data, digest)
+            return None, 0
+        if self.pack is None:
+            self.pack = PackWriter(self.setup.objects)
+        return self.pack.name, self.pack.add(data, digest)
 
     def _render_capped(self, chunks: Iterator[str], spec: PageSpec) -> str:
         parts: list[str] = []

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from render.paths import is_file_url
@@ -26,8 +26,7 @@ LOOPBACK = "127.0.0.1"
 @dataclass(frozen=True, kw_only=True)
 class Response:
     status: int = 200
-    body: bytes | None = None
-    file: Path | None = None
+    body: bytes = b""
     content_type: str = "text/html; charset=utf-8"
     headers: Mapping[str, str] = field(default_factory=dict)
 
@@ -36,30 +35,41 @@ Resolver = Callable[[str, str], Response]
 """``(host header, decoded URL path) -> Response``."""
 
 
-def tree_resolver(files: Mapping[str, FileEntry], objects: Path, *, prefix: str = "") -> Resolver:
+class Blobs(Protocol):
+    """Where a tree's bytes are: ``render.objects.Objects``, or the live sites' blob cache."""
+
+    def read(self, digest: str) -> bytes:
+        """The bytes stored under ``digest``; ``OSError`` when they cannot be read."""
+        ...
+
+
+def tree_resolver(files: Mapping[str, FileEntry], blobs: Blobs, *, prefix: str = "") -> Resolver:
     """Resolve pretty URLs through a tree: ``/a/`` -> ``a/index.html``, 404 -> ``404.html``."""
 
     def resolve(_host: str, path: str) -> Response:
-        return resolve_in_tree(files, objects, path, prefix=prefix)
+        return resolve_in_tree(files, blobs, path, prefix=prefix)
 
     return resolve
 
 
 def resolve_in_tree(
-    files: Mapping[str, FileEntry], objects: Path, path: str, *, prefix: str = ""
+    files: Mapping[str, FileEntry], blobs: Blobs, path: str, *, prefix: str = ""
 ) -> Response:
     rel = path.lstrip("/")
-    candidates = [rel + "index.html"] if rel == "" or rel.endswith("/") else [rel]
-    for candidate in candidates:
-        entry = files.get(candidate)
-        if entry is not None:
-            return Response(file=objects / entry.hash, content_type=entry.type)
-    if rel and not rel.endswith("/") and not is_file_url(path) and f"{rel}/index.html" in files:
-        return Response(status=301, body=b"", headers={"Location": f"{prefix}{path}/"})
-    missing = files.get("404.html")
-    if missing is not None:
-        return Response(status=404, file=objects / missing.hash, content_type=missing.type)
-    return Response(status=404, body=b"<!doctype html><title>Not found</title><h1>Not found</h1>\n")
+    status, entry = 200, files.get(rel + "index.html" if rel == "" or rel.endswith("/") else rel)
+    if entry is None:
+        if rel and not rel.endswith("/") and not is_file_url(path) and f"{rel}/index.html" in files:
+            return Response(status=301, headers={"Location": f"{prefix}{path}/"})
+        status, entry = 404, files.get("404.html")
+        if entry is None:
+            return Response(
+                status=404, body=b"<!doctype html><title>Not found</title><h1>Not found</h1>\n"
+            )
+    try:
+        body = blobs.read(entry.hash)
+    except OSError:
+        return Response(status=404, body=b"not found\n", content_type="text/plain")
+    return Response(status=status, body=body, content_type=entry.type)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -81,12 +91,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.errors += 1
             response = Response(status=500, body=b"internal error\n", content_type="text/plain")
         body = response.body
-        if body is None:
-            try:
-                body = response.file.read_bytes() if response.file else b""
-            except OSError:
-                response = Response(status=404, body=b"not found\n", content_type="text/plain")
-                body = response.body or b""
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(body)))

@@ -10,17 +10,22 @@ folder when a person asks for one (``render build --out``).
 
 from __future__ import annotations
 
-import hashlib
 import mimetypes
 import os
 import shutil
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from render.config import SiteConfig
+
+# INCOMPLETE and sha256 are re-exported: the build and its readers use them from here
+from render.objects import INCOMPLETE as INCOMPLETE
+from render.objects import Objects
+from render.objects import sha256 as sha256
 from render.snapshot import Snapshot
 
 _TYPES = {
@@ -58,43 +63,9 @@ def content_type(path: str) -> str:
     return guessed or "application/octet-stream"
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def write_object(objects: Path, data: bytes, digest: str | None = None) -> str:
-    """Store ``data`` under its hash (once; atomically) and return the hash."""
-    digest = digest or sha256(data)
-    target = objects / digest
-    if not target.exists():
-        tmp = objects / f".{digest}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    return digest
-
-
-def write_object_direct(objects: Path, data: bytes, digest: str) -> None:
-    """Write ``data`` straight under its final name (no temp file, no rename).
-
-    Several times cheaper than ``write_object`` on this disk, but a crash can
-    leave a partial object: only the build uses it, inside a window marked by
-    ``INCOMPLETE`` so that the next build discards what it may have left.
-    """
-    try:
-        fd = os.open(objects / digest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        return
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-
-
-INCOMPLETE = ".incomplete"
-"""Marker in an objects folder while a build may be writing partial objects."""
+    """Store ``data`` under its hash in the folder ``objects`` (once; atomically); its hash."""
+    return Objects(objects).write(data, digest)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,11 +143,13 @@ class Build:
     steps: Mapping[str, float] = field(default_factory=dict)  # seconds of each build step
     cpu_seconds: Mapping[str, float] = field(default_factory=dict)  # "parent", "workers"
 
-    def blob_path(self, path: str) -> Path:
-        return self.objects / self.files[path].hash
+    @cached_property
+    def blobs(self) -> Objects:
+        """The objects folder as a reader and writer (its pack index loads once)."""
+        return Objects(self.objects)
 
     def read(self, path: str) -> bytes:
-        return self.blob_path(path).read_bytes()
+        return self.blobs.read(self.files[path].hash)
 
     def page(self, path: str) -> PageRecord | None:
         for page in self.pages:
@@ -188,12 +161,12 @@ class Build:
         """A copy of this build with ``added`` files written and entered (replacing same paths)."""
         files = dict(self.files)
         for path, data in added.items():
-            digest = write_object(self.objects, data)
+            digest = self.blobs.write(data)
             files[path] = FileEntry(hash=digest, size=len(data), type=content_type(path))
         return replace(self, files=types.MappingProxyType(dict(sorted(files.items()))))
 
 
-def materialize(files: Mapping[str, FileEntry], objects: Path, dest: Path) -> None:
+def materialize(files: Mapping[str, FileEntry], objects: Objects, dest: Path) -> None:
     """Write the tree as ordinary files in ``dest``, replacing it whole when complete."""
     dest = dest.absolute()
     staging = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
@@ -202,7 +175,11 @@ def materialize(files: Mapping[str, FileEntry], objects: Path, dest: Path) -> No
         for path, entry in files.items():
             target = staging / path
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(objects / entry.hash, target)
+            loose = objects.loose(entry.hash)
+            if loose is not None:
+                shutil.copyfile(loose, target)
+            else:
+                target.write_bytes(objects.read(entry.hash))
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
         if dest.exists():
             os.rename(dest, old)

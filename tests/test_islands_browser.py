@@ -78,7 +78,7 @@ def test_islands_hydrate_when_their_condition_holds_and_none_never(
         },
     )
     build = host.build("acme/blog")
-    with serve(tree_resolver(build.files, build.objects)) as server:
+    with serve(tree_resolver(build.files, build.blobs)) as server:
         context = browser.new_context(viewport={"width": 800, "height": 600})
         page = context.new_page()
         requested: list[str] = []

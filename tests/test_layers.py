@@ -32,7 +32,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
         ["paths", "cron", "locks", "buildlog", "routing", "demo", "gcpause"],
     ]),
     ("1 config", [["config"]]),
-    ("2 snapshot and the tree it becomes", [["snapshot"], ["tree"], ["serving"]]),
+    # objects: the build's content-addressed folder (loose files and packs) the tree reads
+    ("2 snapshot and the tree it becomes", [["snapshot", "objects"], ["tree"], ["serving"]]),
     ("3 build", [
         # pagefacts is per-page SEO work done inside the render worker
         ["sandbox", "workers", "islands", "pagefacts"],

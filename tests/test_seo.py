@@ -66,7 +66,7 @@ def served() -> Iterator[tuple[str, dict[str, Build]]]:
 
     def resolve(_host: str, path: str) -> Response:
         build = holder["build"]
-        return resolve_in_tree(build.files, build.objects, path)
+        return resolve_in_tree(build.files, build.blobs, path)
 
     with serve(resolve) as running:
         yield running.url, holder
