@@ -515,7 +515,7 @@ def _build(
             }
             planned = plan(
                 site, runner, sources.templates, skip=kept.keys(), taken=taken,
-                route_keys=route_keys, known=by_fingerprint.get,
+                route_keys=route_keys, known=by_fingerprint.get if by_fingerprint else None,
             )  # fmt: skip
             route_reads = {
                 r.index: previous.routes[r.index][1]

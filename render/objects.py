@@ -49,6 +49,7 @@ class Objects:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._index: dict[str, Location] | None = None
+        self._read: dict[str, list[tuple[str, int, int]]] = {}  # pack name -> its index
 
     # --- reading -----------------------------------------------------------
 
@@ -65,14 +66,20 @@ class Objects:
         """Every pack with an index: pack file name -> its entries."""
         found: dict[str, list[tuple[str, int, int]]] = {}
         try:
-            names = sorted(os.listdir(self.folder / PACKS))
+            names = set(os.listdir(self.folder / PACKS))
         except FileNotFoundError:
             return found
-        for name in names:
-            if name.endswith(".idx") and f"{name[:-4]}.pack" in names:
+        for name in sorted(names):
+            pack = f"{name[:-4]}.pack"
+            if not name.endswith(".idx") or pack not in names:
+                continue
+            entries = self._read.get(pack)  # an index never changes once written
+            if entries is None:
                 entries = _read_index(self.folder / PACKS / name)
-                if entries is not None:
-                    found[f"{name[:-4]}.pack"] = entries
+                if entries is None:
+                    continue
+                self._read[pack] = entries
+            found[pack] = entries
         return found
 
     def has(self, digest: str) -> bool:

@@ -42,6 +42,11 @@ class PageSpec:
     pagination: Mapping[str, Any] | None = None
     lastmod: str | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # positional, so that pickling skips dataclasses' per-object field walk
+        return (PageSpec, (self.path, self.url, self.route, self.template, self.row,
+                           self.rows, self.pagination, self.lastmod))  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class PageDone:
@@ -52,6 +57,10 @@ class PageDone:
     facts: Mapping[str, Any]
     pack: str | None = None  # the pack file its bytes went to; None: a loose object
     offset: int = 0  # where in the pack
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PageDone, (self.hash, self.size, self.deps, self.islands, self.facts,
+                           self.pack, self.offset))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,10 +74,29 @@ class SiteLoader(BaseLoader):
         return sorted(found)
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
 class TenantEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox, with the operators that allocate without bound fenced."""
 
     intercepted_binops = frozenset({"**", "*"})
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``row.title`` on a row (a plain dict): its key, as Jinja's rule gives.
+
+        Jinja tries the attribute first and the key when that fails; a dict
+        has no attributes but its methods, so for any other name the answer
+        is the key, without raising and catching an AttributeError on every
+        column a template reads. Method names (``items``, ``get``...) take
+        the sandbox's own path.
+        """
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**":

@@ -29,6 +29,8 @@ from typing import Any
 from render.errors import BuildError, TemplateError
 
 _BATCH_PAGES = 64
+_CHUNK_MIN, _CHUNK_MAX = 4, 256  # pages handed to a render process at a time
+_SHARES = 3  # a chunk is at most 1/(processes * _SHARES) of the pages left
 _BATCH_SECONDS = 0.25
 _GRACE_SECONDS = 5.0
 # SIGXCPU comes within a second of a page's limit; a worker past the limit by this
@@ -270,16 +272,20 @@ class Pool:
         pool = self._workers
         slots = self._slots
         limits = self.limits
-        chunk = max(8, min(256, len(specs) // (len(pool) * 6) or 1))
         indexed = list(enumerate(specs))
-        chunks = [indexed[i : i + chunk] for i in range(0, len(indexed), chunk)]
-        chunks.reverse()
+        start = 0  # the next spec to hand out
         results: list[Any] = [None] * len(specs)
         failed = False
-        while not failed and (chunks or any(w.busy for w in pool)):
+        while not failed and (start < len(indexed) or any(w.busy for w in pool)):
             for worker in pool:
-                if not worker.busy and chunks:
-                    worker.conn.send(chunks.pop())
+                if not worker.busy and start < len(indexed):
+                    # Chunks shrink as the work runs out (guided scheduling): pages
+                    # differ in cost (a tag page lists hundreds of articles), and a
+                    # large last chunk would leave the other processes idle.
+                    size = (len(indexed) - start) // (len(pool) * _SHARES)
+                    size = max(_CHUNK_MIN, min(_CHUNK_MAX, size))
+                    worker.conn.send(indexed[start : start + size])
+                    start += size
                     worker.busy = True
                     worker.hear(time.monotonic())
             ready = multiprocessing.connection.wait(

@@ -10,7 +10,10 @@ import os
 from pathlib import Path
 
 import pytest
+from jinja2.exceptions import SecurityError, UndefinedError
 from sitekit import Host, SiteSpec, changes, html, listing, make_host
+
+from render.sandbox import make_environment
 
 SECRET = "TOP-SECRET-4111"
 NOT_FOUND_HINT = "Hint: check the route's template and every extends/include\n"
@@ -42,7 +45,7 @@ def _build(host: Host, tmp_path: Path) -> tuple[int, str]:
     assert changes(before, listing(tmp_path, skip=[host.state_dir])) == []
     objects = host.state_dir / "builds" / "acme" / "blog" / "objects"
     if objects.is_dir():  # nothing read from outside ever reaches the output
-        assert not any(SECRET.encode() in p.read_bytes() for p in objects.iterdir() if p.is_file())
+        assert not any(SECRET.encode() in p.read_bytes() for p in objects.rglob("*") if p.is_file())
     return result.exit_code, result.stderr
 
 
@@ -110,6 +113,19 @@ def test_a_template_cannot_load_files_outside_its_templates_folder(
     name = source.split('"')[1].replace("\\\\", "\\")
     assert stderr == _not_found(name, source)
     assert code == 1
+
+
+def test_a_rows_columns_read_as_attributes_follow_jinjas_rule(tmp_path: Path) -> None:
+    """``row.x`` is the column, except where a dict method has the name; a missing one is an error."""
+    env = make_environment(tmp_path)
+    row = {"title": "T", "items": "column", "__class__": "c"}
+    render = lambda source: env.from_string(source).render(row=row)  # noqa: E731
+    assert render("{{ row.title }}|{{ row['items'] }}|{{ row['__class__'] }}") == "T|column|c"
+    assert render("{{ row.items()|list|length }}") == "3"  # the method, as Jinja defines it
+    with pytest.raises(UndefinedError, match="'dict object' has no attribute 'nope'"):
+        render("{{ row.nope }}")
+    with pytest.raises(SecurityError):
+        render("{{ row.__class__.__mro__ }}")
 
 
 def test_a_template_name_from_the_database_cannot_leave_the_folder(tmp_path: Path) -> None:
