@@ -129,9 +129,13 @@ class Objects:
 
         ``packs`` maps a pack file name to its objects as (hash, offset, size).
         """
-        for name, entries in packs.items():
+        for name, listed in packs.items():
+            entries = list(listed)
             _write_index(self.folder / PACKS / f"{name[: -len('.pack')]}.idx", entries)
-        self._index = None
+            self._read[name] = entries
+            if self._index is not None:
+                for digest, offset, size in entries:
+                    self._index.setdefault(digest, (name, offset, size))
 
     # --- keeping the folder small --------------------------------------------
 
