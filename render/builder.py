@@ -6,8 +6,8 @@ and, found while rendering, the result of every named query it called with
 its parameters. Nobody declares dependencies. A rebuild re-runs those queries
 (once per distinct call), and a page whose fingerprint and query results are
 unchanged is reused without rendering. Output bytes go once into the build's
-content-addressed objects folder (``render.tree``); the tree record
-(``build.json``) is replaced only when the build is complete.
+content-addressed objects folder (``render.objects``); the tree record
+(``build.pickle`` and its groups) is replaced only when the build is complete.
 """
 
 from __future__ import annotations

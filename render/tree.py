@@ -1,10 +1,11 @@
 """The built tree of a site: files by path, their bytes in a content-addressed folder.
 
 A build never writes a browsable folder of pages. Each file's bytes go once
-into ``objects/<sha256>`` (the same naming as the store's ``blobs/``), and the
-tree is the mapping ``path -> FileEntry``. A rebuild writes only the bytes that
-are new, later stages add files by adding entries, and publishing uploads
-blobs straight from the objects folder. ``materialize`` writes an ordinary
+into the objects folder under their sha256 (the same naming as the store's
+``blobs/``; ``render.objects`` keeps them loose or in packs), and the tree is
+the mapping ``path -> FileEntry``. A rebuild writes only the bytes that are
+new, later stages add files by adding entries, and publishing uploads blobs
+straight from the objects folder. ``materialize`` writes an ordinary
 folder when a person asks for one (``render build --out``).
 """
 
