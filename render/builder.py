@@ -685,7 +685,12 @@ def _current(
     old: PageRecord, calls: Mapping[tuple[str, str], str | None], stored: set[str]
 ) -> bool:
     """The recorded page's bytes are still there and every query it called returns the same."""
-    return old.hash in stored and all(calls.get((n, p)) == h for n, p, h, _r in old.deps)
+    if old.hash not in stored:
+        return False
+    for name, params, digest, _reads in old.deps:  # a loop: all() over a generator costs more
+        if calls.get((name, params)) != digest:
+            return False
+    return True
 
 
 def _kept_routes(
