@@ -6,12 +6,11 @@ import os
 import sqlite3
 from pathlib import Path
 
-from render import builder, renderer, snapshot
-from render.config import HostConfig, SiteConfig, load_host, load_site, site_dirs
-from render.demo import init_host
+from test_build import build_once, demo
+
+from render import builder, renderer
 from render.objects import PACKS, Objects, PackWriter, sha256
 from render.pipeline import Options, run_site
-from render.tree import Build
 
 
 def blobs(count: int, tag: str) -> dict[str, bytes]:
@@ -110,17 +109,6 @@ def test_many_small_packs_are_merged(tmp_path: Path) -> None:
 
 
 # --- in a build --------------------------------------------------------------
-
-
-def demo(folder: Path) -> tuple[HostConfig, SiteConfig]:
-    init_host(folder, demo=True)
-    host = load_host(folder / "render.toml")
-    return host, load_site(site_dirs(host)[0], host=host)
-
-
-def build_once(host: HostConfig, site: SiteConfig) -> Build:
-    with snapshot.take(site, into=host.state_dir / "snapshots" / "t") as snap:
-        return builder.build(site, snap, host=host)
 
 
 def test_a_full_build_packs_its_pages_and_a_small_rebuild_adds_loose_files(
