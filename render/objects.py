@@ -14,7 +14,8 @@ Readers never see the difference: ``read`` and ``has`` take a hash. Objects
 are stored once per build but may repeat across packs; any copy is the same
 bytes. ``prune`` keeps what the current tree names: it drops packs with
 nothing live, and rewrites packs that are mostly dead (or too many small
-ones) into one, so the folder stays about the size of one tree.
+ones) into one: a pack is rewritten once less than half of its bytes are
+live, so the folder holds at most about twice what one tree needs.
 """
 
 from __future__ import annotations
