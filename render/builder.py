@@ -687,7 +687,7 @@ def _current(
     """The recorded page's bytes are still there and every query it called returns the same."""
     if old.hash not in stored:
         return False
-    for name, params, digest, _reads in old.deps:  # a loop: all() over a generator costs more
+    for name, params, digest, _reads in old.deps:  # noqa: SIM110 - all() over a generator costs more
         if calls.get((name, params)) != digest:
             return False
     return True
