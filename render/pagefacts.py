@@ -8,9 +8,13 @@ to parse a page again. A page reused by an incremental build carries its
 previous facts, so only changed pages are parsed.
 
 Parsing uses lxml's libxml2 HTML parser over the UTF-8 bytes, walking only the
-elements the facts need. Measured on ~3 KB article pages (bench/seo.py) it
-costs about 40 microseconds a page, faster than a regular-expression scan
-(~70) or selectolax (~75) doing the same work, and libxml2 recovers from any
+elements the facts need; hrefs are gathered as written and each distinct one is
+resolved once, most from a per-process cache or a fast path that gives what
+urljoin would. On the ~2.5 KB article pages of bench/seo.py a page costs about
+30 microseconds (best of 40 interleaved runs; about 16 of them are libxml2
+parsing and freeing the tree), and bench/seo.py itself reports about 40
+(``finish_page_us``, median of 8 runs). A regular-expression scan (~70) and
+selectolax (~75) were slower when last compared. libxml2 recovers from any
 input: unclosed tags, stray bytes, NULs and an empty page all give facts, never
 an exception. Defaults are inserted by slicing the original text, so the bytes
 the template wrote are kept as written.
@@ -36,7 +40,7 @@ _MAX_LISTED = 20  # images without alt listed per page (the count is kept whole)
 
 _TAGS = (
     "html", "title", "meta", "link", "h1", "a", "area", "img", "source",
-    "script", "iframe", "video", "audio", "embed", "object", "input", "svg",
+    "script", "iframe", "video", "audio", "embed", "object", "input", "svg", "base",
 )  # fmt: skip
 _SKIP_LINK_RELS = frozenset({"preconnect", "dns-prefetch"})
 _PAGE_LINK_RELS = frozenset({"canonical", "alternate", "next", "prev", "author", "help", "license"})
@@ -64,26 +68,28 @@ def finish_page(html: str, *, url: str, canonical: str, lang: str) -> tuple[str,
     absolute canonical URL (base URL + path), ``lang`` the site's default
     ``<html lang>``. Never raises on bad HTML.
     """
-    facts, found = _scan(html, canonical=canonical)
-    head: list[str] = []
-    if found.canonical is None:
-        head.append(f'<link rel="canonical" href="{_attr(canonical)}">')
+    facts, og_url = _scan(html, canonical=canonical)
+    head = ""
+    if facts["canonical"] is None:
         facts["canonical"] = canonical
-    if not found.og_url:
-        og = facts["canonical"] or canonical
-        head.append(f'<meta property="og:url" content="{_attr(og)}">')
-    edits: list[tuple[int, str]] = []
-    if head:
-        edits.append((_head_position(html), "".join(head)))
-    if found.lang is None and lang:
+        head = f'<link rel="canonical" href="{_attr(canonical)}">'
+    if not og_url:
+        head += f'<meta property="og:url" content="{_attr(facts["canonical"] or canonical)}">'
+    head_at = _head_position(html) if head else -1
+    if facts["lang"] is None and lang:
+        facts["lang"] = lang
         match = _HTML_START.search(html)
         if match is not None:
-            edits.append((match.end(), f' lang="{_attr(lang)}"'))
+            at, text = match.end(), f' lang="{_attr(lang)}"'
         else:
-            edits.append((_doctype_end(html), f'<html lang="{_attr(lang)}">'))
-        facts["lang"] = lang
-    for position, text in sorted(edits, key=lambda e: e[0], reverse=True):
-        html = html[:position] + text + html[position:]
+            at, text = _doctype_end(html), f'<html lang="{_attr(lang)}">'
+        # the later edit first, so the earlier position still holds; at one
+        # position the lang text ends up before the head elements
+        if at <= head_at:
+            html, head = html[:head_at] + head + html[head_at:], ""
+        html = html[:at] + text + html[at:]
+    if head:
+        html = html[:head_at] + head + html[head_at:]
     return html, facts
 
 
@@ -92,15 +98,124 @@ def facts_of(html: str, *, canonical: str) -> dict[str, Any]:
     return _scan(html, canonical=canonical)[0]
 
 
-class _Found:
-    """What the scan saw that finish_page needs beyond the facts."""
+def _scan(html: str, *, canonical: str) -> tuple[dict[str, Any], bool]:
+    """The page's facts, and whether it has an ``og:url``.
 
-    __slots__ = ("canonical", "og_url", "lang")
-
-    def __init__(self) -> None:
-        self.canonical: str | None = None
-        self.og_url = False
-        self.lang: str | None = None
+    ``facts["canonical"]`` and ``facts["lang"]`` are None when the page has no
+    ``<link rel=canonical>`` or ``<html lang>``: what finish_page fills in.
+    """
+    data = html.encode("utf-8", "replace")
+    try:
+        root = etree.fromstring(data, _parser())
+    except (etree.ParserError, etree.XMLSyntaxError):  # pragma: no cover - libxml2 recovers
+        root = None
+    if root is None:
+        return _empty_facts(), False
+    # hrefs are gathered as written and resolved once each after the walk
+    links: list[str] = []
+    assets: list[str] = []
+    no_alt: list[str] = []
+    no_alt_count = h1 = ld_count = 0
+    title = description = lang = canonical_href = base = None
+    noindex = viewport = og_url = svg = False
+    ld_errors: list[str] = []
+    for el in root.iter(_TAGS):  # the most frequent tags first
+        tag = el.tag
+        if tag == "a":
+            if (href := el.get("href")) is not None:
+                links.append(href)
+        elif tag == "meta":
+            name = (el.get("name") or "").lower()
+            if name == "description":
+                if description is None:
+                    description = " ".join((el.get("content") or "").split())
+            elif name == "viewport":
+                viewport = viewport or bool((el.get("content") or "").strip())
+            elif name == "robots" or name == "googlebot":
+                words = (el.get("content") or "").lower().replace(",", " ").split()
+                noindex = noindex or "noindex" in words or "none" in words
+            elif not og_url and (prop := el.get("property")) is not None:
+                og_url = prop.lower() == "og:url"
+        elif tag == "link":
+            rel = el.get("rel")
+            is_canonical, into = _LINK_KINDS.get(rel) or _link_kind(rel)
+            href = el.get("href")
+            if is_canonical and canonical_href is None:
+                canonical_href = href or ""
+            if href is not None and into:
+                (links if into == _LINK else assets).append(href)
+        elif tag == "script":
+            if (src := el.get("src")) is not None:
+                assets.append(src)
+            kind = el.get("type")
+            if kind and kind.split(";")[0].strip().lower() == "application/ld+json":
+                ld_count += 1
+                if (problem := _json_problem(el.text or "")) is not None:
+                    ld_errors.append(problem)
+        elif tag == "img":
+            src = el.get("src")
+            if el.get("alt") is None:
+                no_alt_count += 1
+                if len(no_alt) < _MAX_LISTED:
+                    no_alt.append(src or "")
+            if src is not None:
+                assets.append(src)
+            if (srcset := el.get("srcset")) is not None:
+                assets += _srcset_urls(srcset)
+        elif tag == "h1":
+            h1 += 1
+        elif tag == "title":
+            # an <svg> ancestor comes before its <title> in document order
+            if title is None and (not svg or next(el.iterancestors("svg"), None) is None):
+                title = " ".join((el.text or "").split())
+        elif tag == "html":
+            if lang is None:
+                lang = el.get("lang")
+        elif tag == "svg":
+            svg = True
+        elif tag == "base":
+            if base is None:
+                base = el.get("href")
+        elif tag == "area" or tag == "iframe":
+            if (href := el.get("href" if tag == "area" else "src")) is not None:
+                links.append(href)
+        elif tag == "source":
+            if (src := el.get("src")) is not None:
+                assets.append(src)
+            if (srcset := el.get("srcset")) is not None:
+                assets += _srcset_urls(srcset)
+        elif tag == "video":
+            for src in (el.get("src"), el.get("poster")):
+                if src is not None:
+                    assets.append(src)
+        elif tag == "object":
+            if (src := el.get("data")) is not None:
+                assets.append(src)
+        elif (tag != "input" or (el.get("type") or "").lower() == "image") and (
+            src := el.get("src")
+        ) is not None:  # audio, embed, input type=image
+            assets.append(src)
+    resolver = _Resolver(canonical)
+    if base is not None and ("<base" in html or "<BASE" in html or "<Base" in html):
+        # the first <base href> sets the base of every URL in the page, even earlier ones
+        resolver.rebase(base)
+    return {
+        "v": FACTS_VERSION,
+        "empty": False,
+        "title": title,
+        "description": description,
+        "h1": h1,
+        "img_no_alt": no_alt,
+        "img_no_alt_count": no_alt_count,
+        "links": resolver.paths(links),
+        "assets": resolver.paths(assets),
+        "canonical": None if canonical_href is None else resolver.absolute(canonical_href),
+        "noindex": noindex,
+        "ldjson": ld_count,
+        "ldjson_errors": ld_errors,
+        "viewport": viewport,
+        "lang": lang,
+    }, og_url
 
 
 def _empty_facts() -> dict[str, Any]:
@@ -123,130 +238,25 @@ def _empty_facts() -> dict[str, Any]:
     }
 
 
-def _scan(html: str, *, canonical: str) -> tuple[dict[str, Any], _Found]:
-    found = _Found()
-    facts = _empty_facts()
-    data = html.encode("utf-8", "replace")
-    try:
-        root = etree.fromstring(data, _parser())
-    except (etree.ParserError, etree.XMLSyntaxError):  # pragma: no cover - libxml2 recovers
-        root = None
-    if root is None:
-        return facts, found
-    facts["empty"] = False
-    resolver = _Resolver(canonical)
-    if b"<base" in data or b"<BASE" in data or b"<Base" in data:
-        # the first <base href> sets the base of every URL in the page, even earlier ones
-        base = next((b.get("href") for b in root.iter("base") if b.get("href") is not None), None)
-        if base is not None:
-            resolver.rebase(base)
-    links: set[str] = set()
-    assets: set[str] = set()
-    no_alt: list[str] = []
-    no_alt_count = 0
-    h1 = 0
-    title: str | None = None
-    description: str | None = None
-    noindex = viewport = False
-    ld_count = 0
-    ld_errors: list[str] = []
-    for el in root.iter(*_TAGS):
-        tag = el.tag
-        if tag == "a" or tag == "area":
-            href = el.get("href")
-            if href is not None and (target := resolver.resolve(href)) is not None:
-                links.add(target)
-        elif tag == "img":
-            src = el.get("src")
-            if el.get("alt") is None:
-                no_alt_count += 1
-                if len(no_alt) < _MAX_LISTED:
-                    no_alt.append(src or "")
-            _add(assets, resolver, src)
-            if (srcset := el.get("srcset")) is not None:
-                _add_srcset(assets, resolver, srcset)
-        elif tag == "link":
-            rels = (el.get("rel") or "").lower().split()
-            href = el.get("href")
-            if "canonical" in rels and found.canonical is None:
-                found.canonical = href or ""
-                facts["canonical"] = resolver.absolute(href or "")
-            if href is None or _SKIP_LINK_RELS.intersection(rels):
-                continue
-            if _PAGE_LINK_RELS.intersection(rels):
-                _add(links, resolver, href)
-            else:
-                _add(assets, resolver, href)
-        elif tag == "meta":
-            name = (el.get("name") or "").lower()
-            if name == "description":
-                if description is None:
-                    description = " ".join((el.get("content") or "").split())
-            elif name == "viewport":
-                viewport = viewport or bool((el.get("content") or "").strip())
-            elif name in ("robots", "googlebot"):
-                words = (el.get("content") or "").lower().replace(",", " ").split()
-                noindex = noindex or "noindex" in words or "none" in words
-            elif (el.get("property") or "").lower() == "og:url":
-                found.og_url = True
-        elif tag == "h1":
-            h1 += 1
-        elif tag == "script":
-            _add(assets, resolver, el.get("src"))
-            kind = (el.get("type") or "").split(";")[0].strip().lower()
-            if kind == "application/ld+json":
-                ld_count += 1
-                if (problem := _json_problem(el.text or "")) is not None:
-                    ld_errors.append(problem)
-        elif tag == "title":
-            if title is None and next(el.iterancestors("svg"), None) is None:
-                title = " ".join((el.text or "").split())
-        elif tag == "html":
-            if found.lang is None and (value := el.get("lang")) is not None:
-                found.lang = value
-        elif tag == "iframe":
-            _add(links, resolver, el.get("src"))
-        elif tag == "source":
-            _add(assets, resolver, el.get("src"))
-            if (srcset := el.get("srcset")) is not None:
-                _add_srcset(assets, resolver, srcset)
-        elif tag == "video":
-            _add(assets, resolver, el.get("src"))
-            _add(assets, resolver, el.get("poster"))
-        elif tag == "object":
-            _add(assets, resolver, el.get("data"))
-        elif tag == "input":
-            if (el.get("type") or "").lower() == "image":
-                _add(assets, resolver, el.get("src"))
-        elif tag != "svg":  # audio, embed
-            _add(assets, resolver, el.get("src"))
-    facts.update(
-        title=title,
-        description=description,
-        h1=h1,
-        img_no_alt=no_alt,
-        img_no_alt_count=no_alt_count,
-        links=sorted(links),
-        assets=sorted(assets),
-        noindex=noindex,
-        ldjson=ld_count,
-        ldjson_errors=ld_errors,
-        viewport=viewport,
-        lang=found.lang,
-    )
-    return facts, found
+_LINK = 1  # a <link> whose href is a page (rel=next, canonical, ...)
+_ASSET = 2  # one whose href is fetched with the page (rel=stylesheet, icon, ...)
+_LINK_KINDS: dict[str | None, tuple[bool, int]] = {}  # rel -> (canonical?, 0 | _LINK | _ASSET)
 
 
-def _add(into: set[str], resolver: _Resolver, href: str | None) -> None:
-    if href is not None and (target := resolver.resolve(href)) is not None:
-        into.add(target)
+def _link_kind(rel: str | None) -> tuple[bool, int]:
+    rels = (rel or "").lower().split()
+    if _SKIP_LINK_RELS.intersection(rels):
+        into = 0
+    else:
+        into = _LINK if _PAGE_LINK_RELS.intersection(rels) else _ASSET
+    kind = ("canonical" in rels, into)
+    if len(_LINK_KINDS) < 1000:  # a handful of values in practice
+        _LINK_KINDS[rel] = kind
+    return kind
 
 
-def _add_srcset(into: set[str], resolver: _Resolver, srcset: str) -> None:
-    for candidate in srcset.split(","):
-        parts = candidate.split()
-        if parts:
-            _add(into, resolver, parts[0])
+def _srcset_urls(srcset: str) -> list[str]:
+    return [parts[0] for candidate in srcset.split(",") if (parts := candidate.split())]
 
 
 def _json_problem(text: str) -> str | None:
@@ -262,6 +272,18 @@ def _json_problem(text: str) -> str | None:
 _MISS = object()
 _CACHES: dict[str, dict[str, str | None]] = {}  # per origin: href -> resolved path
 _CACHE_MAX = 50_000
+# Fast paths that give what urlsplit/urljoin would, for the URLs they read as
+# written: an ASCII host without brackets, nothing urlsplit strips or removes
+# (spaces, tabs, newlines, controls), no ';' params in the path. Any other URL
+# takes the slow path.
+_HOST = r"[A-Za-z0-9._~%!$&'()*+,=:@\-]"
+_PATH = r"[^\x00-\x20\x7f-\U0010ffff#;?]"
+# a page URL's scheme and host
+_ORIGIN = re.compile(rf"([A-Za-z][A-Za-z0-9+.\-]*)://({_HOST}*)(?=[/?#]|\Z)")
+# an absolute http(s) href: scheme, host and path, which urljoin keeps as they are
+_ABSOLUTE = re.compile(rf"(https?)://({_HOST}+)(/{_PATH}*)?(?:[?#][!-~]*)?\Z", re.I | re.A)
+# an absolute http(s) URL urljoin returns unchanged, whatever the base
+_PLAIN_URL = re.compile(rf"https?://{_HOST}+(?:/{_PATH}*)?\Z")
 
 
 class _Resolver:
@@ -272,12 +294,17 @@ class _Resolver:
     per origin for the life of the process.
     """
 
-    __slots__ = ("base", "origin", "root_relative_ok", "cache")
+    __slots__ = ("base", "origin", "root_relative_ok", "cache", "plain_base")
 
     def __init__(self, page: str) -> None:
         self.base = page
-        parts = _split(page)
-        self.origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+        origin = _origin(page)
+        # urljoin can read this base: a plain absolute href resolves to itself
+        self.plain_base = origin is not None
+        if origin is None:
+            parts = _split(page)
+            origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+        self.origin = origin
         self.root_relative_ok = True  # a <base> on another host turns '/x' external
         cache = _CACHES.get(self.origin)
         if cache is None or len(cache) > _CACHE_MAX:
@@ -291,13 +318,25 @@ class _Resolver:
             return
         parts = _split(self.base)
         self.root_relative_ok = f"{parts.scheme.lower()}://{parts.netloc.lower()}" == self.origin
+        self.plain_base = False
         self.cache = {}  # answers under this <base> are this page's own
 
     def absolute(self, href: str) -> str:
+        if _PLAIN_URL.match(href) is not None:
+            return href  # what urljoin gives back for it, under any base
         try:
             return urljoin(self.base, href.strip())
         except ValueError:
             return href
+
+    def paths(self, hrefs: list[str]) -> list[str]:
+        """The sorted distinct paths the hrefs resolve to."""
+        get = self.cache.get
+        found: set[object] = {get(href, _MISS) for href in hrefs}
+        if _MISS in found:  # not all known yet
+            found = {self.resolve(href) for href in set(hrefs)}
+        found.discard(None)
+        return sorted(found)  # type: ignore[arg-type]
 
     def resolve(self, href: str) -> str | None:
         found = self.cache.get(href, _MISS)
@@ -315,6 +354,11 @@ class _Resolver:
             return _clean_path(href) if self.root_relative_ok else None
         if _SCHEME.match(href) and href[:5].lower() not in ("http:", "https"):
             return None  # mailto:, tel:, javascript:, data: ...
+        if self.plain_base and (match := _ABSOLUTE.match(href)) is not None:
+            # urljoin would keep this href's scheme, host and path: skip it and urlsplit
+            if f"{match[1].lower()}://{match[2].lower()}" != self.origin:
+                return None
+            return _clean_path(match[3] or "/")
         try:
             parts = urlsplit(urljoin(self.base, href))
         except ValueError:  # not a URL a browser could follow either
@@ -322,6 +366,24 @@ class _Resolver:
         if f"{parts.scheme.lower()}://{parts.netloc.lower()}" != self.origin:
             return None
         return _clean_path(parts.path or "/")
+
+
+_last_host = ("", "")  # the last page's "scheme://host" as written, and its origin
+
+
+def _origin(page: str) -> str | None:
+    """The page URL's origin, where ``_ORIGIN`` can read it."""
+    global _last_host
+    written, origin = _last_host
+    size = len(written)
+    if size and page.startswith(written) and page[size : size + 1] in ("/", "", "?", "#"):
+        return origin  # pages of one site share it
+    match = _ORIGIN.match(page)
+    if match is None:
+        return None
+    origin = f"{match[1].lower()}://{match[2].lower()}"
+    _last_host = (match[0], origin)
+    return origin
 
 
 def _split(url: str) -> SplitResult:

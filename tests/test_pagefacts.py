@@ -213,3 +213,51 @@ def test_empty_page_has_empty_facts() -> None:
     _, facts = finish("")
     assert facts["empty"] is True
     assert facts["title"] is None
+
+
+def test_absolute_links_resolve_as_urljoin_would() -> None:
+    body = (
+        '<a href="https://www.example.com/a/">a</a> <a href="HTTPS://WWW.EXAMPLE.COM/b/?x=1#top">b</a>'
+        ' <a href="https://www.example.com">root</a> <a href="https://www.example.com/c;v=1">params</a>'
+        ' <a href="https://www.example.com/d%20e/">escaped</a> <a href="http://www.example.com/http/">http</a>'
+        ' <a href="https://www.example.com:8443/port/">port</a> <a href="https://elsewhere.org/x/">ext</a>'
+        ' <a href=" https://www.example.com/spaced/ ">spaced</a> <a href="https://www.example.com/a/">again</a>'
+    )
+    head = f'<link rel="canonical" href="{CANONICAL}">\n'
+    facts = facts_of(page_html(body=body, head=head), canonical=CANONICAL)
+    assert facts["links"] == ["/", "/a/", "/b/", "/c;v=1", "/d e/", "/posts/hello/", "/spaced/"]
+    assert facts["canonical"] == CANONICAL
+
+
+@pytest.mark.parametrize(
+    ("href", "expected"),
+    [
+        (CANONICAL, CANONICAL),
+        ("HTTPS://www.example.com/x/", "https://www.example.com/x/"),
+        ("/x/", "https://www.example.com/x/"),
+        ("x/", "https://www.example.com/posts/hello/x/"),
+        ("https://www.example.com/a?", "https://www.example.com/a"),
+        (" https://www.example.com/s/ ", "https://www.example.com/s/"),
+    ],
+)
+def test_the_templates_canonical_is_made_absolute(href: str, expected: str) -> None:
+    facts = facts_of(page_html(head=f'<link rel="canonical" href="{href}">\n'), canonical=CANONICAL)
+    assert facts["canonical"] == expected
+
+
+@pytest.mark.parametrize(
+    ("source", "title"),
+    [
+        ("<svg><title>icon</title></svg><title>Real</title>", "Real"),
+        ("<title>Head</title><svg><title>icon</title></svg>", "Head"),
+        ("<svg></svg><title>After</title>", "After"),
+        ("<svg><title>only</title></svg>", None),
+    ],
+)
+def test_svg_titles_are_not_the_page_title(source: str, title: str | None) -> None:
+    assert facts_of(source, canonical=CANONICAL)["title"] == title
+
+
+def test_base_href_anywhere_in_the_page_sets_the_base() -> None:
+    facts = facts_of('<a href="x/">x</a><BASE href="/docs/">', canonical=CANONICAL)
+    assert facts["links"] == ["/docs/x/"]
