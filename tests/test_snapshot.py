@@ -209,6 +209,46 @@ def test_same_content_gives_the_same_hash_and_a_change_a_new_one(tmp_path: Path)
     assert third.content_hash != first.content_hash
 
 
+def _pages_by_table(path: Path) -> dict[str, str]:
+    """What table_hashes must give, the plain way: each table's pages in order, one by one."""
+    db = sqlite3.connect(path)
+    size = db.execute("pragma page_size").fetchone()[0]
+    rows = db.execute("select name, pageno from dbstat order by name, pageno").fetchall()
+    db.close()
+    data = bytearray(path.read_bytes())
+    for start, end in ((24, 28), (40, 44), (92, 100)):  # counters SQLite bumps by itself
+        data[start:end] = bytes(end - start)
+    digests: dict[str, hashlib._Hash] = {}
+    for name, page in rows:
+        digests.setdefault(name, hashlib.sha256()).update(data[(page - 1) * size : page * size])
+    return {name: d.hexdigest() for name, d in digests.items()}
+
+
+def test_table_hashes_cover_each_tables_pages_and_change_with_that_table_only(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "site.db"
+    db = sqlite3.connect(path)
+    odd = 'odd "name", \\ [x] \x1e é'  # quotes, a backslash, a separator, non-ASCII
+    db.execute("create table posts (id integer primary key, body text)")
+    quoted = '"' + odd.replace('"', '""') + '"'
+    db.execute(f"create table {quoted} (id integer primary key, body text)")
+    db.execute("create index posts_body on posts (body)")
+    for i in range(300):  # interleaved inserts: each table's pages come in many runs
+        db.execute("insert into posts (body) values (?)", (f"post {i} " * 40,))
+        db.execute(f"insert into {quoted} (body) values (?)", (f"other {i} " * 40,))
+    db.commit()
+    before = snapshot.table_hashes(path)
+    assert before == _pages_by_table(path)
+    assert set(before) >= {"posts", odd, "posts_body", "sqlite_schema"}
+    db.execute("update posts set body = 'changed' where id = 150")
+    db.commit()
+    db.close()
+    after = snapshot.table_hashes(path)
+    assert after == _pages_by_table(path)
+    assert {name for name in after if after[name] != before[name]} == {"posts", "posts_body"}
+
+
 def test_a_file_that_is_not_a_database_fails_naming_the_site_and_leaves_no_partial_copy(
     tmp_path: Path,
 ) -> None:
