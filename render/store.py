@@ -433,15 +433,21 @@ class S3Store:
 
     # --- writes --------------------------------------------------------------
 
+    def _put_object(
+        self, key: str, data: bytes, content_type: str, cache_control: str, **condition: str
+    ) -> None:
+        self._client.put_object(
+            Bucket=self.bucket,
+            Key=self._key(key),
+            Body=data,
+            ContentType=content_type,
+            CacheControl=cache_control,
+            **condition,
+        )
+
     def put(self, key: str, data: bytes, *, content_type: str, cache_control: str) -> None:
         try:
-            self._client.put_object(
-                Bucket=self.bucket,
-                Key=self._key(key),
-                Body=data,
-                ContentType=content_type,
-                CacheControl=cache_control,
-            )
+            self._put_object(key, data, content_type, cache_control)
         except Exception as exc:
             raise self._error(exc, "upload", key) from None
 
@@ -472,14 +478,7 @@ class S3Store:
     ) -> bool:
         condition = {"IfMatch": tag} if tag is not None else {"IfNoneMatch": "*"}
         try:
-            self._client.put_object(
-                Bucket=self.bucket,
-                Key=self._key(key),
-                Body=data,
-                ContentType=content_type,
-                CacheControl=cache_control,
-                **condition,
-            )
+            self._put_object(key, data, content_type, cache_control, **condition)
         except Exception as exc:
             code = _code(exc)
             # If-Match on a key that vanished is a failed condition too (some stores say 404).
