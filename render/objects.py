@@ -217,7 +217,7 @@ def write_object_direct(objects: Path, data: bytes, digest: str) -> None:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -229,7 +229,15 @@ def new_pack_name() -> str:
 
 
 class PackWriter:
-    """One render process's pack: appends objects, remembers where each went."""
+    """One render process's pack: appends objects, remembers where each went.
+
+    Objects collect in a buffer written out a megabyte at a time (one write
+    call a page cost about 10 microseconds of the page's 300); ``flush`` writes
+    the rest, and the process flushes before it reports a chunk done, so the
+    parent never indexes bytes that are not in the file.
+    """
+
+    _FLUSH_BYTES = 1 << 20
 
     def __init__(self, folder: Path) -> None:
         (folder / PACKS).mkdir(exist_ok=True)
@@ -238,6 +246,7 @@ class PackWriter:
             folder / PACKS / self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644
         )
         self._offset = 0
+        self._buffer = bytearray()
         self._where: dict[str, int] = {}
 
     def add(self, data: bytes, digest: str) -> int:
@@ -245,12 +254,20 @@ class PackWriter:
         found = self._where.get(digest)
         if found is not None:
             return found
-        _write_all(self._fd, data)
         offset = self._where[digest] = self._offset
         self._offset += len(data)
+        self._buffer += data
+        if len(self._buffer) >= self._FLUSH_BYTES:
+            self.flush()
         return offset
 
+    def flush(self) -> None:
+        if self._buffer:
+            _write_all(self._fd, self._buffer)
+            self._buffer = bytearray()
+
     def close(self) -> None:
+        self.flush()
         os.close(self._fd)
 
 

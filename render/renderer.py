@@ -103,7 +103,7 @@ class RenderSetup:
     cpu_seconds: int
 
     def __call__(self) -> Any:
-        return Renderer(self).render
+        return Renderer(self)
 
 
 LOOSE_PAGES = 32
@@ -159,6 +159,14 @@ class Renderer:
         return quote_url(normalize_url(path))
 
     # --- one page ----------------------------------------------------------
+
+    def __call__(self, spec: PageSpec) -> PageDone | PageFailed:
+        return self.render(spec)
+
+    def flush(self) -> None:
+        """Write out what the pack holds; called before a chunk is reported done."""
+        if self.pack is not None:
+            self.pack.flush()
 
     def render(self, spec: PageSpec) -> PageDone | PageFailed:
         self.deps = []

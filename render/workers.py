@@ -75,7 +75,8 @@ def disarm_cpu_limit() -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
 
 
-# A task is (index, spec); a worker's ``factory`` builds a ``handle(spec) -> result``.
+# A task is (index, spec); a worker's ``factory`` builds a ``handle(spec) -> result``,
+# which may have a ``flush()`` that the worker calls before it reports a chunk done.
 Handler = Callable[[Any], Any]
 Factory = Callable[[], Handler]
 
@@ -95,6 +96,7 @@ def _worker_main(
     except BaseException as exc:  # report a failed setup instead of dying silently
         conn.send(("setup-failed", repr(exc)))
         return
+    flush = getattr(handle, "flush", None)
     while True:
         message = conn.recv()
         if message is None:
@@ -109,6 +111,8 @@ def _worker_main(
                 conn.send(("results", batch))
                 batch, last = [], now
         slots[slot] = -1
+        if flush is not None:  # what the handler buffered is written before the chunk is done
+            flush()
         conn.send(("rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
         conn.send(("done", batch))
 
