@@ -19,17 +19,11 @@ LIMITS = {
     "template_memory_mb": 256,
     "page_max_bytes": 200_000,
 }
-CPU_HINT = (
-    "Hint: simplify the template's loops, or raise [limits] template_cpu_seconds\n"
-)
-MEMORY_HINT = (
-    "Hint: the render process's memory is limited by [limits] template_memory_mb\n"
-)
+CPU_HINT = "Hint: simplify the template's loops, or raise [limits] template_cpu_seconds\n"
+MEMORY_HINT = "Hint: the render process's memory is limited by [limits] template_memory_mb\n"
 NO_LIVE_HINT = "Hint: nothing was published; the site has no live version yet.\n"
 
-LOOPS = (
-    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
-)
+LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
 DOUBLING = (
     "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
     "{% endfor %}{{ ns.s|length }}"
@@ -37,16 +31,13 @@ DOUBLING = (
 POWERS = "{{ (((((9 ** 64) ** 64) ** 64) ** 64) ** 64) ** 64 }}"
 
 
+def _site(line: str) -> SiteSpec:
+    """A site whose index.html has ``line`` as its line 2."""
+    return SiteSpec(templates={"index.html": "<main>\n" + line + "\n</main>\n"})
+
+
 def _host(tmp_path: Path, line: str) -> Host:
-    return make_host(
-        tmp_path,
-        limits=LIMITS,
-        sites={
-            "acme/blog": SiteSpec(
-                templates={"index.html": "<main>\n" + line + "\n</main>\n"}
-            )
-        },
-    )
+    return make_host(tmp_path, limits=LIMITS, sites={"acme/blog": _site(line)})
 
 
 def _build(host: Host, tmp_path: Path) -> tuple[int, str]:
@@ -59,18 +50,6 @@ def _build(host: Host, tmp_path: Path) -> tuple[int, str]:
 def _error(message: str, source: str | None, hint: str) -> str:
     detail = f"    {source}\n" if source else ""
     return f"Error: acme/blog: build: {message}\n{detail}{hint}"
-
-
-def test_nested_huge_loops_stop_at_the_cpu_limit_naming_the_template(
-    tmp_path: Path,
-) -> None:
-    code, stderr = _build(_host(tmp_path, LOOPS), tmp_path)
-    assert stderr == _error(
-        "templates/index.html, line 2: rendering / ran past its limit of 1 CPU seconds",
-        LOOPS,
-        CPU_HINT,
-    )
-    assert code == 1
 
 
 def test_huge_constant_powers_stop_at_the_cpu_limit_naming_the_template(
@@ -114,66 +93,84 @@ def test_one_long_call_the_signal_cannot_interrupt_is_stopped_by_the_parent(
     assert code == 1
 
 
-@pytest.mark.parametrize(
-    ("source", "refusal"),
-    [
-        ("{{ 9 ** (9 ** 9) }}", "exponent 387420489 is over the limit of 64"),
-        (
-            "{{ 'a' * 10**10 }}",
-            "repeating a sequence to 10000000000 items is over the limit",
-        ),
-        (
-            "{{ [0] * 10**9 }}",
-            "repeating a sequence to 1000000000 items is over the limit",
-        ),
-        (
-            "{{ 10**7 * 'ab' }}",
-            "repeating a sequence to 20000000 items is over the limit",
-        ),
-    ],
-)
-def test_huge_constant_arithmetic_is_refused_before_it_allocates(
-    tmp_path: Path, source: str, refusal: str
-) -> None:
-    code, stderr = _build(_host(tmp_path, source), tmp_path)
-    assert stderr == _error(
-        f"templates/index.html, line 2: refused by the sandbox: {refusal}",
-        source,
+OVER_A_LIMIT = [
+    pytest.param(
+        LOOPS,
+        "rendering / ran past its limit of 1 CPU seconds",
+        CPU_HINT,
+        id="nested-huge-loops-stop-at-the-cpu-limit",
+    ),
+    # huge constant arithmetic is refused before it allocates
+    pytest.param(
+        "{{ 9 ** (9 ** 9) }}",
+        "refused by the sandbox: exponent 387420489 is over the limit of 64",
         NO_LIVE_HINT,
-    )
-    assert code == 1
-
-
-MEMORY = [
-    DOUBLING,  # a string doubled until memory runs out (the namespace is mutable in the sandbox)
-    "{% macro d(s, n) %}{{ d(s ~ s, n - 1) if n else s|length }}{% endmacro %}{{ d('x', 40) }}",
-    "{{ 'x'|center(2000000000) }}",  # folded while compiling: the compile runs in the worker too
-    "{{ '%0999999999d' % 1 }}",  # folded while compiling
-    "{{ '{:>999999999}'.format(1) }}",
+        id="a-huge-power-is-refused",
+    ),
+    pytest.param(
+        "{{ 'a' * 10**10 }}",
+        "refused by the sandbox: repeating a sequence to 10000000000 items is over the limit",
+        NO_LIVE_HINT,
+        id="a-huge-string-repeat-is-refused",
+    ),
+    pytest.param(
+        "{{ [0] * 10**9 }}",
+        "refused by the sandbox: repeating a sequence to 1000000000 items is over the limit",
+        NO_LIVE_HINT,
+        id="a-huge-list-repeat-is-refused",
+    ),
+    pytest.param(
+        "{{ 10**7 * 'ab' }}",
+        "refused by the sandbox: repeating a sequence to 20000000 items is over the limit",
+        NO_LIVE_HINT,
+        id="a-huge-repeat-with-the-count-first-is-refused",
+    ),
+    # allocating past the memory limit
+    pytest.param(
+        DOUBLING,  # the namespace is mutable in the sandbox
+        "rendering / ran out of memory",
+        MEMORY_HINT,
+        id="a-string-doubled-runs-out-of-memory",
+    ),
+    pytest.param(
+        "{% macro d(s, n) %}{{ d(s ~ s, n - 1) if n else s|length }}{% endmacro %}{{ d('x', 40) }}",
+        "rendering / ran out of memory",
+        MEMORY_HINT,
+        id="a-string-doubled-by-a-recursive-macro-runs-out-of-memory",
+    ),
+    pytest.param(
+        "{{ 'x'|center(2000000000) }}",  # folded while compiling: the compile runs in the worker too
+        "rendering / ran out of memory",
+        MEMORY_HINT,
+        id="a-huge-center-runs-out-of-memory",
+    ),
+    pytest.param(
+        "{{ '%0999999999d' % 1 }}",  # folded while compiling
+        "rendering / ran out of memory",
+        MEMORY_HINT,
+        id="a-huge-percent-format-runs-out-of-memory",
+    ),
+    pytest.param(
+        "{{ '{:>999999999}'.format(1) }}",
+        "rendering / ran out of memory",
+        MEMORY_HINT,
+        id="a-huge-format-width-runs-out-of-memory",
+    ),
+    pytest.param(
+        "{% macro r(n) %}{{ r(n + 1) }}{% endmacro %}{{ r(0) }}",
+        "rendering / recursed too deeply",
+        NO_LIVE_HINT,
+        id="endless-recursion-fails",
+    ),
 ]
 
 
-@pytest.mark.parametrize("source", MEMORY)
-def test_allocating_past_the_memory_limit_fails_naming_the_template(
-    tmp_path: Path, source: str
+@pytest.mark.parametrize(("source", "message", "hint"), OVER_A_LIMIT)
+def test_a_template_over_a_limit_fails_naming_the_template_and_line(
+    tmp_path: Path, source: str, message: str, hint: str
 ) -> None:
     code, stderr = _build(_host(tmp_path, source), tmp_path)
-    assert stderr == _error(
-        "templates/index.html, line 2: rendering / ran out of memory",
-        source,
-        MEMORY_HINT,
-    )
-    assert code == 1
-
-
-def test_endless_recursion_fails_naming_the_template(tmp_path: Path) -> None:
-    source = "{% macro r(n) %}{{ r(n + 1) }}{% endmacro %}{{ r(0) }}"
-    code, stderr = _build(_host(tmp_path, source), tmp_path)
-    assert stderr == _error(
-        "templates/index.html, line 2: rendering / recursed too deeply",
-        source,
-        NO_LIVE_HINT,
-    )
+    assert stderr == _error(f"templates/index.html, line 2: {message}", source, hint)
     assert code == 1
 
 
@@ -191,15 +188,9 @@ def test_nightly_goes_on_past_sites_that_hit_their_limits_and_exits_1(
     tmp_path: Path,
 ) -> None:
     sites = {
-        "acme/loops": SiteSpec(
-            templates={"index.html": "<main>\n" + LOOPS + "\n</main>\n"}
-        ),
-        "acme/memory": SiteSpec(
-            templates={"index.html": "<main>\n" + DOUBLING + "\n</main>\n"}
-        ),
-        "zed/good": SiteSpec(
-            templates={"index.html": html("<p>{{ site.name }} is fine</p>")}
-        ),
+        "acme/loops": _site(LOOPS),
+        "acme/memory": _site(DOUBLING),
+        "zed/good": SiteSpec(templates={"index.html": html("<p>{{ site.name }} is fine</p>")}),
     }
     host = make_host(tmp_path, limits=LIMITS, sites=sites)
     pid = os.getpid()

@@ -11,11 +11,11 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from mirrorkit import HOST, Nginx, fetch, publish_files, site_files
+from mirrorkit import HOST, Nginx, Reply, fetch, publish_files, site_files
 from test_routing import CASES
 
 from render.manifest import blob_key
@@ -46,19 +46,37 @@ def _publish(store: LocalStore, tmp_path: Path, files: dict[str, bytes]) -> str:
     return publish_files(store, files, objects=tmp_path / "objects")
 
 
-def _first_sync(store: LocalStore, nginx: Nginx) -> None:
-    """The first sync writes the site's host into hosts.map; nginx reloads to read it."""
+def _publish_and_serve(
+    store: LocalStore, nginx: Nginx, tmp_path: Path, files: dict[str, bytes]
+) -> str:
+    """Publish the site's first version and sync it: the first sync writes the site's host into
+    hosts.map, and nginx reloads to read it."""
+    version = _publish(store, tmp_path, files)
     report = sync(store, nginx.mirror_root)
     assert report.map_changed and not report.failed
     nginx.reload()
+    return version
+
+
+def _home(nginx: Nginx) -> tuple[int, str, bytes]:
+    """The mirror's answer for "/": status, the version that served it, body."""
+    page = fetch(nginx.mirror_port, "/")
+    return page.status, page.header("x-render-version"), page.body
+
+
+def _whole_version(reply: Reply, sites: Mapping[str, Mapping[str, bytes]], path: str) -> str | None:
+    """The version that served ``reply`` when it is a 200 with exactly that version's ``path``."""
+    version = reply.header("x-render-version")
+    if reply.status == 200 and version in sites and reply.body == sites[version][path]:
+        return version
+    return None
 
 
 def test_serves_the_live_release_with_pretty_urls_404s_sitemap_and_robots(
     store: LocalStore, nginx: Nginx, tmp_path: Path
 ) -> None:
     files = site_files("one")
-    version = _publish(store, tmp_path, files)
-    _first_sync(store, nginx)
+    version = _publish_and_serve(store, nginx, tmp_path, files)
     port = nginx.mirror_port
 
     home = fetch(port, "/")
@@ -95,8 +113,7 @@ def test_crawlers_and_logged_out_visitors_get_the_mirror_through_the_front_proxy
     store: LocalStore, nginx: Nginx, tmp_path: Path
 ) -> None:
     files = site_files("one")
-    _publish(store, tmp_path, files)
-    _first_sync(store, nginx)
+    _publish_and_serve(store, nginx, tmp_path, files)
 
     for agent, cookies, method, _target in CASES:
         headers = {"User-Agent": agent} if agent is not None else {}
@@ -116,8 +133,7 @@ def test_switching_100_times_under_load_serves_whole_versions_and_no_errors(
     store: LocalStore, nginx: Nginx, tmp_path: Path
 ) -> None:
     one, two = site_files("one"), site_files("two")
-    v1 = _publish(store, tmp_path, one)
-    _first_sync(store, nginx)
+    v1 = _publish_and_serve(store, nginx, tmp_path, one)
     v2 = _publish(store, tmp_path, two)
     sync(store, nginx.mirror_root)
     sites = {v1: one, v2: two}
@@ -138,13 +154,10 @@ def test_switching_100_times_under_load_serves_whole_versions_and_no_errors(
                     return
                 before = switches
                 page = fetch(nginx.mirror_port, "/", conn=conn)
-                version = page.header("x-render-version")
-                if (
-                    page.status != 200
-                    or version not in sites
-                    or page.body != sites[version]["index.html"]
-                ):
-                    problems.append(f"/ -> {page.status} {version!r} {page.body[:80]!r}")
+                version = _whole_version(page, sites, "index.html")
+                if version is None:
+                    served = page.header("x-render-version")
+                    problems.append(f"/ -> {page.status} {served!r} {page.body[:80]!r}")
                     continue
                 asset = f"assets/app-{tags[version]}.css"
                 assert f'href="/{asset}"'.encode() in page.body
@@ -158,13 +171,9 @@ def test_switching_100_times_under_load_serves_whole_versions_and_no_errors(
                         pairs_checked[0] += 1
                         if (css.status, css.body) != (200, sites[version][asset]):
                             problems.append(f"{asset} after page {version} -> {css.status}")
-                cv = common.header("x-render-version")
-                if (
-                    common.status != 200
-                    or cv not in sites
-                    or common.body != sites[cv]["assets/common.css"]
-                ):
-                    problems.append(f"common.css -> {common.status} {cv!r} {common.body!r}")
+                if _whole_version(common, sites, "assets/common.css") is None:
+                    served = common.header("x-render-version")
+                    problems.append(f"common.css -> {common.status} {served!r} {common.body!r}")
         finally:
             conn.close()
 
@@ -219,8 +228,7 @@ def test_a_sync_killed_half_way_leaves_the_old_release_served(
     store: LocalStore, nginx: Nginx, tmp_path: Path
 ) -> None:
     old = site_files("one")
-    v1 = _publish(store, tmp_path, old)
-    _first_sync(store, nginx)
+    v1 = _publish_and_serve(store, nginx, tmp_path, old)
     posts = {f"posts/p{i}/index.html": f"<h1>post {i}</h1>".encode() for i in range(60)}
     new = {**site_files("two"), **posts}
     v2 = _publish(store, tmp_path, new)
@@ -247,16 +255,14 @@ def test_a_sync_killed_half_way_leaves_the_old_release_served(
 
     assert (nginx.mirror_root / "releases/acme/blog" / f".partial-{v2}").is_dir()  # half way
     assert not (nginx.mirror_root / "releases/acme/blog" / v2).exists()
-    page = fetch(nginx.mirror_port, "/")
-    assert (page.status, page.header("x-render-version"), page.body) == (200, v1, old["index.html"])
+    assert _home(nginx) == (200, v1, old["index.html"])
     assert fetch(nginx.mirror_port, "/posts/p1/").status == 404
 
     (site,) = sync(store, nginx.mirror_root).sites  # the next sync finishes the job
     new_blobs = {sha256(b) for b in new.values()} - {sha256(b) for b in old.values()}
     assert site.outcome is SyncOutcome.switched
     assert site.fetched <= len(new_blobs) - 6  # the blobs checked before the kill are kept
-    page = fetch(nginx.mirror_port, "/")
-    assert (page.header("x-render-version"), page.body) == (v2, new["index.html"])
+    assert _home(nginx) == (200, v2, new["index.html"])
     assert fetch(nginx.mirror_port, "/posts/p1/").body == posts["posts/p1/index.html"]
 
 
@@ -264,8 +270,7 @@ def test_a_blob_with_wrong_bytes_is_refused_and_the_old_release_stays_served(
     store: LocalStore, nginx: Nginx, tmp_path: Path
 ) -> None:
     old = site_files("one")
-    v1 = _publish(store, tmp_path, old)
-    _first_sync(store, nginx)
+    v1 = _publish_and_serve(store, nginx, tmp_path, old)
     new = site_files("two")
     _publish(store, tmp_path, new)
     key = blob_key("acme", "blog", sha256(new["index.html"]))
@@ -277,8 +282,7 @@ def test_a_blob_with_wrong_bytes_is_refused_and_the_old_release_stays_served(
     assert site.error is not None and site.error.startswith(
         f"{key} (index.html) does not match its hash"
     )
-    page = fetch(nginx.mirror_port, "/")
-    assert (page.status, page.header("x-render-version"), page.body) == (200, v1, old["index.html"])
+    assert _home(nginx) == (200, v1, old["index.html"])
     assert b"tampered" not in fetch(nginx.mirror_port, "/").body
     assert re.search(rb"version one", fetch(nginx.mirror_port, "/").body)
     assert HOST in (nginx.mirror_root / "hosts.map").read_text()

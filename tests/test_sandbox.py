@@ -119,7 +119,10 @@ def test_a_rows_columns_read_as_attributes_follow_jinjas_rule(tmp_path: Path) ->
     """``row.x`` is the column, except where a dict method has the name; a missing one is an error."""
     env = make_environment(tmp_path)
     row = {"title": "T", "items": "column", "__class__": "c"}
-    render = lambda source: env.from_string(source).render(row=row)  # noqa: E731
+
+    def render(source: str) -> str:
+        return env.from_string(source).render(row=row)
+
     assert render("{{ row.title }}|{{ row['items'] }}|{{ row['__class__'] }}") == "T|column|c"
     assert render("{{ row.items()|list|length }}") == "3"  # the method, as Jinja defines it
     with pytest.raises(UndefinedError, match="'dict object' has no attribute 'nope'"):
@@ -145,22 +148,27 @@ def test_a_template_name_from_the_database_cannot_leave_the_folder(tmp_path: Pat
     assert code == 1
 
 
-def test_a_symlink_in_templates_pointing_outside_is_not_found(tmp_path: Path) -> None:
-    source = '{% include "link.html" %}'
+@pytest.mark.parametrize(
+    ("name", "link", "target"),
+    [("link.html", "link.html", "secret.txt"), ("shared/secret.txt", "shared", ".")],
+    ids=["a-file", "a-folder"],
+)
+def test_a_symlink_in_templates_pointing_outside_is_not_found(
+    tmp_path: Path, name: str, link: str, target: str
+) -> None:
+    source = '{% include "' + name + '" %}'
     host = _host(tmp_path, source)
-    os.symlink(tmp_path / "secret.txt", host.site_dir("acme/blog") / "templates" / "link.html")
+    os.symlink(tmp_path / target, host.site_dir("acme/blog") / "templates" / link)
     code, stderr = _build(host, tmp_path)
-    assert stderr == _not_found("link.html", source)
+    assert stderr == _not_found(name, source)
     assert code == 1
 
 
-def test_a_symlinked_folder_in_templates_pointing_outside_is_not_found(tmp_path: Path) -> None:
-    source = '{% include "shared/secret.txt" %}'
-    host = _host(tmp_path, source)
-    os.symlink(tmp_path, host.site_dir("acme/blog") / "templates" / "shared")
-    code, stderr = _build(host, tmp_path)
-    assert stderr == _not_found("shared/secret.txt", source)
-    assert code == 1
+def _route_not_found(index: int, name: str) -> str:
+    return (
+        f"Error: acme/blog: build: site.toml: routes[{index}].template: template {name!r} not found "
+        "in templates/\n" + NOT_FOUND_HINT
+    )
 
 
 def test_a_routes_template_that_is_a_symlink_outside_names_the_site_toml_key(
@@ -172,10 +180,7 @@ def test_a_routes_template_that_is_a_symlink_outside_names_the_site_toml_key(
     (tmp_path / "secret.txt").write_text(SECRET)
     os.symlink(tmp_path / "secret.txt", host.site_dir("acme/blog") / "templates" / "page.html")
     code, stderr = _build(host, tmp_path)
-    assert stderr == (
-        "Error: acme/blog: build: site.toml: routes[0].template: template 'page.html' not found "
-        "in templates/\n" + NOT_FOUND_HINT
-    )
+    assert stderr == _route_not_found(0, "page.html")
     assert code == 1
 
 
@@ -193,119 +198,95 @@ def test_a_symlink_that_stays_inside_templates_works(tmp_path: Path) -> None:
 # --- mistakes an author makes ---------------------------------------------------
 
 
-def test_a_syntax_error_names_the_template_and_line(tmp_path: Path) -> None:
-    host = _host(tmp_path, "{% for post in rows %}{{ post.title }")
-    code, stderr = _build(host, tmp_path)
-    assert stderr == (
+MISTAKES = [
+    pytest.param(
+        "{% for post in rows %}{{ post.title }",
+        {},
         "Error: acme/blog: build: templates/index.html, line 2: syntax error: unexpected '}'\n"
-        "    {% for post in rows %}{{ post.title }\n" + NO_LIVE_HINT
-    )
-    assert code == 1
-
-
-def test_a_syntax_error_in_an_extended_template_names_that_template(tmp_path: Path) -> None:
-    host = _host(
-        tmp_path,
+        "    {% for post in rows %}{{ post.title }\n" + NO_LIVE_HINT,
+        id="a-syntax-error",
+    ),
+    pytest.param(
         '{% extends "base.html" %}',
-        extra={
+        {
             "base.html": "<!doctype html>\n<title>x</title>\n{% block main %}{{ 1 + }}{% endblock %}\n"
         },
-    )
-    code, stderr = _build(host, tmp_path)
-    assert stderr == (
         "Error: acme/blog: build: templates/base.html, line 3: syntax error: unexpected "
-        "'end of print statement'\n    {% block main %}{{ 1 + }}{% endblock %}\n" + NO_LIVE_HINT
-    )
-    assert code == 1
-
-
-def test_an_undefined_name_is_an_error_naming_template_and_line(tmp_path: Path) -> None:
-    host = _host(tmp_path, "{{ post.titel }}")
-    code, stderr = _build(host, tmp_path)
-    assert stderr == (
+        "'end of print statement'\n    {% block main %}{{ 1 + }}{% endblock %}\n" + NO_LIVE_HINT,
+        id="a-syntax-error-in-an-extended-template-names-that-template",
+    ),
+    pytest.param(
+        "{{ post.titel }}",
+        {},
         "Error: acme/blog: build: templates/index.html, line 2: 'post' is undefined\n"
-        "    {{ post.titel }}\n" + NO_LIVE_HINT
-    )
-    assert code == 1
+        "    {{ post.titel }}\n" + NO_LIVE_HINT,
+        id="an-undefined-name",
+    ),
+    pytest.param(
+        '{% include "partials/nav.html" %}',
+        {},
+        _not_found("partials/nav.html", '{% include "partials/nav.html" %}'),
+        id="a-missing-included-template-names-the-including-template",
+    ),
+]
 
 
-def test_a_missing_included_template_names_the_including_template_and_line(tmp_path: Path) -> None:
-    host = _host(tmp_path, '{% include "partials/nav.html" %}')
-    code, stderr = _build(host, tmp_path)
-    assert stderr == _not_found("partials/nav.html", '{% include "partials/nav.html" %}')
+@pytest.mark.parametrize(("line", "extra", "expected"), MISTAKES)
+def test_a_template_mistake_names_the_template_and_line(
+    tmp_path: Path, line: str, extra: dict[str, str], expected: str
+) -> None:
+    code, stderr = _build(_host(tmp_path, line, extra=extra), tmp_path)
+    assert stderr == expected
     assert code == 1
 
 
 def test_a_routes_missing_template_names_the_site_toml_key(tmp_path: Path) -> None:
-    host = make_host(
-        tmp_path,
-        sites={
-            "acme/blog": SiteSpec(
-                routes=[
-                    {"path": "/", "template": "index.html"},
-                    {"path": "/about/", "template": "abuot.html"},
-                ]
-            )
-        },
-    )
+    routes = [
+        {"path": "/", "template": "index.html"},
+        {"path": "/about/", "template": "abuot.html"},
+    ]
+    host = make_host(tmp_path, sites={"acme/blog": SiteSpec(routes=routes)})
     code, stderr = _build(host, tmp_path)
-    assert stderr == (
-        "Error: acme/blog: build: site.toml: routes[1].template: template 'abuot.html' not found "
-        "in templates/\n" + NOT_FOUND_HINT
-    )
+    assert stderr == _route_not_found(1, "abuot.html")
     assert code == 1
 
 
-def test_a_missing_site_toml_key_names_the_file_and_key(tmp_path: Path) -> None:
-    host = make_host(
-        tmp_path,
-        sites={
-            "acme/blog": SiteSpec(
-                site_toml='[site]\ndatabase = "site.db"\n\n[[routes]]\npath = "/"\n'
-            )
-        },
-    )
-    code, stderr = _build(host, tmp_path)
-    assert stderr == (
-        "Error: acme/blog: config: sites/acme/blog/site.toml: missing required key 'site.base_url'\n"
-        "Error: sites/acme/blog/site.toml: missing required key 'routes[0].template'\n"
-    )
-    assert code == 2
+CONFIG_ERROR = "Error: acme/blog: config: sites/acme/blog/site.toml: "
+CONFIG_MISTAKES = [
+    pytest.param(
+        SiteSpec(site_toml='[site]\ndatabase = "site.db"\n\n[[routes]]\npath = "/"\n'),
+        CONFIG_ERROR + "missing required key 'site.base_url'\n"
+        "Error: sites/acme/blog/site.toml: missing required key 'routes[0].template'\n",
+        id="missing-keys-name-the-file-and-each-key",
+    ),
+    pytest.param(
+        SiteSpec(site={"schedule": "0 3 * *"}),
+        CONFIG_ERROR + "site.schedule: expected 5 fields (minute hour day month weekday), "
+        "got 4: '0 3 * *'\n",
+        id="a-cron-string-with-4-fields-names-the-key",
+    ),
+    pytest.param(
+        SiteSpec(site={"schedule": "61 3 * * *"}),
+        CONFIG_ERROR + "site.schedule: minute field '61': '61' is out of range 0-59\n",
+        id="a-cron-minute-out-of-range-names-the-key",
+    ),
+    pytest.param(
+        SiteSpec(site={"templtes": "templates"}),
+        CONFIG_ERROR + "unknown key 'site.templtes' (did you mean 'templates'?)\n",
+        id="an-unknown-key-suggests-the-closest-one",
+    ),
+    pytest.param(
+        SiteSpec(site_toml='[site]\nbase_url = "https://x.example\n'),
+        CONFIG_ERROR + "invalid TOML: Illegal character '\\n' (at line 2, column 30)\n",
+        id="invalid-toml-names-the-line",
+    ),
+]
 
 
-@pytest.mark.parametrize(
-    ("cron", "reason"),
-    [
-        ("0 3 * *", "expected 5 fields (minute hour day month weekday), got 4: '0 3 * *'"),
-        ("61 3 * * *", "minute field '61': '61' is out of range 0-59"),
-    ],
-)
-def test_a_bad_cron_string_names_the_file_and_key(tmp_path: Path, cron: str, reason: str) -> None:
-    host = make_host(tmp_path, sites={"acme/blog": SiteSpec(site={"schedule": cron})})
-    code, stderr = _build(host, tmp_path)
-    assert (
-        stderr == f"Error: acme/blog: config: sites/acme/blog/site.toml: site.schedule: {reason}\n"
-    )
-    assert code == 2
-
-
-def test_an_unknown_site_toml_key_suggests_the_closest_one(tmp_path: Path) -> None:
-    host = make_host(tmp_path, sites={"acme/blog": SiteSpec(site={"templtes": "templates"})})
-    code, stderr = _build(host, tmp_path)
-    assert stderr == (
-        "Error: acme/blog: config: sites/acme/blog/site.toml: unknown key 'site.templtes' "
-        "(did you mean 'templates'?)\n"
-    )
-    assert code == 2
-
-
-def test_invalid_toml_names_the_file_and_line(tmp_path: Path) -> None:
-    host = make_host(
-        tmp_path, sites={"acme/blog": SiteSpec(site_toml='[site]\nbase_url = "https://x.example\n')}
-    )
-    code, stderr = _build(host, tmp_path)
-    assert stderr == (
-        "Error: acme/blog: config: sites/acme/blog/site.toml: invalid TOML: "
-        "Illegal character '\\n' (at line 2, column 30)\n"
-    )
+@pytest.mark.parametrize(("spec", "expected"), CONFIG_MISTAKES)
+def test_a_site_toml_mistake_names_the_file_and_the_key_or_line(
+    tmp_path: Path, spec: SiteSpec, expected: str
+) -> None:
+    code, stderr = _build(make_host(tmp_path, sites={"acme/blog": spec}), tmp_path)
+    assert stderr == expected
     assert code == 2

@@ -20,16 +20,20 @@ REFUSED_HINT = (
     "Hint: tenant SQL may only SELECT; writes, ATTACH, PRAGMA and extensions are refused\n"
 )
 SLOW_HINT = "Hint: add an index, narrow the query, or raise [limits] query_seconds\n"
+NO_LIVE_HINT = "Hint: nothing was published; the site has no live version yet.\n"
+NOT_AUTHORIZED = "query refused: only reading is allowed (not authorized)"
 LIMITS = {"query_seconds": 0.5, "sql_max_length": 400, "template_cpu_seconds": 2}
 
 
-def _host(tmp_path: Path, *, route_sql: str = "", named_sql: str = "") -> Host:
-    """acme/blog with the attack in a route's query or in a named query; other/shop beside it."""
+def _host(tmp_path: Path, sql: str = "", *, where: str = "route") -> Host:
+    """acme/blog with the attack in route /list/'s query (where="route") or in the named query
+    ``evil`` that index.html calls on its line 2 (where="query"); other/shop beside it."""
     routes: list[dict[str, str]] = [{"path": "/", "template": "index.html"}]
-    if route_sql:
-        routes.append({"path": "/list/", "query": route_sql, "template": "list.html"})
+    if sql and where == "route":
+        routes.append({"path": "/list/", "query": sql, "template": "list.html"})
+    named = bool(sql) and where == "query"
     templates = {
-        "index.html": "<h1>home</h1>\n{{ query('evil')|length }}\n" if named_sql else html("home"),
+        "index.html": "<h1>home</h1>\n{{ query('evil')|length }}\n" if named else html("home"),
         "list.html": html("{% for r in rows %}<p>{{ r.slug }} {{ r.t }}</p>{% endfor %}"),
     }
     return make_host(
@@ -39,13 +43,23 @@ def _host(tmp_path: Path, *, route_sql: str = "", named_sql: str = "") -> Host:
             "acme/blog": SiteSpec(
                 sql=POSTS,
                 routes=routes,
-                queries={"evil": named_sql} if named_sql else {},
+                queries={"evil": sql} if named else {},
                 templates=templates,
             ),
             "other/shop": SiteSpec(
                 sql=["create table secrets (card text)", "insert into secrets values ('4111-1111')"]
             ),
         },
+    )
+
+
+def _error(where: str, message: str, hint: str) -> str:
+    """The whole stderr of a build whose route query or named query (see ``_host``) failed."""
+    if where == "route":
+        return f"Error: acme/blog: build: routes[1] (/list/): {message}\n{hint}"
+    return (
+        f"Error: acme/blog: build: templates/index.html, line 2: [queries] evil: {message}\n"
+        "    {{ query('evil')|length }}\n" + hint
     )
 
 
@@ -75,114 +89,83 @@ def _attempt(host: Host, tmp_path: Path, *, watch: Sequence[Path] = ()) -> tuple
 
 
 WRITES = [
-    "insert into posts values (3, 'x', 'x')",
-    "update posts set title = 'pwned'",
-    "delete from posts",
-    "create table pwn (x)",
-    "drop table posts",
-    "pragma query_only = 0",
-    "pragma writable_schema = 1",
-    "begin immediate",
-    "select 1; delete from posts",
+    ("route", "insert into posts values (3, 'x', 'x')"),
+    ("route", "update posts set title = 'pwned'"),
+    ("route", "delete from posts"),
+    ("route", "create table pwn (x)"),
+    ("route", "drop table posts"),
+    ("route", "pragma query_only = 0"),
+    ("route", "pragma writable_schema = 1"),
+    ("route", "begin immediate"),
+    ("query", "update posts set title = 'pwned'"),
+    ("query", "pragma query_only = 0"),
 ]
 
 
-@pytest.mark.parametrize("sql", WRITES)
-def test_a_route_query_that_writes_is_refused_naming_the_route(tmp_path: Path, sql: str) -> None:
-    host = _host(tmp_path, route_sql=sql)
-    code, stderr = _attempt(host, tmp_path)
-    if sql.startswith("select 1;"):
-        assert stderr == (
-            "Error: acme/blog: build: routes[1] (/list/): You can only execute one statement at a time.\n"
-            "Hint: nothing was published; the site has no live version yet.\n"
-        )
-    else:
-        assert stderr == (
-            "Error: acme/blog: build: routes[1] (/list/): query refused: only reading is allowed "
-            "(not authorized)\n" + REFUSED_HINT
-        )
-    assert code == 1
-
-
-@pytest.mark.parametrize("sql", ["update posts set title = 'pwned'", "pragma query_only = 0"])
-def test_a_named_query_that_writes_is_refused_naming_query_template_and_line(
-    tmp_path: Path, sql: str
+@pytest.mark.parametrize(("where", "sql"), WRITES, ids=[f"{w}: {sql}" for w, sql in WRITES])
+def test_sql_that_writes_is_refused_naming_the_route_or_the_query_template_and_line(
+    tmp_path: Path, where: str, sql: str
 ) -> None:
-    host = _host(tmp_path, named_sql=sql)
-    code, stderr = _attempt(host, tmp_path)
-    assert stderr == (
-        "Error: acme/blog: build: templates/index.html, line 2: [queries] evil: query refused: "
-        "only reading is allowed (not authorized)\n"
-        "    {{ query('evil')|length }}\n" + REFUSED_HINT
-    )
+    code, stderr = _attempt(_host(tmp_path, sql, where=where), tmp_path)
+    assert stderr == _error(where, NOT_AUTHORIZED, REFUSED_HINT)
     assert code == 1
 
 
-def test_attaching_another_tenants_database_is_refused(tmp_path: Path) -> None:
-    host = _host(tmp_path)
-    other = host.site_dir("other/shop") / "site.db"
-    host = _host(tmp_path, route_sql=f"attach database '{other}' as shop")
-    code, stderr = _attempt(host, tmp_path)
-    assert stderr == (
-        "Error: acme/blog: build: routes[1] (/list/): query refused: only reading is allowed "
-        "(not authorized)\n" + REFUSED_HINT
-    )
+def test_a_write_after_a_select_in_one_route_query_is_refused(tmp_path: Path) -> None:
+    code, stderr = _attempt(_host(tmp_path, "select 1; delete from posts"), tmp_path)
+    assert stderr == _error("route", "You can only execute one statement at a time.", NO_LIVE_HINT)
     assert code == 1
 
 
-def test_reading_another_tenants_database_through_a_uri_is_refused(tmp_path: Path) -> None:
-    host = _host(tmp_path)
-    other = host.site_dir("other/shop") / "site.db"
-    host = _host(tmp_path, named_sql=f"attach database 'file:{other}?mode=ro' as shop")
-    code, stderr = _attempt(host, tmp_path)
-    assert stderr == (
-        "Error: acme/blog: build: templates/index.html, line 2: [queries] evil: query refused: "
-        "only reading is allowed (not authorized)\n"
-        "    {{ query('evil')|length }}\n" + REFUSED_HINT
-    )
+@pytest.mark.parametrize(
+    ("where", "sql"),
+    [
+        ("route", "attach database '{other}' as shop"),
+        ("query", "attach database 'file:{other}?mode=ro' as shop"),
+    ],
+    ids=["attach-in-a-route-query", "attach-a-read-only-uri-in-a-named-query"],
+)
+def test_another_tenants_database_cannot_be_attached(tmp_path: Path, where: str, sql: str) -> None:
+    other = _host(tmp_path).site_dir("other/shop") / "site.db"
+    code, stderr = _attempt(_host(tmp_path, sql.format(other=other), where=where), tmp_path)
+    assert stderr == _error(where, NOT_AUTHORIZED, REFUSED_HINT)
     assert code == 1
 
 
-@pytest.mark.parametrize("where", ["tmp", "state", "site"])
-def test_attaching_a_new_file_creates_nothing(tmp_path: Path, where: str) -> None:
-    name = f"pwn-{uuid.uuid4().hex}.db"
+ATTACH_NEW = "attach database '{target}' as pwn"
+VACUUM_INTO = "vacuum into '{target}'"
+NEW_FILES = [
+    pytest.param("route", ATTACH_NEW, "tmp", "not authorized", id="attach-in-tmp"),
+    pytest.param("route", ATTACH_NEW, "state", "not authorized", id="attach-in-the-state-folder"),
+    pytest.param(
+        "route", ATTACH_NEW, "acme/blog", "not authorized", id="attach-in-the-site-folder"
+    ),
+    pytest.param("route", VACUUM_INTO, "tmp", "authorization denied", id="vacuum-into-tmp"),
+    pytest.param(
+        "route", VACUUM_INTO, "other/shop", "authorization denied", id="vacuum-into-another-site"
+    ),
+    pytest.param(
+        "query", VACUUM_INTO, "tmp", "authorization denied", id="vacuum-into-tmp-from-a-named-query"
+    ),
+]
+
+
+@pytest.mark.parametrize(("where", "sql", "folder", "reason"), NEW_FILES)
+def test_sql_that_would_write_a_new_file_is_refused_and_creates_nothing(
+    tmp_path: Path, where: str, sql: str, folder: str, reason: str
+) -> None:
     host = _host(tmp_path)
-    target = {
-        "tmp": Path("/tmp") / name,
-        "state": host.state_dir / name,
-        "site": host.site_dir("acme/blog") / name,
-    }[where]
-    host = _host(tmp_path, route_sql=f"attach database '{target}' as pwn")
+    folders = {
+        "tmp": Path("/tmp"),
+        "state": host.state_dir,
+        "acme/blog": host.site_dir("acme/blog"),
+        "other/shop": host.site_dir("other/shop"),
+    }
+    target = folders[folder] / f"pwn-{uuid.uuid4().hex}.db"
+    host = _host(tmp_path, sql.format(target=target), where=where)
     code, stderr = _attempt(host, tmp_path, watch=[target])
-    assert stderr == (
-        "Error: acme/blog: build: routes[1] (/list/): query refused: only reading is allowed "
-        "(not authorized)\n" + REFUSED_HINT
-    )
-    assert code == 1
-
-
-@pytest.mark.parametrize("where", ["tmp", "site"])
-def test_vacuum_into_a_file_is_refused_and_creates_nothing(tmp_path: Path, where: str) -> None:
-    name = f"pwn-{uuid.uuid4().hex}.db"
-    host = _host(tmp_path)
-    target = Path("/tmp") / name if where == "tmp" else host.site_dir("other/shop") / name
-    host = _host(tmp_path, route_sql=f"vacuum into '{target}'")
-    code, stderr = _attempt(host, tmp_path, watch=[target])
-    assert stderr == (
-        "Error: acme/blog: build: routes[1] (/list/): query refused: only reading is allowed "
-        "(authorization denied)\n" + REFUSED_HINT
-    )
-    assert code == 1
-
-
-def test_vacuum_into_from_a_named_query_is_refused_naming_the_query(tmp_path: Path) -> None:
-    target = Path("/tmp") / f"pwn-{uuid.uuid4().hex}.db"
-    host = _host(tmp_path, named_sql=f"vacuum into '{target}'")
-    code, stderr = _attempt(host, tmp_path, watch=[target])
-    assert stderr == (
-        "Error: acme/blog: build: templates/index.html, line 2: [queries] evil: query refused: "
-        "only reading is allowed (authorization denied)\n"
-        "    {{ query('evil')|length }}\n" + REFUSED_HINT
+    assert stderr == _error(
+        where, f"query refused: only reading is allowed ({reason})", REFUSED_HINT
     )
     assert code == 1
 
@@ -190,70 +173,66 @@ def test_vacuum_into_from_a_named_query_is_refused_naming_the_query(tmp_path: Pa
 def test_load_extension_is_refused(tmp_path: Path) -> None:
     library = tmp_path / "pwn.so"
     library.write_bytes(b"\x7fELF not really")
-    host = _host(tmp_path, route_sql=f"select load_extension('{library}')")
+    host = _host(tmp_path, f"select load_extension('{library}')")
     code, stderr = _attempt(host, tmp_path)
-    assert stderr == (
-        "Error: acme/blog: build: routes[1] (/list/): query refused: only reading is allowed "
-        "(not authorized to use function: load_extension)\n" + REFUSED_HINT
+    assert stderr == _error(
+        "route",
+        "query refused: only reading is allowed (not authorized to use function: load_extension)",
+        REFUSED_HINT,
     )
     assert code == 1
 
 
 FOREVER = "with recursive n(x) as (select 1 union all select x + 1 from n) select count(*) from n"
+LONG_SQL = "select * from posts where slug in (" + ", ".join(f"'s{i}'" for i in range(100)) + ")"
+PAST_LIMITS = [
+    pytest.param(
+        "route",
+        FOREVER,
+        "query ran past its time limit of 0.5 s",
+        SLOW_HINT,
+        id="a-route-query-that-runs-forever-is-stopped-at-its-time-limit",
+    ),
+    pytest.param(
+        "query",
+        FOREVER,
+        "query ran past its time limit of 0.5 s",
+        SLOW_HINT,
+        id="a-named-query-that-runs-forever-is-stopped-at-its-time-limit",
+    ),
+    pytest.param(
+        "route",
+        LONG_SQL,
+        f"SQL is {len(LONG_SQL)} characters; the limit is 400",
+        NO_LIVE_HINT,
+        id="over-long-sql-is-refused-before-it-runs",
+    ),
+    pytest.param(
+        "route",
+        "select zeroblob(500000000) as b",
+        "string or blob too big",
+        NO_LIVE_HINT,
+        id="a-huge-value-is-refused-instead-of-filling-the-parents-memory",
+    ),
+]
 
 
-def test_a_route_query_that_runs_forever_is_stopped_at_its_time_limit(tmp_path: Path) -> None:
-    host = _host(tmp_path, route_sql=FOREVER)
-    code, stderr = _attempt(host, tmp_path)
-    assert stderr == (
-        "Error: acme/blog: build: routes[1] (/list/): query ran past its time limit of 0.5 s\n"
-        + SLOW_HINT
-    )
-    assert code == 1
-
-
-def test_a_named_query_that_runs_forever_is_stopped_naming_query_and_template(
-    tmp_path: Path,
+@pytest.mark.parametrize(("where", "sql", "message", "hint"), PAST_LIMITS)
+def test_a_query_past_its_limits_fails_naming_the_route_or_the_query(
+    tmp_path: Path, where: str, sql: str, message: str, hint: str
 ) -> None:
-    host = _host(tmp_path, named_sql=FOREVER)
-    code, stderr = _attempt(host, tmp_path)
-    assert stderr == (
-        "Error: acme/blog: build: templates/index.html, line 2: [queries] evil: query ran past its "
-        "time limit of 0.5 s\n    {{ query('evil')|length }}\n" + SLOW_HINT
-    )
-    assert code == 1
-
-
-def test_over_long_sql_is_refused_before_it_runs(tmp_path: Path) -> None:
-    sql = "select * from posts where slug in (" + ", ".join(f"'s{i}'" for i in range(100)) + ")"
-    host = _host(tmp_path, route_sql=sql)
-    code, stderr = _attempt(host, tmp_path)
-    assert stderr == (
-        f"Error: acme/blog: build: routes[1] (/list/): SQL is {len(sql)} characters; the limit is 400\n"
-        "Hint: nothing was published; the site has no live version yet.\n"
-    )
-    assert code == 1
-
-
-def test_a_huge_value_is_refused_instead_of_filling_the_parents_memory(tmp_path: Path) -> None:
-    host = _host(tmp_path, route_sql="select zeroblob(500000000) as b")
-    code, stderr = _attempt(host, tmp_path)
-    assert stderr == (
-        "Error: acme/blog: build: routes[1] (/list/): string or blob too big\n"
-        "Hint: nothing was published; the site has no live version yet.\n"
-    )
+    code, stderr = _attempt(_host(tmp_path, sql, where=where), tmp_path)
+    assert stderr == _error(where, message, hint)
     assert code == 1
 
 
 def test_reading_is_allowed_and_the_build_succeeds(tmp_path: Path) -> None:
     # The fence is not a wall: SELECT with joins, CTEs, functions and parameters works.
-    host = _host(
-        tmp_path,
-        route_sql=(
-            "with recursive n(x) as (select 1 union all select x + 1 from n where x < 3) "
-            "select p.slug, upper(p.title) as t, n.x from posts p join n on n.x = p.id order by p.id"
-        ),
+    sql = (
+        "with recursive n(x) as (select 1 union all select x + 1 from n where x < 3) "
+        "select p.slug, upper(p.title) as t, n.x from posts p join n on n.x = p.id order by p.id"
     )
+    host = _host(tmp_path, sql)
     result = host.cli("build", "acme/blog")
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
