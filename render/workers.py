@@ -179,9 +179,10 @@ def warm_up() -> None:
     """Start the fork server now, so that its imports run while the caller does other work.
 
     Render processes fork from one server process that has imported the
-    renderer (Jinja and all) once; starting it takes about 0.3 s. Called at
-    the start of a site's run, that overlaps the snapshot; the pool's first
-    process then starts in milliseconds. It lives as long as this process.
+    renderer (Jinja and all) once; starting it takes about 0.2 s. Called
+    when a site's snapshot is taken, that overlaps the build's planning; the
+    pool's first process then starts in milliseconds. It lives as long as
+    this process.
     """
     multiprocessing.get_context("forkserver").set_forkserver_preload(_PRELOAD)
     with _light_main():
