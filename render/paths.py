@@ -23,6 +23,8 @@ _MAX_COMPONENT_BYTES = 255
 _FIX_ROW = "fix the row, or filter it out in the route's query"
 # Plain ASCII segments need none of the Unicode checks (most slugs are these).
 _PLAIN = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,254}\Z")
+_URL_SAFE = "/:@!$&'()*+,;=-._~"
+_QUOTED_ALREADY = re.compile(r"[A-Za-z0-9/:@!$&'()*+,;=._~-]*\Z")  # what quote() leaves alone
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,7 +173,9 @@ def output_path(url: str) -> str:
 
 def quote_url(url: str) -> str:
     """Percent-encode a URL path for use in links (slashes kept)."""
-    return quote(url, safe="/:@!$&'()*+,;=-._~")
+    if _QUOTED_ALREADY.match(url):  # most paths: nothing to encode, and a regex is cheaper
+        return url
+    return quote(url, safe=_URL_SAFE)
 
 
 def url_for_output(rel: str) -> str:

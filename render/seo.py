@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import operator
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -79,6 +80,8 @@ class SiteView:
     sitemap_problem: str | None
     routes: tuple[Route, ...] = ()
     _exists: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # per link or asset target as written: in the build, or not a path of this site
+    _fine: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def site_path(self, target: str) -> str | None:
         """``/blog/a/`` -> ``/a/`` under a base URL with a path; None when outside the site."""
@@ -99,6 +102,19 @@ class SiteView:
                 known = rel in self.files or rel + "/index.html" in self.files
             self._exists[path] = known
         return known
+
+    def missing(self, page: PageView, key: str) -> list[str]:
+        """The page's ``links`` or ``assets`` (from its facts) of this site that are not in the build."""
+        fine = self._fine
+        found = []
+        for target in page.facts.get(key, ()):
+            known = fine.get(target)  # most targets repeat from page to page
+            if known is None:
+                path = self.site_path(target)
+                known = fine[target] = path is None or self.exists(path)
+            if not known:
+                found.append(target)
+        return found
 
     def indexable(self) -> Iterator[PageView]:
         """Pages that belong in search results: not noindex, not the 404 page."""
@@ -170,7 +186,7 @@ def generate(
     added: dict[str, bytes] = {}
     if sitemap.SITEMAP not in build.files:
         entries = []
-        for page in sorted(_html_pages(build), key=lambda p: p.url):
+        for page in sorted(_html_pages(build), key=_BY_URL):
             if page.path == sitemap.NOT_FOUND or _facts(build, page).get("noindex"):
                 continue
             entries.append(sitemap.Entry(loc=base + quote_url(page.url), lastmod=_lastmod(page)[0]))
@@ -185,6 +201,9 @@ def generate(
         home = (urlsplit(base).path.rstrip("/") or "") + "/"
         added[sitemap.NOT_FOUND] = sitemap.default_404(lang=site.seo.lang, home=home)
     return build.with_files(added)
+
+
+_BY_URL = operator.attrgetter("url")
 
 
 def _html_pages(build: Build) -> list[PageRecord]:
@@ -296,7 +315,7 @@ def _site_view(build: Build) -> SiteView:
     parts = urlsplit(base)
     pages = tuple(
         PageView(record=p, facts=_facts(build, p))
-        for p in sorted(_html_pages(build), key=lambda p: p.url)
+        for p in sorted(_html_pages(build), key=_BY_URL)
     )
     problem = None
     try:
@@ -447,19 +466,13 @@ def _img_alt(page: PageView, site: SiteView) -> Iterator[str]:
 @rule("broken-link", level=Level.error)
 def _broken_link(page: PageView, site: SiteView) -> Iterator[str]:
     """A link to a page of this site that is not in the build."""
-    for target in page.facts.get("links", ()):
-        path = site.site_path(target)
-        if path is not None and not site.exists(path):
-            yield f"links to {target}, which is not in the build"
+    yield from (f"links to {t}, which is not in the build" for t in site.missing(page, "links"))
 
 
 @rule("broken-asset", level=Level.error)
 def _broken_asset(page: PageView, site: SiteView) -> Iterator[str]:
     """A stylesheet, script, image or other asset of this site that is not in the build."""
-    for target in page.facts.get("assets", ()):
-        path = site.site_path(target)
-        if path is not None and not site.exists(path):
-            yield f"uses {target}, which is not in the build"
+    yield from (f"uses {t}, which is not in the build" for t in site.missing(page, "assets"))
 
 
 @rule("canonical-other-host", level=Level.error)

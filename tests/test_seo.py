@@ -379,6 +379,20 @@ def test_links_under_a_base_url_path(tmp_path: Path) -> None:
     ]
 
 
+def test_a_link_outside_the_base_path_does_not_hide_the_same_path_inside_it(
+    tmp_path: Path,
+) -> None:
+    """/b/ is outside a site at /blog (fine); /blog/b/ is the site's own /b/, which is missing."""
+    pages = {
+        "/": page_html("Home", description="h", body='<h1>h</h1><a href="/b/">b</a>'),
+        "/a/": page_html("A", description="a", body='<h1>a</h1><a href="/blog/b/">b</a>'),
+    }
+    report = lint_of(tmp_path, pages, base_url="https://ex.org/blog")
+    assert [(f.path, f.message) for f in report.findings if f.rule == "broken-link"] == [
+        ("/a/", "links to /blog/b/, which is not in the build"),
+    ]
+
+
 def test_noindex_page_in_a_sites_own_sitemap(tmp_path: Path) -> None:
     own = (
         f'<urlset xmlns="{sitemap.NAMESPACE}"><url><loc>{BASE}/drafts/</loc></url>'
