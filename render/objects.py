@@ -192,6 +192,8 @@ class Objects:
                 try:
                     for digest, at, size in live[name]:
                         data = os.pread(fd, size, at)
+                        if len(data) != size:  # a pack cut short: the object is left out
+                            continue
                         out.write(data)
                         entries.append((digest, offset, len(data)))
                         offset += len(data)

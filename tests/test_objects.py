@@ -6,6 +6,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+import pytest
 from test_build import build_once, demo
 
 from render import builder, renderer
@@ -76,6 +77,35 @@ def test_a_damaged_index_disables_its_pack_and_prune_removes_both(tmp_path: Path
     assert not any(store.has(d) for d in packed)
     store.prune(set(packed))
     assert pack_files(tmp_path) == []
+
+
+def test_a_pack_cut_short_loses_only_the_objects_past_the_cut(tmp_path: Path) -> None:
+    objects = blobs(30, "cut")
+    name = fill_pack(tmp_path, objects)
+    pack = tmp_path / PACKS / name
+    with open(pack, "r+b") as fh:
+        fh.truncate(pack.stat().st_size // 2)  # a disk that lost the pack's tail
+    store = Objects(tmp_path)
+    whole = {d for d, data in objects.items() if _fits(store, d)}
+    assert 0 < len(whole) < len(objects)
+    for digest in set(objects) - whole:
+        with pytest.raises(FileNotFoundError):
+            store.read(digest)
+    first_two, last = list(objects)[:2], list(objects)[-1]
+    assert set(first_two) <= whole and last not in whole
+    store.prune({*first_two, last})  # most of it dead: rewritten, without the cut object
+    after = Objects(tmp_path)
+    assert after.hashes() == set(first_two)
+    for digest in after.hashes():
+        assert after.read(digest) == objects[digest]
+
+
+def _fits(store: Objects, digest: str) -> bool:
+    try:
+        store.read(digest)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def test_prune_drops_dead_packs_and_rewrites_mostly_dead_ones(tmp_path: Path) -> None:
