@@ -787,7 +787,7 @@ def _save_groups(
     where.mkdir(exist_ok=True)
     groups: list[dict[str, PageRecord]] = [{} for _ in range(BUCKETS)]
     for path, page in recorded.items():
-        groups[zlib.crc32(path.encode("utf-8", "surrogatepass")) % BUCKETS][path] = page
+        groups[_bucket(path)][path] = page
     names = []
     for number, group in enumerate(groups):
         if number < len(previous.buckets):
