@@ -23,10 +23,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from render.build.tree import Build, FileEntry  # noqa: E402
+from render.check.lhrunner import AuditJob, ChromiumRunner, Method, RunOutcome  # noqa: E402
 from render.config import LighthouseConfig  # noqa: E402
-from render.lhrunner import AuditJob, ChromiumRunner, Method, RunOutcome  # noqa: E402
 from render.lighthouse import check, sample_pages  # noqa: E402
-from render.tree import Build, FileEntry  # noqa: E402
 
 
 @dataclass

@@ -28,10 +28,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from render.mirror import sync  # noqa: E402
-from render.publish import publish_tree  # noqa: E402
-from render.store import LocalStore, Store  # noqa: E402
-from render.tree import FileEntry, content_type, write_object  # noqa: E402
+from render.build.tree import FileEntry, content_type, write_object  # noqa: E402
+from render.mirror.sync import sync  # noqa: E402
+from render.publish.store import LocalStore, Store  # noqa: E402
+from render.publish.versions import publish_tree  # noqa: E402
 
 
 def synthetic_site(articles: int = 10_000) -> dict[str, bytes]:

@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from faultproxy import Entry, FaultProxy  # noqa: E402
 
-from render.objects import Objects  # noqa: E402
-from render.publish import publish_tree  # noqa: E402
-from render.store import S3Store  # noqa: E402
-from render.tree import FileEntry, content_type, materialize, write_object  # noqa: E402
+from render.build.objects import Objects  # noqa: E402
+from render.build.tree import FileEntry, content_type, materialize, write_object  # noqa: E402
+from render.publish.store import S3Store  # noqa: E402
+from render.publish.versions import publish_tree  # noqa: E402
 
 _ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_REGION": "us-east-1"}  # fmt: skip

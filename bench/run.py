@@ -85,7 +85,8 @@ def phase_build(state_dir: str) -> dict[str, object]:
 
 def _load_build() -> object:
     """The bench site's current build as a ``Build`` (a warm rebuild: nothing renders)."""
-    from render import builder, seo, snapshot
+    from render import builder, seo
+    from render.build import snapshot
     from render.config import load_host, load_site, site_dirs
 
     host = load_host(OUT / "host" / "render.toml")
@@ -112,7 +113,7 @@ def phase_mirror() -> dict[str, object]:
     import tempfile
 
     from bench.mirror import mirror_bench
-    from render.store import LocalStore
+    from render.publish.store import LocalStore
 
     build = _load_build()
     files = {path: build.read(path) for path in build.files}  # type: ignore[attr-defined]
@@ -126,10 +127,11 @@ def phase_lighthouse(which: str) -> dict[str, object]:
     from dataclasses import replace
 
     from bench.lighthouse import lighthouse_bench
-    from render import builder, snapshot
+    from render import builder
+    from render.build import snapshot
+    from render.check.lhrunner import Method
     from render.config import load_host, load_site, site_dirs
     from render.demo import init_host
-    from render.lhrunner import Method
 
     with tempfile.TemporaryDirectory(dir=OUT, prefix="lh-") as tmp:
         if which == "demo":

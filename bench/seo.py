@@ -22,11 +22,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.sitegen import WORDS  # noqa: E402
-from render import pagefacts, seo  # noqa: E402
+from render import seo  # noqa: E402
+from render.build import pagefacts  # noqa: E402
+from render.build.snapshot import Snapshot  # noqa: E402
+from render.build.tree import Build, FileEntry, PageRecord, content_type, sha256, write_object  # noqa: E402
 from render.config import LighthouseConfig, SeoConfig, SiteConfig, SiteId, SiteSection  # noqa: E402
 from render.paths import output_path, quote_url  # noqa: E402
-from render.snapshot import Snapshot  # noqa: E402
-from render.tree import Build, FileEntry, PageRecord, content_type, sha256, write_object  # noqa: E402
 
 
 def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float, float]:

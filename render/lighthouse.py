@@ -5,8 +5,8 @@
 changed since they were last measured (``full=True`` audits all), carries the
 others' last scores forward, reads every sampled page with JavaScript on and
 off, and compares scores with ``[lighthouse.budgets]``. The auditing itself is
-behind :class:`~render.lhrunner.Runner`; the real one runs Lighthouse in
-Chromium with the network cut off (:mod:`render.lhrunner`).
+behind :class:`~render.check.lhrunner.Runner`; the real one runs Lighthouse in
+Chromium with the network cut off (:mod:`render.check.lhrunner`).
 
 The result goes three ways: ``report.files()`` into the build
 (``_render/lighthouse.json`` and one HTML report per audited page under
@@ -24,10 +24,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from render.config import LighthouseConfig
-from render.errors import RenderError
-from render.jsparity import ParityFinding, compare
-from render.lhrunner import (
+from render.build.tree import Build, PageRecord, sha256
+from render.check.jsparity import ParityFinding, compare
+from render.check.lhrunner import (
     AuditJob,
     ChromiumRunner,
     FailureKind,
@@ -37,7 +36,8 @@ from render.lhrunner import (
     Runner,
     RunResult,
 )
-from render.tree import Build, PageRecord, sha256
+from render.config import LighthouseConfig
+from render.errors import RenderError
 
 __all__ = [
     "AuditError",

@@ -18,24 +18,18 @@ from enum import Enum
 from pathlib import Path
 from typing import TypeVar
 
-from render import (
-    builder,
-    checks,
-    gcpause,
-    lighthouse,
-    locks,
-    mirror,
-    publish,
-    purge,
-    seo,
-    snapshot,
-    workers,
-)
+from render import builder, lighthouse, seo
+from render.build import gcpause, snapshot, workers
+from render.build.tree import Build, materialize
+from render.check import gate as checks
 from render.config import HostConfig, SiteConfig, SiteId
 from render.errors import MirrorError, RenderError
-from render.ledger import Ledger, open_ledger
-from render.store import Store, open_store
-from render.tree import Build, materialize
+from render.mirror import sync as mirror
+from render.publish import purge
+from render.publish import versions as publish
+from render.publish.store import Store, open_store
+from render.run import locks
+from render.run.ledger import Ledger, open_ledger
 
 
 class Outcome(Enum):
@@ -133,7 +127,7 @@ def _run(
     run_id = ledger.start_run(owner, name, reason=reason)
     try:
         # Build and SEO hold the last build's records: no cyclic GC passes over them
-        # (render.gcpause); publishing, with its many HTTP objects, runs with it on.
+        # (render.build.gcpause); publishing, with its many HTTP objects, runs with it on.
         with gcpause.paused():
             # The last build's record loads while the database is copied, and the
             # render processes' fork server starts once the copy is done, while the

@@ -6,7 +6,7 @@ site id) in an SQLAlchemy job store at ``<state>/scheduler.sqlite``, so a
 restart keeps the jobs and runs a missed nightly once (``coalesce``, a long
 ``misfire_grace_time``). Builds run in a pool of ``[schedule] workers``
 threads; each calls the runner (``render.pipeline.run_site`` by default), which
-takes the site lock (``render.locks``) so that ``render force`` and the
+takes the site lock (``render.run.locks``) so that ``render force`` and the
 daemon never build one site at the same time.
 
 The main thread reconciles the jobs with the sites folder every minute, polls
@@ -38,11 +38,12 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_RUNNING
 
-from render import cron, locks
-from render.buildlog import log_event
+from render import cron
 from render.config import HostConfig, SiteConfig, load_site, site_dirs
 from render.errors import RenderError
-from render.locks import Holder
+from render.run import locks
+from render.run.buildlog import log_event
+from render.run.locks import Holder
 
 JOBSTORE_FILE = "scheduler.sqlite"
 _DAEMONS: dict[str, Daemon] = {}  # state folder -> the daemon running on it in this process

@@ -1,6 +1,6 @@
 """The SEO stage: sitemap, robots.txt and 404 for every build, and the lint that gates publishing.
 
-The render workers already parsed each page once (``render.pagefacts``) and
+The render workers already parsed each page once (``render.build.pagefacts``) and
 left its facts on the ``PageRecord``; this module never parses a page again
 unless its facts are missing or from an older format. Rules are a plain table:
 each is a small function registered with ``@rule`` (over one page's facts) or
@@ -21,12 +21,12 @@ from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
 
-from render import sitemap
+from render.build.pagefacts import FACTS_VERSION, facts_of
+from render.build.tree import Build, FileEntry, PageRecord
+from render.check import sitemap
 from render.config import Route
 from render.errors import CheckFailed, ConfigError
-from render.pagefacts import FACTS_VERSION, facts_of
 from render.paths import quote_url
-from render.tree import Build, FileEntry, PageRecord
 
 REPORT_PATH = "_render/seo.json"
 TITLE_MAX = 60

@@ -6,10 +6,10 @@ import types
 from collections.abc import Mapping
 from pathlib import Path
 
+from render.build.snapshot import Snapshot
+from render.build.tree import Build, FileEntry, PageRecord, content_type, sha256, write_object
 from render.config import LighthouseConfig, SeoConfig, SiteConfig, SiteId, SiteSection
 from render.paths import output_path
-from render.snapshot import Snapshot
-from render.tree import Build, FileEntry, PageRecord, content_type, sha256, write_object
 
 HEAD = (
     '<!doctype html><html lang="en"><head><meta charset="utf-8">'

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from conftest import require
 
-from render.publish import publish_tree
-from render.store import LocalStore
-from render.tree import FileEntry, content_type, write_object
+from render.build.tree import FileEntry, content_type, write_object
+from render.publish.store import LocalStore
+from render.publish.versions import publish_tree
 
 REPO = Path(__file__).resolve().parent.parent
 OVH = REPO / "ovh" / "nginx"

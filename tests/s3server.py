@@ -15,9 +15,9 @@ from pathlib import Path
 import boto3
 import pytest
 
+from render.build.snapshot import Snapshot
+from render.build.tree import Build, FileEntry, content_type, write_object
 from render.config import LighthouseConfig, SeoConfig, SiteConfig, SiteId, SiteSection, StoreConfig
-from render.snapshot import Snapshot
-from render.tree import Build, FileEntry, content_type, write_object
 
 FAKE_ENV = {
     "AWS_ACCESS_KEY_ID": "testing-key-id",

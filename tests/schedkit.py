@@ -4,7 +4,7 @@ The runners have ``render.pipeline.run_site``'s signature. ``record_runner``
 takes the real site lock and appends one JSON line per build (site, reason,
 pid, enter and exit times) to ``<state>/runs.jsonl`` while still holding it.
 ``publish_runner`` publishes a new version of a small tree with the real
-``render.publish.publish_tree`` into a real ``LocalStore``, slowly, and gives
+``render.publish.versions.publish_tree`` into a real ``LocalStore``, slowly, and gives
 up before the root switch when ``should_stop()`` says so: what the pipeline
 does with SIGTERM.
 
@@ -26,10 +26,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from render.build.tree import FileEntry, content_type, write_object
 from render.config import HostConfig, SiteConfig, find_site, load_host, load_site
-from render.locks import site_lock
-from render.store import LocalStore
-from render.tree import FileEntry, content_type, write_object
+from render.publish.store import LocalStore
+from render.run.locks import site_lock
 
 RUNS = "runs.jsonl"
 
@@ -172,7 +172,7 @@ def publish_runner(
     should_stop: Callable[[], bool] | None = None,
 ) -> Report:
     """Publish a new version (labelled by the run's start time) slowly through the real publish."""
-    from render.publish import publish_tree
+    from render.publish.versions import publish_tree
 
     started = time.monotonic()
     label = f"{reason}-{time.time_ns()}"

@@ -6,7 +6,9 @@ import types
 from collections.abc import Mapping
 from pathlib import Path
 
-from render import pagefacts
+from render.build import pagefacts
+from render.build.snapshot import Snapshot
+from render.build.tree import Build, FileEntry, PageRecord, content_type, sha256, write_object
 from render.config import (
     LighthouseConfig,
     Route,
@@ -16,8 +18,6 @@ from render.config import (
     SiteSection,
 )
 from render.paths import output_path, quote_url
-from render.snapshot import Snapshot
-from render.tree import Build, FileEntry, PageRecord, content_type, sha256, write_object
 
 BASE = "https://www.example.com"
 CHANGED = "2026-11-20T03:00:00Z"

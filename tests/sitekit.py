@@ -32,10 +32,11 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 
-from render import builder, snapshot
+from render import builder
+from render.build import snapshot
+from render.build.tree import Build
 from render.config import HostConfig, SiteConfig, find_site, load_host, load_site
 from render.pipeline import Options, RunReport, run_site
-from render.tree import Build
 
 BASE_URL = "https://example.com"
 INDEX_ONLY = ({"path": "/", "template": "index.html"},)

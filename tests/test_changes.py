@@ -1,6 +1,6 @@
 """Column-level change detection: a rebuild skips a query only when what it read is unchanged.
 
-The unit tests ask ``render.changes`` directly about snapshots taken before
+The unit tests ask ``render.build.changes`` directly about snapshots taken before
 and after an edit. The build tests edit a real site step by step and compare
 each incremental build with a build from scratch of the same database: any
 query wrongly taken as unchanged would leave a stale page and fail them.
@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from sitekit import Host, SiteSpec, html, make_host
 
-from render import snapshot
-from render.changes import Changes
+from render.build import snapshot
+from render.build.changes import Changes
+from render.build.sandbox import QueryRunner, Read
 from render.config import load_host, load_site, site_dirs
 from render.errors import PathError
-from render.sandbox import QueryRunner, Read
 
 SCHEMA = [
     "create table items (id integer primary key, slug text, title text, body text, price real,"

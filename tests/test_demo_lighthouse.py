@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from conftest import require
 
+from render.check.lhrunner import find_lighthouse
 from render.config import load_host, load_site, site_dirs
 from render.demo import init_host
-from render.lhrunner import find_lighthouse
 from render.pipeline import Outcome, run_site
-from render.store import open_store
+from render.publish.store import open_store
 
 pytestmark = [pytest.mark.browser, pytest.mark.lighthouse, pytest.mark.slow]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from render import gcpause
+from render.build import gcpause
 
 
 def test_objects_made_during_a_pause_are_not_walked_by_the_next_young_collection() -> None:

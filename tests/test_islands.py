@@ -19,7 +19,7 @@ import pytest
 from sitekit import Host, SiteSpec, html, make_host
 
 from render import islands
-from render.tree import Build
+from render.build.tree import Build
 
 COUNTER_JS = (
     "export default function counter(element, props) { element.dataset.hydrated = 'yes'; }\n"

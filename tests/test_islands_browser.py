@@ -16,8 +16,8 @@ import pytest
 from conftest import require
 from sitekit import SiteSpec, html, make_host
 
-from render.auditworker import BROWSER_FLAGS
-from render.serving import serve, tree_resolver
+from render.check.auditworker import BROWSER_FLAGS
+from render.check.loopback import serve, tree_resolver
 
 pytestmark = pytest.mark.browser
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from render.jsparity import compare, js_only_lines
+from render.check.jsparity import compare, js_only_lines
 
 
 def test_text_present_without_javascript_is_no_finding() -> None:

@@ -22,10 +22,8 @@ import pytest
 from conftest import require
 from lhpages import FAST, make_build, page
 
-from render.config import LighthouseConfig, load_host, load_site
-from render.errors import ConfigError, RenderError
-from render.ledger import Ledger
-from render.lhrunner import (
+from render.build.tree import Build, FileEntry
+from render.check.lhrunner import (
     AuditJob,
     ChromiumRunner,
     FailureKind,
@@ -39,9 +37,11 @@ from render.lhrunner import (
     find_tools,
     namespace_available,
 )
+from render.check.loopback import Response, serve
+from render.config import LighthouseConfig, load_host, load_site
+from render.errors import ConfigError, RenderError
 from render.lighthouse import AuditState, LighthouseReport, check, median_run, sample_pages
-from render.serving import Response, serve
-from render.tree import Build, FileEntry
+from render.run.ledger import Ledger
 
 SCORES = {"performance": 0.99, "accessibility": 1.0, "best-practices": 1.0, "seo": 1.0}
 METRICS = {"lcp": 900.0, "cls": 0.0, "tbt": 0.0, "fcp": 800.0, "speed_index": 850.0}

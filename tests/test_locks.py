@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from render.errors import LockedError
-from render.locks import daemon_lock, lock_path, running, site_lock
+from render.run.locks import daemon_lock, lock_path, running, site_lock
 
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))
@@ -97,7 +97,7 @@ CHILDREN = textwrap.dedent(
     """
     import multiprocessing, os, subprocess, sys, time
     from pathlib import Path
-    from render.locks import site_lock
+    from render.run.locks import site_lock
 
     def sleeper():
         time.sleep(60)
@@ -132,7 +132,7 @@ CRITICAL = textwrap.dedent(
     """
     import json, os, sys, time
     from pathlib import Path
-    from render.locks import site_lock
+    from render.run.locks import site_lock
 
     state, log, rounds = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
     for _ in range(rounds):

@@ -13,14 +13,14 @@ from click.testing import CliRunner
 from mirrorkit import HOST, publish_files, site_files
 from s3server import bucket_keys, moto_url, new_bucket, s3_config, s3_env
 
+from render.build.tree import sha256
 from render.cli import main
 from render.errors import LockedError, PublishError
-from render.manifest import blob_key, version_key
-from render.mirror import Layout, SyncOutcome, run_forever, sync, sync_site, write_host_map
-from render.mirror_status import MirrorState, mirror_status
-from render.publish import rollback
-from render.store import LocalStore, S3Store
-from render.tree import sha256
+from render.mirror.status import MirrorState, mirror_status
+from render.mirror.sync import Layout, SyncOutcome, run_forever, sync, sync_site, write_host_map
+from render.publish.manifest import blob_key, version_key
+from render.publish.store import LocalStore, S3Store
+from render.publish.versions import rollback
 
 __all__ = ["moto_url", "s3_env"]  # fixtures used by name below
 

@@ -18,12 +18,12 @@ import pytest
 from mirrorkit import HOST, Nginx, Reply, fetch, publish_files, site_files
 from test_routing import CASES
 
-from render.manifest import blob_key
-from render.mirror import SyncOutcome, sync, sync_site
-from render.publish import rollback
-from render.routing import route_request
-from render.store import LocalStore
-from render.tree import sha256
+from render.build.tree import sha256
+from render.mirror.sync import SyncOutcome, sync, sync_site
+from render.publish.manifest import blob_key
+from render.publish.store import LocalStore
+from render.publish.versions import rollback
+from render.serve.routing import route_request
 
 pytestmark = pytest.mark.nginx
 
@@ -205,8 +205,8 @@ _SLOW_SYNC = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from render.mirror import sync
-    from render.store import LocalStore
+    from render.mirror.sync import sync
+    from render.publish.store import LocalStore
 
     class Slow:  # a slow link to the store, so that the kill lands half way
         def __init__(self, inner):

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from test_build import build_once, demo
 
-from render import builder, renderer
-from render.objects import PACKS, Objects, PackWriter, sha256
+from render import builder
+from render.build import renderer
+from render.build.objects import PACKS, Objects, PackWriter, sha256
 from render.pipeline import Options, run_site
 
 

@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 import pytest
 from seokit import page_html
 
-from render.pagefacts import FACTS_VERSION, facts_of, finish_page
+from render.build.pagefacts import FACTS_VERSION, facts_of, finish_page
 
 URL = "/posts/hello/"
 CANONICAL = "https://www.example.com/posts/hello/"

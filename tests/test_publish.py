@@ -18,13 +18,13 @@ from click.testing import CliRunner
 from faultproxy import FaultProxy
 from s3server import admin_client, make_build, moto_url, new_bucket, s3_config, s3_env, site_files
 
+from render.check.loopback import serve
 from render.errors import ConflictError, PublishError
-from render.ledger import Ledger
-from render.live import LiveSites
-from render.manifest import Root, VersionTree, root_key, version_key
-from render.publish import PublishOutcome, gc, list_versions, publish, read_root, rollback
-from render.serving import serve
-from render.store import LocalStore, S3Store, Store, StoredObject
+from render.publish.manifest import Root, VersionTree, root_key, version_key
+from render.publish.store import LocalStore, S3Store, Store, StoredObject
+from render.publish.versions import PublishOutcome, gc, list_versions, publish, read_root, rollback
+from render.run.ledger import Ledger
+from render.serve.live import LiveSites
 
 __all__ = ["moto_url", "s3_env"]
 
@@ -444,7 +444,7 @@ def test_cli_missing_bucket_is_one_line_and_nothing_goes_live(
 def test_version_ids_sort_by_time_and_never_collide() -> None:
     from datetime import UTC, datetime
 
-    from render.manifest import is_version_id, new_version_id
+    from render.publish.manifest import is_version_id, new_version_id
 
     now = datetime(2026, 11, 27, 3, 0, 0, tzinfo=UTC)
     ids = {new_version_id(now=now) for _ in range(200)}

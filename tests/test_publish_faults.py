@@ -21,9 +21,9 @@ from faultproxy import Drop, FaultProxy, Hold, LoseResponse, Reply, Request
 from s3server import bucket_keys, make_build, moto_url, new_bucket, s3_config, s3_env, site_files
 
 from render.errors import PublishError
-from render.ledger import Ledger
-from render.publish import Publication, PublishOutcome, publish, read_root
-from render.store import S3Store
+from render.publish.store import S3Store
+from render.publish.versions import Publication, PublishOutcome, publish, read_root
+from render.run.ledger import Ledger
 
 __all__ = ["moto_url", "s3_env"]
 
@@ -207,9 +207,9 @@ import sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
 from s3server import make_build, s3_config, site_files
-from render.ledger import Ledger
-from render.publish import publish
-from render.store import S3Store
+from render.run.ledger import Ledger
+from render.publish.versions import publish
+from render.publish.store import S3Store
 
 build = make_build(Path({work!r}), site_files({pages}, edition="v2"))
 store = S3Store(s3_config({url!r}, {bucket!r}, concurrency=2))

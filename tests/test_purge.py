@@ -17,13 +17,13 @@ import requests
 import responses
 from responses.registries import OrderedRegistry
 
+from render.build.tree import FileEntry, content_type, write_object
 from render.config import CdnConfig, load_host, load_site
 from render.errors import ConfigError
-from render.manifest import Diff
-from render.publish import Publication, PublishOutcome, publish_tree
-from render.purge import PurgeMode, plan, purge, purge_publication, token
-from render.store import LocalStore
-from render.tree import FileEntry, content_type, write_object
+from render.publish.manifest import Diff
+from render.publish.purge import PurgeMode, plan, purge, purge_publication, token
+from render.publish.store import LocalStore
+from render.publish.versions import Publication, PublishOutcome, publish_tree
 
 API = "https://cf.test/client/v4"
 ZONE = "0123456789abcdef0123456789abcdef"

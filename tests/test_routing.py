@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from render.routing import CRAWLER_TOKENS, Target, is_crawler, route_request
+from render.serve.routing import CRAWLER_TOKENS, Target, is_crawler, route_request
 
 ROUTE_CONF = Path(__file__).resolve().parent.parent / "ovh" / "nginx" / "route.conf"
 

@@ -13,7 +13,7 @@ import pytest
 from jinja2.exceptions import SecurityError, UndefinedError
 from sitekit import Host, SiteSpec, changes, html, listing, make_host
 
-from render.sandbox import make_environment
+from render.build.sandbox import make_environment
 
 SECRET = "TOP-SECRET-4111"
 NOT_FOUND_HINT = "Hint: check the route's template and every extends/include\n"

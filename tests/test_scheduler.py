@@ -4,7 +4,7 @@ Time runs for real, in seconds: six-field cron strings (seconds first) fire
 every few seconds, and every wait polls a condition with a deadline. Builds go
 through the daemon's runner seam (``schedkit.record_runner`` takes the real
 site lock and records each build; ``schedkit.publish_runner`` publishes with
-the real ``render.publish`` into a real ``LocalStore``).
+the real ``render.publish.versions`` into a real ``LocalStore``).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from pathlib import Path
 import pytest
 
 from render.config import load_host, load_site
-from render.locks import site_lock
-from render.manifest import blob_key
-from render.publish import publish_tree, read_root, read_tree
+from render.publish.manifest import blob_key
+from render.publish.store import LocalStore
+from render.publish.versions import publish_tree, read_root, read_tree
+from render.run.locks import site_lock
 from render.scheduler import JOBSTORE_FILE, Daemon, Runner, next_run, running
-from render.store import LocalStore
 
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))

@@ -16,11 +16,12 @@ from protego import Protego
 from seokit import BASE, CHANGED, STATIC, make_build, page_html
 from usp.tree import sitemap_tree_for_homepage
 
-from render import seo, sitemap
+from render import seo
+from render.build.tree import Build, FileEntry, PageRecord
+from render.check import sitemap
+from render.check.loopback import Response, resolve_in_tree, serve
 from render.config import RobotsRule, Route, SeoConfig
 from render.errors import CheckFailed, ConfigError
-from render.serving import Response, resolve_in_tree, serve
-from render.tree import Build, FileEntry, PageRecord
 
 DATA = Path(__file__).parent / "data"
 NS = {"sm": sitemap.NAMESPACE}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sitekit import Host, SiteSpec, listing, make_host
 
-from render import snapshot
+from render.build import snapshot
 from render.errors import SnapshotError
 
 # The application: one process that writes without pause. Each transaction

@@ -11,7 +11,7 @@ from faultproxy import FaultProxy, Reply
 from s3server import admin_client, moto_url, new_bucket, s3_config, s3_env
 
 from render.errors import PublishError
-from render.store import LocalStore, S3Store, Store
+from render.publish.store import LocalStore, S3Store, Store
 
 __all__ = ["moto_url", "s3_env"]  # fixtures used by name below
 

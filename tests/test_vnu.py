@@ -8,7 +8,7 @@ from seokit import BASE, STATIC, make_build, page_html
 from vnu import errors, require_vnu, run_vnu
 
 from render import seo
-from render.pagefacts import finish_page
+from render.build.pagefacts import finish_page
 from render.paths import quote_url
 
 

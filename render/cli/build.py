@@ -29,8 +29,8 @@ from render.cli._common import (
 from render.config import HostConfig, SiteConfig, load_site, site_dirs
 from render.demo import init_host
 from render.errors import ConfigError, RenderError
-from render.ledger import open_ledger
 from render.pipeline import Options, Outcome, RunReport, run_site
+from render.run.ledger import open_ledger
 
 
 @click.command()

@@ -14,9 +14,9 @@ from rich.table import Table
 from render.cli._common import config_option, console, err_console, handle_errors, host_from
 from render.config import HostConfig
 from render.errors import MirrorError, RenderError
-from render.mirror import SyncOutcome, SyncReport, run_forever, sync
-from render.mirror_status import MirrorState, human_seconds, mirror_status
-from render.store import Store, open_store
+from render.mirror.status import MirrorState, human_seconds, mirror_status
+from render.mirror.sync import SyncOutcome, SyncReport, run_forever, sync
+from render.publish.store import Store, open_store
 
 
 @click.group("mirror")

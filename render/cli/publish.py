@@ -5,14 +5,14 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
+from render.check.loopback import LOOPBACK, Running, serve_forever
 from render.cli._common import config_option, console, handle_errors, host_from, site_from
 from render.config import HostConfig
 from render.errors import UsageError
-from render.ledger import open_ledger
-from render.live import LiveSites
-from render.publish import gc, list_versions, rollback
-from render.serving import LOOPBACK, Running, serve_forever
-from render.store import Store, open_store
+from render.publish.store import Store, open_store
+from render.publish.versions import gc, list_versions, rollback
+from render.run.ledger import open_ledger
+from render.serve.live import LiveSites
 
 
 def _site_id(host: HostConfig, store: Store, name: str) -> tuple[str, str]:

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from render.buildlog import configure_logging
 from render.cli._common import config_option, handle_errors, host_from
 from render.errors import UsageError
+from render.run.buildlog import configure_logging
 
 if TYPE_CHECKING:  # the daemon's imports (APScheduler, SQLAlchemy) load only when it runs
     from render.scheduler import Runner

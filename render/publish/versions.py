@@ -1,6 +1,6 @@
 """Publishing a built tree as a new version: upload what is missing, write the tree, flip the root.
 
-The protocol, per site (keys in ``render.manifest``):
+The protocol, per site (keys in ``render.publish.manifest``):
 
 1. read ``root.json`` (one GET). When its ``files_hash`` equals the build's,
    nothing changed: no upload, no new version, one read in all;
@@ -28,8 +28,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
+from render.build.objects import Objects
+from render.build.tree import Build, FileEntry
 from render.errors import ConflictError, PublishError
-from render.manifest import (
+from render.publish.manifest import (
     BLOB_CACHE,
     JSON_TYPE,
     ROOT_CACHE,
@@ -46,9 +48,7 @@ from render.manifest import (
     utc_now_iso,
     version_key,
 )
-from render.objects import Objects
-from render.store import Store
-from render.tree import Build, FileEntry
+from render.publish.store import Store
 
 Progress = Callable[[int, int], None]
 """``(blobs uploaded, blobs to upload)``, called from upload threads."""
@@ -78,7 +78,7 @@ class Publication:
 
 
 class VersionLedger(Protocol):
-    """The part of ``render.ledger.Ledger`` that publishing writes to."""
+    """The part of ``render.run.ledger.Ledger`` that publishing writes to."""
 
     def record_version(
         self,

@@ -2,7 +2,7 @@
 
 A build never writes a browsable folder of pages. Each file's bytes go once
 into the objects folder under their sha256 (the same naming as the store's
-``blobs/``; ``render.objects`` keeps them loose or in packs), and the tree is
+``blobs/``; ``render.build.objects`` keeps them loose or in packs), and the tree is
 the mapping ``path -> FileEntry``. A rebuild writes only the bytes that are
 new, later stages add files by adding entries, and publishing uploads blobs
 straight from the objects folder. ``materialize`` writes an ordinary
@@ -21,13 +21,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from render.config import SiteConfig
-
 # INCOMPLETE and sha256 are re-exported: the build and its readers use them from here
-from render.objects import INCOMPLETE as INCOMPLETE
-from render.objects import Objects
-from render.objects import sha256 as sha256
-from render.snapshot import Snapshot
+from render.build.objects import INCOMPLETE as INCOMPLETE
+from render.build.objects import Objects
+from render.build.objects import sha256 as sha256
+from render.build.snapshot import Snapshot
+from render.config import SiteConfig
 
 _TYPES = {
     ".html": "text/html; charset=utf-8",

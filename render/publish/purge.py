@@ -54,7 +54,7 @@ import requests
 from render.config import CdnConfig, HostConfig, Secret, SiteConfig
 from render.errors import ConfigError
 from render.paths import url_for_output
-from render.publish import Publication, PublishOutcome
+from render.publish.versions import Publication, PublishOutcome
 
 Sleep = Callable[[float], None]
 

@@ -1,6 +1,6 @@
 """The no-JavaScript read: what a crawler that runs no scripts misses.
 
-Each sampled page is loaded twice in Chromium (by :mod:`render.auditworker`):
+Each sampled page is loaded twice in Chromium (by :mod:`render.check.auditworker`):
 with JavaScript on, taking the text of its main content (``<main>``, else the
 body), and with JavaScript off, taking all visible text. Every line of the
 first that does not appear in the second is content only a script writes; a

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from render.build.tree import FileEntry
 from render.errors import PublishError
-from render.tree import FileEntry
 
 _VERSION_RE = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{8})$")
 _HASH_RE = re.compile(r"^[0-9a-f]{64}$")

@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
+from render.build.tree import FileEntry
 from render.paths import is_file_url
-from render.tree import FileEntry
 
 LOOPBACK = "127.0.0.1"
 
@@ -36,7 +36,7 @@ Resolver = Callable[[str, str], Response]
 
 
 class Blobs(Protocol):
-    """Where a tree's bytes are: ``render.objects.Objects``, or the live sites' blob cache."""
+    """Where a tree's bytes are: ``render.build.objects.Objects``, or the live sites' blob cache."""
 
     def read(self, digest: str) -> bytes:
         """The bytes stored under ``digest``; ``OSError`` when they cannot be read."""

@@ -26,8 +26,8 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from render.sandbox import MMAP_BYTES, VOLATILE, Read
-from render.snapshot import Snapshot
+from render.build.sandbox import MMAP_BYTES, VOLATILE, Read
+from render.build.snapshot import Snapshot
 
 SCHEMA = "sqlite_schema"
 _CHUNK = 2048

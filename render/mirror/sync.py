@@ -46,9 +46,16 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from render.build.tree import FileEntry
 from render.errors import LockedError, MirrorError, RenderError
-from render.manifest import Root, VersionTree, blob_key, is_version_id, root_key, version_key
-from render.tree import FileEntry
+from render.publish.manifest import (
+    Root,
+    VersionTree,
+    blob_key,
+    is_version_id,
+    root_key,
+    version_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +71,7 @@ _HOST_RE = re.compile(
 
 
 class MirrorStore(Protocol):
-    """What the mirror reads from a store (``render.store.Store`` has all of it)."""
+    """What the mirror reads from a store (``render.publish.store.Store`` has all of it)."""
 
     @property
     def description(self) -> str: ...

@@ -1,6 +1,6 @@
 """Object stores behind one small interface: a local folder and S3-compatible (R2).
 
-Both hold the same layout (see ``render.manifest``). Keys passed to a store
+Both hold the same layout (see ``render.publish.manifest``). Keys passed to a store
 are relative to its prefix. The root switch is a compare-and-swap:
 ``put_if(key, data, tag=...)`` writes only when the object still carries the
 ``tag`` returned by ``get_tagged`` (or, with ``tag=None``, does not exist yet).

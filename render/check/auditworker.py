@@ -1,6 +1,6 @@
 """The audit worker: one process that serves a tree, runs a browser and audits pages.
 
-``python -m render.auditworker SPEC`` is started by :mod:`render.lhrunner`,
+``python -m render.check.auditworker SPEC`` is started by :mod:`render.check.lhrunner`,
 inside a private network namespace when the host allows one (then only this
 process tree exists on its loopback: the tree server, Chromium, Lighthouse).
 It reads one job per line on stdin and answers one JSON line per job on
@@ -33,9 +33,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any
 
-from render.objects import Objects
-from render.serving import LOOPBACK, serve, tree_resolver
-from render.tree import FileEntry
+from render.build.objects import Objects
+from render.build.tree import FileEntry
+from render.check.loopback import LOOPBACK, serve, tree_resolver
 
 BROWSER_FLAGS = (
     "--headless",

@@ -2,7 +2,7 @@
 
 The :class:`Runner` protocol is the seam between choosing what to audit
 (:mod:`render.lighthouse`) and auditing it. :class:`ChromiumRunner` is the real
-one: it starts ``parallel`` audit workers (:mod:`render.auditworker`), each a
+one: it starts ``parallel`` audit workers (:mod:`render.check.auditworker`), each a
 process tree of the loopback tree server, one Chromium shared by all of its
 audits and one long-lived Lighthouse driver, and hands them pages from one
 queue.
@@ -36,12 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from render.build.tree import FileEntry
 from render.config import LighthouseConfig
 from render.errors import RenderError
-from render.tree import FileEntry
 
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
-_DRIVER = Path(__file__).parent / "assets" / "lighthouse-driver.mjs"
+_DRIVER = Path(__file__).parent.parent / "assets" / "lighthouse-driver.mjs"
 _NAMESPACE = ("unshare", "--net", "--pid", "--fork", "--kill-child")
 _PARITY_SECONDS = 30.0
 _START_SECONDS = 60.0  # starting the browser is not the page's fault: a limit of its own
@@ -160,7 +160,7 @@ def find_tools(config: LighthouseConfig) -> Tools:
 def find_lighthouse() -> Path | None:
     """$RENDER_LIGHTHOUSE, else node_modules/lighthouse of the checkout, else of the cwd."""
     candidates = [os.environ.get("RENDER_LIGHTHOUSE", "")]
-    candidates += [str(Path(__file__).resolve().parent.parent / "node_modules" / "lighthouse")]
+    candidates += [str(Path(__file__).resolve().parent.parent.parent / "node_modules" / "lighthouse")]
     candidates += [str(Path.cwd() / "node_modules" / "lighthouse")]
     for candidate in candidates:
         if candidate and (Path(candidate) / "core" / "index.js").is_file():
@@ -338,7 +338,7 @@ class ChromiumRunner:
         with tempfile.TemporaryDirectory(prefix="render-lighthouse-") as tmp:
             spec_path = Path(tmp) / "spec.json"
             spec_path.write_text(json.dumps(self._spec(files, objects, config, network, Path(tmp))))
-            argv = [sys.executable, "-m", "render.auditworker", str(spec_path)]
+            argv = [sys.executable, "-m", "render.check.auditworker", str(spec_path)]
             if network is NetworkBlock.namespace:
                 prefix = namespace_prefix()
                 if prefix is None:

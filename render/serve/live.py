@@ -1,4 +1,4 @@
-"""Every published site's live version, as a resolver for ``render.serving``.
+"""Every published site's live version, as a resolver for ``render.check.loopback``.
 
 ``render serve`` shows what the store holds, exactly as a reader of the
 bucket would see it: ``root.json`` -> the live version's tree -> blobs. A
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from render.manifest import blob_key
-from render.publish import read_root, read_tree
-from render.serving import Response, resolve_in_tree
-from render.store import Store
-from render.tree import FileEntry
+from render.build.tree import FileEntry
+from render.check.loopback import Response, resolve_in_tree
+from render.publish.manifest import blob_key
+from render.publish.store import Store
+from render.publish.versions import read_root, read_tree
 
 
 @dataclass(frozen=True, kw_only=True)

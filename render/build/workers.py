@@ -172,7 +172,7 @@ def _light_main() -> Iterator[None]:
         main.__spec__ = None
 
 
-_PRELOAD = ["render.renderer"]
+_PRELOAD = ["render.build.renderer"]
 
 
 def warm_up() -> None:

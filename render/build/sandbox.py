@@ -4,7 +4,7 @@ Templates run in Jinja's immutable sandbox with autoescape on and undefined
 names an error. The sandbox bounds nothing about CPU or memory, so the
 operators that can blow up in one step (``**`` and ``*``) are intercepted, and
 the worker processes that render carry CPU and memory limits (see
-``render.workers``).
+``render.build.workers``).
 
 Queries run on the snapshot only, opened read-only, with an authorizer that
 allows reading and nothing else, no attached databases, a bound on SQL length

@@ -1,6 +1,6 @@
 """The worker side of the build: render one page of a site in the sandbox.
 
-An instance lives in each render process (``render.workers``). It keeps the
+An instance lives in each render process (``render.build.workers``). It keeps the
 compiled templates and the snapshot connection for the whole build, and
 returns for every page either ``PageDone`` (its hash, what it read, its
 islands and SEO facts) or ``PageFailed`` (a template or query error with the
@@ -20,12 +20,13 @@ from typing import Any
 from jinja2 import TemplateNotFound, TemplateSyntaxError
 from jinja2.exceptions import SecurityError
 
-from render import islands, pagefacts
+from render import islands
+from render.build import pagefacts
+from render.build.objects import PackWriter, sha256, write_object_direct
+from render.build.sandbox import QueryRunner, Read, make_environment
+from render.build.workers import CpuExceeded, arm_cpu_limit, disarm_cpu_limit
 from render.errors import QueryError, RenderError, TemplateError
-from render.objects import PackWriter, sha256, write_object_direct
 from render.paths import normalize_url, quote_url
-from render.sandbox import QueryRunner, Read, make_environment
-from render.workers import CpuExceeded, arm_cpu_limit, disarm_cpu_limit
 
 Dep = tuple[str, str, str, tuple[Read, ...]]
 """A named query a page called: (name, params as JSON, result hash, columns it read)."""

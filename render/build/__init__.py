@@ -1,0 +1,1 @@
+"""The build stage: snapshot -> plan -> render processes -> the content-addressed tree."""

@@ -1,0 +1,1 @@
+"""The publish stage: the object store, version trees, the root pointer, CDN purges."""
