@@ -6,7 +6,7 @@ and, found while rendering, the result of every named query it called with
 its parameters. Nobody declares dependencies. A rebuild re-runs those queries
 (once per distinct call), and a page whose fingerprint and query results are
 unchanged is reused without rendering. Output bytes go once into the build's
-content-addressed objects folder (``render.objects``); the tree record
+content-addressed objects folder (``render.build.objects``); the tree record
 (``build.pickle`` and its groups) is replaced only when the build is complete.
 """
 
@@ -29,18 +29,19 @@ from typing import Any, NamedTuple
 
 from jinja2 import TemplateSyntaxError, meta
 
-from render import __version__, gcpause, islands, workers
-from render.changes import Changes
+from render import __version__, islands
+from render.build import gcpause, workers
+from render.build.changes import Changes
+from render.build.objects import INCOMPLETE, Location, Objects
+from render.build.renderer import PageDone, PageFailed, PageSpec, RenderSetup
+from render.build.sandbox import MMAP_BYTES, QueryRunner, Read, make_environment
+from render.build.snapshot import Snapshot
+from render.build.tree import Build, FileEntry, PageRecord, content_type, sha256, write_object
 from render.config import HostConfig, Route, SiteConfig
 from render.errors import BuildError, PathError, TemplateError
-from render.objects import INCOMPLETE, Location, Objects
 from render.paths import normalize_url, output_path, parse_pattern
-from render.renderer import PageDone, PageFailed, PageSpec, RenderSetup
-from render.sandbox import MMAP_BYTES, QueryRunner, Read, make_environment
-from render.snapshot import Snapshot
-from render.tree import Build, FileEntry, PageRecord, content_type, sha256, write_object
 
-FORMAT = f"render-build-10/{__version__}"
+FORMAT = f"render-build-11/{__version__}"  # 11: classes moved into stage packages
 RECORD = "build.pickle"  # written and read only by render, in the state folder
 GROUPS = "record"  # beside it: the page records in BUCKETS pickled groups, named by their hash
 BUCKETS = 64  # an unchanged group is neither pickled nor written again
@@ -75,7 +76,7 @@ class Previous:
     input_hash: str | None = None
     tables: Mapping[str, str] = field(default_factory=dict)  # the snapshot's table hashes
     queries: Mapping[str, str] = field(default_factory=dict)  # [queries] as they were
-    columns: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # see render.changes
+    columns: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # see render.build.changes
     routes: Mapping[int, tuple[str, tuple[Read, ...]]] = field(default_factory=dict)  # key, reads
     buckets: tuple[tuple[Mapping[str, PageRecord], str], ...] = ()  # page groups and file names
 
@@ -88,7 +89,8 @@ def load_previous(folder: Path) -> Previous:
     try:
         with open(folder / RECORD, "rb") as fh:
             data = pickle.load(fh)
-    except (OSError, ValueError, pickle.UnpicklingError, EOFError, AttributeError, TypeError):
+    except (OSError, ValueError, pickle.UnpicklingError, EOFError, AttributeError, TypeError, ImportError):
+        # ImportError: a record written by an older layout names classes that moved
         return Previous()
     if not isinstance(data, dict):
         return Previous()
@@ -102,8 +104,11 @@ def load_previous(folder: Path) -> Previous:
         for group, _blob in buckets:
             merged.update(group)
         pages = {path: merged[path] for path in data["order"]}
-    except (OSError, KeyError, TypeError, ValueError, pickle.UnpicklingError, EOFError):
-        return Previous()  # damaged: the next build renders everything
+    except (
+        OSError, KeyError, TypeError, ValueError, AttributeError, ImportError,
+        pickle.UnpicklingError, EOFError,
+    ):
+        return Previous()  # damaged, or written by an older layout: the next build renders everything
     return Previous(
         pages=pages,
         buckets=buckets,

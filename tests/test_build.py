@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from render import builder, snapshot
+from render import builder
+from render.build import snapshot
+from render.build.objects import Objects, sha256
+from render.build.tree import Build
 from render.config import HostConfig, SiteConfig, load_host, load_site, site_dirs
 from render.demo import init_host
 from render.errors import TemplateError
-from render.objects import Objects, sha256
 from render.pipeline import Options, Outcome, run_site
-from render.tree import Build
 
 
 def demo(folder: Path) -> tuple[HostConfig, SiteConfig]:
@@ -215,3 +216,28 @@ def test_a_partial_object_left_by_a_killed_build_is_discarded(tmp_path: Path) ->
     again = build_once(host, site)
     assert again.read(page.path) == first.read(page.path)
     assert not (objects / ".incomplete").exists()
+
+
+def _old_layout_pickle(format_: str) -> bytes:
+    """A record as the flat layout wrote it: its classes live in ``render.tree`` and
+    ``render.sandbox``, modules that no longer exist (protocol 0, written out by hand)."""
+    return (
+        b"(dp0\nVformat\np1\nV" + format_.encode() + b"\np2\n"
+        b"sVorder\np3\n(lp4\ncrender.tree\nPageRecord\np5\nasVroutes\np6\n"
+        b"crender.sandbox\nRead\np7\ns."
+    )
+
+
+@pytest.mark.parametrize("format_", [builder.FORMAT, "render-build-10/0.1.0"])
+def test_a_record_written_by_the_flat_layout_is_rebuilt_not_a_crash(
+    tmp_path: Path, format_: str
+) -> None:
+    host, site = demo(tmp_path)
+    first = build_once(host, site)
+    record = builder.build_dir(host, site) / builder.RECORD
+    record.write_bytes(_old_layout_pickle(format_))
+    assert builder.load_previous(record.parent) == builder.Previous()
+    again = build_once(host, site)
+    assert again.rendered == len(first.pages) and again.reused == 0
+    assert tree(again) == tree(first)
+    assert build_once(host, site).rendered == 0  # and the new record is read back

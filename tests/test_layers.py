@@ -25,42 +25,59 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
         # are loaded on first use through importlib (no import statement), so any
         # module may read ``render.__version__``.
         ["render", "errors", "_spawn_main"],
-        # leaves that need at most errors and belong to no one stage:
-        # cron (schedule strings, which config validates), locks (per-site file
-        # locks), buildlog (log lines), routing (the front proxy's decision),
-        # demo (``render init``: writes a new host folder)
-        ["paths", "cron", "locks", "buildlog", "routing", "demo", "gcpause"],
+        # leaves that need at most errors: paths (route patterns -> safe output
+        # paths, which config validates), cron (schedule strings), demo (``render init``)
+        ["paths", "cron", "demo"],
+        # run: a run's bookkeeping (per-site locks, log lines, the ledger), which any
+        # stage may take part in and which needs nothing of theirs
+        ["run", "run.locks", "run.buildlog", "run.ledger"],
     ]),
     ("1 config", [["config"]]),
-    # objects: the build's content-addressed folder (loose files and packs) the tree reads
-    ("2 snapshot and the tree it becomes", [["snapshot", "objects"], ["tree"], ["serving"]]),
-    ("3 build", [
+    ("2 build", [
+        ["build", "build.gcpause", "build.snapshot", "build.objects"],
+        ["build.tree"],
         # pagefacts is per-page SEO work done inside the render worker
-        ["sandbox", "workers", "islands", "pagefacts"],
+        ["build.sandbox", "build.workers", "islands", "build.pagefacts"],
         # changes: which columns changed since the last build (reads sandbox's reads)
-        ["changes", "renderer"],
+        ["build.changes", "build.renderer"],
         ["builder"],
     ]),
-    ("4 checks", [
-        ["sitemap", "jsparity", "lhrunner", "auditworker"],
+    ("3 check", [
+        # loopback: serving a built tree on 127.0.0.1 (audits, and ``render serve``)
+        ["check", "check.loopback"],
+        ["check.sitemap", "check.jsparity", "check.lhrunner", "check.auditworker"],
         ["seo", "lighthouse"],
-        ["checks"],
+        ["check.gate"],
     ]),
-    ("5 publish", [
-        ["manifest", "store"],
-        ["publish"],
-        ["mirror", "purge", "live"],
-        ["mirror_status"],
+    ("4 publish", [
+        ["publish", "publish.manifest", "publish.store"],
+        ["publish.versions"],
+        ["publish.purge"],
     ]),
-    ("6 ledger", [["ledger"]]),
-    ("7 pipeline", [["pipeline"]]),
-    ("8 entry points", [
+    ("5 mirror and serve", [
+        ["mirror", "mirror.sync", "serve", "serve.routing", "serve.live"],
+        ["mirror.status"],
+    ]),
+    ("6 pipeline", [["pipeline"]]),
+    ("7 entry points", [
         ["scheduler", "cli._common"],
         ["cli.build", "cli.mirror", "cli.publish", "cli.scheduler"],
         ["cli"],
         ["__main__"],
     ]),
 ]
+
+# The stage packages: every module of one lies in that package's layer, so the folder
+# listing is the layer table (``render/build/`` is the build layer, and so on).
+PACKAGE_LAYERS = {
+    "run": "0 foundations",
+    "build": "2 build",
+    "check": "3 check",
+    "publish": "4 publish",
+    "mirror": "5 mirror and serve",
+    "serve": "5 mirror and serve",
+    "cli": "7 entry points",
+}
 
 # Imports from a later step that are known and accepted: (importer, imported) -> reason.
 # Empty today; an entry needs a reason a reviewer can check.
@@ -125,10 +142,18 @@ def test_every_module_has_a_layer() -> None:
     assert sorted(set(RANK) - set(MODULES)) == [], "remove the module LAYERS names but is gone"
 
 
+@pytest.mark.parametrize("package", sorted(PACKAGE_LAYERS))
+def test_a_stage_package_lies_in_one_layer(package: str) -> None:
+    members = [m for m in MODULES if m == package or m.startswith(f"{package}.")]
+    assert members, f"render/{package}/ is gone: drop it from PACKAGE_LAYERS"
+    layers = {LAYERS[RANK[m][0]][0] for m in members}
+    assert layers == {PACKAGE_LAYERS[package]}, f"render/{package}/ spans {sorted(layers)}"
+
+
 def test_the_import_reader_sees_function_level_and_package_imports() -> None:
     # scheduler imports pipeline inside a function; builder reads render.__version__
     assert "pipeline" in imports_of("scheduler")
-    assert {"render", "islands", "workers"} <= imports_of("builder")
+    assert {"render", "islands", "build.workers"} <= imports_of("builder")
     assert {"cli.build", "cli.mirror", "cli.publish", "cli.scheduler"} <= imports_of("cli")
 
 
