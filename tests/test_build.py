@@ -219,8 +219,8 @@ def test_a_partial_object_left_by_a_killed_build_is_discarded(tmp_path: Path) ->
 
 
 def _old_layout_pickle(format_: str) -> bytes:
-    """A record as the flat layout wrote it: its classes live in ``render.tree`` and
-    ``render.sandbox``, modules that no longer exist (protocol 0, written out by hand)."""
+    """A record as the flat layout wrote it: its classes live in the flat modules
+    ``tree`` and ``sandbox`` of ``render``, which no longer exist (protocol 0, by hand)."""
     return (
         b"(dp0\nVformat\np1\nV" + format_.encode() + b"\np2\n"
         b"sVorder\np3\n(lp4\ncrender.tree\nPageRecord\np5\nasVroutes\np6\n"
