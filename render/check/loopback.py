@@ -3,24 +3,37 @@
 Used to show a site (``render serve``) and to check a build in a browser
 (Lighthouse, the no-JavaScript read). Python's plain ``http.server`` keeps a
 listen backlog of 5 and drops connections when a browser opens many at once;
-this one threads per connection, speaks HTTP/1.1 with keep-alive and keeps a
-deep backlog.
+this one speaks HTTP/1.1 with keep-alive and keeps a deep backlog.
+
+Connections are handled by a fixed pool of worker threads: a connection is
+accepted only when a worker is free, so a flood of clients waits in the
+listen backlog instead of starting a thread each. A connection that sends
+nothing (or reads nothing) for ``idle_seconds`` is closed, so idle or
+stalled clients give their worker back. A client that resets or breaks the
+connection is counted in ``aborted``; neither it nor a timeout shows a
+traceback.
 """
 
 from __future__ import annotations
 
+import queue
+import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Protocol
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
 from render.build.tree import FileEntry
 from render.paths import is_file_url
 
 LOOPBACK = "127.0.0.1"
+WORKERS = 32
+"""Connections served at once; more wait in the listen backlog."""
+IDLE_SECONDS = 10.0
+"""A connection that sends nothing (or takes nothing) for this long is closed."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +89,10 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.idle_seconds)  # each read and write
+
     def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
         self._respond(head=True)
 
@@ -88,7 +105,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             response = self.server.resolver(host, path)
         except Exception:  # a resolver bug must not kill the server; show a 500
-            self.server.errors += 1
+            self.server.count("errors")
             response = Response(status=500, body=b"internal error\n", content_type="text/plain")
         body = response.body
         self.send_response(response.status)
@@ -104,15 +121,91 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+_Job = tuple[socket.socket, Any]
+
+
+class _Server(HTTPServer):
+    """``HTTPServer`` with a fixed pool of ``workers`` threads and an idle timeout per connection."""
+
     request_queue_size = 256
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], resolver: Resolver) -> None:
+    def __init__(
+        self, address: tuple[str, int], resolver: Resolver, *, workers: int, idle_seconds: float
+    ) -> None:
         self.resolver = resolver
-        self.errors = 0
+        self.idle_seconds = idle_seconds
+        self.errors = 0  # resolver bugs answered with a 500
+        self.aborted = 0  # connections the client reset or broke
+        self._counts = threading.Lock()
+        self._free = threading.Semaphore(workers)  # one per idle worker
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._open: set[socket.socket] = set()  # connections a worker is on
+        self._closing = False
+        self._workers: list[threading.Thread] = []  # server_close runs when binding fails
         super().__init__(address, _Handler)
+        self._workers = [
+            threading.Thread(target=self._work, name=f"render-serve-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    def count(self, name: Literal["errors", "aborted"]) -> None:
+        """Add one to ``errors`` or ``aborted``; workers count at the same time."""
+        with self._counts:
+            setattr(self, name, getattr(self, name) + 1)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept only once a worker is free: the others wait in the listen backlog."""
+        self._free.acquire()
+        try:
+            if self._closing:
+                raise OSError("the server is shutting down")
+            return super().get_request()
+        except BaseException:
+            self._free.release()
+            raise
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._jobs.put((request, client_address))
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            request, client_address = job
+            with self._counts:
+                self._open.add(request)
+                closing = self._closing
+            try:
+                if not closing:
+                    self.finish_request(request, client_address)
+            except (ConnectionError, TimeoutError):  # the client went away: nothing to show
+                self.count("aborted")
+            except Exception:  # a bug: its traceback, as socketserver shows it
+                self.handle_error(request, client_address)
+            finally:
+                with self._counts:
+                    self._open.discard(request)
+                self.shutdown_request(request)
+                self._free.release()
+
+    def shutdown(self) -> None:
+        self._closing = True
+        self._free.release()  # wakes an accept that waits for a worker
+        super().shutdown()
+
+    def server_close(self) -> None:
+        """Stop listening, end the open connections and wait for the workers."""
+        super().server_close()
+        with self._counts:
+            self._closing = True
+            for request in self._open:  # a worker blocked reading it sees the end at once
+                with suppress(OSError):  # already gone
+                    request.shutdown(socket.SHUT_RDWR)
+        for _ in self._workers:
+            self._jobs.put(None)
+        for worker in self._workers:
+            worker.join()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,9 +220,16 @@ class Running:
 
 
 @contextmanager
-def serve(resolver: Resolver, *, host: str = LOOPBACK, port: int = 0) -> Iterator[Running]:
+def serve(
+    resolver: Resolver,
+    *,
+    host: str = LOOPBACK,
+    port: int = 0,
+    workers: int = WORKERS,
+    idle_seconds: float = IDLE_SECONDS,
+) -> Iterator[Running]:
     """Serve in a background thread for the length of the ``with`` block."""
-    server = _Server((host, port), resolver)
+    server = _Server((host, port), resolver, workers=workers, idle_seconds=idle_seconds)
     thread = threading.Thread(target=server.serve_forever, name="render-serve", daemon=True)
     thread.start()
     try:
@@ -145,10 +245,12 @@ def serve_forever(
     *,
     host: str = LOOPBACK,
     port: int = 0,
+    workers: int = WORKERS,
+    idle_seconds: float = IDLE_SECONDS,
     ready: Callable[[Running], None] | None = None,
 ) -> None:
     """Serve in the foreground until interrupted."""
-    server = _Server((host, port), resolver)
+    server = _Server((host, port), resolver, workers=workers, idle_seconds=idle_seconds)
     running = Running(host=host, port=server.server_address[1], server=server)
     if ready is not None:
         ready(running)

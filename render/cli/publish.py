@@ -12,7 +12,7 @@ from render.errors import UsageError
 from render.publish.store import Store, open_store
 from render.publish.versions import gc, list_versions, rollback
 from render.run.ledger import open_ledger
-from render.serve.live import LiveSites
+from render.serve.live import BrokenSite, LiveSites
 
 
 def _site_id(host: HostConfig, store: Store, name: str) -> tuple[str, str]:
@@ -144,6 +144,8 @@ def serve_command(config_path: str | None, port: int) -> None:
 
     A site answers to its base_url's host name (Host header), at
     http://<name>.<owner>.localhost:PORT/, and under /<owner>/<name>/.
+    A site whose root.json or version tree cannot be read answers 503 (and
+    is named once on stderr) while the others keep serving.
 
     \b
     Example:
@@ -152,14 +154,16 @@ def serve_command(config_path: str | None, port: int) -> None:
     host = host_from(config_path)
     store = open_store(host)
     live = LiveSites(store, cache=host.state_dir / "serve-cache",
-                     refresh_seconds=2.0 if host.store.kind == "local" else 30.0)  # fmt: skip
+                     refresh_seconds=2.0 if host.store.kind == "local" else 30.0,
+                     report=lambda line: click.echo(line, err=True))  # fmt: skip
     sites = live.sites()
 
     def ready(running: Running) -> None:
         console.print(f"Serving {len(sites)} site(s) from {store.description} at {running.url}/")
         for s in sites:
+            state = "unavailable (503)" if isinstance(s, BrokenSite) else s.version
             console.print(
-                f"  {s.owner}/{s.name} {s.version}: {running.url}{s.prefix}/"
+                f"  {s.owner}/{s.name} {state}: {running.url}{s.prefix}/"
                 f"  http://{s.name}.{s.owner}.localhost:{running.port}/  (Host: {s.base_host})"
             )
         if not sites:

@@ -7,6 +7,13 @@ request is routed to a site by its ``Host`` header (the host of the site's
 path prefix for a browser on 127.0.0.1. With one site published, paths
 without a prefix go to it as well. Roots are re-read every few seconds, so a
 publish or a rollback shows without a restart.
+
+A site whose ``root.json`` or version tree cannot be read fails alone: it
+answers 503 with the problem, every other site keeps serving, and the problem
+is reported once (through ``report``), not per request. The next refresh
+tries again, so fixing the file brings the site back. When the store cannot
+be listed at all, the sites listed last keep serving (the first listing's
+error is raised: there is nothing to serve yet).
 """
 
 from __future__ import annotations
@@ -14,13 +21,14 @@ from __future__ import annotations
 import html
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from render.build.tree import FileEntry
 from render.check.loopback import Response, resolve_in_tree
+from render.errors import RenderError
 from render.publish.manifest import blob_key
 from render.publish.store import Store
 from render.publish.versions import read_root, read_tree
@@ -40,18 +48,46 @@ class LiveSite:
         return f"/{self.owner}/{self.name}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class BrokenSite:
+    """A published site whose root or tree cannot be read: it answers 503 until fixed."""
+
+    owner: str
+    name: str
+    base_host: str  # "" when root.json itself cannot be read
+    problem: str  # the error's message; it names the store key
+
+    @property
+    def prefix(self) -> str:
+        return f"/{self.owner}/{self.name}"
+
+
+Report = Callable[[str], None]
+"""Where a site that breaks or comes back is told, one line each time."""
+
+
 class LiveSites:
     """A ``Resolver`` over the live versions in ``store``; callable as ``(host, path)``."""
 
-    def __init__(self, store: Store, *, cache: Path, refresh_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        cache: Path,
+        refresh_seconds: float = 2.0,
+        report: Report | None = None,
+    ) -> None:
         self.store = store
         self.cache = cache
         self.refresh_seconds = refresh_seconds
-        self._sites: dict[tuple[str, str], LiveSite] = {}
+        self.report = report
+        self._sites: dict[tuple[str, str], LiveSite | BrokenSite] = {}
+        self._listed = False
+        self._listing_problem: str | None = None
         self._checked = -1e9
         self._lock = threading.Lock()
 
-    def sites(self) -> list[LiveSite]:
+    def sites(self) -> list[LiveSite | BrokenSite]:
         self.refresh()
         return sorted(self._sites.values(), key=lambda s: (s.owner, s.name))
 
@@ -60,24 +96,58 @@ class LiveSites:
             if not force and time.monotonic() - self._checked < self.refresh_seconds:
                 return
             self._checked = time.monotonic()
-            found: dict[tuple[str, str], LiveSite] = {}
-            for owner, name in self.store.sites():
-                root, _ = read_root(self.store, owner=owner, name=name)
-                if root is None:
-                    continue
-                old = self._sites.get((owner, name))
-                if old is not None and old.version == root.version:
-                    found[(owner, name)] = old
-                    continue
-                tree = read_tree(self.store, owner=owner, name=name, version=root.version)
-                local = self.store.local_path(blob_key(owner, name, "x"))
-                objects = local.parent if local is not None else self.cache / owner / name
-                found[(owner, name)] = LiveSite(
-                    owner=owner, name=name, version=root.version,
-                    base_host=(urlsplit(root.base_url).hostname or "").lower(),
-                    files=tree.files, objects=objects,
-                )  # fmt: skip
+            try:
+                ids = self.store.sites()
+            except RenderError as exc:
+                if not self._listed:
+                    raise
+                if exc.message != self._listing_problem:
+                    self._tell(f"cannot list the sites: {exc.message}; serving the last listing")
+                self._listing_problem = exc.message
+                return
+            if self._listing_problem is not None:
+                self._tell("the sites can be listed again")
+            self._listed, self._listing_problem = True, None
+            found: dict[tuple[str, str], LiveSite | BrokenSite] = {}
+            for owner, name in ids:
+                site = self._load(owner, name)
+                if site is not None:
+                    self._tell_change(self._sites.get((owner, name)), site)
+                    found[(owner, name)] = site
             self._sites = found
+
+    def _load(self, owner: str, name: str) -> LiveSite | BrokenSite | None:
+        """The site's live version; a ``BrokenSite`` when its root or tree cannot be read."""
+        base_host = ""
+        try:
+            root, _ = read_root(self.store, owner=owner, name=name)
+            if root is None:
+                return None
+            base_host = _host_of(root.base_url)
+            old = self._sites.get((owner, name))
+            if isinstance(old, LiveSite) and old.version == root.version:
+                return old
+            tree = read_tree(self.store, owner=owner, name=name, version=root.version)
+        except RenderError as exc:
+            return BrokenSite(owner=owner, name=name, base_host=base_host, problem=exc.message)
+        local = self.store.local_path(blob_key(owner, name, "x"))
+        objects = local.parent if local is not None else self.cache / owner / name
+        return LiveSite(
+            owner=owner, name=name, version=root.version, base_host=base_host,
+            files=tree.files, objects=objects,
+        )  # fmt: skip
+
+    def _tell_change(self, old: LiveSite | BrokenSite | None, new: LiveSite | BrokenSite) -> None:
+        site = f"{new.owner}/{new.name}"
+        if isinstance(new, BrokenSite):
+            if not isinstance(old, BrokenSite) or old.problem != new.problem:
+                self._tell(f"{site}: {new.problem}; it answers 503 until this is fixed")
+        elif isinstance(old, BrokenSite):
+            self._tell(f"{site}: serving {new.version} again")
+
+    def _tell(self, line: str) -> None:
+        if self.report is not None:
+            self.report(line)
 
     def __call__(self, host: str, path: str) -> Response:
         self.refresh()
@@ -97,13 +167,17 @@ class LiveSites:
             return Response(body=self._index())
         return Response(status=404, body=self._index(title="Not found"))
 
-    def _resolve(self, site: LiveSite, path: str, *, prefix: str) -> Response:
+    def _resolve(self, site: LiveSite | BrokenSite, path: str, *, prefix: str) -> Response:
+        if isinstance(site, BrokenSite):
+            return _unavailable(site.prefix[1:], site.problem)
         try:
             response = resolve_in_tree(site.files, _Blobs(self.store, site), path, prefix=prefix)
         except _BlobMissing:
             return Response(
                 status=502, body=b"blob missing from the store\n", content_type="text/plain"
             )
+        except RenderError as exc:  # the store cannot be read just now
+            return _unavailable(site.prefix[1:], exc.message)
         headers = dict(response.headers)
         headers["X-Render-Version"] = site.version
         return Response(status=response.status, body=response.body,
@@ -112,11 +186,27 @@ class LiveSites:
     def _index(self, *, title: str = "Published sites") -> bytes:
         items = "".join(
             f'<li><a href="{html.escape(s.prefix)}/">{html.escape(s.owner)}/{html.escape(s.name)}</a>'
-            f" <small>{html.escape(s.version)}</small></li>"
+            f" <small>{html.escape(_state(s))}</small></li>"
             for s in sorted(self._sites.values(), key=lambda s: s.prefix)
         )
         page = f"<!doctype html><title>{title}</title><h1>{title}</h1><ul>{items}</ul>\n"
         return page.encode()
+
+
+def _state(site: LiveSite | BrokenSite) -> str:
+    return "unavailable" if isinstance(site, BrokenSite) else site.version
+
+
+def _host_of(url: str) -> str:
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:  # not a URL: the site answers only under its path and .localhost name
+        return ""
+
+
+def _unavailable(site: str, problem: str) -> Response:
+    body = f"{site} is unavailable: {problem}\n".encode()
+    return Response(status=503, body=body, content_type="text/plain; charset=utf-8")
 
 
 class _BlobMissing(Exception):
