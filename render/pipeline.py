@@ -154,7 +154,7 @@ def _run(
                     None if progress is None else (lambda done, total: progress("build", done, total))
                 )
                 last_audits = ledger.last_lighthouse(owner, name)
-                reports = frozenset(a["report"] for a in last_audits if a.get("report"))
+                reports = frozenset(a["report"] for a in last_audits if a["report"])
                 build = builder.build(
                     site, snap, host=host, sources=sources, previous=previous, keep=reports,
                     progress=on_pages,
