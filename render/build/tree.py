@@ -140,7 +140,6 @@ class Build:
     pages: tuple[PageRecord, ...]
     rendered: int
     reused: int
-    skipped: bool
     seconds: float
     peak_worker_rss_kb: int = 0  # the largest render process's peak memory
     steps: Mapping[str, float] = field(default_factory=dict)  # seconds of each build step
