@@ -94,7 +94,6 @@ def run_site(
     *,
     host: HostConfig,
     reason: str = "build",
-    force: bool = False,
     options: Options | None = None,
     progress: Progress | None = None,
     on_wait: Callable[[str], None] | None = None,
@@ -102,8 +101,6 @@ def run_site(
 ) -> RunReport:
     """Build, check and publish one site. Raises the failing stage's ``RenderError``."""
     options = options or Options()
-    if force:
-        options = replace(options, force=True)
     with locks.site_lock(
         host.state_dir, site.id, wait=options.wait, on_wait=on_wait, reason=reason
     ), open_ledger(host.state_dir) as ledger:
