@@ -68,7 +68,7 @@ class RunReport:
     purge: purge.PurgeReport | None = None
 
 
-Progress = Callable[[str, int, int], None]
+StageProgress = Callable[[str, int, int], None]
 """``(stage, done, total)``: pages rendered, audits finished."""
 
 
@@ -95,7 +95,7 @@ def run_site(
     host: HostConfig,
     reason: str = "build",
     options: Options | None = None,
-    progress: Progress | None = None,
+    progress: StageProgress | None = None,
     on_wait: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> RunReport:
@@ -115,7 +115,7 @@ def _run(
     reason: str,
     options: Options,
     ledger: Ledger,
-    progress: Progress | None,
+    progress: StageProgress | None,
     should_stop: Callable[[], bool] | None,
 ) -> RunReport:
     started = time.perf_counter()

@@ -73,7 +73,7 @@ class RunSummary(Protocol):
     def reused(self) -> int: ...
 
 
-class Runner(Protocol):
+class SiteRunner(Protocol):
     """``render.pipeline.run_site``'s shape, as far as the daemon calls it."""
 
     def __call__(
@@ -181,13 +181,13 @@ class Daemon:
         self,
         host: HostConfig,
         *,
-        runner: Runner | None = None,
+        runner: SiteRunner | None = None,
         reconcile_every: float = 60.0,
         handle_signals: bool = True,
     ) -> None:
         self.host = host
         self.ready = threading.Event()  # set once the jobs are in place and running
-        self._runner: Runner = runner or _default_runner
+        self._runner: SiteRunner = runner or _default_runner
         self._reconcile_every = reconcile_every
         self._handle_signals = handle_signals
         self._key = str(host.state_dir.resolve())
@@ -464,7 +464,7 @@ def _iso(moment: datetime | None) -> str:
 
 
 def run_daemon(
-    host: HostConfig, *, runner: Runner | None = None, reconcile_every: float = 60.0
+    host: HostConfig, *, runner: SiteRunner | None = None, reconcile_every: float = 60.0
 ) -> None:
     """Run the scheduler in the foreground until SIGTERM/SIGINT (``render scheduler``)."""
     Daemon(host, runner=runner, reconcile_every=reconcile_every).run()
