@@ -59,13 +59,13 @@ def phase_build(state_dir: str) -> dict[str, object]:
     one, and a new host starts with no state at all.
     """
     from render.config import load_site, site_dirs
-    from render.pipeline import run_site
+    from render.pipeline import Options, run_site
 
     host = _host(state_dir)
     site = load_site(site_dirs(host)[0], host=host)
     os.sync()  # what came before is written back before the clock starts
     started = time.perf_counter()
-    report = run_site(site, host=host, reason="bench", force=True)
+    report = run_site(site, host=host, reason="bench", options=Options(force=True))
     wall = time.perf_counter() - started
     build = report.build
     cpu = dict(build.cpu_seconds) if build else {}

@@ -153,7 +153,6 @@ def synthetic(folder: Path, *, articles: int = 10_000) -> tuple[Build, float]:
         pages=tuple(records),
         rendered=len(records),
         reused=0,
-        skipped=False,
         seconds=0.0,
     )
     return build, finish_cpu

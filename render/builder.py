@@ -640,7 +640,6 @@ def _build(
         pages=tuple(pages),
         rendered=len(todo),
         reused=total - len(todo),
-        skipped=False,
         seconds=time.perf_counter() - started,
         peak_worker_rss_kb=peak_rss,
         steps={name: round(seconds, 4) for name, seconds in steps.items()},

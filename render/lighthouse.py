@@ -38,6 +38,7 @@ from render.check.lhrunner import (
 )
 from render.config import LighthouseConfig
 from render.errors import RenderError
+from render.run.ledger import AuditRow
 
 __all__ = [
     "AuditError",
@@ -193,7 +194,7 @@ class LighthouseReport:
             return {}
         return {REPORT_JSON: self.to_json(), **dict(sorted(self.reports.items()))}
 
-    def ledger_audits(self) -> list[Mapping[str, Any]]:
+    def ledger_audits(self) -> list[AuditRow]:
         """For ``Ledger.record_lighthouse``; read back by ``Ledger.last_lighthouse``."""
         return [
             {
@@ -259,7 +260,7 @@ def check(
     build: Build,
     *,
     config: LighthouseConfig,
-    previous: Iterable[Mapping[str, Any]] | None = None,
+    previous: Iterable[AuditRow] | None = None,
     runner: Runner | None = None,
     full: bool = False,
     progress: Callable[[str], None] | None = None,
@@ -270,22 +271,22 @@ def check(
         return LighthouseReport(site=site, enabled=False)
     started = time.monotonic()
     sample = sample_pages(build, config.pages_per_route)
-    last = {} if full else {p["path"]: p for p in previous or () if p.get("scores")}
+    last = {} if full else {p["path"]: p for p in previous or ()}
     inputs = subresources(build)
     jobs: list[AuditJob] = []
     whole: dict[str, Mapping[str, Any]] = {}  # pages carried with their no-JS read: no browser
     how: tuple[NetworkBlock | None, Method | None] = (None, None)  # how those were measured
     for page in sample:
         carried = last.get(page.path)
-        carry = (carried or {}).get("carry") or {}
+        carry = None if carried is None else carried["carry"]
         fresh = (
             carried is None
-            or carried.get("measured_version") != page.hash
-            or carry.get("inputs", inputs) != inputs
+            or carried["measured_version"] != page.hash
+            or (carry is not None and carry["inputs"] != inputs)
         )
-        if not fresh and carry.get("inputs") == inputs and "parity" in carry:
+        if not fresh and carry is not None:  # measured with these inputs: carry the no-JS read too
             whole[page.path] = carry["parity"]
-            if how == (None, None) and carry.get("network") and carry.get("method"):
+            if how == (None, None) and carry["network"] and carry["method"]:
                 how = (NetworkBlock(carry["network"]), Method(carry["method"]))
             continue
         jobs.append(AuditJob(path=page.path, url=page.url, runs=config.runs if fresh else 0))
@@ -409,9 +410,9 @@ def _fresh(
 
 
 def _reused(
-    page: PageRecord, last: Mapping[str, Any], build: Build
+    page: PageRecord, last: AuditRow, build: Build
 ) -> tuple[PageAudit | None, bytes | None, AuditError | None]:
-    digest = last.get("report")
+    digest = last["report"]
     html = build.blobs.read(digest) if digest and build.blobs.has(digest) else None
     audit = PageAudit(
         path=page.path,
@@ -419,7 +420,7 @@ def _reused(
         state=AuditState.reused,
         measured_version=str(last["measured_version"]),
         scores={c: last["scores"].get(c) for c in CATEGORIES},
-        metrics={m: (last.get("metrics") or {}).get(m) for m in METRICS},
+        metrics={m: last["metrics"].get(m) for m in METRICS},
         runs=0,
         report=report_path(page) if html is not None else None,
         report_hash=digest if html is not None else None,

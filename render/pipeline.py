@@ -68,7 +68,7 @@ class RunReport:
     purge: purge.PurgeReport | None = None
 
 
-Progress = Callable[[str, int, int], None]
+StageProgress = Callable[[str, int, int], None]
 """``(stage, done, total)``: pages rendered, audits finished."""
 
 
@@ -94,16 +94,13 @@ def run_site(
     *,
     host: HostConfig,
     reason: str = "build",
-    force: bool = False,
     options: Options | None = None,
-    progress: Progress | None = None,
+    progress: StageProgress | None = None,
     on_wait: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> RunReport:
     """Build, check and publish one site. Raises the failing stage's ``RenderError``."""
     options = options or Options()
-    if force:
-        options = replace(options, force=True)
     with locks.site_lock(
         host.state_dir, site.id, wait=options.wait, on_wait=on_wait, reason=reason
     ), open_ledger(host.state_dir) as ledger:
@@ -118,7 +115,7 @@ def _run(
     reason: str,
     options: Options,
     ledger: Ledger,
-    progress: Progress | None,
+    progress: StageProgress | None,
     should_stop: Callable[[], bool] | None,
 ) -> RunReport:
     started = time.perf_counter()
@@ -154,7 +151,7 @@ def _run(
                     None if progress is None else (lambda done, total: progress("build", done, total))
                 )
                 last_audits = ledger.last_lighthouse(owner, name)
-                reports = frozenset(a["report"] for a in last_audits if a.get("report"))
+                reports = frozenset(a["report"] for a in last_audits if a["report"])
                 build = builder.build(
                     site, snap, host=host, sources=sources, previous=previous, keep=reports,
                     progress=on_pages,

@@ -56,8 +56,25 @@ class Reason(Enum):
     force = "force"  # `render force` (not started by the daemon)
 
 
-class Runner(Protocol):
-    """``render.pipeline.run_site``'s shape; returns a report with ``.outcome`` and ``.seconds``."""
+class RunSummary(Protocol):
+    """What the daemon logs of a build: ``render.pipeline.RunReport`` is one."""
+
+    @property
+    def outcome(self) -> Enum: ...  # its value is the logged outcome ("published", ...)
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def version(self) -> str | None: ...  # the version it published, if any
+    @property
+    def pages(self) -> int: ...
+    @property
+    def rendered(self) -> int: ...
+    @property
+    def reused(self) -> int: ...
+
+
+class SiteRunner(Protocol):
+    """``render.pipeline.run_site``'s shape, as far as the daemon calls it."""
 
     def __call__(
         self,
@@ -65,9 +82,8 @@ class Runner(Protocol):
         *,
         host: HostConfig,
         reason: str,
-        force: bool = ...,
         should_stop: Callable[[], bool] | None = ...,
-    ) -> Any: ...
+    ) -> RunSummary: ...
 
 
 def _default_runner(
@@ -75,12 +91,11 @@ def _default_runner(
     *,
     host: HostConfig,
     reason: str,
-    force: bool = False,
     should_stop: Callable[[], bool] | None = None,
-) -> Any:
+) -> RunSummary:
     from render import pipeline  # layer 7; imported late so the scheduler loads without it
 
-    return pipeline.run_site(site, host=host, reason=reason, force=force, should_stop=should_stop)
+    return pipeline.run_site(site, host=host, reason=reason, should_stop=should_stop)
 
 
 # --- for `render status`, without a running daemon -------------------------
@@ -166,13 +181,13 @@ class Daemon:
         self,
         host: HostConfig,
         *,
-        runner: Runner | None = None,
+        runner: SiteRunner | None = None,
         reconcile_every: float = 60.0,
         handle_signals: bool = True,
     ) -> None:
         self.host = host
         self.ready = threading.Event()  # set once the jobs are in place and running
-        self._runner: Runner = runner or _default_runner
+        self._runner: SiteRunner = runner or _default_runner
         self._reconcile_every = reconcile_every
         self._handle_signals = handle_signals
         self._key = str(host.state_dir.resolve())
@@ -391,14 +406,10 @@ class Daemon:
                 report = self._runner(
                     site, host=self.host, reason=reason.value, should_stop=self._stop.is_set
                 )
-                outcome = str(getattr(report.outcome, "value", report.outcome))
-                for name in ("version", "pages", "rendered", "reused"):
-                    if getattr(report, name, None) is not None:
-                        details[name] = getattr(report, name)
-                error = getattr(report, "error", None)
-                if isinstance(error, RenderError):
-                    details["error"] = error.headline()
-                seconds = float(getattr(report, "seconds", time.monotonic() - started))
+                outcome, seconds = str(report.outcome.value), report.seconds
+                if report.version is not None:
+                    details["version"] = report.version
+                details.update(pages=report.pages, rendered=report.rendered, reused=report.reused)
             except RenderError as exc:
                 outcome, seconds = "failed", time.monotonic() - started
                 details["error"] = "; ".join(exc.headline().splitlines())
@@ -406,7 +417,7 @@ class Daemon:
                 logging.getLogger("render.scheduler").exception("build of %s crashed", key)
                 outcome, seconds = "error", time.monotonic() - started
                 details["error"] = repr(exc)
-            unfinished = outcome not in ("published", "unchanged", "skipped", "built")
+            unfinished = outcome not in ("published", "unchanged", "skipped")
             if self._stop.is_set() and reason in (Reason.schedule, Reason.catch_up) and unfinished:
                 with self._mutex:
                     self._rewind[key] = datetime.now(UTC)
@@ -453,7 +464,7 @@ def _iso(moment: datetime | None) -> str:
 
 
 def run_daemon(
-    host: HostConfig, *, runner: Runner | None = None, reconcile_every: float = 60.0
+    host: HostConfig, *, runner: SiteRunner | None = None, reconcile_every: float = 60.0
 ) -> None:
     """Run the scheduler in the foreground until SIGTERM/SIGINT (``render scheduler``)."""
     Daemon(host, runner=runner, reconcile_every=reconcile_every).run()

@@ -18,10 +18,11 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Literal
 from urllib.parse import urlsplit
 
-from render.build.pagefacts import FACTS_VERSION, facts_of
+from render.build.pagefacts import FACTS_VERSION as FACTS_VERSION
+from render.build.pagefacts import PageFacts, current, facts_of
 from render.build.tree import Build, FileEntry, PageRecord
 from render.check import sitemap
 from render.config import Route
@@ -59,7 +60,7 @@ class PageView:
     """What a page rule sees: the record and its facts."""
 
     record: PageRecord
-    facts: Mapping[str, Any]
+    facts: PageFacts
 
     @property
     def url(self) -> str:
@@ -103,11 +104,11 @@ class SiteView:
             self._exists[path] = known
         return known
 
-    def missing(self, page: PageView, key: str) -> list[str]:
+    def missing(self, page: PageView, key: Literal["links", "assets"]) -> list[str]:
         """The page's ``links`` or ``assets`` (from its facts) of this site that are not in the build."""
         fine = self._fine
         found = []
-        for target in page.facts.get(key, ()):
+        for target in page.facts[key]:
             known = fine.get(target)  # most targets repeat from page to page
             if known is None:
                 path = self.site_path(target)
@@ -119,7 +120,7 @@ class SiteView:
     def indexable(self) -> Iterator[PageView]:
         """Pages that belong in search results: not noindex, not the 404 page."""
         for page in self.pages:
-            if not page.facts.get("noindex") and page.record.path != sitemap.NOT_FOUND:
+            if not page.facts["noindex"] and page.record.path != sitemap.NOT_FOUND:
                 yield page
 
 
@@ -187,7 +188,7 @@ def generate(
     if sitemap.SITEMAP not in build.files:
         entries = []
         for page in sorted(_html_pages(build), key=_BY_URL):
-            if page.path == sitemap.NOT_FOUND or _facts(build, page).get("noindex"):
+            if page.path == sitemap.NOT_FOUND or _facts(build, page)["noindex"]:
                 continue
             entries.append(sitemap.Entry(loc=base + quote_url(page.url), lastmod=_lastmod(page)[0]))
         added.update(
@@ -210,9 +211,11 @@ def _html_pages(build: Build) -> list[PageRecord]:
     return [p for p in build.pages if p.path.endswith((".html", ".htm")) and p.path in build.files]
 
 
-def _facts(build: Build, page: PageRecord) -> Mapping[str, Any]:
-    if page.facts.get("v") == FACTS_VERSION:
-        return page.facts
+def _facts(build: Build, page: PageRecord) -> PageFacts:
+    """The page's facts as its record has them; read from the page when they are older or none."""
+    facts = page.facts
+    if current(facts):
+        return facts
     html = build.read(page.path).decode("utf-8", "replace")
     return facts_of(html, canonical=build.site.base_url + quote_url(page.url))
 
@@ -406,15 +409,15 @@ def ledger_rows(report: SeoReport) -> list[dict[str, str]]:
 @rule("page-empty", level=Level.error)
 def _page_empty(page: PageView, site: SiteView) -> Iterator[str]:
     """The page has no HTML at all."""
-    if page.facts.get("empty"):
+    if page.facts["empty"]:
         yield "the page is empty: the template rendered no HTML"
 
 
 @rule("title-missing", level=Level.error)
 def _title_missing(page: PageView, site: SiteView) -> Iterator[str]:
     """No <title>, or an empty one."""
-    title = page.facts.get("title")
-    if title is None and not page.facts.get("empty"):
+    title = page.facts["title"]
+    if title is None and not page.facts["empty"]:
         yield "no <title>: add one in the template's <head>"
     elif title == "":
         yield "the <title> is empty"
@@ -423,7 +426,7 @@ def _title_missing(page: PageView, site: SiteView) -> Iterator[str]:
 @rule("title-too-long", level=Level.warning)
 def _title_too_long(page: PageView, site: SiteView) -> Iterator[str]:
     """A title over 60 characters (search results cut it)."""
-    title = page.facts.get("title") or ""
+    title = page.facts["title"] or ""
     if len(title) > TITLE_MAX:
         yield f"the title is {len(title)} characters (over {TITLE_MAX}): {title!r}"
 
@@ -431,8 +434,8 @@ def _title_too_long(page: PageView, site: SiteView) -> Iterator[str]:
 @rule("description-missing", level=Level.error)
 def _description_missing(page: PageView, site: SiteView) -> Iterator[str]:
     """No <meta name="description">, or an empty one."""
-    description = page.facts.get("description")
-    if description is None and not page.facts.get("empty"):
+    description = page.facts["description"]
+    if description is None and not page.facts["empty"]:
         yield 'no <meta name="description" content="...">'
     elif description == "":
         yield "the meta description is empty"
@@ -441,14 +444,14 @@ def _description_missing(page: PageView, site: SiteView) -> Iterator[str]:
 @rule("h1-missing", level=Level.warning)
 def _h1_missing(page: PageView, site: SiteView) -> Iterator[str]:
     """A page without an <h1>."""
-    if page.facts.get("h1", 0) == 0 and not page.facts.get("empty"):
+    if page.facts["h1"] == 0 and not page.facts["empty"]:
         yield "no <h1>: give the page one main heading"
 
 
 @rule("h1-multiple", level=Level.warning)
 def _h1_multiple(page: PageView, site: SiteView) -> Iterator[str]:
     """More than one <h1>."""
-    count = page.facts.get("h1", 0)
+    count = page.facts["h1"]
     if count > 1:
         yield f"{count} <h1> elements: keep one main heading"
 
@@ -456,9 +459,9 @@ def _h1_multiple(page: PageView, site: SiteView) -> Iterator[str]:
 @rule("img-alt-missing", level=Level.error)
 def _img_alt(page: PageView, site: SiteView) -> Iterator[str]:
     """An <img> without an alt attribute (alt="" is fine for decoration)."""
-    count = page.facts.get("img_no_alt_count", 0)
+    count = page.facts["img_no_alt_count"]
     if count:
-        srcs = ", ".join(s or "(no src)" for s in page.facts.get("img_no_alt", [])[:_SHOWN])
+        srcs = ", ".join(s or "(no src)" for s in page.facts["img_no_alt"][:_SHOWN])
         more = f" and {count - _SHOWN} more" if count > _SHOWN else ""
         yield f"{count} <img> without alt: {srcs}{more}"
 
@@ -478,7 +481,7 @@ def _broken_asset(page: PageView, site: SiteView) -> Iterator[str]:
 @rule("canonical-other-host", level=Level.error)
 def _canonical_host(page: PageView, site: SiteView) -> Iterator[str]:
     """A canonical URL on another host than the site's base URL."""
-    canonical = page.facts.get("canonical")
+    canonical = page.facts["canonical"]
     if canonical and not canonical.lower().startswith(site.origin):
         host = urlsplit(canonical).hostname or ""
         if host != site.host:
@@ -488,28 +491,28 @@ def _canonical_host(page: PageView, site: SiteView) -> Iterator[str]:
 @rule("jsonld-invalid", level=Level.error)
 def _jsonld(page: PageView, site: SiteView) -> Iterator[str]:
     """Invalid JSON in <script type="application/ld+json">."""
-    for problem in page.facts.get("ldjson_errors", ()):
+    for problem in page.facts["ldjson_errors"]:
         yield f'invalid JSON in <script type="application/ld+json">: {problem}'
 
 
 @rule("noindex-in-sitemap", level=Level.error)
 def _noindex_listed(page: PageView, site: SiteView) -> Iterator[str]:
     """A page marked noindex that the sitemap lists."""
-    if page.facts.get("noindex") and page.url in site.sitemap:
+    if page.facts["noindex"] and page.url in site.sitemap:
         yield "the page is marked noindex but sitemap.xml lists it"
 
 
 @rule("viewport-missing", level=Level.error)
 def _viewport(page: PageView, site: SiteView) -> Iterator[str]:
     """No <meta name="viewport">."""
-    if not page.facts.get("viewport") and not page.facts.get("empty"):
+    if not page.facts["viewport"] and not page.facts["empty"]:
         yield 'no <meta name="viewport" content="width=device-width, initial-scale=1">'
 
 
 @rule("lang-missing", level=Level.error)
 def _lang(page: PageView, site: SiteView) -> Iterator[str]:
     """No <html lang>, or an empty one."""
-    if not (page.facts.get("lang") or "").strip() and not page.facts.get("empty"):
+    if not (page.facts["lang"] or "").strip() and not page.facts["empty"]:
         yield "no lang on <html>: set [seo] lang in site.toml or lang in the template"
 
 
@@ -547,10 +550,12 @@ def _sitemap_invalid(site: SiteView) -> Iterator[tuple[str, str]]:
         yield "", f"the sitemap is not well-formed XML: {site.sitemap_problem}"
 
 
-def _duplicates(site: SiteView, key: str, what: str) -> Iterator[tuple[str, str]]:
+def _duplicates(
+    site: SiteView, key: Literal["title", "description"], what: str
+) -> Iterator[tuple[str, str]]:
     groups: defaultdict[str, list[str]] = defaultdict(list)
     for page in site.indexable():
-        value = page.facts.get(key)
+        value = page.facts[key]
         if value:
             groups[value].append(page.url)
     for value, urls in groups.items():

@@ -83,6 +83,5 @@ def make_build(
         pages=tuple(records),
         rendered=len(records),
         reused=0,
-        skipped=False,
         seconds=0.0,
     )

@@ -117,7 +117,7 @@ def make_build(
     snap = Snapshot(site=site.id, path=work / "snapshot.db", content_hash="", seconds=0.0, size=0)
     return Build(
         site=site, snapshot=snap, input_hash="", objects=objects,
-        files=types.MappingProxyType(entries), pages=(), rendered=0, reused=0, skipped=False,
+        files=types.MappingProxyType(entries), pages=(), rendered=0, reused=0,
         seconds=0.0,
     )  # fmt: skip
 

@@ -87,9 +87,14 @@ class Outcome(Enum):
 
 @dataclass(frozen=True, kw_only=True)
 class Report:
+    """What the daemon reads of a build (``render.scheduler.RunSummary``)."""
+
     outcome: Outcome
     seconds: float
     version: str | None = None
+    pages: int = 0
+    rendered: int = 0
+    reused: int = 0
 
 
 def record_runner(

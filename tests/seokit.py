@@ -83,7 +83,7 @@ def make_build(
     records: list[PageRecord] = []
     for url, html in pages.items():
         path = output_path(url)
-        facts: dict[str, object] = {}
+        facts: Mapping[str, object] = {}
         if finish and path.endswith(".html"):
             html, facts = pagefacts.finish_page(
                 html, url=url, canonical=site.base_url + quote_url(url), lang=site.seo.lang
@@ -121,7 +121,6 @@ def make_build(
         pages=tuple(records),
         rendered=len(records),
         reused=0,
-        skipped=False,
         seconds=0.0,
     )
 

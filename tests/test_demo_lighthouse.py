@@ -12,7 +12,7 @@ from conftest import require
 from render.check.lhrunner import find_lighthouse
 from render.config import load_host, load_site, site_dirs
 from render.demo import init_host
-from render.pipeline import Outcome, run_site
+from render.pipeline import Options, Outcome, run_site
 from render.publish.store import open_store
 
 pytestmark = [pytest.mark.browser, pytest.mark.lighthouse, pytest.mark.slow]
@@ -42,7 +42,7 @@ def test_demo_scores_and_a_rerun_carries_scores_without_a_new_version(tmp_path: 
         assert audit.report is not None and audit.report in first.build.files
 
     # nothing changed: every score is carried forward, the reports stay, no new version
-    again = run_site(site, host=host, force=True)
+    again = run_site(site, host=host, options=Options(force=True))
     assert again.outcome is Outcome.unchanged
     assert again.checks is not None
     assert all(a.reused for a in again.checks.lighthouse.audits)

@@ -21,7 +21,7 @@ from render.build.tree import FileEntry, content_type, write_object
 from render.config import CdnConfig, load_host, load_site
 from render.errors import ConfigError
 from render.publish.manifest import Diff
-from render.publish.purge import PurgeMode, plan, purge, purge_publication, token
+from render.publish.purge import PurgeMode, purge, purge_publication, token, urls_to_purge
 from render.publish.store import LocalStore
 from render.publish.versions import Publication, PublishOutcome, publish_tree
 
@@ -103,7 +103,7 @@ def test_a_one_page_change_plans_exactly_that_pages_urls(tmp_path: Path) -> None
     site = Site(tmp_path)
     site.publish(site_files())
     second = site.publish(site_files(posts__b__index_dot_html=b"<h1>b, edited</h1>"))
-    assert plan(second, base_url=BASE + "/") == [
+    assert urls_to_purge(second, base_url=BASE + "/") == [
         f"{BASE}/posts/b/",
         f"{BASE}/posts/b/index.html",
     ]
@@ -116,7 +116,7 @@ def test_the_sitemap_and_home_page_are_purged_when_they_changed(tmp_path: Path) 
         index_dot_html=b"<h1>home 2</h1>", posts__b__index_dot_html=b"<h1>b2</h1>",
         sitemap_dot_xml=b"<urlset>2</urlset>",
     ))  # fmt: skip
-    assert plan(second, base_url=BASE) == [
+    assert urls_to_purge(second, base_url=BASE) == [
         f"{BASE}/",
         f"{BASE}/index.html",
         f"{BASE}/posts/b/",
@@ -130,7 +130,7 @@ def test_added_and_removed_pages_are_purged_unchanged_ones_are_not(tmp_path: Pat
     site.publish(site_files())
     files = site_files(posts__c__index_dot_html=b"<h1>c</h1>")
     del files["posts/a/index.html"]
-    urls = plan(site.publish(files), base_url=BASE)
+    urls = urls_to_purge(site.publish(files), base_url=BASE)
     assert urls == [f"{BASE}/posts/a/", f"{BASE}/posts/a/index.html",
                     f"{BASE}/posts/c/", f"{BASE}/posts/c/index.html"]  # fmt: skip
 
@@ -142,7 +142,7 @@ def test_an_unchanged_publish_plans_nothing_and_calls_nothing(
     site.publish(site_files())
     again = site.publish(site_files())
     assert again.outcome is PublishOutcome.unchanged
-    assert plan(again, base_url=BASE) == []
+    assert urls_to_purge(again, base_url=BASE) == []
     report = purge([], config=cdn(), environ=ENV, sleep=Sleeps())
     assert (report.mode, report.requests, report.ok) == (PurgeMode.none, 0, True)
     assert len(api.calls) == 0
@@ -150,7 +150,7 @@ def test_an_unchanged_publish_plans_nothing_and_calls_nothing(
 
 def test_urls_keep_the_sites_path_and_are_percent_encoded() -> None:
     pub = publication("café/index.html", "feed.xml")
-    assert plan(pub, base_url="https://example.com/blog/") == [
+    assert urls_to_purge(pub, base_url="https://example.com/blog/") == [
         "https://example.com/blog/caf%C3%A9/",
         "https://example.com/blog/caf%C3%A9/index.html",
         "https://example.com/blog/feed.xml",
@@ -307,7 +307,7 @@ def test_kind_none_makes_no_call(tmp_path: Path, api: responses.RequestsMock) ->
     site = load_site(folder, host=host)
     pub = publication("posts/a/index.html")
     assert purge_publication(pub, site=site, host=host, environ=ENV, sleep=Sleeps()) is None
-    report = purge(plan(pub, base_url=BASE), config=host.cdn, environ=ENV, sleep=Sleeps())
+    report = purge(urls_to_purge(pub, base_url=BASE), config=host.cdn, environ=ENV, sleep=Sleeps())
     assert report.requests == 0
     assert len(api.calls) == 0
 

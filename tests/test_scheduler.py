@@ -31,7 +31,7 @@ from render.publish.manifest import blob_key
 from render.publish.store import LocalStore
 from render.publish.versions import publish_tree, read_root, read_tree
 from render.run.locks import site_lock
-from render.scheduler import JOBSTORE_FILE, Daemon, Runner, next_run, running
+from render.scheduler import JOBSTORE_FILE, Daemon, SiteRunner, next_run, running
 
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))
@@ -51,7 +51,7 @@ EVENT = "render_event"
 
 @contextmanager
 def daemon(
-    config: Path, *, runner: Runner = record_runner, reconcile: float = 60.0
+    config: Path, *, runner: SiteRunner = record_runner, reconcile: float = 60.0
 ) -> Iterator[Daemon]:
     """A daemon running in a thread of this process; stopped (and checked stopped) on exit."""
     d = Daemon(load_host(config), runner=runner, reconcile_every=reconcile, handle_signals=False)

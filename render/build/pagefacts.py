@@ -28,13 +28,49 @@ import posixpath
 import re
 import threading
 import unicodedata
-from typing import Any
+from collections.abc import Mapping
+from typing import TypedDict, TypeGuard
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 from lxml import etree
 
 FACTS_VERSION = 1
 """Bumped when the facts change shape; the lint re-reads pages with older facts."""
+
+
+
+class PageFacts(TypedDict):
+    """What the SEO lint knows about one page; a plain dict, stored as JSON in the build record.
+
+    Every key is always present in the facts this version makes.
+    """
+
+    v: int  # FACTS_VERSION of the code that made them
+    empty: bool  # the page has no HTML at all
+    title: str | None  # the first <title> outside <svg>, whitespace collapsed; None: no <title>
+    description: str | None  # <meta name=description> content; None: no such meta
+    h1: int  # how many <h1>
+    img_no_alt: list[str]  # srcs of the first _MAX_LISTED <img> without alt ("" for no src)
+    img_no_alt_count: int  # all of them
+    links: list[str]  # sorted same-origin paths the page links to
+    assets: list[str]  # sorted same-origin paths the page loads
+    canonical: str | None  # absolute; None: no <link rel=canonical> (finish_page fills it in)
+    noindex: bool  # <meta name=robots|googlebot> says noindex or none
+    ldjson: int  # <script type=application/ld+json> elements
+    ldjson_errors: list[str]  # one message per such script that is not valid JSON
+    viewport: bool  # a non-empty <meta name=viewport>
+    lang: str | None  # <html lang>; None: none (finish_page fills in the site's)
+
+
+def current(facts: Mapping[str, object]) -> TypeGuard[PageFacts]:
+    """Whether facts a ``PageRecord`` carries are this version's ``PageFacts``.
+
+    A record may hold ``{}`` (a page that is not HTML, or written before facts
+    existed) or facts of an older ``FACTS_VERSION`` (a record from older code):
+    their keys cannot be trusted, hence ``.get``; such a page is read again.
+    """
+    return facts.get("v") == FACTS_VERSION
+
 
 _MAX_LISTED = 20  # images without alt listed per page (the count is kept whole)
 
@@ -61,7 +97,7 @@ def _parser() -> etree.HTMLParser:
     return parser
 
 
-def finish_page(html: str, *, url: str, canonical: str, lang: str) -> tuple[str, dict[str, Any]]:
+def finish_page(html: str, *, url: str, canonical: str, lang: str) -> tuple[str, PageFacts]:
     """Inject missing defaults into a rendered page and return it with its facts.
 
     ``url`` is the page's URL path (``/posts/x/``), ``canonical`` its default
@@ -93,12 +129,12 @@ def finish_page(html: str, *, url: str, canonical: str, lang: str) -> tuple[str,
     return html, facts
 
 
-def facts_of(html: str, *, canonical: str) -> dict[str, Any]:
+def facts_of(html: str, *, canonical: str) -> PageFacts:
     """The facts of a page as it is, without adding defaults."""
     return _scan(html, canonical=canonical)[0]
 
 
-def _scan(html: str, *, canonical: str) -> tuple[dict[str, Any], bool]:
+def _scan(html: str, *, canonical: str) -> tuple[PageFacts, bool]:
     """The page's facts, and whether it has an ``og:url``.
 
     ``facts["canonical"]`` and ``facts["lang"]`` are None when the page has no
@@ -218,7 +254,7 @@ def _scan(html: str, *, canonical: str) -> tuple[dict[str, Any], bool]:
     }, og_url
 
 
-def _empty_facts() -> dict[str, Any]:
+def _empty_facts() -> PageFacts:
     return {
         "v": FACTS_VERSION,
         "empty": True,

@@ -55,7 +55,7 @@ class PageDone:
     size: int
     deps: tuple[Dep, ...]
     islands: tuple[str, ...]
-    facts: Mapping[str, Any]
+    facts: Mapping[str, object]  # its pagefacts.PageFacts; {} for a page that is not HTML
     pack: str | None = None  # the pack file its bytes went to; None: a loose object
     offset: int = 0  # where in the pack
 
@@ -186,13 +186,12 @@ class Renderer:
                 text = self._render_capped(template.generate(context), spec)
             finally:
                 disarm_cpu_limit()
+            facts: Mapping[str, object] = {}  # a file that is not HTML has none
             if spec.path.endswith(".html"):
                 text = islands.add_loader(text)
                 text, facts = pagefacts.finish_page(
                     text, url=spec.url, canonical=self.setup.base_url + url, lang=self.setup.lang
                 )
-            else:
-                facts = {}
             data = text.encode("utf-8", "surrogateescape")
             digest = sha256(data)
             pack, offset = self._write(data, digest)

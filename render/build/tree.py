@@ -93,7 +93,10 @@ class PageRecord:
     islands: tuple[str, ...]  # components used
     lastmod: str | None  # the route's lastmod column, as stored
     changed: str  # ISO UTC time its bytes last changed, carried by hash across builds
-    facts: Mapping[str, Any] = field(default_factory=dict)  # per-page SEO facts
+    # per-page SEO facts: a PageFacts (render.build.pagefacts) for an HTML page, {} for
+    # another file; a record from older code may hold an older version's (check with
+    # pagefacts.current before reading a key)
+    facts: Mapping[str, object] = field(default_factory=dict)
     # named queries it called: (name, params JSON, result hash, (table, column) pairs read)
     deps: tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...] = ()
     rendered: bool = True  # False when reused from the previous build
@@ -137,7 +140,6 @@ class Build:
     pages: tuple[PageRecord, ...]
     rendered: int
     reused: int
-    skipped: bool
     seconds: float
     peak_worker_rss_kb: int = 0  # the largest render process's peak memory
     steps: Mapping[str, float] = field(default_factory=dict)  # seconds of each build step

@@ -351,7 +351,3 @@ def _died(worker: _Worker, slots: Any, describe: Callable[[int], str], limits: L
     raise TemplateError(
         f"rendering {what} {reason}", hint="simplify the template, or raise [limits]"
     )
-
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0))

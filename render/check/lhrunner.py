@@ -238,7 +238,7 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-class _Worker:
+class _AuditWorker:
     """One audit worker process and the thread reading its replies."""
 
     def __init__(self, argv: list[str], stderr: Path) -> None:
@@ -348,12 +348,12 @@ class ChromiumRunner:
                     )  # fmt: skip
                 argv = [*prefix, *argv]
 
-            live: set[_Worker] = set()
+            live: set[_AuditWorker] = set()
             crashed: list[BaseException] = []
             stop = threading.Event()
 
             def slot(number: int) -> None:
-                worker: _Worker | None = None
+                worker: _AuditWorker | None = None
                 try:
                     while not stop.is_set():
                         with lock:
@@ -363,7 +363,8 @@ class ChromiumRunner:
                             started_workers[0] += worker is None
                             incarnation = started_workers[0]
                         if worker is None:
-                            worker = _Worker(argv, Path(tmp) / f"worker-{number}-{incarnation}.err")
+                            err = Path(tmp) / f"worker-{number}-{incarnation}.err"
+                            worker = _AuditWorker(argv, err)
                             with lock:
                                 live.add(worker)
                         result, healthy = self._one(worker, job, config=config)
@@ -440,7 +441,7 @@ class ChromiumRunner:
         }
 
     def _one(
-        self, worker: _Worker, job: AuditJob, *, config: LighthouseConfig
+        self, worker: _AuditWorker, job: AuditJob, *, config: LighthouseConfig
     ) -> tuple[JobResult, bool]:
         """Run one job; the bool says whether the worker may take another."""
         started = time.monotonic()

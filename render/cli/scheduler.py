@@ -12,13 +12,13 @@ from render.errors import UsageError
 from render.run.buildlog import configure_logging
 
 if TYPE_CHECKING:  # the daemon's imports (APScheduler, SQLAlchemy) load only when it runs
-    from render.scheduler import Runner
+    from render.scheduler import SiteRunner
 
 
-def _load_runner(spec: str) -> Runner:
+def _load_runner(spec: str) -> SiteRunner:
     module, _, name = spec.partition(":")
     try:
-        found: Runner = getattr(importlib.import_module(module), name)
+        found: SiteRunner = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError) as exc:
         raise UsageError(f"--runner {spec!r}: {exc}", hint="use module:function") from None
     return found

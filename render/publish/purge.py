@@ -1,6 +1,6 @@
 """Purging the CDN's copies of what a publish changed (Cloudflare), within its limits.
 
-``plan`` turns a publication's diff into the absolute URLs a CDN caches; a
+``urls_to_purge`` turns a publication's diff into the absolute URLs a CDN caches; a
 page ``posts/x/index.html`` is cached under ``/posts/x/`` and, because the
 mirror also serves it by name, under ``/posts/x/index.html``. Unchanged files
 are never purged, and an unchanged publication purges nothing. ``purge``
@@ -112,7 +112,7 @@ class PurgeReport:
         return text
 
 
-def plan(publication: Publication, *, base_url: str) -> list[str]:
+def urls_to_purge(publication: Publication, *, base_url: str) -> list[str]:
     """The absolute URLs whose cached copies the publication made stale, in path order."""
     if publication.outcome is PublishOutcome.unchanged:
         return []
@@ -208,7 +208,7 @@ def purge_publication(
     """Plan and purge what ``publication`` changed; ``None`` when ``[cdn] kind = "none"``."""
     if host.cdn.kind == "none":
         return None
-    urls = plan(publication, base_url=site.base_url)
+    urls = urls_to_purge(publication, base_url=site.base_url)
     return purge(urls, config=host.cdn, session=session, sleep=sleep, root=site.base_url,
                  environ=environ)  # fmt: skip
 

@@ -50,7 +50,7 @@ from render.publish.manifest import (
 )
 from render.publish.store import Store
 
-Progress = Callable[[int, int], None]
+UploadProgress = Callable[[int, int], None]
 """``(blobs uploaded, blobs to upload)``, called from upload threads."""
 
 
@@ -114,7 +114,7 @@ def publish(
     ledger: VersionLedger | None,
     concurrency: int | None = None,
     grace_hours: float = 48.0,
-    progress: Progress | None = None,
+    progress: UploadProgress | None = None,
     now: datetime | None = None,
 ) -> Publication:
     """Make ``build``'s tree the live version of its site in ``store``."""
@@ -144,7 +144,7 @@ def publish_tree(
     ledger: VersionLedger | None,
     concurrency: int | None = None,
     grace_hours: float = 48.0,
-    progress: Progress | None = None,
+    progress: UploadProgress | None = None,
     now: datetime | None = None,
 ) -> Publication:
     """``publish`` for a bare tree: ``files`` (path -> entry) with bytes in the folder ``objects``."""
@@ -173,7 +173,7 @@ def _publish(
     ledger: VersionLedger | None,
     concurrency: int,
     grace_hours: float,
-    progress: Progress | None,
+    progress: UploadProgress | None,
     now: datetime | None,
     started: float,
     requests_before: int,
@@ -259,7 +259,7 @@ def _upload(
     owner: str,
     name: str,
     concurrency: int,
-    progress: Progress | None,
+    progress: UploadProgress | None,
 ) -> None:
     if not blobs:
         return

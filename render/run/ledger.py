@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 _SCHEMA = """
 create table if not exists sites (
@@ -63,6 +63,26 @@ create table if not exists publishes (
     primary key (owner, site, store)
 );
 """
+
+
+class AuditCarry(TypedDict):
+    """What carrying an audit's no-JavaScript read forward needs (see ``lighthouse.check``)."""
+
+    inputs: str  # hash of the site's subresources when measured
+    parity: Mapping[str, Any]  # {"finding": a ParityFinding's JSON, or None}
+    network: str | None  # the NetworkBlock value it was measured under
+    method: str | None  # the Method value
+
+
+class AuditRow(TypedDict):
+    """One page's Lighthouse audit as the ledger keeps it (a plain dict at run time)."""
+
+    path: str  # the page's path in the build
+    measured_version: str | None  # content hash of the page the scores were measured on
+    scores: Mapping[str, float | None]  # performance, accessibility, best-practices, seo
+    metrics: Mapping[str, float | None]  # lcp, cls, tbt, fcp, speed_index
+    report: str | None  # sha256 of the HTML report (in the build's objects)
+    carry: AuditCarry | None  # None: recorded without a no-JavaScript read
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -287,8 +307,9 @@ class Ledger:
             )
 
     def record_lighthouse(
-        self, run_id: int, owner: str, site: str, audits: list[Mapping[str, Any]]
+        self, run_id: int, owner: str, site: str, audits: Iterable[AuditRow]
     ) -> None:
+        # .get: a row made by hand may leave out what it lacks (stored as NULL, read back as None)
         with self.transaction() as db:
             db.executemany(
                 "insert into lighthouse_scores (run_id, owner, site, path, measured_version,"
@@ -306,7 +327,7 @@ class Ledger:
                 ],
             )  # fmt: skip
 
-    def last_lighthouse(self, owner: str, site: str) -> list[dict[str, Any]]:
+    def last_lighthouse(self, owner: str, site: str) -> list[AuditRow]:
         """The latest audit of each page of a site, in ``record_lighthouse``'s shape, by path.
 
         ``lighthouse.check(..., previous=...)`` carries these forward for pages
