@@ -26,7 +26,8 @@ from jinja2.environment import Environment
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from render.errors import QueryError
+from render.errors import BuildError, QueryError
+from render.sitefiles import SiteFolder
 
 MAX_POWER_EXPONENT = 64
 MAX_REPEAT_ITEMS = 1_000_000
@@ -50,11 +51,25 @@ class SiteLoader(BaseLoader):
     ) -> tuple[str, str, Callable[[], bool]]:
         path = self.resolve(template)
         try:
-            source = path.read_text(encoding="utf-8")
+            source = self.read(template).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise TemplateNotFound(f"{template} (not UTF-8: {exc.reason})") from None
         mtime = path.stat().st_mtime_ns
         return source, str(path), lambda: path.stat().st_mtime_ns == mtime
+
+    def read(self, template: str) -> bytes:
+        """The bytes of ``template``, opened without following a link (``render.sitefiles``).
+
+        ``resolve`` finds where a link inside the folder leads; the file is
+        then opened one folder at a time from there, so a link swapped in
+        after that check is refused, not followed.
+        """
+        path = self.resolve(template)
+        try:
+            with SiteFolder(self.folder, inside=self.folder.parent, label=self.folder.name) as folder:
+                return folder.read_bytes(path.relative_to(self.folder).parts)
+        except BuildError:
+            raise TemplateNotFound(template) from None
 
     def resolve(self, template: str) -> Path:
         parts = template.replace("\\", "/").split("/")

@@ -29,7 +29,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
         # cron (schedule strings, which config validates), locks (per-site file
         # locks), buildlog (log lines), routing (the front proxy's decision),
         # demo (``render init``: writes a new host folder)
-        ["paths", "cron", "locks", "buildlog", "routing", "demo", "gcpause"],
+        # sitefiles: reading a site folder without following links (static, templates)
+        ["paths", "cron", "locks", "buildlog", "routing", "demo", "gcpause", "sitefiles"],
     ]),
     ("1 config", [["config"]]),
     # objects: the build's content-addressed folder (loose files and packs) the tree reads
