@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from jinja2 import TemplateSyntaxError, meta
+from jinja2 import TemplateNotFound, TemplateSyntaxError, meta
 
 from render import __version__, gcpause, islands, workers
 from render.changes import Changes
@@ -309,6 +309,8 @@ def template_closures(site: SiteConfig, templates: Mapping[str, str]) -> dict[st
             ) from None
         except UnicodeDecodeError as exc:
             raise TemplateError(f"not UTF-8 text: {exc.reason}", template=name) from None
+        except TemplateNotFound:  # the loader cannot load it by this name: it loads nothing
+            refs[name] = set()
     closures: dict[str, str] = {}
     everything = sha256(repr(sorted(templates.items())).encode())
     for name in templates:

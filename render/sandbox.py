@@ -40,7 +40,8 @@ class SiteLoader(BaseLoader):
     """Loads templates from one site's templates folder and nowhere else.
 
     Names with ``..`` or absolute paths are refused, and so is a symlink whose
-    target lies outside the folder.
+    target lies outside the folder. The file found is opened without following
+    links (``render.sitefiles``): one swapped in after the check is refused too.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -51,7 +52,7 @@ class SiteLoader(BaseLoader):
     ) -> tuple[str, str, Callable[[], bool]]:
         path = self.resolve(template)
         try:
-            source = self.read(template).decode("utf-8")
+            source = self._read(template, path).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise TemplateNotFound(f"{template} (not UTF-8: {exc.reason})") from None
         mtime = path.stat().st_mtime_ns
@@ -64,7 +65,9 @@ class SiteLoader(BaseLoader):
         then opened one folder at a time from there, so a link swapped in
         after that check is refused, not followed.
         """
-        path = self.resolve(template)
+        return self._read(template, self.resolve(template))
+
+    def _read(self, template: str, path: Path) -> bytes:
         try:
             with SiteFolder(self.folder, inside=self.folder.parent, label=self.folder.name) as folder:
                 return folder.read_bytes(path.relative_to(self.folder).parts)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from jinja2 import TemplateNotFound
-from sitekit import Host, SiteSpec, changes, listing, make_host
+from sitekit import Host, SiteSpec, changes, html, listing, make_host
 
 from render import builder, snapshot
 from render.config import ConfigError, load_host
@@ -299,7 +299,9 @@ def test_nfd_named_static_files_are_published_under_their_nfc_name(tmp_path: Pat
     assert not (tmp_path / "out" / f"{NFD}.css").exists()
     again = host.cli("build", "acme/blog")  # the stat cache keys by the NFC name too
     assert again.exit_code == 0, again.output
-    assert "unchanged" in again.output or "skipped" in again.output
+    assert again.output.strip() == (
+        "acme/blog: unchanged since the last publish (render force acme/blog to rebuild)"
+    )
 
 
 def test_two_static_names_equal_after_nfc_are_an_error_naming_both(tmp_path: Path) -> None:
@@ -337,3 +339,19 @@ def test_a_static_name_a_slug_could_not_have_is_an_error_naming_it(
         f"{'static/' + name!a}: the name {name!a} {problem}", "Hint: rename the file or folder\n"
     )
     assert code == 1
+
+
+def test_an_nfd_named_template_is_read_under_its_own_name(tmp_path: Path) -> None:
+    # templates are not published: they keep the name they have on disk, which is
+    # the name a route or an include gives (it crashed with FileNotFoundError)
+    host = make_host(
+        tmp_path,
+        sites={
+            "acme/blog": SiteSpec(
+                templates={"index.html": html(f'{{% include "{NFD}.html" %}}'), f"{NFD}.html": "menu"},
+            )
+        },
+    )
+    result = host.cli("build", "acme/blog", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "menu" in (tmp_path / "out" / "index.html").read_text()
