@@ -19,7 +19,6 @@ import os
 import pickle
 import time
 import types
-import unicodedata
 import zlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,17 +26,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from jinja2 import TemplateSyntaxError, meta
+from jinja2 import TemplateNotFound, TemplateSyntaxError, meta
 
 from render import __version__, islands
 from render.build import gcpause, workers
 from render.build.changes import Changes
 from render.build.objects import INCOMPLETE, Location, Objects
 from render.build.renderer import PageDone, PageFailed, PageSpec, RenderSetup
-from render.build.sandbox import MMAP_BYTES, QueryRunner, Read, make_environment
+from render.build.sandbox import MMAP_BYTES, QueryRunner, Read, SiteLoader, make_environment
+from render.build.sitefiles import SiteFolder, static_files
 from render.build.snapshot import Snapshot
 from render.build.tree import Build, FileEntry, PageRecord, content_type, sha256, write_object
-from render.config import HostConfig, Route, SiteConfig
+from render.config import HostConfig, LimitsConfig, Route, SiteConfig
 from render.errors import BuildError, PathError, TemplateError
 from render.paths import normalize_url, output_path, parse_pattern
 
@@ -53,8 +53,9 @@ class SourceState:
     """Hashes of a site's templates and static files, with the stat cache that made them."""
 
     templates: Mapping[str, str]  # name -> sha256 of the source
-    static: Mapping[str, tuple[int, int, str]]  # rel path -> (size, mtime_ns, sha256)
+    static: Mapping[str, tuple[int, int, str]]  # rel path (NFC) -> (size, mtime_ns, sha256)
     config: str  # sha256 of site.toml
+    static_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # NFC rel -> as on disk
 
     def input_hash(self, snapshot: Snapshot) -> str:
         parts = [
@@ -121,41 +122,37 @@ def load_previous(folder: Path) -> Previous:
     )
 
 
-def scan_sources(site: SiteConfig, previous: Previous) -> SourceState:
-    """Hash templates (always: they are small) and static files (through a stat cache)."""
+def scan_sources(site: SiteConfig, previous: Previous, *, limits: LimitsConfig) -> SourceState:
+    """Hash templates (always: they are small) and static files (through a stat cache).
+
+    Both folders are read through ``render.build.sitefiles``: no link out of the
+    site is followed, static files are checked against ``limits`` before
+    they are read, and hashed a chunk at a time.
+    """
     templates: dict[str, str] = {}
-    if site.templates.is_dir():
-        for rel, path in _walk(site.templates):
-            templates[rel] = sha256(path.read_bytes())
+    with SiteFolder(site.templates, inside=site.root, label=site.site.templates) as folder:
+        for file in folder.files(links=True):
+            templates[file.rel] = folder.hash(file, max_bytes=None)[2]
     static: dict[str, tuple[int, int, str]] = {}
-    if site.static.is_dir():
-        for rel, path in _walk(site.static):
-            st = path.stat()
-            cached = previous.static.get(rel)
-            if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
-                static[rel] = cached
+    names: dict[str, tuple[str, ...]] = {}
+    with SiteFolder(site.static, inside=site.root, label=site.site.static) as folder:
+        found = static_files(
+            folder, file_max=limits.static_file_max_bytes, site_max=limits.static_site_max_bytes
+        )
+        for file in found:
+            cached = previous.static.get(file.nfc)
+            if cached and cached[0] == file.size and cached[1] == file.mtime_ns:
+                static[file.nfc] = cached
             else:
-                static[rel] = (st.st_size, st.st_mtime_ns, sha256(path.read_bytes()))
-    return SourceState(templates=templates, static=static, config=sha256(site.path.read_bytes()))
-
-
-def _walk(folder: Path) -> list[tuple[str, Path]]:
-    """Regular files under ``folder`` (symlinks that leave it are ignored), NFC names, sorted."""
-    root = folder.resolve()
-    found = []
-    for dirpath, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
-            if name.startswith("."):
-                continue
-            path = Path(dirpath) / name
-            if path.is_symlink() and not path.resolve().is_relative_to(root):
-                continue
-            if not path.is_file():
-                continue
-            rel = unicodedata.normalize("NFC", str(path.relative_to(root)).replace(os.sep, "/"))
-            found.append((rel, path))
-    return sorted(found)
+                static[file.nfc] = folder.hash(file, max_bytes=limits.static_file_max_bytes)
+            if file.rel != file.nfc:
+                names[file.nfc] = file.names
+    return SourceState(
+        templates=dict(sorted(templates.items())),
+        static=static,
+        static_names=names,
+        config=sha256(site.path.read_bytes()),
+    )
 
 
 # --- planning ----------------------------------------------------------------
@@ -288,6 +285,8 @@ def plan(
 def template_closures(site: SiteConfig, templates: Mapping[str, str]) -> dict[str, str]:
     """For each template, a hash over it and every template it can load."""
     env = make_environment(site.templates, extensions=[islands.IslandExtension])
+    loader = env.loader
+    assert isinstance(loader, SiteLoader)
     refs: dict[str, set[str] | None] = {}
     for name in templates:
         if not name.endswith(
@@ -296,7 +295,7 @@ def template_closures(site: SiteConfig, templates: Mapping[str, str]) -> dict[st
             refs[name] = set()
             continue
         try:
-            source = (site.templates / name).read_text(encoding="utf-8")
+            source = loader.read(name).decode("utf-8")
             found = meta.find_referenced_templates(env.parse(source, name=name))
             names: set[str] | None = set()
             for ref in found:
@@ -315,6 +314,8 @@ def template_closures(site: SiteConfig, templates: Mapping[str, str]) -> dict[st
             ) from None
         except UnicodeDecodeError as exc:
             raise TemplateError(f"not UTF-8 text: {exc.reason}", template=name) from None
+        except TemplateNotFound:  # the loader cannot load it by this name: it loads nothing
+            refs[name] = set()
     closures: dict[str, str] = {}
     everything = sha256(repr(sorted(templates.items())).encode())
     for name in templates:
@@ -454,7 +455,7 @@ def _build(
             {p.hash for p in previous.pages.values()} | {v[2] for v in previous.static.values()}
         )
     marker.touch()
-    sources = sources or scan_sources(site, previous)
+    sources = sources or scan_sources(site, previous, limits=host.limits)
     input_hash = sources.input_hash(snapshot)
     limits = host.limits
     step("load")
@@ -752,19 +753,28 @@ def _assemble(
     files: dict[str, FileEntry] = {}
     for page in pages:
         files[page.path] = FileEntry(hash=page.hash, size=page.size, type=content_type(page.path))
-    for rel, (size, _mtime, digest) in sources.static.items():
-        if rel in files:
-            raise PathError(f"static/{rel} and a route both write {rel}", hint="rename one of them")
-        if rel.startswith("_render/"):
-            raise PathError(f"static/{rel}: the _render/ folder is reserved for render's own files")
-        if not objects.has(digest):
-            data = (site.static / rel).read_bytes()
-            if sha256(data) != digest:  # changed since it was scanned
-                raise BuildError(
-                    f"static/{rel} changed during the build", hint="run the build again"
-                )
-            objects.write(data, digest)
-        files[rel] = FileEntry(hash=digest, size=size, type=content_type(rel))
+    with contextlib.ExitStack() as stack:
+        folder: SiteFolder | None = None  # opened when a file's bytes are not stored yet
+        for rel, (size, _mtime, digest) in sources.static.items():
+            if rel in files:
+                raise PathError(f"static/{rel} and a route both write {rel}", hint="rename one of them")
+            if rel.startswith("_render/"):
+                raise PathError(f"static/{rel}: the _render/ folder is reserved for render's own files")
+            if not objects.has(digest):
+                if folder is None:
+                    folder = stack.enter_context(
+                        SiteFolder(site.static, inside=site.root, label=site.site.static)
+                    )
+                fd = folder.open(sources.static_names.get(rel) or tuple(rel.split("/")))
+                try:
+                    copied = objects.write_file(fd, digest, size=size)
+                finally:
+                    os.close(fd)
+                if not copied:  # changed since it was scanned
+                    raise BuildError(
+                        f"static/{rel} changed during the build", hint="run the build again"
+                    )
+            files[rel] = FileEntry(hash=digest, size=size, type=content_type(rel))
     if any(page.islands for page in pages):
         loader = islands.loader_source()
         files[islands.LOADER_PATH] = FileEntry(

@@ -136,7 +136,7 @@ def _run(
                 timings["snapshot"] = snap.seconds
                 mark = time.perf_counter()
                 previous = loading.result()
-                sources = builder.scan_sources(site, previous)
+                sources = builder.scan_sources(site, previous, limits=host.limits)
                 input_hash = sources.input_hash(snap)
                 if (
                     not options.force

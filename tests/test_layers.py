@@ -34,7 +34,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
     ]),
     ("1 config", [["config"]]),
     ("2 build", [
-        ["build", "build.gcpause", "build.snapshot", "build.objects"],
+        # sitefiles: reading a site's static/ and templates/ without following links
+        ["build", "build.gcpause", "build.snapshot", "build.objects", "build.sitefiles"],
         ["build.tree"],
         # pagefacts is per-page SEO work done inside the render worker
         ["build.sandbox", "build.workers", "islands", "build.pagefacts"],

@@ -36,6 +36,7 @@ _ENTRY = struct.Struct(">32sQQ")  # raw sha256, offset, size
 _MAGIC = b"render-pack-index-1\n"
 _MAX_PACKS = 8  # past this many, the small packs are merged into one
 _LIVE_SHARE = 0.5  # a pack with less than this share of live bytes is rewritten
+_CHUNK = 1 << 20  # write_file copies this much at a time
 
 Location = tuple[str, int, int]  # pack file name, offset, size
 
@@ -124,6 +125,32 @@ class Objects:
                 fh.write(data)
             os.replace(tmp, target)
         return digest
+
+    def write_file(self, fd: int, digest: str, *, size: int) -> bool:
+        """Store the bytes ``fd`` holds as the object ``digest``, a megabyte at a time.
+
+        For files too large to hold in memory whole (a site's static files).
+        False, and nothing stored, unless they are ``size`` bytes that hash to
+        ``digest``: no more than ``size + 1`` bytes are read.
+        """
+        target = self.folder / digest
+        if target.exists():
+            return True
+        tmp = self.folder / f".{digest}.{os.getpid()}.tmp"
+        hasher = hashlib.sha256()
+        copied = 0
+        try:
+            with open(tmp, "wb") as out:
+                while copied <= size and (chunk := os.read(fd, min(_CHUNK, size + 1 - copied))):
+                    hasher.update(chunk)
+                    out.write(chunk)
+                    copied += len(chunk)
+            if copied != size or hasher.hexdigest() != digest:
+                return False
+            os.replace(tmp, target)
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def index_packs(self, packs: Mapping[str, Iterable[Location]]) -> None:
         """Write the index of each pack a build's render processes filled.

@@ -26,7 +26,8 @@ from jinja2.environment import Environment
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from render.errors import QueryError
+from render.build.sitefiles import SiteFolder
+from render.errors import BuildError, QueryError
 
 MAX_POWER_EXPONENT = 64
 MAX_REPEAT_ITEMS = 1_000_000
@@ -39,7 +40,8 @@ class SiteLoader(BaseLoader):
     """Loads templates from one site's templates folder and nowhere else.
 
     Names with ``..`` or absolute paths are refused, and so is a symlink whose
-    target lies outside the folder.
+    target lies outside the folder. The file found is opened without following
+    links (``render.build.sitefiles``): one swapped in after the check is refused too.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -50,11 +52,27 @@ class SiteLoader(BaseLoader):
     ) -> tuple[str, str, Callable[[], bool]]:
         path = self.resolve(template)
         try:
-            source = path.read_text(encoding="utf-8")
+            source = self._read(template, path).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise TemplateNotFound(f"{template} (not UTF-8: {exc.reason})") from None
         mtime = path.stat().st_mtime_ns
         return source, str(path), lambda: path.stat().st_mtime_ns == mtime
+
+    def read(self, template: str) -> bytes:
+        """The bytes of ``template``, opened without following a link (``render.build.sitefiles``).
+
+        ``resolve`` finds where a link inside the folder leads; the file is
+        then opened one folder at a time from there, so a link swapped in
+        after that check is refused, not followed.
+        """
+        return self._read(template, self.resolve(template))
+
+    def _read(self, template: str, path: Path) -> bytes:
+        try:
+            with SiteFolder(self.folder, inside=self.folder.parent, label=self.folder.name) as folder:
+                return folder.read_bytes(path.relative_to(self.folder).parts)
+        except BuildError:
+            raise TemplateNotFound(template) from None
 
     def resolve(self, template: str) -> Path:
         parts = template.replace("\\", "/").split("/")
