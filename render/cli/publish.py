@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 import click
 from rich.table import Table
 
+from render import locks
 from render.cli._common import config_option, console, handle_errors, host_from, site_from
 from render.config import HostConfig
 from render.errors import UsageError
@@ -26,6 +29,19 @@ def _site_id(host: HostConfig, store: Store, name: str) -> tuple[str, str]:
             if (owner, rest) in store.sites():
                 return owner, rest
         raise
+
+
+def _site_lock(
+    host: HostConfig, owner: str, name: str, *, wait: bool, reason: str
+) -> AbstractContextManager[locks.Holder]:
+    """The lock builds take: gc, rollback and repair never run beside a build of the site here."""
+    return locks.site_lock(host.state_dir, f"{owner}/{name}", wait=wait, on_wait=console.print,
+                           reason=reason)  # fmt: skip
+
+
+_no_wait = click.option(
+    "--no-wait", is_flag=True, help="Fail at once (exit 1) when the site is being built."
+)
 
 
 def _size(n: int) -> str:
@@ -72,9 +88,15 @@ def versions(config_path: str | None, site_name: str, limit: int) -> None:
 @config_option
 @click.argument("site_name", metavar="SITE")
 @click.argument("version", required=False)
+@_no_wait
 @handle_errors
-def rollback_command(config_path: str | None, site_name: str, version: str | None) -> None:
+def rollback_command(
+    config_path: str | None, site_name: str, version: str | None, no_wait: bool
+) -> None:
     """Make an earlier version live in one write (default: the one before the live one).
+
+    Waits for a build of the site that is running (or, with --no-wait, exits 1
+    naming it).
 
     \b
     Example:
@@ -84,7 +106,9 @@ def rollback_command(config_path: str | None, site_name: str, version: str | Non
     host = host_from(config_path)
     store = open_store(host)
     owner, name = _site_id(host, store, site_name)
-    with open_ledger(host.state_dir) as ledger:
+    with _site_lock(host, owner, name, wait=not no_wait, reason="rollback"), open_ledger(
+        host.state_dir
+    ) as ledger:
         done = rollback(store, owner=owner, name=name, to=version, ledger=ledger)
     if done.version == done.previous:
         console.print(f"{done.site}: {done.version} is already live")
@@ -98,14 +122,16 @@ def rollback_command(config_path: str | None, site_name: str, version: str | Non
 @click.option("--keep", type=click.IntRange(min=1), default=10, show_default=True,
               help="Versions kept per site (the live one always).")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing.")
+@_no_wait
 @handle_errors
 def gc_command(
-    config_path: str | None, site_names: tuple[str, ...], keep: int, dry_run: bool
+    config_path: str | None, site_names: tuple[str, ...], keep: int, dry_run: bool, no_wait: bool
 ) -> None:
     """Delete old versions and the blobs no kept version names.
 
-    Blobs younger than [store] gc_grace_hours stay (a publish may be running,
-    and readers keep using the version they started on).
+    Blobs younger than [store] gc_grace_hours stay (readers keep using the
+    version they started on). Each site is locked as a build locks it, and a
+    publish from another host waits for the site's gc to finish.
 
     \b
     Example:
@@ -117,8 +143,9 @@ def gc_command(
     verb = "would remove" if dry_run else "removed"
     freed = 0
     for owner, name in targets:
-        report = gc(store, owner=owner, name=name, keep=keep,
-                    grace_hours=host.store.gc_grace_hours, dry_run=dry_run)  # fmt: skip
+        with _site_lock(host, owner, name, wait=not no_wait, reason="gc"):
+            report = gc(store, owner=owner, name=name, keep=keep,
+                        grace_hours=host.store.gc_grace_hours, dry_run=dry_run)  # fmt: skip
         freed += report.freed_bytes
         for v in report.removed_versions:
             console.print(f"{report.site}: {verb} version {v}")
