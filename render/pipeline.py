@@ -27,6 +27,7 @@ from render import (
     mirror,
     publish,
     purge,
+    repair,
     seo,
     snapshot,
     workers,
@@ -277,6 +278,31 @@ def _catch_up_mirror(host: HostConfig, owner: str, name: str) -> mirror.SiteSync
         return _sync_mirror(host, store, owner, name)
     finally:
         store.close()
+
+
+def repair_site(
+    site: SiteConfig,
+    *,
+    host: HostConfig,
+    wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
+) -> tuple[repair.Repair, mirror.SiteSync | None]:
+    """``render repair``: the live version whole again in the store, then in the embedded mirror.
+
+    Holds the site lock: a build does not rewrite the objects the repair uploads from.
+    """
+    owner, name = site.id.owner, site.id.name
+    with locks.site_lock(host.state_dir, site.id, wait=wait, on_wait=on_wait, reason="repair"):
+        store = open_store(host)
+        try:
+            done = repair.repair(
+                store, owner=owner, name=name, objects=builder.build_dir(host, site) / "objects",
+                scratch=host.state_dir / "repair" / owner / name, concurrency=host.store.concurrency,
+            )  # fmt: skip
+            synced = _sync_mirror(host, store, owner, name) if host.mirror.enabled else None
+        finally:
+            store.close()
+    return done, synced
 
 
 def _live_hint(live: str | None) -> str:

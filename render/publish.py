@@ -234,7 +234,7 @@ def _publish(
             missing = {h: e for h, e in missing.items() if h not in present}
         ledger.begin_publish(owner, name, store=store.description, version=version)
 
-    _upload(store, missing, objects, owner=owner, name=name, concurrency=concurrency,
+    upload_blobs(store, missing, objects, owner=owner, name=name, concurrency=concurrency,
             progress=progress)  # fmt: skip
     tree = VersionTree(version=version, parent=parent, created=created, files=files)
     store.put(version_key(owner, name, version), tree.to_bytes(),
@@ -243,7 +243,7 @@ def _publish(
                     published=created, files_hash=digest)  # fmt: skip
 
     def upload_again() -> None:  # a gc that began after the root was read may have taken them
-        _upload(store, missing, objects, owner=owner, name=name, concurrency=concurrency,
+        upload_blobs(store, missing, objects, owner=owner, name=name, concurrency=concurrency,
                 progress=None)  # fmt: skip
 
     try:
@@ -271,7 +271,7 @@ def _ledger_live(ledger: VersionLedger | None, owner: str, name: str, version: s
         ledger.set_live(owner, name, version)
 
 
-def _upload(
+def upload_blobs(
     store: Store,
     blobs: Mapping[str, FileEntry],
     objects: Path,
@@ -281,6 +281,7 @@ def _upload(
     concurrency: int,
     progress: Progress | None,
 ) -> None:
+    """Upload each blob (hash -> an entry naming its type) from the build's ``objects`` folder."""
     if not blobs:
         return
     total = len(blobs)

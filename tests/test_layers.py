@@ -49,7 +49,7 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
     ("5 publish", [
         ["manifest", "store"],
         ["publish"],
-        ["mirror", "purge", "live"],
+        ["mirror", "purge", "live", "repair"],
         ["mirror_status"],
     ]),
     ("6 ledger", [["ledger"]]),

@@ -1,4 +1,4 @@
-"""``render versions``, ``rollback``, ``gc`` and ``serve``: the store side of the CLI."""
+"""``render versions``, ``rollback``, ``gc``, ``repair`` and ``serve``: the store side of the CLI."""
 
 from __future__ import annotations
 
@@ -8,11 +8,20 @@ import click
 from rich.table import Table
 
 from render import locks
-from render.cli._common import config_option, console, handle_errors, host_from, site_from
+from render.cli._common import (
+    config_option,
+    console,
+    handle_errors,
+    host_from,
+    site_argument,
+    site_from,
+)
 from render.config import HostConfig
 from render.errors import UsageError
 from render.ledger import open_ledger
 from render.live import LiveSites
+from render.mirror import SyncOutcome
+from render.pipeline import repair_site
 from render.publish import gc, list_versions, rollback
 from render.serving import LOOPBACK, Running, serve_forever
 from render.store import Store, open_store
@@ -160,6 +169,35 @@ def gc_command(
     )
 
 
+@click.command("repair")
+@config_option
+@site_argument
+@_no_wait
+@handle_errors
+def repair_command(config_path: str | None, site_name: str, no_wait: bool) -> None:
+    """Read back every blob of SITE's live version; upload the missing or corrupt ones again.
+
+    The bytes come from the site's last build on this host, checked against
+    their hash. Run it when the mirror refuses a blob ("does not match its
+    hash") or misses one: a publish never uploads a blob the live version
+    already names. The embedded mirror is synced after.
+
+    \b
+    Example:
+        render repair acme/blog
+    """
+    host = host_from(config_path)
+    done, synced = repair_site(site_from(host, site_name), host=host, wait=not no_wait,
+                               on_wait=console.print)  # fmt: skip
+    for bad in done.repaired:
+        console.print(f"{done.site}: {bad.path}: blob {bad.hash[:12]} was {bad.problem};"
+                      " uploaded again")  # fmt: skip
+    console.print(f"{done.site}: checked {done.checked} blobs of {done.version};"
+                  f" {len(done.repaired)} uploaded again")  # fmt: skip
+    if synced is not None and synced.outcome is SyncOutcome.switched:
+        console.print(f"{done.site}: the mirror folder now serves {synced.version}")
+
+
 @click.command("serve")
 @config_option
 @click.option(
@@ -202,4 +240,4 @@ def serve_command(config_path: str | None, port: int) -> None:
                          hint="pick another --port") from None  # fmt: skip
 
 
-COMMANDS = [versions, rollback_command, gc_command, serve_command]
+COMMANDS = [versions, rollback_command, gc_command, repair_command, serve_command]
