@@ -716,10 +716,12 @@ class _HeldLease:
         held = replace(self.root, gc=lease)
         data = held.to_bytes()
         key = root_key(self.owner, self.name)
-        if not self.store.put_if(key, data, tag=self.tag or None, content_type=JSON_TYPE,
-                                 cache_control=ROOT_CACHE):  # fmt: skip
-            return False
-        got = self.store.get_tagged(key)  # the new tag: an S3 ETag is the store's to make
+        # Read back either way: the new tag is the store's to make (an S3 ETag), and a
+        # write whose response was lost comes back from the client's retry as a failed
+        # condition. The lease's random id makes these bytes ours alone.
+        self.store.put_if(key, data, tag=self.tag or None, content_type=JSON_TYPE,
+                          cache_control=ROOT_CACHE)  # fmt: skip
+        got = self.store.get_tagged(key)
         if got is None or got[0] != data:
             return False
         self.root, self.tag = held, got[1]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from faultproxy import FaultProxy, LoseResponse, Request
 from s3server import make_build, moto_url, new_bucket, s3_config, s3_env, site_files
 
 from render import locks
@@ -348,6 +349,34 @@ def test_a_lease_left_by_a_killed_gc_holds_nothing_once_it_expired(tmp_path: Pat
     killed_gc_left_its_lease()
     report = gc(store, owner="acme", name="blog", keep=1, now=LATER)
     assert report.removed_versions == (v2, v1) and assert_whole(store) == pub.version
+
+
+def test_a_lost_response_to_the_lease_write_is_read_back_not_taken_for_another_gc(
+    moto_url: str, tmp_path: Path
+) -> None:
+    bucket = new_bucket(moto_url)
+    with FaultProxy(moto_url).running() as proxy:
+        store = S3Store(s3_config(proxy.url, bucket))
+        old = series(store, tmp_path, ["a", "b"])  # root writes 1 and 2
+
+        def lose_the_lease_write(r: Request) -> LoseResponse | None:
+            lease_write = r.method == "PUT" and r.path.endswith("/root.json") and r.attempt == 3
+            return LoseResponse(503) if lease_write else None
+
+        proxy.rules.append(lose_the_lease_write)
+        mark = proxy.mark()
+        report = gc(store, owner="acme", name="blog", keep=1, now=LATER)
+        root_calls = [(e.method, e.status) for e in proxy.entries(mark)
+                      if e.path.endswith("/root.json")]  # fmt: skip
+        store.close()
+    # read; lease written but answered 503; the retry meets If-Match -> 412; read back: ours
+    assert root_calls[:4] == [("GET", 200), ("PUT", 503), ("PUT", 412), ("GET", 200)]
+    assert report.removed_versions == (old[0],)
+    direct = S3Store(s3_config(moto_url, bucket))
+    lease = live(direct).gc
+    assert lease is not None and lease.done  # given back: the next publish does not wait
+    assert assert_whole(direct) == old[1]
+    direct.close()
 
 
 def test_gc_and_rollback_wait_for_a_build_of_the_site(tmp_path: Path) -> None:
