@@ -235,7 +235,7 @@ def _publish(
         ledger.begin_publish(owner, name, store=store.description, version=version)
 
     upload_blobs(store, missing, objects, owner=owner, name=name, concurrency=concurrency,
-            progress=progress)  # fmt: skip
+                 progress=progress)  # fmt: skip
     tree = VersionTree(version=version, parent=parent, created=created, files=files)
     store.put(version_key(owner, name, version), tree.to_bytes(),
               content_type=JSON_TYPE, cache_control=BLOB_CACHE)  # fmt: skip
@@ -244,7 +244,7 @@ def _publish(
 
     def upload_again() -> None:  # a gc that began after the root was read may have taken them
         upload_blobs(store, missing, objects, owner=owner, name=name, concurrency=concurrency,
-                progress=None)  # fmt: skip
+                     progress=None)  # fmt: skip
 
     try:
         _switch_past_gc(store, owner=owner, name=name, root=new_root, tag=tag,
@@ -517,7 +517,6 @@ def rollback(
         tree = read_tree(store, owner=owner, name=name, version=target)
         new_root = Root(version=target, site=site, base_url=root.base_url, previous=root.version,
                         published=utc_now_iso(now), files_hash=files_digest(tree.files))  # fmt: skip
-
         live = root.version
 
         def still_there() -> None:  # a gc keeps the trees of what it keeps whole, blobs included
