@@ -25,7 +25,7 @@ from render.check import gate as checks
 from render.config import HostConfig, SiteConfig, SiteId
 from render.errors import MirrorError, RenderError
 from render.mirror import sync as mirror
-from render.publish import purge
+from render.publish import purge, repair
 from render.publish import versions as publish
 from render.publish.store import Store, open_store
 from render.run import locks
@@ -66,6 +66,7 @@ class RunReport:
     checks: checks.CheckReport | None = None
     publication: publish.Publication | None = None
     purge: purge.PurgeReport | None = None
+    mirror: mirror.SiteSync | None = None  # the embedded mirror's sync, when [mirror] enabled
 
 
 StageProgress = Callable[[str, int, int], None]
@@ -143,8 +144,12 @@ def _run(
                     and options.out is None
                     and ledger.last_input_hash(owner, name) == input_hash
                 ):
+                    # nothing to build, but a run that stopped after its root switch (or a
+                    # rollback) may have left the mirror behind the store: one read of the root
+                    caught_up = _catch_up_mirror(host, owner, name) if host.mirror.enabled else None
                     report = RunReport(site=site.id, reason=reason, outcome=Outcome.skipped,
-                                       seconds=time.perf_counter() - started, timings=timings)  # fmt: skip
+                                       seconds=time.perf_counter() - started, timings=timings,
+                                       mirror=caught_up)  # fmt: skip
                     ledger.finish_run(run_id, outcome=report.outcome.value, timings=timings)
                     return report
                 on_pages = (
@@ -200,9 +205,10 @@ def _run(
             )  # fmt: skip
             timings["publish"] = time.perf_counter() - mark
             ledger.set_input_hash(owner, name, input_hash)
+            synced = None
             if host.mirror.enabled:
                 mark = time.perf_counter()
-                _sync_mirror(host, store, owner, name)
+                synced = _sync_mirror(host, store, owner, name)
                 timings["mirror"] = time.perf_counter() - mark
         finally:
             store.close()
@@ -221,6 +227,7 @@ def _run(
             version=publication.version, timings=timings, build=build, checks=verdict,
             publication=publication,
             purge=purged,
+            mirror=synced,
         )  # fmt: skip
         ledger.finish_run(
             run_id, outcome=outcome.value, pages=report.pages, rendered=report.rendered,
@@ -239,8 +246,8 @@ def _run(
         raise
 
 
-def _sync_mirror(host: HostConfig, store: Store, owner: str, name: str) -> None:
-    """Bring the local mirror folder to the version just published (the embedded default)."""
+def _sync_mirror(host: HostConfig, store: Store, owner: str, name: str) -> mirror.SiteSync:
+    """Bring the local mirror folder to the store's live version (the embedded default)."""
     result = mirror.sync_site(
         store, host.mirror_path, owner, name, keep=host.mirror.keep, concurrency=host.mirror.concurrency
     )
@@ -249,7 +256,43 @@ def _sync_mirror(host: HostConfig, store: Store, owner: str, name: str) -> None:
             f"the store has the new version, but the mirror folder did not switch: {result.error}",
             hint=result.hint or "run 'render mirror sync --once' to retry",
         )
-    mirror.write_host_map(host.mirror_path)
+    if result.outcome is mirror.SyncOutcome.switched or not (host.mirror_path / mirror.MAP_FILE).exists():
+        mirror.write_host_map(host.mirror_path)
+    return result
+
+
+def _catch_up_mirror(host: HostConfig, owner: str, name: str) -> mirror.SiteSync:
+    """``_sync_mirror`` for a run that published nothing: usually one read of the root."""
+    store = open_store(host)
+    try:
+        return _sync_mirror(host, store, owner, name)
+    finally:
+        store.close()
+
+
+def repair_site(
+    site: SiteConfig,
+    *,
+    host: HostConfig,
+    wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
+) -> tuple[repair.Repair, mirror.SiteSync | None]:
+    """``render repair``: the live version whole again in the store, then in the embedded mirror.
+
+    Holds the site lock: a build does not rewrite the objects the repair uploads from.
+    """
+    owner, name = site.id.owner, site.id.name
+    with locks.site_lock(host.state_dir, site.id, wait=wait, on_wait=on_wait, reason="repair"):
+        store = open_store(host)
+        try:
+            done = repair.repair(
+                store, owner=owner, name=name, objects=builder.build_dir(host, site) / "objects",
+                scratch=host.state_dir / "repair" / owner / name, concurrency=host.store.concurrency,
+            )  # fmt: skip
+            synced = _sync_mirror(host, store, owner, name) if host.mirror.enabled else None
+        finally:
+            store.close()
+    return done, synced
 
 
 def _live_hint(live: str | None) -> str:

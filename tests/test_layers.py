@@ -53,7 +53,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
     ("4 publish", [
         ["publish", "publish.manifest", "publish.store"],
         ["publish.versions"],
-        ["publish.purge"],
+        # repair: the live version's blobs read back, the bad ones uploaded again
+        ["publish.purge", "publish.repair"],
     ]),
     ("5 mirror and serve", [
         ["mirror", "mirror.sync", "serve", "serve.routing", "serve.live"],

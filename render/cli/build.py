@@ -29,6 +29,7 @@ from render.cli._common import (
 from render.config import HostConfig, SiteConfig, load_site, site_dirs
 from render.demo import init_host
 from render.errors import ConfigError, RenderError
+from render.mirror.sync import SyncOutcome
 from render.pipeline import Options, Outcome, RunReport, run_site
 from render.run.ledger import open_ledger
 
@@ -162,10 +163,13 @@ def _run_one(host: HostConfig, site: SiteConfig, *, reason: str, options: Option
 
 
 def _print_report(report: RunReport, *, out: Path | None) -> None:
+    caught_up = _mirror_caught_up(report)
     if report.outcome is Outcome.skipped:
         console.print(
             f"{report.site}: unchanged since the last publish (render force {report.site} to rebuild)"
         )
+        if caught_up:
+            console.print(caught_up)
         return
     console.print(
         f"{report.site}: {report.pages} pages, {report.rendered} rendered, {report.reused} reused "
@@ -182,11 +186,23 @@ def _print_report(report: RunReport, *, out: Path | None) -> None:
         )
     elif pub is not None:
         console.print(f"{report.site}: no change; {pub.version} stays live")
+    if caught_up:
+        console.print(caught_up)
     if report.purge is not None:
         style = "" if report.purge.ok else "[yellow]warning:[/yellow] "
         console.print(f"{report.site}: {style}CDN purge: {report.purge.summary()}")
     if out is not None:
         console.print(f"{report.site}: static tree written to {out}")
+
+
+def _mirror_caught_up(report: RunReport) -> str | None:
+    """A line when the embedded mirror switched without a new version: it had been left behind."""
+    synced = report.mirror
+    if report.outcome is Outcome.published or synced is None:
+        return None
+    if synced.outcome is not SyncOutcome.switched:
+        return None
+    return f"{report.site}: the mirror folder was behind the store; it now serves {synced.version}"
 
 
 @click.command()

@@ -1,16 +1,28 @@
-"""``render versions``, ``rollback``, ``gc`` and ``serve``: the store side of the CLI."""
+"""``render versions``, ``rollback``, ``gc``, ``repair`` and ``serve``: the store side of the CLI."""
 
 from __future__ import annotations
+
+from contextlib import AbstractContextManager
 
 import click
 from rich.table import Table
 
 from render.check.loopback import LOOPBACK, Running, serve_forever
-from render.cli._common import config_option, console, handle_errors, host_from, site_from
+from render.cli._common import (
+    config_option,
+    console,
+    handle_errors,
+    host_from,
+    site_argument,
+    site_from,
+)
 from render.config import HostConfig
 from render.errors import UsageError
+from render.mirror.sync import SyncOutcome
+from render.pipeline import repair_site
 from render.publish.store import Store, open_store
 from render.publish.versions import gc, list_versions, rollback
+from render.run import locks
 from render.run.ledger import open_ledger
 from render.serve.live import BrokenSite, LiveSites
 
@@ -26,6 +38,19 @@ def _site_id(host: HostConfig, store: Store, name: str) -> tuple[str, str]:
             if (owner, rest) in store.sites():
                 return owner, rest
         raise
+
+
+def _site_lock(
+    host: HostConfig, owner: str, name: str, *, wait: bool, reason: str
+) -> AbstractContextManager[locks.Holder]:
+    """The lock builds take: gc, rollback and repair never run beside a build of the site here."""
+    return locks.site_lock(host.state_dir, f"{owner}/{name}", wait=wait, on_wait=console.print,
+                           reason=reason)  # fmt: skip
+
+
+_no_wait = click.option(
+    "--no-wait", is_flag=True, help="Fail at once (exit 1) when the site is being built."
+)
 
 
 def _size(n: int) -> str:
@@ -72,9 +97,15 @@ def versions(config_path: str | None, site_name: str, limit: int) -> None:
 @config_option
 @click.argument("site_name", metavar="SITE")
 @click.argument("version", required=False)
+@_no_wait
 @handle_errors
-def rollback_command(config_path: str | None, site_name: str, version: str | None) -> None:
+def rollback_command(
+    config_path: str | None, site_name: str, version: str | None, no_wait: bool
+) -> None:
     """Make an earlier version live in one write (default: the one before the live one).
+
+    Waits for a build of the site that is running (or, with --no-wait, exits 1
+    naming it).
 
     \b
     Example:
@@ -84,7 +115,9 @@ def rollback_command(config_path: str | None, site_name: str, version: str | Non
     host = host_from(config_path)
     store = open_store(host)
     owner, name = _site_id(host, store, site_name)
-    with open_ledger(host.state_dir) as ledger:
+    with _site_lock(host, owner, name, wait=not no_wait, reason="rollback"), open_ledger(
+        host.state_dir
+    ) as ledger:
         done = rollback(store, owner=owner, name=name, to=version, ledger=ledger)
     if done.version == done.previous:
         console.print(f"{done.site}: {done.version} is already live")
@@ -98,14 +131,16 @@ def rollback_command(config_path: str | None, site_name: str, version: str | Non
 @click.option("--keep", type=click.IntRange(min=1), default=10, show_default=True,
               help="Versions kept per site (the live one always).")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing.")
+@_no_wait
 @handle_errors
 def gc_command(
-    config_path: str | None, site_names: tuple[str, ...], keep: int, dry_run: bool
+    config_path: str | None, site_names: tuple[str, ...], keep: int, dry_run: bool, no_wait: bool
 ) -> None:
     """Delete old versions and the blobs no kept version names.
 
-    Blobs younger than [store] gc_grace_hours stay (a publish may be running,
-    and readers keep using the version they started on).
+    Blobs younger than [store] gc_grace_hours stay (readers keep using the
+    version they started on). Each site is locked as a build locks it, and a
+    publish from another host waits for the site's gc to finish.
 
     \b
     Example:
@@ -117,8 +152,9 @@ def gc_command(
     verb = "would remove" if dry_run else "removed"
     freed = 0
     for owner, name in targets:
-        report = gc(store, owner=owner, name=name, keep=keep,
-                    grace_hours=host.store.gc_grace_hours, dry_run=dry_run)  # fmt: skip
+        with _site_lock(host, owner, name, wait=not no_wait, reason="gc"):
+            report = gc(store, owner=owner, name=name, keep=keep,
+                        grace_hours=host.store.gc_grace_hours, dry_run=dry_run)  # fmt: skip
         freed += report.freed_bytes
         for v in report.removed_versions:
             console.print(f"{report.site}: {verb} version {v}")
@@ -131,6 +167,35 @@ def gc_command(
         f"{'would free' if dry_run else 'freed'} {_size(freed)} in {store.description}",
         soft_wrap=True,
     )
+
+
+@click.command("repair")
+@config_option
+@site_argument
+@_no_wait
+@handle_errors
+def repair_command(config_path: str | None, site_name: str, no_wait: bool) -> None:
+    """Read back every blob of SITE's live version; upload the missing or corrupt ones again.
+
+    The bytes come from the site's last build on this host, checked against
+    their hash. Run it when the mirror refuses a blob ("does not match its
+    hash") or misses one: a publish never uploads a blob the live version
+    already names. The embedded mirror is synced after.
+
+    \b
+    Example:
+        render repair acme/blog
+    """
+    host = host_from(config_path)
+    done, synced = repair_site(site_from(host, site_name), host=host, wait=not no_wait,
+                               on_wait=console.print)  # fmt: skip
+    for bad in done.repaired:
+        console.print(f"{done.site}: {bad.path}: blob {bad.hash[:12]} was {bad.problem};"
+                      " uploaded again")  # fmt: skip
+    console.print(f"{done.site}: checked {done.checked} blobs of {done.version};"
+                  f" {len(done.repaired)} uploaded again")  # fmt: skip
+    if synced is not None and synced.outcome is SyncOutcome.switched:
+        console.print(f"{done.site}: the mirror folder now serves {synced.version}")
 
 
 @click.command("serve")
@@ -179,4 +244,4 @@ def serve_command(config_path: str | None, port: int) -> None:
                          hint="pick another --port") from None  # fmt: skip
 
 
-COMMANDS = [versions, rollback_command, gc_command, serve_command]
+COMMANDS = [versions, rollback_command, gc_command, repair_command, serve_command]

@@ -462,7 +462,8 @@ def _fetch_blob(store: MirrorStore, lay: Layout, digest: str, path: str) -> int:
         raise MirrorError(
             f"{key} ({path}) is missing from {store.description}",
             site=lay.site,
-            hint="the store lost a blob a live version names; publish the site again",
+            hint=f"the store lost a blob the live version names; run 'render repair {lay.site}'"
+            " on the host that builds the site",
         )
     actual = _sha256_file(tmp)
     if actual != digest:
@@ -470,8 +471,8 @@ def _fetch_blob(store: MirrorStore, lay: Layout, digest: str, path: str) -> int:
         raise _Refused(
             f"{key} ({path}) does not match its hash: its bytes hash to {actual}",
             site=lay.site,
-            hint="the release was refused and the served version is unchanged; "
-            "publish the site again or restore the blob in the store",
+            hint="the release was refused and the served version is unchanged; run"
+            f" 'render repair {lay.site}' on the host that builds the site",
         )
     os.chmod(tmp, 0o644)
     size = tmp.stat().st_size

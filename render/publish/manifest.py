@@ -11,6 +11,10 @@ Store keys (relative to the store's prefix)::
     sites/<owner>/<site>/blobs/<sha256>
     sites/<owner>/<site>/versions/<version>.json
     sites/<owner>/<site>/root.json
+
+``root.json`` may also carry a ``gc`` record: the lease of a ``render gc`` of
+the site that is running, or the last one that finished (see
+``render.publish.versions.gc``). Readers that only follow the live version ignore it.
 """
 
 from __future__ import annotations
@@ -155,6 +159,59 @@ class VersionTree:
 
 
 @dataclass(frozen=True, kw_only=True)
+class GcLease:
+    """``root.json``'s ``gc`` record: a gc of the site holds it while it may delete."""
+
+    id: str  # random: two leases never write the same bytes, so a tag never comes back
+    host: str
+    pid: int
+    started: str  # UTC, ``2026-11-27T03:00:00Z``
+    expires: str  # the gc deletes nothing after this (by its own clock)
+    done: bool = False  # the gc finished (or gave up): it deletes nothing more
+
+    def running(self, now: float) -> bool:
+        """True while this gc may still delete: not done, and ``now`` (epoch seconds) before expiry.
+
+        ``LEASE_SKEW_SECONDS`` past the expiry count too: for a clock that runs
+        behind the gc's machine, and for a delete request still in flight.
+        """
+        return not self.done and now < _epoch(self.expires) + LEASE_SKEW_SECONDS
+
+    def describe(self) -> str:
+        """``pid 4242 on web1 since 2026-11-27 03:00:07 UTC``."""
+        return f"pid {self.pid} on {self.host} since {self.started.replace('T', ' ')[:-1]} UTC"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "host": self.host, "pid": self.pid, "started": self.started,
+                "expires": self.expires, "done": self.done}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: object, *, key: str) -> GcLease:
+        if not isinstance(data, dict):
+            raise _corrupt(key, "'gc' is not an object")
+        texts = ("id", "host", "started", "expires")
+        if not all(isinstance(data.get(n), str) for n in texts) or not all(
+            _STAMP_RE.match(data[n]) for n in ("started", "expires")
+        ):
+            raise _corrupt(key, "'gc' is not {id, host, pid, started, expires, done}")
+        pid, done = data.get("pid"), data.get("done", False)
+        if not isinstance(pid, int) or not isinstance(done, bool):
+            raise _corrupt(key, "'gc' is not {id, host, pid, started, expires, done}")
+        return cls(id=data["id"], host=data["host"], pid=pid, started=data["started"],
+                   expires=data["expires"], done=done)  # fmt: skip
+
+
+LEASE_SKEW_SECONDS = 300.0
+"""How far behind another machine's clock may run (plus a delete still in flight)."""
+
+_STAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+@dataclass(frozen=True, kw_only=True)
 class Root:
     """``root.json``: which version is live. Written last, in one write."""
 
@@ -164,9 +221,10 @@ class Root:
     previous: str | None
     published: str
     files_hash: str = ""  # files_digest of the live tree: an unchanged publish reads only this
+    gc: GcLease | None = None  # a publish or rollback writes none; gc writes its lease here
 
     def to_bytes(self) -> bytes:
-        data = {
+        data: dict[str, Any] = {
             "version": self.version,
             "site": self.site,
             "base_url": self.base_url,
@@ -174,6 +232,8 @@ class Root:
             "published": self.published,
             "files_hash": self.files_hash,
         }
+        if self.gc is not None:
+            data["gc"] = self.gc.to_json()
         return json.dumps(data, sort_keys=True, indent=1).encode() + b"\n"
 
     @classmethod
@@ -189,6 +249,7 @@ class Root:
         if previous is not None and not isinstance(previous, str):
             raise _corrupt(key, "'previous' is not a string")
         files_hash = data.get("files_hash", "")
+        gc = GcLease.from_json(data["gc"], key=key) if data.get("gc") is not None else None
         return cls(
             version=version,
             site=data.get("site", ""),
@@ -196,6 +257,7 @@ class Root:
             previous=previous,
             published=data.get("published", ""),
             files_hash=files_hash if isinstance(files_hash, str) else "",
+            gc=gc,
         )
 
 

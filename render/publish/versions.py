@@ -14,16 +14,24 @@ started and never finished (the ledger remembers it): then one listing of the
 site's blobs tells which are already there. Readers that follow root -> tree
 -> blobs always see one whole version. Any failure before step 5 leaves the
 old version live; a re-run uploads only what is still missing.
+
+``render gc`` takes a lease in ``root.json`` itself while it may delete (see
+``gc``): a publish that finds one waits for it to end before step 3, and one
+whose step 5 fails because a gc took its lease meanwhile waits for it, uploads
+its new blobs again and switches on the new tag.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
+import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Protocol
@@ -36,6 +44,7 @@ from render.publish.manifest import (
     JSON_TYPE,
     ROOT_CACHE,
     Diff,
+    GcLease,
     Root,
     VersionTree,
     blob_key,
@@ -48,10 +57,15 @@ from render.publish.manifest import (
     utc_now_iso,
     version_key,
 )
-from render.publish.store import Store
+from render.publish.store import Store, StoredObject
 
 UploadProgress = Callable[[int, int], None]
 """``(blobs uploaded, blobs to upload)``, called from upload threads."""
+
+GC_LEASE_SECONDS = 900.0
+"""How long a gc may go on deleting after it confirmed its lease (see ``gc``)."""
+
+_SWITCH_ATTEMPTS = 3  # root switches tried by a writer that a gc's lease keeps pushing back
 
 
 class PublishOutcome(Enum):
@@ -181,7 +195,7 @@ def _publish(
     site = f"{owner}/{name}"
     digest = files_digest(files)
     total_bytes = sum(e.size for e in files.values())
-    root, tag = read_root(store, owner=owner, name=name)
+    root, tag = _after_gc(store, *read_root(store, owner=owner, name=name), owner=owner, name=name)
 
     def result(
         outcome: PublishOutcome, version: str, parent: str | None, **kw: object
@@ -220,15 +234,21 @@ def _publish(
             missing = {h: e for h, e in missing.items() if h not in present}
         ledger.begin_publish(owner, name, store=store.description, version=version)
 
-    _upload(store, missing, objects, owner=owner, name=name, concurrency=concurrency,
-            progress=progress)  # fmt: skip
+    upload_blobs(store, missing, objects, owner=owner, name=name, concurrency=concurrency,
+                 progress=progress)  # fmt: skip
     tree = VersionTree(version=version, parent=parent, created=created, files=files)
     store.put(version_key(owner, name, version), tree.to_bytes(),
               content_type=JSON_TYPE, cache_control=BLOB_CACHE)  # fmt: skip
     new_root = Root(version=version, site=site, base_url=base_url, previous=parent,
                     published=created, files_hash=digest)  # fmt: skip
+
+    def upload_again() -> None:  # a gc that began after the root was read may have taken them
+        upload_blobs(store, missing, objects, owner=owner, name=name, concurrency=concurrency,
+                     progress=None)  # fmt: skip
+
     try:
-        switch_root(store, owner=owner, name=name, root=new_root, tag=tag)
+        _switch_past_gc(store, owner=owner, name=name, root=new_root, tag=tag,
+                        on_top_of=parent, again=upload_again)  # fmt: skip
     except ConflictError:
         with contextlib.suppress(PublishError):  # the loser's tree would only confuse a listing
             store.delete([version_key(owner, name, version)])
@@ -251,7 +271,7 @@ def _ledger_live(ledger: VersionLedger | None, owner: str, name: str, version: s
         ledger.set_live(owner, name, version)
 
 
-def _upload(
+def upload_blobs(
     store: Store,
     blobs: Mapping[str, FileEntry],
     objects: Path,
@@ -261,6 +281,7 @@ def _upload(
     concurrency: int,
     progress: UploadProgress | None,
 ) -> None:
+    """Upload each blob (hash -> an entry naming its type) from the build's ``objects`` folder."""
     if not blobs:
         return
     total = len(blobs)
@@ -343,6 +364,60 @@ def switch_root(store: Store, *, owner: str, name: str, root: Root, tag: str | N
     )
 
 
+def _after_gc(
+    store: Store, root: Root | None, tag: str | None, *, owner: str, name: str
+) -> tuple[Root | None, str | None]:
+    """``root`` and ``tag``, or, while a gc of the site holds its lease, the root once it is over.
+
+    The wait is bounded: a gc deletes nothing after its lease expires, and a
+    writer stops waiting then (see ``GcLease.running``).
+    """
+    delay = 0.1
+    while root is not None and root.gc is not None and root.gc.running(time.time()):
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+        root, tag = read_root(store, owner=owner, name=name)
+    return root, tag
+
+
+def _switch_past_gc(
+    store: Store,
+    *,
+    owner: str,
+    name: str,
+    root: Root,
+    tag: str | None,
+    on_top_of: str | None,
+    again: Callable[[], None],
+) -> None:
+    """``switch_root``; when only a gc's lease changed the root since ``tag``, wait it out and retry.
+
+    A gc that took its lease after this writer read the root may have listed
+    blobs this writer uploaded again as old and deleted them: ``again`` puts
+    back whatever that could be (or checks that it is still there) before the
+    switch is tried on the new tag. A root that another publish or rollback
+    switched (it names another version than ``on_top_of``, or carries no gc
+    record) wins, as before.
+    """
+    for attempt in range(_SWITCH_ATTEMPTS):
+        try:
+            switch_root(store, owner=owner, name=name, root=root, tag=tag)
+            return
+        except ConflictError:
+            current, tag = _after_gc(
+                store, *read_root(store, owner=owner, name=name), owner=owner, name=name
+            )
+            if current is None or current.gc is None or current.version != on_top_of:
+                raise
+            if attempt == _SWITCH_ATTEMPTS - 1:
+                raise ConflictError(
+                    f"gc of the site took its lease {_SWITCH_ATTEMPTS} times while {root.version}"
+                    f" waited to go live; {current.version} stays live",
+                    hint="run it again once 'render gc' of this site is done",
+                ) from None
+        again()
+
+
 # --- versions, rollback, gc ----------------------------------------------------
 
 
@@ -416,7 +491,9 @@ def rollback(
     """Make an earlier version live in one write (default: the one before the live one)."""
     site = f"{owner}/{name}"
     try:
-        root, tag = read_root(store, owner=owner, name=name)
+        root, tag = _after_gc(
+            store, *read_root(store, owner=owner, name=name), owner=owner, name=name
+        )
         if root is None:
             raise PublishError("nothing is published yet", hint="publish with 'render force SITE'")
         ids = version_ids(store, owner=owner, name=name)
@@ -440,7 +517,18 @@ def rollback(
         tree = read_tree(store, owner=owner, name=name, version=target)
         new_root = Root(version=target, site=site, base_url=root.base_url, previous=root.version,
                         published=utc_now_iso(now), files_hash=files_digest(tree.files))  # fmt: skip
-        switch_root(store, owner=owner, name=name, root=new_root, tag=tag)
+        live = root.version
+
+        def still_there() -> None:  # a gc keeps the trees of what it keeps whole, blobs included
+            if not store.exists(version_key(owner, name, target)):
+                raise PublishError(
+                    f"gc removed version {target} while this rollback waited for it;"
+                    f" {live} stays live",
+                    hint="'render versions SITE' lists the versions that are left",
+                )
+
+        _switch_past_gc(store, owner=owner, name=name, root=new_root, tag=tag,
+                        on_top_of=live, again=still_there)  # fmt: skip
     except PublishError as exc:
         raise exc.with_site(site) from None
     if ledger is not None:
@@ -472,39 +560,179 @@ def gc(
     """Delete versions beyond the newest ``keep`` (never the live one) and unnamed blobs.
 
     A blob survives when a kept version names it or when it is younger than
-    ``grace_hours``; so does a version tree younger than that. A publish in
-    flight has uploaded only young blobs and written, at most, a young tree, so
-    gc running at the same time cannot take anything from under it. Version
-    trees go first, then blobs: a crash in between leaves only extra blobs.
+    ``grace_hours``; so does a version tree younger than that. Version trees go
+    first, then blobs: a crash in between leaves only extra blobs.
+
+    Publishes and rollbacks on this machine never run beside it: the CLI holds
+    the site lock, as builds do. Against writers on other machines, gc takes a
+    lease in ``root.json`` itself, a compare-and-swap like every root switch,
+    before it lists anything, and renews it with a second compare-and-swap on
+    the tag it wrote, after listing and before deleting. If the root changed in
+    between, nothing is deleted. So no version goes live naming a blob that gc
+    deleted:
+
+    - a writer that reads the root while the lease is held waits until the gc
+      is done before it uploads anything;
+    - a writer that read the root before the lease (and may have uploaded again
+      a blob gc then listed as old) loses its own root switch; it waits for the
+      gc to finish, uploads its new blobs again (a rollback checks that its
+      version's tree is still there; a tree gc keeps, it keeps whole) and
+      switches on the new tag;
+    - a writer whose switch went through before the renewal makes the renewal
+      fail; the live version at the renewal is kept whole, with every kept one;
+    - a blob a publish skips because the live version names it stays, and one
+      a resumed publish skips because it is there is younger than half the
+      grace period.
+
+    The renewed lease runs ``GC_LEASE_SECONDS``: gc sends no delete after that
+    (by its own monotonic clock), and writers wait for it until
+    ``LEASE_SKEW_SECONDS`` past its expiry, how far the machines' clocks may
+    disagree. A gc killed while holding the lease delays that site's publishes
+    until then. ``dry_run`` takes no lease and deletes nothing.
     """
     site = f"{owner}/{name}"
     cutoff = (time.time() if now is None else now) - grace_hours * 3600
-    prefix = site_prefix(owner, name)
     try:
-        root, _ = read_root(store, owner=owner, name=name)
+        root, tag = read_root(store, owner=owner, name=name)
         if root is None:
             raise PublishError("nothing is published yet; gc has nothing to do")
-        listed = store.list(f"{prefix}versions/")
-        by_id = {o.key[len(prefix) + 9 : -5]: o for o in listed if o.key.endswith(".json")}
-        ids = sorted(by_id, reverse=True)
-        kept = set(ids[: max(keep, 1)]) | {root.version}
-        kept |= {v for v in ids if by_id[v].modified >= cutoff}
-        named: set[str] = set()
-        for v in sorted(kept):
-            if v in by_id or v == root.version:
-                named |= read_tree(store, owner=owner, name=name, version=v).hashes()
-        drop_versions = [v for v in ids if v not in kept]
-        blobs = store.list(f"{prefix}blobs/")
-        unnamed = [o for o in blobs if o.key.rsplit("/", 1)[1] not in named]
-        drop_blobs = [o for o in unnamed if o.modified < cutoff]
-        if not dry_run:
-            store.delete([version_key(owner, name, v) for v in drop_versions])
-            store.delete([o.key for o in drop_blobs])
+        if dry_run:
+            plan = _gc_plan(store, root, owner=owner, name=name, keep=keep, cutoff=cutoff)
+        else:
+            with _HeldLease.taken(store, root, tag, owner=owner, name=name) as lease:
+                plan = _gc_plan(store, lease.root, owner=owner, name=name, keep=keep,
+                                cutoff=cutoff)  # fmt: skip
+                deadline = lease.renew()
+                _delete_before(store, [version_key(owner, name, v) for v in plan.drop_versions],
+                               deadline=deadline)  # fmt: skip
+                _delete_before(store, [o.key for o in plan.drop_blobs], deadline=deadline)
     except PublishError as exc:
         raise exc.with_site(site) from None
     return GcReport(
-        site=site, kept=tuple(sorted(kept & set(ids), reverse=True)),
-        removed_versions=tuple(drop_versions), removed_blobs=len(drop_blobs),
-        freed_bytes=sum(o.size for o in drop_blobs), young_blobs=len(unnamed) - len(drop_blobs),
-        dry_run=dry_run,
+        site=site, kept=plan.kept, removed_versions=plan.drop_versions,
+        removed_blobs=len(plan.drop_blobs), freed_bytes=sum(o.size for o in plan.drop_blobs),
+        young_blobs=plan.young_blobs, dry_run=dry_run,
     )  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class _GcPlan:
+    kept: tuple[str, ...]  # newest first
+    drop_versions: tuple[str, ...]
+    drop_blobs: tuple[StoredObject, ...]
+    young_blobs: int
+
+
+def _gc_plan(
+    store: Store, root: Root, *, owner: str, name: str, keep: int, cutoff: float
+) -> _GcPlan:
+    prefix = site_prefix(owner, name)
+    listed = store.list(f"{prefix}versions/")
+    by_id = {o.key[len(prefix) + 9 : -5]: o for o in listed if o.key.endswith(".json")}
+    ids = sorted(by_id, reverse=True)
+    kept = set(ids[: max(keep, 1)]) | {root.version}
+    kept |= {v for v in ids if by_id[v].modified >= cutoff}
+    named: set[str] = set()
+    for v in sorted(kept):
+        if v in by_id or v == root.version:
+            named |= read_tree(store, owner=owner, name=name, version=v).hashes()
+    blobs = store.list(f"{prefix}blobs/")
+    unnamed = [o for o in blobs if o.key.rsplit("/", 1)[1] not in named]
+    drop_blobs = tuple(o for o in unnamed if o.modified < cutoff)
+    return _GcPlan(
+        kept=tuple(sorted(kept & set(ids), reverse=True)),
+        drop_versions=tuple(v for v in ids if v not in kept),
+        drop_blobs=drop_blobs,
+        young_blobs=len(unnamed) - len(drop_blobs),
+    )
+
+
+def _delete_before(store: Store, keys: Sequence[str], *, deadline: float) -> None:
+    """Delete ``keys`` in batches, none sent after ``deadline`` (``time.monotonic``)."""
+    for start in range(0, len(keys), 1000):
+        if time.monotonic() >= deadline:
+            raise PublishError(
+                f"gc ran past its lease ({GC_LEASE_SECONDS / 60:.0f} minutes) and stopped deleting",
+                hint="nothing live was touched; run gc again to delete the rest",
+            )
+        store.delete(keys[start : start + 1000])
+
+
+class _HeldLease:
+    """A gc's lease in ``root.json``: taken, renewed once before deleting, given back when done."""
+
+    def __init__(self, store: Store, *, owner: str, name: str, root: Root, tag: str) -> None:
+        self.store, self.owner, self.name = store, owner, name
+        self.root, self.tag = root, tag  # the root as this gc last wrote it, and its tag
+
+    @classmethod
+    @contextlib.contextmanager
+    def taken(
+        cls, store: Store, root: Root, tag: str | None, *, owner: str, name: str
+    ) -> Iterator[_HeldLease]:
+        held: _HeldLease | None = None
+        for _attempt in range(_SWITCH_ATTEMPTS):
+            if root.gc is not None and root.gc.running(time.time()):
+                raise PublishError(
+                    f"another gc of this site is running ({root.gc.describe()})",
+                    hint=f"wait for it to finish; its lease ends at {root.gc.expires}",
+                )
+            held = cls(store, owner=owner, name=name, root=root, tag=tag or "")
+            if held._write(_new_lease()):
+                break
+            got, tag = read_root(store, owner=owner, name=name)
+            if got is None:
+                raise PublishError("root.json vanished while gc was starting")
+            root, held = got, None
+        if held is None:
+            raise ConflictError(
+                "the root kept changing while gc tried to take its lease; nothing was deleted",
+                hint="run gc again when the site's publishes are done",
+            )
+        try:
+            yield held
+        finally:
+            with contextlib.suppress(PublishError):  # else the lease runs out by itself
+                held._write(replace(_new_lease(), done=True))
+
+    def renew(self) -> float:
+        """Renew the lease on the tag it was written with; the ``time.monotonic()`` to stop by.
+
+        ``ConflictError`` when the root changed since the lease was taken: a
+        version may have gone live that the listing did not keep.
+        """
+        deadline = time.monotonic() + GC_LEASE_SECONDS
+        if not self._write(_new_lease()):
+            raise ConflictError(
+                "root.json changed while gc was listing (a publish or rollback went live);"
+                " nothing was deleted",
+                hint="run gc again",
+            )
+        return deadline
+
+    def _write(self, lease: GcLease) -> bool:
+        """Compare-and-swap the root with ``lease``; on success, remember the new root and tag."""
+        held = replace(self.root, gc=lease)
+        data = held.to_bytes()
+        key = root_key(self.owner, self.name)
+        # Read back either way: the new tag is the store's to make (an S3 ETag), and a
+        # write whose response was lost comes back from the client's retry as a failed
+        # condition. The lease's random id makes these bytes ours alone.
+        self.store.put_if(key, data, tag=self.tag or None, content_type=JSON_TYPE,
+                          cache_control=ROOT_CACHE)  # fmt: skip
+        got = self.store.get_tagged(key)
+        if got is None or got[0] != data:
+            return False
+        self.root, self.tag = held, got[1]
+        return True
+
+
+def _new_lease() -> GcLease:
+    """A lease from now for ``GC_LEASE_SECONDS``, with an id of its own (no bytes written twice)."""
+    started = time.time()
+
+    def stamp(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    return GcLease(id=secrets.token_hex(8), host=socket.gethostname(), pid=os.getpid(),
+                   started=stamp(started), expires=stamp(started + GC_LEASE_SECONDS))  # fmt: skip
