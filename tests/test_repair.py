@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from render.repair import repair
+from render.publish.repair import repair
 from s3server import admin_client, make_build, moto_url, new_bucket, s3_config, s3_env, site_files
 from sitekit import Host, SiteSpec, html, make_host
 
