@@ -34,11 +34,20 @@ from render.changes import Changes
 from render.config import HostConfig, Route, SiteConfig
 from render.errors import BuildError, PathError, TemplateError
 from render.objects import INCOMPLETE, Location, Objects
-from render.paths import normalize_url, output_path, parse_pattern
+from render.paths import file_and_folder, normalize_url, output_path, parse_pattern
 from render.renderer import PageDone, PageFailed, PageSpec, RenderSetup
 from render.sandbox import MMAP_BYTES, QueryRunner, Read, make_environment
 from render.snapshot import Snapshot
-from render.tree import Build, FileEntry, PageRecord, content_type, sha256, write_object
+from render.tree import (
+    Build,
+    FileEntry,
+    PageRecord,
+    clash_error,
+    content_type,
+    sha256,
+    write_object,
+    writer,
+)
 
 FORMAT = f"render-build-10/{__version__}"
 RECORD = "build.pickle"  # written and read only by render, in the state folder
@@ -188,6 +197,7 @@ def plan(
     """
     specs: list[PageSpec | Known] = []
     owners: dict[str, str | Callable[[], str]] = dict(taken or {})
+    held = 0  # bytes of the route queries' results planned so far: they count together
 
     def add(spec: PageSpec | Known, who: str | Callable[[], str]) -> None:
         other = owners.get(spec.path)
@@ -208,7 +218,8 @@ def plan(
         names: list[str] = []
         values: list[tuple[Any, ...]] = []
         if route.query:
-            names, values = runner.fetch(route.query, what=where)
+            names, values, size = runner.fetch_counted(route.query, what=where, held=held)
+            held += size
             if route.lastmod and values and route.lastmod not in names:
                 raise PathError(
                     f"{where}: lastmod column {route.lastmod!r} is not in the query's columns",
@@ -471,6 +482,8 @@ def _build(
         available=available,
         query_seconds=limits.query_seconds,
         sql_max_length=limits.sql_max_length,
+        query_max_bytes=limits.query_max_bytes,
+        row_max_bytes=limits.row_max_bytes,
         page_max_bytes=limits.page_max_bytes,
         cpu_seconds=limits.template_cpu_seconds,
     )
@@ -495,6 +508,8 @@ def _build(
             snapshot.path,
             seconds=limits.query_seconds,
             max_length=limits.sql_max_length,
+            max_bytes=limits.query_max_bytes,
+            row_max_bytes=limits.row_max_bytes,
             mmap_bytes=MMAP_BYTES,
         )
         changes = Changes(snapshot, tables=previous.tables, columns=previous.columns)
@@ -768,7 +783,13 @@ def _assemble(
             size=len(loader),
             type=content_type(islands.LOADER_PATH),
         )
-    return dict(sorted(files.items()))
+    files = dict(sorted(files.items()))
+    if (clash := file_and_folder(list(files))) is not None:
+        writers = {page.path: page for page in pages}
+        raise clash_error(
+            clash, lambda p: writer(site, writers.get(p), p, static=p in sources.static)
+        )
+    return files
 
 
 def _bucket(path: str) -> int:

@@ -140,6 +140,10 @@ class LimitsConfig:
     page_max_bytes: int = _f(10_000_000, "largest rendered page")
     query_seconds: float = _f(5.0, "time limit of one tenant query")
     sql_max_length: int = _f(100_000, "longest tenant SQL statement")
+    query_max_bytes: int = _f(
+        256_000_000, "largest result of one tenant query (a site's route queries count together)"
+    )
+    row_max_bytes: int = _f(64_000_000, "largest row, string or blob a tenant query may return")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -441,6 +445,9 @@ def load_host(path: str | os.PathLike[str] | None = None) -> HostConfig:
     limits: LimitsConfig = sections["limits"]
     if limits.workers < 1:
         problems.add("limits.workers", "must be at least 1")
+    for key in ("query_max_bytes", "row_max_bytes"):
+        if getattr(limits, key) < 1:
+            problems.add(f"limits.{key}", "must be at least 1")
     if problems.items:
         raise ConfigError(problems.items)
     return HostConfig(path=file, root=file.parent, **sections)

@@ -99,6 +99,8 @@ class RenderSetup:
     available: frozenset[str]
     query_seconds: float
     sql_max_length: int
+    query_max_bytes: int
+    row_max_bytes: int
     page_max_bytes: int
     cpu_seconds: int
 
@@ -123,7 +125,11 @@ class Renderer:
         self.setup = setup
         self.env = make_environment(setup.templates, extensions=[islands.IslandExtension])
         self.runner = QueryRunner(
-            setup.snapshot, seconds=setup.query_seconds, max_length=setup.sql_max_length
+            setup.snapshot,
+            seconds=setup.query_seconds,
+            max_length=setup.sql_max_length,
+            max_bytes=setup.query_max_bytes,
+            row_max_bytes=setup.row_max_bytes,
         )
         self.memo: dict[tuple[str, str], tuple[list[dict[str, Any]], str, tuple[Read, ...]]] = {}
         self.site = {"owner": setup.owner, "name": setup.name, "base_url": setup.base_url}

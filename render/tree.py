@@ -15,18 +15,20 @@ import mimetypes
 import os
 import shutil
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from render.config import SiteConfig
+from render.errors import PathError
 
 # INCOMPLETE and sha256 are re-exported: the build and its readers use them from here
 from render.objects import INCOMPLETE as INCOMPLETE
 from render.objects import Objects
 from render.objects import sha256 as sha256
+from render.paths import file_and_folder_of
 from render.snapshot import Snapshot
 
 _TYPES = {
@@ -159,12 +161,46 @@ class Build:
         return None
 
     def with_files(self, added: Mapping[str, bytes]) -> Build:
-        """A copy of this build with ``added`` files written and entered (replacing same paths)."""
+        """A copy of this build with ``added`` files written and entered (replacing same paths).
+
+        A file that would also be a folder of the tree (or one that would sit
+        inside a file of it) is refused: a page at ``sitemap.xml/index.html``
+        and the sitemap cannot both be published.
+        """
         files = dict(self.files)
         for path, data in added.items():
             digest = self.blobs.write(data)
             files[path] = FileEntry(hash=digest, size=len(data), type=content_type(path))
-        return replace(self, files=types.MappingProxyType(dict(sorted(files.items()))))
+        files = dict(sorted(files.items()))
+        if (clash := file_and_folder_of(list(files), added)) is not None:
+
+            def who(path: str) -> str:
+                if path in added:
+                    return writer(self.site, None, path, static=False)
+                static = (self.site.static / path).is_file()
+                return writer(self.site, self.page(path), path, static=static)
+
+            raise clash_error(clash, who)
+        return replace(self, files=types.MappingProxyType(files))
+
+
+def writer(site: SiteConfig, page: PageRecord | None, path: str, *, static: bool) -> str:
+    """Who writes ``path`` of a tree, for an error: a route's page, a static file, or render."""
+    if page is not None:
+        if page.route < 0:
+            return f"templates/{page.template} (the not-found page)"
+        return f"routes[{page.route}] ({site.routes[page.route].path}) page {page.url}"
+    return f"static/{path}" if static else "render"
+
+
+def clash_error(clash: tuple[str, str], who: Callable[[str], str]) -> PathError:
+    """The error for a path that is both a file and a folder (``paths.file_and_folder``)."""
+    file, inside = clash
+    return PathError(
+        f"{who(inside)} writes {inside}, inside {file}, which {who(file)} writes as a file",
+        hint="a path cannot be both a file and a folder: change a route's path or a row's "
+        "value, or rename the static file",
+    )
 
 
 def materialize(files: Mapping[str, FileEntry], objects: Objects, dest: Path) -> None:
