@@ -32,7 +32,14 @@ from jinja2 import TemplateSyntaxError, meta
 from render import __version__, gcpause, islands, workers
 from render.changes import Changes
 from render.config import HostConfig, Route, SiteConfig
-from render.errors import BuildError, PathError, TemplateError
+from render.errors import (
+    BuildError,
+    DiskFullError,
+    PathError,
+    TemplateError,
+    is_disk_full,
+    written,
+)
 from render.objects import INCOMPLETE, Location, Objects
 from render.paths import file_and_folder, normalize_url, output_path, parse_pattern
 from render.renderer import PageDone, PageFailed, PageSpec, RenderSetup
@@ -424,10 +431,17 @@ def build(
     Lighthouse reports); everything else not in the new tree is removed.
     """
     with gcpause.paused():
-        return _build(
-            site, snapshot, host=host, sources=sources, previous=previous, keep=keep,
-            progress=progress,
-        )  # fmt: skip
+        try:
+            return _build(
+                site, snapshot, host=host, sources=sources, previous=previous, keep=keep,
+                progress=progress,
+            )  # fmt: skip
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            folder = build_dir(host, site)
+            where = written(exc, f"the build folder {folder}")
+            raise DiskFullError.of(exc, writing=where, folder=folder, stage="build") from exc
 
 
 def _build(

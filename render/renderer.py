@@ -21,7 +21,7 @@ from jinja2 import TemplateNotFound, TemplateSyntaxError
 from jinja2.exceptions import SecurityError
 
 from render import islands, pagefacts
-from render.errors import QueryError, RenderError, TemplateError
+from render.errors import DiskFullError, QueryError, RenderError, TemplateError, is_disk_full
 from render.objects import PackWriter, sha256, write_object_direct
 from render.paths import normalize_url, quote_url
 from render.sandbox import QueryRunner, Read, make_environment
@@ -70,11 +70,14 @@ class PageFailed:
     line: int | None
     source_line: str | None
     hint: str | None
-    kind: str = "template"  # "query": a query failed; "route": the route's own template is missing
+    # "query": a query failed; "route": the route's own template is missing; "disk": no room
+    kind: str = "template"
 
     def error(self) -> RenderError:
         if self.kind == "query" and self.template is None:
             return QueryError(self.message, hint=self.hint)
+        if self.kind == "disk":
+            return DiskFullError(self.message, stage="build", hint=self.hint)
         return TemplateError(
             self.message,
             template=self.template,
@@ -172,7 +175,17 @@ class Renderer:
     def flush(self) -> None:
         """Write out what the pack holds; called before a chunk is reported done."""
         if self.pack is not None:
-            self.pack.flush()
+            try:
+                self.pack.flush()
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                raise self._no_room(
+                    exc, f"the pack {self.setup.objects}/packs/{self.pack.name}"
+                ) from exc
+
+    def _no_room(self, exc: OSError, writing: str) -> DiskFullError:
+        return DiskFullError.of(exc, writing=writing, folder=self.setup.objects, stage="build")
 
     def render(self, spec: PageSpec) -> PageDone | PageFailed:
         self.deps = []
@@ -277,6 +290,9 @@ class Renderer:
             hint = "the render process's memory is limited by [limits] template_memory_mb"
         elif isinstance(exc, RecursionError):
             message = f"rendering {spec.url} recursed too deeply"
+        elif isinstance(exc, OSError) and is_disk_full(exc):  # writing the page's bytes
+            error = self._no_room(exc, f"the page {spec.url} into {self.setup.objects}")
+            message, hint, kind, template, line = error.message, error.hint, "disk", None, None
         else:
             message = f"{type(exc).__name__}: {exc}" if not _is_jinja_runtime(exc) else str(exc)
         if template is None and kind == "template":

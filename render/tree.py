@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from render.config import SiteConfig
-from render.errors import PathError
+from render.errors import DiskFullError, PathError, is_disk_full
 
 # INCOMPLETE and sha256 are re-exported: the build and its readers use them from here
 from render.objects import INCOMPLETE as INCOMPLETE
@@ -169,7 +169,14 @@ class Build:
         """
         files = dict(self.files)
         for path, data in added.items():
-            digest = self.blobs.write(data)
+            try:
+                digest = self.blobs.write(data)
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                raise DiskFullError.of(
+                    exc, writing=f"{path} into {self.objects}", folder=self.objects, stage="build"
+                ) from exc
             files[path] = FileEntry(hash=digest, size=len(data), type=content_type(path))
         files = dict(sorted(files.items()))
         if (clash := file_and_folder_of(list(files), added)) is not None:
@@ -225,6 +232,10 @@ def materialize(files: Mapping[str, FileEntry], objects: Objects, dest: Path) ->
         else:
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.rename(staging, dest)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if is_disk_full(exc):
+            raise DiskFullError.of(
+                exc, writing=f"the tree into {dest}", folder=dest.parent, stage=None
+            ) from exc
         raise

@@ -8,12 +8,18 @@ real: SQLite files, the CLI, the local store and mirror.
 
 from __future__ import annotations
 
+import os
+import re
+import resource
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sitekit import Host, SiteSpec, html, make_database, make_host
 
+import render
 from render.ledger import open_ledger
 from render.paths import file_and_folder, file_and_folder_of
 from render.publish import read_root
@@ -233,3 +239,153 @@ def test_file_and_folder_finds_a_path_that_is_also_a_folder(
     # the same pair, found from either of its paths as the newcomer
     for new in clash or paths:
         assert file_and_folder_of(sorted(paths), [new]) == clash
+
+
+# --- item 11: a full disk is an error naming what was being written ----------
+#
+# A lowered RLIMIT_FSIZE makes the kernel refuse writes past the limit (EFBIG;
+# Python ignores SIGXFSZ) in a `render` process of its own: the real write
+# paths fail as on a full disk, without filling one.
+
+ROOT = Path(render.__file__).resolve().parent.parent
+BIG_PAGE = html("{% for i in range(30000) %}" + "x" * 100 + "{% endfor %}")  # 3 MB
+EFBIG_HINT = (
+    "a file grew past the largest size allowed here: raise the file-size limit (ulimit -f),"
+    " or use another file system"
+)
+
+
+def run_python(
+    args: list[str], *, max_file_bytes: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python args`` (this render), with no file allowed past ``max_file_bytes`` if given."""
+
+    def limit() -> None:
+        if max_file_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, resource.RLIM_INFINITY))
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, *args], preexec_fn=limit, env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def published(tmp_path: Path) -> tuple[Host, str]:
+    """A site with a live version, whose next build makes a 3 MB page."""
+    host = make_host(tmp_path, sites={BLOG: SiteSpec()})
+    version = publish_first(host)
+    (host.site_dir(BLOG) / "templates" / "index.html").write_text(BIG_PAGE)
+    return host, version
+
+
+def test_a_page_that_finds_no_room_fails_naming_it_and_the_live_version_stays(
+    published: tuple[Host, str],
+) -> None:
+    host, version = published
+    build = ["-m", "render", "build", BLOG, "--config", str(host.config_path)]
+    result = run_python(build, max_file_bytes=2_000_000)
+    objects = host.state_dir / "builds" / "acme" / "blog" / "objects"
+    assert result.stderr == (
+        f"Error: {BLOG}: build: writing the page / into {objects}: File too large\n"
+        f"Hint: {EFBIG_HINT}; the live version {version} is unchanged.\n"
+    )
+    assert result.returncode == 1
+    assert live(host) == (version, version)
+    # nothing half-written is taken for whole: with room, the next build publishes
+    again = host.cli("build", BLOG)
+    assert again.exit_code == 0, again.output
+    assert live(host)[0] not in (None, version)
+
+
+def test_a_lock_file_that_finds_no_room_is_an_error_not_a_traceback(
+    published: tuple[Host, str],
+) -> None:
+    host, version = published
+    build = ["-m", "render", "build", BLOG, "--config", str(host.config_path)]
+    result = run_python(build, max_file_bytes=0)
+    lock = host.state_dir / "locks" / "acme" / "blog.lock"
+    assert result.stderr == (
+        f"Error: {BLOG}: lock: writing the lock file {lock}: File too large\nHint: {EFBIG_HINT}\n"
+    )
+    assert result.returncode == 1
+    assert live(host) == (version, version)
+
+
+# The whole run in a process of its own, with the CLI's way of showing an error;
+# once the build is under way (its first progress call), no file may grow: the
+# render processes (forked before) still write pages, the build's own record and
+# then the ledger cannot.
+FILLS_UP_MID_BUILD = """
+import resource, sys
+from render.cli._common import host_from, show_error, site_from
+from render.errors import RenderError
+from render.pipeline import run_site
+
+def full(stage, done, total):
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+
+host = host_from(sys.argv[1])
+try:
+    run_site(site_from(host, "acme/blog"), host=host, force=True, progress=full)
+except RenderError as exc:
+    show_error(exc)
+    sys.exit(exc.exit_code)
+"""
+
+
+def test_a_ledger_that_cannot_record_the_failure_does_not_hide_it(
+    published: tuple[Host, str],
+) -> None:
+    host, version = published
+    result = run_python(["-c", FILLS_UP_MID_BUILD, str(host.config_path)])
+    state = host.state_dir
+    assert result.stderr == (
+        f"Error: {BLOG}: build: writing the build folder {state}/builds/acme/blog: File too large\n"
+        f"Hint: {EFBIG_HINT}; the live version {version} is unchanged.\n"
+        f"Note: the ledger did not record this failure: ledger: writing the ledger"
+        f" {state}/ledger.sqlite: disk I/O error\n"
+    )
+    assert result.returncode == 1
+    assert live(host) == (version, version)
+    again = host.cli("build", BLOG)
+    assert again.exit_code == 0, again.output
+
+
+def test_a_render_process_whose_pack_finds_no_room_fails_the_build_naming_the_pack(
+    tmp_path: Path,
+) -> None:
+    # One render process (a small site) writes its first 32 pages as loose files of
+    # 20 KB, then buffers the rest for its pack, which it writes at the end of each
+    # chunk of pages: 17 pages of 20 KB cannot all go into a file of 100 KB.
+    spec = SiteSpec(
+        sql=[
+            "create table t (id integer primary key)",
+            "with recursive n(i) as (select 1 union all select i + 1 from n where i < 48)"
+            " insert into t select i from n",
+        ],
+        routes=[{"path": "/", "template": "index.html"}, _route("/p/{id}/", "select id from t")],
+        templates={"index.html": html("<p>home</p>"), "row.html": html("<p>{{ row.id }}</p>")},
+    )
+    host = make_host(tmp_path, sites={BLOG: spec})
+    version = publish_first(host)
+    (host.site_dir(BLOG) / "templates" / "row.html").write_text(
+        html("{{ row.id }}{% for i in range(200) %}" + "x" * 100 + "{% endfor %}")
+    )
+    build = ["-m", "render", "build", BLOG, "--config", str(host.config_path)]
+    result = run_python(build, max_file_bytes=100_000)
+    packs = host.state_dir / "builds" / "acme" / "blog" / "objects" / "packs"
+    assert re.fullmatch(
+        re.escape(f"Error: {BLOG}: build: writing the pack {packs}/")
+        + r"[0-9]+-[0-9a-f]+\.pack"
+        + re.escape(
+            f": File too large\nHint: {EFBIG_HINT}; the live version {version} is unchanged.\n"
+        ),
+        result.stderr,
+    ), result.stderr
+    assert result.returncode == 1
+    assert live(host) == (version, version)
