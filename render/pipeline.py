@@ -268,8 +268,11 @@ def _finish_failed(
     message: str,
     timings: dict[str, float],
 ) -> None:
-    """Record a failed run. A ledger that cannot (its disk is full too) adds a note to the
-    run's error instead of hiding it: why the run failed comes first."""
+    """Record a failed run; a ledger that cannot (its disk is full too) never hides why.
+
+    The ledger's failure becomes a note on the run's error, which the CLI
+    shows after it.
+    """
     outcome = "failed_check" if stage == "check" else "failed"
     try:
         ledger.finish_run(run_id, outcome=outcome, stage=stage, message=message, timings=timings)

@@ -321,8 +321,11 @@ class QueryRunner:
     def _rows(
         self, cursor: sqlite3.Cursor, width: int, *, held: int, what: str
     ) -> tuple[list[tuple[Any, ...]], int]:
-        """Every row of ``cursor``, counted one at a time: a row or a result over its
-        limit stops the query before the rest is fetched."""
+        """Every row of ``cursor`` and their size, counted as they are fetched.
+
+        A row or a result over its limit stops the query there, before the
+        rest is held in memory.
+        """
         rows: list[tuple[Any, ...]] = []
         total = held
         fixed = _ROW_BYTES + _VALUE_BYTES * width
