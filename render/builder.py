@@ -36,10 +36,26 @@ from render.build.renderer import PageDone, PageFailed, PageSpec, RenderSetup
 from render.build.sandbox import MMAP_BYTES, QueryRunner, Read, SiteLoader, make_environment
 from render.build.sitefiles import SiteFolder, static_files
 from render.build.snapshot import Snapshot
-from render.build.tree import Build, FileEntry, PageRecord, content_type, sha256, write_object
+from render.build.tree import (
+    Build,
+    FileEntry,
+    PageRecord,
+    clash_error,
+    content_type,
+    sha256,
+    write_object,
+    writer,
+)
 from render.config import HostConfig, LimitsConfig, Route, SiteConfig
-from render.errors import BuildError, PathError, TemplateError
-from render.paths import normalize_url, output_path, parse_pattern
+from render.errors import (
+    BuildError,
+    DiskFullError,
+    PathError,
+    TemplateError,
+    is_disk_full,
+    written,
+)
+from render.paths import file_and_folder, normalize_url, output_path, parse_pattern
 
 FORMAT = f"render-build-11/{__version__}"  # 11: classes moved into stage packages
 RECORD = "build.pickle"  # written and read only by render, in the state folder
@@ -190,6 +206,7 @@ def plan(
     """
     specs: list[PageSpec | Known] = []
     owners: dict[str, str | Callable[[], str]] = dict(taken or {})
+    held = 0  # bytes of the route queries' results planned so far: they count together
 
     def add(spec: PageSpec | Known, who: str | Callable[[], str]) -> None:
         other = owners.get(spec.path)
@@ -210,7 +227,8 @@ def plan(
         names: list[str] = []
         values: list[tuple[Any, ...]] = []
         if route.query:
-            names, values = runner.fetch(route.query, what=where)
+            names, values, size = runner.fetch_counted(route.query, what=where, held=held)
+            held += size
             if route.lastmod and values and route.lastmod not in names:
                 raise PathError(
                     f"{where}: lastmod column {route.lastmod!r} is not in the query's columns",
@@ -419,10 +437,17 @@ def build(
     Lighthouse reports); everything else not in the new tree is removed.
     """
     with gcpause.paused():
-        return _build(
-            site, snapshot, host=host, sources=sources, previous=previous, keep=keep,
-            progress=progress,
-        )  # fmt: skip
+        try:
+            return _build(
+                site, snapshot, host=host, sources=sources, previous=previous, keep=keep,
+                progress=progress,
+            )  # fmt: skip
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            folder = build_dir(host, site)
+            where = written(exc, f"the build folder {folder}")
+            raise DiskFullError.of(exc, writing=where, folder=folder, stage="build") from exc
 
 
 def _build(
@@ -477,6 +502,8 @@ def _build(
         available=available,
         query_seconds=limits.query_seconds,
         sql_max_length=limits.sql_max_length,
+        query_max_bytes=limits.query_max_bytes,
+        row_max_bytes=limits.row_max_bytes,
         page_max_bytes=limits.page_max_bytes,
         cpu_seconds=limits.template_cpu_seconds,
     )
@@ -501,6 +528,8 @@ def _build(
             snapshot.path,
             seconds=limits.query_seconds,
             max_length=limits.sql_max_length,
+            max_bytes=limits.query_max_bytes,
+            row_max_bytes=limits.row_max_bytes,
             mmap_bytes=MMAP_BYTES,
         )
         changes = Changes(snapshot, tables=previous.tables, columns=previous.columns)
@@ -782,7 +811,13 @@ def _assemble(
             size=len(loader),
             type=content_type(islands.LOADER_PATH),
         )
-    return dict(sorted(files.items()))
+    files = dict(sorted(files.items()))
+    if (clash := file_and_folder(list(files))) is not None:
+        writers = {page.path: page for page in pages}
+        raise clash_error(
+            clash, lambda p: writer(site, writers.get(p), p, static=p in sources.static)
+        )
+    return files
 
 
 def _bucket(path: str) -> int:

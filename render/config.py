@@ -142,6 +142,10 @@ class LimitsConfig:
     sql_max_length: int = _f(100_000, "longest tenant SQL statement")
     static_file_max_bytes: int = _f(100_000_000, "largest file in a site's static folder")
     static_site_max_bytes: int = _f(2_000_000_000, "most bytes of static files one site may publish")
+    query_max_bytes: int = _f(
+        256_000_000, "largest result of one tenant query (a site's route queries count together)"
+    )
+    row_max_bytes: int = _f(64_000_000, "largest row, string or blob a tenant query may return")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -443,7 +447,7 @@ def load_host(path: str | os.PathLike[str] | None = None) -> HostConfig:
     limits: LimitsConfig = sections["limits"]
     if limits.workers < 1:
         problems.add("limits.workers", "must be at least 1")
-    for key in ("static_file_max_bytes", "static_site_max_bytes"):
+    for key in ("static_file_max_bytes", "static_site_max_bytes", "query_max_bytes", "row_max_bytes"):
         if getattr(limits, key) < 1:
             problems.add(f"limits.{key}", "must be at least 1")
     if problems.items:

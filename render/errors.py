@@ -7,6 +7,10 @@ that catches a ``RenderError`` and shows it once. Anything that is not a
 
 from __future__ import annotations
 
+import errno
+import os
+import sqlite3
+
 
 class RenderError(Exception):
     """An expected failure with a message a person can act on."""
@@ -145,3 +149,71 @@ class LockedError(RenderError):
     """Another process is building this site right now."""
 
     stage = "lock"
+
+
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""What a write fails with when the disk or a quota is full, or a file is past its size limit."""
+
+
+class DiskFullError(RenderError):
+    """A write found no room: the disk or a quota is full, or a file is past its size limit.
+
+    The message says what was being written and why it failed; the hint where
+    to make room, and (added by ``with_site``) that the live version is unchanged.
+    """
+
+    @classmethod
+    def of(
+        cls,
+        exc: BaseException,
+        *,
+        writing: str,
+        folder: object,
+        stage: str | None,
+        site: str | None = None,
+    ) -> DiskFullError:
+        """``exc`` (``is_disk_full``) as this error: ``writing <what>: <why>``."""
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+            hint = (
+                "a file grew past the largest size allowed here: raise the file-size limit"
+                " (ulimit -f), or use another file system"
+            )
+        elif isinstance(exc, OSError) and exc.errno == errno.EDQUOT:
+            hint = f"free space, or raise the disk quota, on the file system holding {folder}"
+        else:
+            hint = f"free space on the file system holding {folder}"
+        return cls(f"writing {writing}: {why}", site=site, stage=stage, hint=hint)
+
+    def with_site(self, site: str, *, hint: str | None = None) -> RenderError:
+        """As ``RenderError.with_site``, but a hint (the live version's) follows this one's."""
+        if self.site is None:
+            self.site = site
+        if hint is not None:
+            self.hint = hint if self.hint is None else f"{self.hint}; {hint}"
+        return self
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for a write that found no room: ``NO_ROOM``, or SQLite's full disk.
+
+    SQLite says "database or disk is full" for ENOSPC while writing, and "disk
+    I/O error" for a write of any other cause (a quota, a file-size limit) or
+    for the shared-memory file of a WAL database it could not grow.
+    """
+    if isinstance(exc, OSError):
+        return exc.errno in NO_ROOM
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) in _SQLITE_NO_ROOM
+    return False
+
+
+_SQLITE_NO_ROOM = frozenset(
+    {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_WRITE, sqlite3.SQLITE_IOERR_SHMSIZE}
+)
+
+
+def written(exc: BaseException, default: object) -> str:
+    """The file an ``OSError`` names, or ``default`` (``write()`` names none)."""
+    filename = getattr(exc, "filename", None)
+    return os.fsdecode(filename) if isinstance(filename, (str, bytes)) else str(default)

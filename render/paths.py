@@ -9,10 +9,11 @@ error naming the route and the row; it never becomes a path outside the build.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -169,6 +170,44 @@ def output_path(url: str) -> str:
     if any(p in ("", ".", "..") for p in parts):
         raise PathError(f"unsafe output path {rel!r}")
     return unicodedata.normalize("NFC", rel)
+
+
+def file_and_folder(paths: Sequence[str]) -> tuple[str, str] | None:
+    """In sorted ``paths``, a path that is also a folder of another, and the first path inside it.
+
+    A tree cannot hold both ``posts/index.html`` and ``posts/index.html/index.html``
+    (a slug ``index.html``): no file system, and so no mirror, can. Sorted, the
+    paths between ``a`` and ``a/x`` all begin with ``a``, so one pass over
+    neighbours finds every such pair.
+    """
+    count = len(paths)
+    for i in range(count - 1):
+        path = paths[i]
+        if not paths[i + 1].startswith(path):
+            continue
+        cut = len(path)
+        for j in range(i + 1, count):
+            other = paths[j]
+            if not other.startswith(path):
+                break
+            if other[cut] == "/":
+                return path, other
+    return None
+
+
+def file_and_folder_of(paths: Sequence[str], new: Iterable[str]) -> tuple[str, str] | None:
+    """As ``file_and_folder``, for the pairs with one of ``new`` in them (all are in ``paths``)."""
+    members = set(paths)
+    for path in new:
+        cut = path.rfind("/")
+        while cut > 0:
+            if path[:cut] in members:
+                return path[:cut], path
+            cut = path.rfind("/", 0, cut)
+        i = bisect.bisect_left(paths, path + "/")
+        if i < len(paths) and paths[i].startswith(path + "/"):
+            return path, paths[i]
+    return None
 
 
 def quote_url(url: str) -> str:

@@ -10,6 +10,7 @@ live.
 from __future__ import annotations
 
 import concurrent.futures
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from render.build import gcpause, snapshot, workers
 from render.build.tree import Build, materialize
 from render.check import gate as checks
 from render.config import HostConfig, SiteConfig, SiteId
-from render.errors import MirrorError, RenderError
+from render.errors import DiskFullError, MirrorError, RenderError, is_disk_full, written
 from render.mirror import sync as mirror
 from render.publish import purge, repair
 from render.publish import versions as publish
@@ -234,16 +235,47 @@ def _run(
             reused=report.reused, version=report.version, timings=timings,
         )  # fmt: skip
         return report
-    except RenderError as exc:
-        exc.with_site(str(site.id), hint=_live_hint(ledger.live_version(owner, name)))
-        outcome_text = "failed_check" if exc.stage == "check" else "failed"
-        ledger.finish_run(
-            run_id, outcome=outcome_text, stage=exc.stage, message=exc.message, timings=timings
-        )
-        raise
     except BaseException as exc:
-        ledger.finish_run(run_id, outcome="failed", stage="bug", message=repr(exc), timings=timings)
-        raise
+        error = exc if isinstance(exc, RenderError) else _disk_full(exc, host)
+        if error is None:  # a bug: it keeps its traceback
+            _finish_failed(ledger, run_id, exc, stage="bug", message=repr(exc), timings=timings)
+            raise
+        error.with_site(str(site.id), hint=_live_hint(ledger.live_version(owner, name)))
+        _finish_failed(
+            ledger, run_id, error, stage=error.stage, message=error.message, timings=timings
+        )
+        if error is exc:
+            raise
+        raise error from exc
+
+
+def _disk_full(exc: BaseException, host: HostConfig) -> RenderError | None:
+    """A full disk that no stage named (``DiskFullError``), or None."""
+    if not is_disk_full(exc):
+        return None
+    where = written(exc, host.state_dir)
+    return DiskFullError.of(exc, writing=where, folder=where, stage=None)
+
+
+def _finish_failed(
+    ledger: Ledger,
+    run_id: int,
+    exc: BaseException,
+    *,
+    stage: str | None,
+    message: str,
+    timings: dict[str, float],
+) -> None:
+    """Record a failed run; a ledger that cannot (its disk is full too) never hides why.
+
+    The ledger's failure becomes a note on the run's error, which the CLI
+    shows after it.
+    """
+    outcome = "failed_check" if stage == "check" else "failed"
+    try:
+        ledger.finish_run(run_id, outcome=outcome, stage=stage, message=message, timings=timings)
+    except (RenderError, sqlite3.Error, OSError) as ledger_exc:
+        exc.add_note(f"the ledger did not record this failure: {ledger_exc}")
 
 
 def _sync_mirror(host: HostConfig, store: Store, owner: str, name: str) -> mirror.SiteSync:

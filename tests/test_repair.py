@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from render.publish.repair import repair
 from s3server import admin_client, make_build, moto_url, new_bucket, s3_config, s3_env, site_files
 from sitekit import Host, SiteSpec, html, make_host
 
 from render.errors import MirrorError, PublishError
 from render.mirror.sync import SyncOutcome, sync_site
+from render.publish.repair import repair
 from render.publish.store import LocalStore, S3Store, open_store
 from render.publish.versions import publish, read_root, read_tree
 

@@ -210,8 +210,8 @@ PAST_LIMITS = [
     pytest.param(
         "route",
         "select zeroblob(500000000) as b",
-        "string or blob too big",
-        NO_LIVE_HINT,
+        "a string or blob is over the limit of 64000000 bytes",
+        "Hint: select only the columns the pages use, or raise [limits] row_max_bytes\n",
         id="a-huge-value-is-refused-instead-of-filling-the-parents-memory",
     ),
 ]

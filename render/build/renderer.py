@@ -25,7 +25,7 @@ from render.build import pagefacts
 from render.build.objects import PackWriter, sha256, write_object_direct
 from render.build.sandbox import QueryRunner, Read, make_environment
 from render.build.workers import CpuExceeded, arm_cpu_limit, disarm_cpu_limit
-from render.errors import QueryError, RenderError, TemplateError
+from render.errors import DiskFullError, QueryError, RenderError, TemplateError, is_disk_full
 from render.paths import normalize_url, quote_url
 
 Dep = tuple[str, str, str, tuple[Read, ...]]
@@ -71,11 +71,14 @@ class PageFailed:
     line: int | None
     source_line: str | None
     hint: str | None
-    kind: str = "template"  # "query": a query failed; "route": the route's own template is missing
+    # "query": a query failed; "route": the route's own template is missing; "disk": no room
+    kind: str = "template"
 
     def error(self) -> RenderError:
         if self.kind == "query" and self.template is None:
             return QueryError(self.message, hint=self.hint)
+        if self.kind == "disk":
+            return DiskFullError(self.message, stage="build", hint=self.hint)
         return TemplateError(
             self.message,
             template=self.template,
@@ -100,6 +103,8 @@ class RenderSetup:
     available: frozenset[str]
     query_seconds: float
     sql_max_length: int
+    query_max_bytes: int
+    row_max_bytes: int
     page_max_bytes: int
     cpu_seconds: int
 
@@ -124,7 +129,11 @@ class Renderer:
         self.setup = setup
         self.env = make_environment(setup.templates, extensions=[islands.IslandExtension])
         self.runner = QueryRunner(
-            setup.snapshot, seconds=setup.query_seconds, max_length=setup.sql_max_length
+            setup.snapshot,
+            seconds=setup.query_seconds,
+            max_length=setup.sql_max_length,
+            max_bytes=setup.query_max_bytes,
+            row_max_bytes=setup.row_max_bytes,
         )
         self.memo: dict[tuple[str, str], tuple[list[dict[str, Any]], str, tuple[Read, ...]]] = {}
         self.site = {"owner": setup.owner, "name": setup.name, "base_url": setup.base_url}
@@ -167,7 +176,17 @@ class Renderer:
     def flush(self) -> None:
         """Write out what the pack holds; called before a chunk is reported done."""
         if self.pack is not None:
-            self.pack.flush()
+            try:
+                self.pack.flush()
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                raise self._no_room(
+                    exc, f"the pack {self.setup.objects}/packs/{self.pack.name}"
+                ) from exc
+
+    def _no_room(self, exc: OSError, writing: str) -> DiskFullError:
+        return DiskFullError.of(exc, writing=writing, folder=self.setup.objects, stage="build")
 
     def render(self, spec: PageSpec) -> PageDone | PageFailed:
         self.deps = []
@@ -271,6 +290,9 @@ class Renderer:
             hint = "the render process's memory is limited by [limits] template_memory_mb"
         elif isinstance(exc, RecursionError):
             message = f"rendering {spec.url} recursed too deeply"
+        elif isinstance(exc, OSError) and is_disk_full(exc):  # writing the page's bytes
+            error = self._no_room(exc, f"the page {spec.url} into {self.setup.objects}")
+            message, hint, kind, template, line = error.message, error.hint, "disk", None, None
         else:
             message = f"{type(exc).__name__}: {exc}" if not _is_jinja_runtime(exc) else str(exc)
         if template is None and kind == "template":

@@ -8,7 +8,9 @@ the worker processes that render carry CPU and memory limits (see
 
 Queries run on the snapshot only, opened read-only, with an authorizer that
 allows reading and nothing else, no attached databases, a bound on SQL length
-and a deadline enforced by a progress handler.
+and a deadline enforced by a progress handler. Their results are bounded too:
+rows are counted as they are fetched, and a row or a result over its limit
+stops the query before the rest is held in memory.
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ from render.errors import BuildError, QueryError
 
 MAX_POWER_EXPONENT = 64
 MAX_REPEAT_ITEMS = 1_000_000
-MAX_VALUE_BYTES = 64 << 20  # largest string or blob a tenant query may produce
+QUERY_MAX_BYTES = 256_000_000  # the defaults of [limits] query_max_bytes and row_max_bytes
+ROW_MAX_BYTES = 64_000_000
+# What a fetched row costs besides its text and blobs, as the limits count it: the
+# tuple and, per value, its pointer and object header (an int, a float, a str's header).
+_ROW_BYTES = 64
+_VALUE_BYTES = 16
+_SIZED = (str, bytes)
 
 # --- templates ---------------------------------------------------------------
 
@@ -206,17 +214,27 @@ class QueryRunner:
     """Runs tenant SQL on a snapshot, reading only, within a time limit."""
 
     def __init__(
-        self, snapshot: Path, *, seconds: float, max_length: int, mmap_bytes: int = 0
+        self,
+        snapshot: Path,
+        *,
+        seconds: float,
+        max_length: int,
+        max_bytes: int = QUERY_MAX_BYTES,
+        row_max_bytes: int = ROW_MAX_BYTES,
+        mmap_bytes: int = 0,
     ) -> None:
         self.seconds = seconds
         self.max_length = max_length
+        self.max_bytes = max_bytes
+        self.row_max_bytes = row_max_bytes
         self._db = sqlite3.connect(
             f"{snapshot.as_uri()}?mode=ro", uri=True, check_same_thread=False
         )
         self._db.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         self._db.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, max_length)
-        # Route queries run in the parent: no single value may be huge (zeroblob(1e9)).
-        self._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+        # Route queries run in the parent: no single value may be huge (zeroblob(1e9)),
+        # and SQLite refuses one before it is made. (SQLite caps the limit at its own.)
+        self._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, min(row_max_bytes, 2**31 - 1))
         self._db.execute("pragma query_only = 1")
         if mmap_bytes:
             self._db.execute(f"pragma mmap_size = {int(mmap_bytes)}")
@@ -268,6 +286,17 @@ class QueryRunner:
         self, sql: str, params: Mapping[str, Any] | None = None, *, what: str
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Column names and row tuples."""
+        names, rows, _size = self.fetch_counted(sql, params, what=what)
+        return names, rows
+
+    def fetch_counted(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, what: str, held: int = 0
+    ) -> tuple[list[str], list[tuple[Any, ...]], int]:
+        """Column names, row tuples and the result's size in bytes as the limits count it.
+
+        ``held`` is the size of earlier results the caller still holds: they
+        count against ``max_bytes`` together with this one.
+        """
         if len(sql) > self.max_length:
             raise QueryError(
                 f"{what}: SQL is {len(sql)} characters; the limit is {self.max_length}"
@@ -279,12 +308,20 @@ class QueryRunner:
         try:
             cursor = self._db.execute(sql, dict(params or {}))
             names = [d[0] for d in cursor.description or ()]
-            rows = cursor.fetchall()
+            try:
+                rows, size = self._rows(cursor, len(names), held=held, what=what)
+            finally:
+                cursor.close()
             if first:
                 self._reads[sql] = tuple(sorted(self._reading))
-            return names, rows
+            return names, rows, size
         except sqlite3.DatabaseError as exc:
             text = str(exc)
+            if text == "string or blob too big":
+                raise QueryError(
+                    f"{what}: a string or blob is over the limit of {self.row_max_bytes} bytes",
+                    hint=_ROW_HINT,
+                ) from None
             if text == "interrupted":
                 raise QueryError(
                     f"{what}: query ran past its time limit of {self.seconds:g} s",
@@ -298,3 +335,42 @@ class QueryRunner:
             raise QueryError(f"{what}: {text}") from None
         except (sqlite3.Warning, sqlite3.ProgrammingError, ValueError, OverflowError) as exc:
             raise QueryError(f"{what}: {exc}") from None
+
+    def _rows(
+        self, cursor: sqlite3.Cursor, width: int, *, held: int, what: str
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        """Every row of ``cursor`` and their size, counted as they are fetched.
+
+        A row or a result over its limit stops the query there, before the
+        rest is held in memory.
+        """
+        rows: list[tuple[Any, ...]] = []
+        total = held
+        fixed = _ROW_BYTES + _VALUE_BYTES * width
+        for row in cursor:
+            size = fixed
+            for value in row:
+                if isinstance(value, _SIZED):
+                    size += len(value)
+            if size > self.row_max_bytes:
+                raise QueryError(
+                    f"{what}: row {len(rows) + 1} of the query's result is {size} bytes; "
+                    f"the limit is {self.row_max_bytes}",
+                    hint=_ROW_HINT,
+                )
+            total += size
+            if total > self.max_bytes:
+                whose = (
+                    "the route queries' results together are" if held else "the query's result is"
+                )
+                raise QueryError(
+                    f"{what}: {whose} over the limit of {self.max_bytes} bytes "
+                    f"(at row {len(rows) + 1})",
+                    hint="select only the rows and columns the pages use (paginate long lists), "
+                    "or raise [limits] query_max_bytes",
+                )
+            rows.append(row)
+        return rows, total - held
+
+
+_ROW_HINT = "select only the columns the pages use, or raise [limits] row_max_bytes"

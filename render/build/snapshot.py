@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from render.config import SiteConfig, SiteId
-from render.errors import SnapshotError
+from render.errors import DiskFullError, SnapshotError, is_disk_full
 
 # Header bytes that SQLite rewrites without a change of content: the file
 # change counter (24..28), the schema cookie (40..44: a backup into an existing
@@ -172,6 +172,11 @@ def take(
         os.replace(partial, final)
     except sqlite3.Error as exc:
         partial.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise DiskFullError.of(
+                exc, writing=f"the snapshot {final}", folder=final.parent, stage="snapshot",
+                site=str(site.id),
+            ) from exc  # fmt: skip
         raise SnapshotError(
             f"cannot copy {site.site.database}: {exc}",
             site=str(site.id),

@@ -15,7 +15,7 @@ import mimetypes
 import os
 import shutil
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -27,6 +27,10 @@ from render.build.objects import Objects
 from render.build.objects import sha256 as sha256
 from render.build.snapshot import Snapshot
 from render.config import SiteConfig
+from render.errors import DiskFullError, PathError, is_disk_full
+
+# INCOMPLETE and sha256 are re-exported: the build and its readers use them from here
+from render.paths import file_and_folder_of
 
 _TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -160,12 +164,53 @@ class Build:
         return None
 
     def with_files(self, added: Mapping[str, bytes]) -> Build:
-        """A copy of this build with ``added`` files written and entered (replacing same paths)."""
+        """A copy of this build with ``added`` files written and entered (replacing same paths).
+
+        A file that would also be a folder of the tree (or one that would sit
+        inside a file of it) is refused: a page at ``sitemap.xml/index.html``
+        and the sitemap cannot both be published.
+        """
         files = dict(self.files)
         for path, data in added.items():
-            digest = self.blobs.write(data)
+            try:
+                digest = self.blobs.write(data)
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                raise DiskFullError.of(
+                    exc, writing=f"{path} into {self.objects}", folder=self.objects, stage="build"
+                ) from exc
             files[path] = FileEntry(hash=digest, size=len(data), type=content_type(path))
-        return replace(self, files=types.MappingProxyType(dict(sorted(files.items()))))
+        files = dict(sorted(files.items()))
+        if (clash := file_and_folder_of(list(files), added)) is not None:
+
+            def who(path: str) -> str:
+                if path in added:
+                    return writer(self.site, None, path, static=False)
+                static = (self.site.static / path).is_file()
+                return writer(self.site, self.page(path), path, static=static)
+
+            raise clash_error(clash, who)
+        return replace(self, files=types.MappingProxyType(files))
+
+
+def writer(site: SiteConfig, page: PageRecord | None, path: str, *, static: bool) -> str:
+    """Who writes ``path`` of a tree, for an error: a route's page, a static file, or render."""
+    if page is not None:
+        if page.route < 0:
+            return f"templates/{page.template} (the not-found page)"
+        return f"routes[{page.route}] ({site.routes[page.route].path}) page {page.url}"
+    return f"static/{path}" if static else "render"
+
+
+def clash_error(clash: tuple[str, str], who: Callable[[str], str]) -> PathError:
+    """The error for a path that is both a file and a folder (``paths.file_and_folder``)."""
+    file, inside = clash
+    return PathError(
+        f"{who(inside)} writes {inside}, inside {file}, which {who(file)} writes as a file",
+        hint="a path cannot be both a file and a folder: change a route's path or a row's "
+        "value, or rename the static file",
+    )
 
 
 def materialize(files: Mapping[str, FileEntry], objects: Objects, dest: Path) -> None:
@@ -190,6 +235,10 @@ def materialize(files: Mapping[str, FileEntry], objects: Objects, dest: Path) ->
         else:
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.rename(staging, dest)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if is_disk_full(exc):
+            raise DiskFullError.of(
+                exc, writing=f"the tree into {dest}", folder=dest.parent, stage=None
+            ) from exc
         raise

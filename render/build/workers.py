@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from render.errors import BuildError, TemplateError
+from render.errors import BuildError, RenderError, TemplateError
 
 _BATCH_PAGES = 64
 _CHUNK_MIN, _CHUNK_MAX = 4, 256  # pages handed to a render process at a time
@@ -112,7 +112,11 @@ def _worker_main(
                 batch, last = [], now
         slots[slot] = -1
         if flush is not None:  # what the handler buffered is written before the chunk is done
-            flush()
+            try:
+                flush()
+            except RenderError as exc:  # (a full disk) the parent raises it
+                conn.send(("failed", exc))
+                continue
         conn.send(("rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
         conn.send(("done", batch))
 
@@ -311,6 +315,8 @@ class Pool:
                         continue
                     if kind == "setup-failed":
                         raise BuildError(f"a render worker could not start: {payload}")
+                    if kind == "failed":
+                        raise payload
                     worker.hear(now)
                     for index, result in payload:
                         results[index] = result

@@ -48,6 +48,8 @@ def show_error(exc: RenderError) -> None:
         click.echo(exc.detail, err=True)
     if exc.hint:
         click.echo(f"Hint: {exc.hint}", err=True)
+    for note in getattr(exc, "__notes__", ()):
+        click.echo(f"Note: {note}", err=True)
 
 
 def handle_errors(func: F) -> F:

@@ -7,14 +7,17 @@ WAL mode lets ``render status`` read while a build writes.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, Concatenate, ParamSpec, TypedDict, TypeVar
+
+from render.errors import DiskFullError, is_disk_full
 
 _SCHEMA = """
 create table if not exists sites (
@@ -102,12 +105,35 @@ class RunRow:
     version: str | None
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _writes(method: Callable[Concatenate[Ledger, P], R]) -> Callable[Concatenate[Ledger, P], R]:
+    """A method that writes the ledger: a full disk is ``DiskFullError`` naming the file."""
+
+    @functools.wraps(method)
+    def write(ledger: Ledger, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(ledger, *args, **kwargs)
+        except (sqlite3.Error, OSError) as exc:
+            if not is_disk_full(exc):
+                raise
+            path = ledger.path
+            raise DiskFullError.of(
+                exc, writing=f"the ledger {path}", folder=path.parent, stage="ledger"
+            ) from exc
+
+    return write
+
+
 class Ledger:
     """A connection to the ledger; use as a context manager or call ``close``."""
 
+    @_writes
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("pragma journal_mode=wal")
@@ -136,13 +162,15 @@ class Ledger:
         self._db.execute("begin immediate")
         try:
             yield self._db
+            self._db.execute("commit")
         except BaseException:
-            self._db.execute("rollback")
+            if self._db.in_transaction:  # (SQLite may have rolled back already: a full disk)
+                self._db.execute("rollback")
             raise
-        self._db.execute("commit")
 
     # --- sites ---------------------------------------------------------------
 
+    @_writes
     def ensure_site(self, owner: str, site: str) -> None:
         self._db.execute("insert or ignore into sites (owner, site) values (?, ?)", (owner, site))
 
@@ -152,6 +180,7 @@ class Ledger:
         ).fetchone()
         return row[0] if row else None
 
+    @_writes
     def set_input_hash(self, owner: str, site: str, value: str | None) -> None:
         self.ensure_site(owner, site)
         self._db.execute(
@@ -160,6 +189,7 @@ class Ledger:
 
     # --- runs ----------------------------------------------------------------
 
+    @_writes
     def start_run(self, owner: str, site: str, *, reason: str) -> int:
         self.ensure_site(owner, site)
         cur = self._db.execute(
@@ -169,6 +199,7 @@ class Ledger:
         assert cur.lastrowid is not None
         return cur.lastrowid
 
+    @_writes
     def finish_run(
         self,
         run_id: int,
@@ -202,6 +233,7 @@ class Ledger:
 
     # --- versions ------------------------------------------------------------
 
+    @_writes
     def record_version(
         self,
         owner: str,
@@ -239,6 +271,7 @@ class Ledger:
             if live:
                 self._set_live(db, owner, site, version)
 
+    @_writes
     def set_live(self, owner: str, site: str, version: str | None) -> None:
         with self.transaction() as db:
             self._set_live(db, owner, site, version)
@@ -270,6 +303,7 @@ class Ledger:
 
     # --- publishes in flight (publish.py) -------------------------------------
 
+    @_writes
     def begin_publish(self, owner: str, site: str, *, store: str, version: str) -> None:
         """Mark a publish to ``store`` as started: blobs may exist that no version names."""
         self._db.execute(
@@ -278,6 +312,7 @@ class Ledger:
             (owner, site, store, version, time.time()),
         )
 
+    @_writes
     def end_publish(self, owner: str, site: str, *, store: str) -> None:
         self._db.execute(
             "delete from publishes where owner=? and site=? and store=?", (owner, site, store)
@@ -293,6 +328,7 @@ class Ledger:
 
     # --- check results -------------------------------------------------------
 
+    @_writes
     def record_seo(
         self, run_id: int, owner: str, site: str, findings: list[Mapping[str, str]]
     ) -> None:
@@ -306,6 +342,7 @@ class Ledger:
                 ],
             )
 
+    @_writes
     def record_lighthouse(
         self, run_id: int, owner: str, site: str, audits: Iterable[AuditRow]
     ) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from render.errors import LockedError
+from render.errors import DiskFullError, LockedError, is_disk_full
 
 _HELD: set[int] = set()  # descriptors this process holds a site lock on
 
@@ -129,8 +129,9 @@ def _hold(
     on_wait: Callable[[str], None] | None,
     reason: str,
 ) -> Iterator[Holder]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    with _writing(path, site):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     owner_pid = os.getpid()
     try:
         try:
@@ -155,8 +156,9 @@ def _hold(
             reason=reason,
             started=datetime.now(UTC).replace(microsecond=0),
         )
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (me.to_json() + "\n").encode("utf-8"), 0)
+        with _writing(path, site):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (me.to_json() + "\n").encode("utf-8"), 0)
         _HELD.add(fd)
         try:
             yield me
@@ -170,6 +172,19 @@ def _hold(
             # description, and a plain close would leave the lock held by it.
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+@contextlib.contextmanager
+def _writing(path: Path, site: str | None) -> Iterator[None]:
+    """A full disk while writing the lock file is an error naming it, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise DiskFullError.of(
+            exc, writing=f"the lock file {path}", folder=path.parent, stage="lock", site=site
+        ) from exc
 
 
 def running(state_dir: Path, site_id: object) -> Holder | None:
