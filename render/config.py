@@ -9,6 +9,7 @@ checks it).
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import tomllib
 import types
@@ -30,11 +31,22 @@ SITE_FILE = "site.toml"
 T = TypeVar("T")
 
 
-def _f(default: Any, doc: str) -> Any:
-    """A config field with its default and its one-line documentation."""
+def _f(default: Any, doc: str, *, between: tuple[float, float] | None = None) -> Any:
+    """A config field with its default and its one-line documentation.
+
+    A number (int or float) also declares ``between=(lowest, highest)``, both
+    allowed; the loader reports a value outside it, and any float that is not
+    finite, as a problem of the file (a test checks every number has a range).
+    """
     if isinstance(default, (list, dict)):
         raise TypeError("use tuples and mappings for config defaults")
-    return field(default=default, metadata={"doc": doc})
+    metadata: dict[str, object] = {"doc": doc}
+    if between is not None:
+        low, high = between
+        if not low <= default <= high:
+            raise ValueError(f"default {default!r} is outside {between}")
+        metadata["between"] = between
+    return field(default=default, metadata=metadata)
 
 
 def _required(doc: str) -> Any:
@@ -83,12 +95,15 @@ class StoreConfig:
     region: str = _f("auto", "s3: region ('auto' for R2)")
     prefix: str = _f("", "s3: key prefix inside the bucket")
     profile: str = _f("", "s3: named AWS profile for credentials (else the AWS_* variables)")
-    concurrency: int = _f(16, "parallel uploads")
-    multipart_threshold_mb: int = _f(16, "files at least this large upload in parts")
-    gc_grace_hours: float = _f(48.0, "gc never deletes a blob younger than this")
+    concurrency: int = _f(16, "parallel uploads", between=(1, 256))
+    multipart_threshold_mb: int = _f(
+        16, "files at least this large upload in parts", between=(5, 5120)
+    )
+    gc_grace_hours: float = _f(48.0, "gc never deletes a blob younger than this", between=(1, 8760))
     max_attempts: int = _f(
         5,
         "s3: attempts per request, with backoff on throttling and 5xx (botocore standard retry mode)",
+        between=(1, 20),
     )
 
 
@@ -96,9 +111,9 @@ class StoreConfig:
 class MirrorConfig:
     enabled: bool = _f(True, "sync the local mirror folder after each publish (false when a separate mirror host runs 'render mirror sync')")
     path: str = _f("", "local mirror root; default <state>/mirror")
-    keep: int = _f(3, "releases kept per site on the mirror")
-    interval: int = _f(60, "seconds between mirror syncs when polling")
-    concurrency: int = _f(8, "blobs a mirror sync downloads at the same time")
+    keep: int = _f(3, "releases kept per site on the mirror", between=(1, 1000))
+    interval: int = _f(60, "seconds between mirror syncs when polling", between=(1, 86400))
+    concurrency: int = _f(8, "blobs a mirror sync downloads at the same time", between=(1, 256))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,36 +125,52 @@ class CdnConfig:
     )
     api_url: str = _f("https://api.cloudflare.com/client/v4", "cloudflare: API base URL")
     files_per_request: int = _f(
-        100, "cloudflare: URLs per purge request (Cloudflare accepts at most 100)"
+        100, "cloudflare: URLs per purge request (Cloudflare accepts at most 100)", between=(1, 100)
     )
     max_urls: int = _f(
-        1000, "cloudflare: above this many changed URLs, purge the site's host or path prefix instead"
+        1000,
+        "cloudflare: above this many changed URLs, purge the site's host or path prefix instead",
+        between=(1, 1_000_000),
     )
-    min_interval: float = _f(0.25, "cloudflare: seconds between two purge requests")
-    max_attempts: int = _f(5, "cloudflare: attempts per purge request on 429, 5xx and network errors")
+    min_interval: float = _f(
+        0.25, "cloudflare: seconds between two purge requests", between=(0, 60)
+    )
+    max_attempts: int = _f(
+        5, "cloudflare: attempts per purge request on 429, 5xx and network errors", between=(1, 20)
+    )
     max_wait: float = _f(
-        120.0, "cloudflare: most seconds one purge spends waiting on rate limits and retries"
+        120.0,
+        "cloudflare: most seconds one purge spends waiting on rate limits and retries",
+        between=(0, 3600),
     )
 
 
 @dataclass(frozen=True, kw_only=True)
 class ScheduleConfig:
     default: str = _f("0 3 * * *", "cron string (crontab meaning) for sites without their own")
-    jitter: int = _f(600, "seconds of per-site deterministic spread after the cron time")
-    workers: int = _f(1, "builds that run at the same time in the daemon")
-    poll: int = _f(30, "seconds between checks of auto sites' databases")
-    debounce: int = _f(120, "quiet seconds after an edit before an auto rebuild")
-    misfire_grace: int = _f(86400, "seconds a missed run may still start late")
+    jitter: int = _f(
+        600, "seconds of per-site deterministic spread after the cron time", between=(0, 86400)
+    )
+    workers: int = _f(1, "builds that run at the same time in the daemon", between=(1, 64))
+    poll: int = _f(30, "seconds between checks of auto sites' databases", between=(1, 3600))
+    debounce: int = _f(
+        120, "quiet seconds after an edit before an auto rebuild", between=(0, 86400)
+    )
+    misfire_grace: int = _f(
+        86400, "seconds a missed run may still start late", between=(1, 31 * 86400)
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class LimitsConfig:
-    workers: int = _f(2, "render processes per site build (1 for small sites)")
-    template_cpu_seconds: int = _f(10, "CPU seconds one page may take to compile and render")
-    template_memory_mb: int = _f(1024, "address space of a render process")
-    page_max_bytes: int = _f(10_000_000, "largest rendered page")
-    query_seconds: float = _f(5.0, "time limit of one tenant query")
-    sql_max_length: int = _f(100_000, "longest tenant SQL statement")
+    workers: int = _f(2, "render processes per site build (1 for small sites)", between=(1, 64))
+    template_cpu_seconds: int = _f(
+        10, "CPU seconds one page may take to compile and render", between=(1, 3600)
+    )
+    template_memory_mb: int = _f(1024, "address space of a render process", between=(64, 1 << 20))
+    page_max_bytes: int = _f(10_000_000, "largest rendered page", between=(1024, 1 << 30))
+    query_seconds: float = _f(5.0, "time limit of one tenant query", between=(0.01, 3600))
+    sql_max_length: int = _f(100_000, "longest tenant SQL statement", between=(1, 10_000_000))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -193,7 +224,7 @@ class Route:
     path: str = _required("URL pattern; {column} is filled from each row")
     template: str = _required("template to render")
     query: str = _f("", "SQL; without {placeholders} the rows go to one page (or a paginated list)")
-    paginate: int = _f(0, "rows per page for a list route (0: no pagination)")
+    paginate: int = _f(0, "rows per page for a list route (0: no pagination)", between=(0, 100_000))
     lastmod: str = _f("", "column holding the page's last-modified date, for the sitemap")
     index: int = _f(0, "position in site.toml (set by the loader)")
 
@@ -220,13 +251,16 @@ class SeoConfig:
 class LighthouseConfig:
     enabled: bool = _f(True, "run Lighthouse and the no-JavaScript read before publishing")
     chromium: str = _f("", "Chromium binary; default $RENDER_CHROMIUM or /usr/bin/chromium")
-    pages_per_route: int = _f(1, "pages audited per route (plus the home page)")
-    runs: int = _f(1, "runs per page; the median is kept")
-    parallel: int = _f(2, "audits at the same time")
-    timeout: int = _f(120, "seconds one audit may take before it is killed")
+    pages_per_route: int = _f(1, "pages audited per route (plus the home page)", between=(0, 100))
+    runs: int = _f(1, "runs per page; the median is kept", between=(1, 10))
+    parallel: int = _f(2, "audits at the same time", between=(1, 16))
+    timeout: int = _f(120, "seconds one audit may take before it is killed", between=(1, 3600))
     form_factor: str = _f("mobile", "'mobile' or 'desktop'")
     settle_ms: int = _f(
-        250, "quiet Lighthouse waits for after FCP, load, network and CPU (its own default 1000)"
+        250,
+        "quiet Lighthouse waits for after FCP, load, network and CPU (its own default 1000)",
+        # shorter, and Lighthouse ends the trace before paints are reported
+        between=(100, 10_000),
     )
     block: bool = _f(False, "a score under budget blocks the publish (else a warning)")
     budgets: Mapping[str, float] = field(
@@ -306,15 +340,14 @@ def _convert(value: object, hint: Any, where: str, problems: _Problems) -> objec
         problems.add(where, f"expected a boolean, got {_type_name(value)}")
     elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
-            if value < 0:
-                problems.add(where, f"must not be negative, got {value}")
             return value
         problems.add(where, f"expected an integer, got {_type_name(value)}")
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if value < 0:
-                problems.add(where, f"must not be negative, got {value}")
-            return float(value)
+            if math.isfinite(value):
+                return float(value)
+            problems.add(where, f"expected a finite number, got {_number(value)}")
+            return None
         problems.add(where, f"expected a number, got {_type_name(value)}")
     elif hint is str:
         if isinstance(value, str):
@@ -331,14 +364,32 @@ def _convert(value: object, hint: Any, where: str, problems: _Problems) -> objec
         if not isinstance(value, dict):
             problems.add(where, f"expected a table, got {_type_name(value)}")
             return {}
-        return types.MappingProxyType(
-            {k: _convert(v, item, f"{where}.{k}", problems) for k, v in value.items()}
-        )
+        converted = {k: _convert(v, item, f"{where}.{k}", problems) for k, v in value.items()}
+        return types.MappingProxyType({k: v for k, v in converted.items() if v is not None})
     elif isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
         return _parse_table(value, hint, where, problems)
     else:  # pragma: no cover - a new field type without a converter is a bug
         raise TypeError(f"no converter for {hint!r}")
     return None
+
+
+def _number(value: float) -> str:
+    """A number as TOML would write it: ``5``, ``0.25``, ``nan``, ``1e+308``."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def _check_range(value: object, f: Any, where: str, problems: _Problems) -> None:
+    """The one range check: every number field declares ``between`` next to it (``_f``)."""
+    between = f.metadata.get("between")
+    if between is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    low, high = between
+    if not low <= value <= high:
+        problems.add(
+            where, f"must be between {_number(low)} and {_number(high)}, got {_number(value)}"
+        )
 
 
 def _parse_table(data: object, cls: type[T], where: str, problems: _Problems) -> T:
@@ -357,6 +408,7 @@ def _parse_table(data: object, cls: type[T], where: str, problems: _Problems) ->
             continue
         converted = _convert(value, hints[key], f"{prefix}{key}", problems)
         if converted is not None:
+            _check_range(converted, known[key], f"{prefix}{key}", problems)
             values[key] = converted
     for name, f in known.items():
         if f.metadata.get("required") and name not in values and name not in data:
@@ -426,21 +478,12 @@ def load_host(path: str | os.PathLike[str] | None = None) -> HostConfig:
         problems.add("store.kind", f"expected 'local' or 's3', got {store.kind!r}")
     if store.kind == "s3" and not store.bucket:
         problems.add("store.bucket", "required when store.kind = 's3'")
-    if store.concurrency < 1:
-        problems.add("store.concurrency", "must be at least 1")
-    if store.max_attempts < 1:
-        problems.add("store.max_attempts", "must be at least 1")
     if sections["cdn"].kind not in ("none", "cloudflare"):
         problems.add("cdn.kind", f"expected 'none' or 'cloudflare', got {sections['cdn'].kind!r}")
     _check_cdn(sections["cdn"], problems)
     sched: ScheduleConfig = sections["schedule"]
     if (why := cron.problem(sched.default)) is not None:
         problems.add("schedule.default", why)
-    if sched.workers < 1:
-        problems.add("schedule.workers", "must be at least 1")
-    limits: LimitsConfig = sections["limits"]
-    if limits.workers < 1:
-        problems.add("limits.workers", "must be at least 1")
     if problems.items:
         raise ConfigError(problems.items)
     return HostConfig(path=file, root=file.parent, **sections)
@@ -453,10 +496,6 @@ def _check_cdn(cdn: CdnConfig, problems: _Problems) -> None:
         problems.add("cdn.token_env", "required when cdn.kind = 'cloudflare'")
     if urlsplit(cdn.api_url).scheme not in ("http", "https"):
         problems.add("cdn.api_url", f"must be an http(s) URL, got {cdn.api_url!r}")
-    if not 1 <= cdn.files_per_request <= 100:
-        problems.add("cdn.files_per_request", "must be between 1 and 100")
-    if cdn.max_attempts < 1:
-        problems.add("cdn.max_attempts", "must be at least 1")
 
 
 def site_dirs(host: HostConfig) -> list[Path]:
@@ -596,12 +635,6 @@ def _check_lighthouse(lh: LighthouseConfig, problems: _Problems) -> None:
         problems.add(
             "lighthouse.form_factor", f"expected 'mobile' or 'desktop', got {lh.form_factor!r}"
         )
-    if lh.runs < 1:
-        problems.add("lighthouse.runs", "must be at least 1")
-    if lh.parallel < 1:
-        problems.add("lighthouse.parallel", "must be at least 1")
-    if lh.settle_ms < 100:  # shorter, and Lighthouse ends the trace before paints are reported
-        problems.add("lighthouse.settle_ms", f"must be at least 100, got {lh.settle_ms}")
     known = ("performance", "accessibility", "best-practices", "seo")
     for category, score in lh.budgets.items():
         if category not in known:
@@ -609,7 +642,9 @@ def _check_lighthouse(lh: LighthouseConfig, problems: _Problems) -> None:
             suggestion = f" (did you mean {close[0]!r}?)" if close else ""
             problems.add(f"lighthouse.budgets.{category}", f"unknown category{suggestion}")
         elif not 0 <= score <= 1:
-            problems.add(f"lighthouse.budgets.{category}", f"must be between 0 and 1, got {score}")
+            problems.add(
+                f"lighthouse.budgets.{category}", f"must be between 0 and 1, got {_number(score)}"
+            )
 
 
 def find_site(host: HostConfig, name: str) -> Path:
@@ -635,7 +670,13 @@ def find_site(host: HostConfig, name: str) -> Path:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """``{key: doc}`` for a config section, for the README table test."""
-    return {
-        f.name: f.metadata["doc"] for f in fields(cls) if "doc" in f.metadata and f.name != "index"
-    }
+    """``{key: doc}`` for a config section, a number's range appended: the README table's text."""
+    docs = {}
+    for f in fields(cls):
+        if "doc" not in f.metadata or f.name == "index":
+            continue
+        doc = f.metadata["doc"]
+        if (between := f.metadata.get("between")) is not None:
+            doc += f" ({_number(between[0])} to {_number(between[1])})"
+        docs[f.name] = doc
+    return docs
