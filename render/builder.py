@@ -131,7 +131,7 @@ def scan_sources(site: SiteConfig, previous: Previous) -> SourceState:
                 static[rel] = cached
             else:
                 static[rel] = (st.st_size, st.st_mtime_ns, sha256(path.read_bytes()))
-    return SourceState(templates=templates, static=static, config=sha256(site.path.read_bytes()))
+    return SourceState(templates=templates, static=static, config=site.source_hash)
 
 
 def _walk(folder: Path) -> list[tuple[str, Path]]:

@@ -9,8 +9,11 @@ checks it).
 from __future__ import annotations
 
 import difflib
+import errno
+import hashlib
 import math
 import os
+import stat
 import tomllib
 import types
 import typing
@@ -27,6 +30,7 @@ from render.paths import parse_pattern
 
 HOST_FILE = "render.toml"
 SITE_FILE = "site.toml"
+MAX_CONFIG_BYTES = 1 << 20  # a larger render.toml or site.toml is refused, not read
 
 T = TypeVar("T")
 
@@ -281,6 +285,7 @@ class SiteConfig:
     routes: tuple[Route, ...]
     seo: SeoConfig
     lighthouse: LighthouseConfig
+    source_hash: str = ""  # sha256 of the site.toml bytes read: the file is never read twice
 
     @property
     def base_url(self) -> str:
@@ -423,15 +428,76 @@ def _parse_table(data: object, cls: type[T], where: str, problems: _Problems) ->
         return cls(**values)
 
 
-def _read_toml(
-    path: Path, base: Path, error_cls: type[ConfigError] = ConfigError
-) -> dict[str, Any]:
-    problems = _Problems(path, base)
+class _Unreadable(Exception):
+    """A config file that is not a small regular file (the message says what it is)."""
+
+
+def _read_regular(path: Path, *, follow_links: bool) -> bytes:
+    """The bytes of a regular file of at most ``MAX_CONFIG_BYTES``; never blocks.
+
+    ``O_NONBLOCK`` makes opening a FIFO return at once (and ``fstat`` then
+    refuses it); ``O_NOFOLLOW`` refuses a symbolic link where the file must be
+    the tenant's own.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_links:
+            raise _Unreadable("is a symbolic link; it must be a regular file") from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _Unreadable(f"is {_file_kind(mode)}, not a regular file")
+        chunks, size = [], 0
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_CONFIG_BYTES:
+                raise _Unreadable(f"is larger than {MAX_CONFIG_BYTES >> 10} KiB")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    return "a device or socket"
+
+
+def _not_utf8(data: bytes, exc: UnicodeDecodeError) -> str:
+    at = exc.start
+    line = data.count(b"\n", 0, at) + 1
+    column = at - (data.rfind(b"\n", 0, at) + 1) + 1
+    return (
+        f"line {line}, column {column}: byte 0x{data[at]:02x} (offset {at}) is not UTF-8;"
+        " save the file as UTF-8"
+    )
+
+
+def _read_toml(
+    path: Path,
+    base: Path,
+    error_cls: type[ConfigError] = ConfigError,
+    *,
+    follow_links: bool = True,
+) -> tuple[dict[str, Any], str]:
+    """The parsed file and the sha256 of its bytes; one ``error_cls`` when it cannot be read."""
+    problems = _Problems(path, base)
+    data = b""
+    try:
+        data = _read_regular(path, follow_links=follow_links)
+        return tomllib.loads(data.decode("utf-8")), hashlib.sha256(data).hexdigest()
     except FileNotFoundError:
         problems.add("", "file not found")
+    except _Unreadable as exc:
+        problems.add("", str(exc))
+    except UnicodeDecodeError as exc:
+        problems.add("", _not_utf8(data, exc))
     except tomllib.TOMLDecodeError as exc:
         problems.add("", f"invalid TOML: {exc}")
     except OSError as exc:
@@ -457,7 +523,7 @@ def load_host(path: str | os.PathLike[str] | None = None) -> HostConfig:
             f"{file}: file not found",
             hint="run 'render init --demo' to create a host here, or pass --config PATH",
         )
-    data = _read_toml(file, file.parent)
+    data, _ = _read_toml(file, file.parent)
     problems = _Problems(file, file.parent)
     sections: dict[str, Any] = {}
     for key, cls in (
@@ -510,7 +576,7 @@ def load_site(folder: Path, *, host: HostConfig) -> SiteConfig:
     file = folder / SITE_FILE
     default_id = f"{folder.parent.name}/{folder.name}"
     try:
-        data = _read_toml(file, host.root)
+        data, source_hash = _read_toml(file, host.root, follow_links=False)
     except ConfigError as exc:
         raise exc.with_site(default_id) from None
     problems = _Problems(file, host.root)
@@ -565,6 +631,7 @@ def load_site(folder: Path, *, host: HostConfig) -> SiteConfig:
         routes=tuple(routes),
         seo=seo,
         lighthouse=lighthouse,
+        source_hash=source_hash,
     )
 
 
@@ -653,7 +720,7 @@ def find_site(host: HostConfig, name: str) -> Path:
     if "/" in name:
         owner, _, site = name.partition("/")
         folder = host.sites_dir / owner / site
-        if (folder / SITE_FILE).is_file() and folder in dirs:
+        if folder in dirs:  # a site.toml that is no regular file is load_site's to report
             return folder
         raise UsageError(
             f"no site {name!r} under {host.sites_dir}", hint="'render status' lists the sites"

@@ -5,16 +5,24 @@ Each test here failed on the code before the fix; the report of the fix names th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import subprocess
+import sys
+import threading
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sitekit import SiteSpec, make_host
+from sitekit import Host, SiteSpec, make_host
 
+import render
 from render import config
 from render.config import load_host
 from render.errors import ConfigError
+from render.scheduler import Daemon
 
 HOST_SECTIONS = [
     config.HostSection,
@@ -154,3 +162,131 @@ def test_nightly_with_a_nan_deadline_stops_at_the_config(tmp_path: Path) -> None
     assert result.stderr == (
         "Error: config: render.toml: limits.query_seconds: expected a finite number, got nan\n"
     )
+
+
+# --- item 7: one bad site.toml never blocks the other tenants --------------------
+
+GOOD_AND_BAD = {"acme/good": SiteSpec(), "acme/bad": SiteSpec()}
+
+
+def _fifo(path: Path) -> Path:
+    path.unlink()
+    os.mkfifo(path)
+    return path
+
+
+@contextlib.contextmanager
+def _released(fifo: Path) -> Iterator[None]:
+    """On the way out, open the FIFO for writing once: a reader stuck on it (old code) wakes."""
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def _cli(host: Host, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real command in its own process, with this test's ``render`` on the path."""
+    package_parent = str(Path(render.__file__).resolve().parent.parent)
+    return subprocess.run(
+        [sys.executable, "-m", "render", *args, "--config", str(host.config_path)],
+        env={**os.environ, "PYTHONPATH": package_parent, "COLUMNS": "200"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_a_fifo_site_toml_fails_its_site_and_nightly_builds_the_others(tmp_path: Path) -> None:
+    host = make_host(tmp_path, sites=GOOD_AND_BAD)
+    fifo = _fifo(host.site_dir("acme/bad") / "site.toml")
+    with _released(fifo):
+        result = _cli(host, "nightly")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == (
+        "Error: acme/bad: config: sites/acme/bad/site.toml: is a FIFO, not a regular file\n"
+    )
+    assert "render nightly: 2 sites, 1 failed" in result.stdout
+    assert "published" in next(line for line in result.stdout.splitlines() if "acme/good" in line)
+
+
+def test_a_fifo_site_toml_shows_as_a_config_error_in_status(tmp_path: Path) -> None:
+    host = make_host(tmp_path, sites=GOOD_AND_BAD)
+    fifo = _fifo(host.site_dir("acme/bad") / "site.toml")
+    with _released(fifo):
+        result = _cli(host, "status")
+    assert result.returncode == 0, result.stderr
+    bad = next(line for line in result.stdout.splitlines() if "acme/bad" in line)
+    assert "config error" in bad and "is a FIFO, not a regular file" in bad
+    assert any("acme/good" in line for line in result.stdout.splitlines())
+
+
+LATIN_1 = b'[site]\nbase_url = "https://caf\xe9.example"\n'
+LATIN_1_PROBLEM = (
+    "sites/acme/bad/site.toml: line 2, column 24: byte 0xe9 (offset 30) is not UTF-8;"
+    " save the file as UTF-8"
+)
+
+
+def test_a_latin_1_byte_in_site_toml_is_a_config_error_naming_line_and_offset(
+    tmp_path: Path,
+) -> None:
+    host = make_host(tmp_path, sites=GOOD_AND_BAD)
+    (host.site_dir("acme/bad") / "site.toml").write_bytes(LATIN_1)
+    with pytest.raises(ConfigError) as caught:
+        host.site("acme/bad")
+    assert (caught.value.site, caught.value.problems) == ("acme/bad", [LATIN_1_PROBLEM])
+    result = host.cli("nightly")
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: acme/bad: config: {LATIN_1_PROBLEM}\n"
+    assert "render nightly: 2 sites, 1 failed" in result.stdout
+
+
+@pytest.mark.parametrize("bad", ["fifo", "latin-1"])
+def test_the_scheduler_schedules_the_other_sites_past_a_bad_site_toml(
+    tmp_path: Path, bad: str
+) -> None:
+    host = make_host(tmp_path, sites=GOOD_AND_BAD)
+    toml = host.site_dir("acme/bad") / "site.toml"
+    if bad == "fifo":
+        _fifo(toml)
+    else:
+        toml.write_bytes(LATIN_1)
+    daemon = Daemon(host.config, runner=lambda *a, **k: None, handle_signals=False)
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            daemon.run()
+        except BaseException as exc:  # the old code's UnicodeDecodeError ends up here
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="test-daemon")
+    with _released(toml):
+        thread.start()
+        try:
+            # a guard, not a timing assertion: the old code never gets ready
+            assert daemon.ready.wait(60) or failed, "the daemon hangs on the bad site.toml"
+            assert failed == []
+            assert set(daemon.planned()) == {"acme/good"}
+        finally:
+            daemon.stop()
+    thread.join(60)
+
+
+@pytest.mark.parametrize("kind", ["symlink", "folder", "too large"])
+def test_site_toml_must_be_a_small_regular_file(tmp_path: Path, kind: str) -> None:
+    host = make_host(tmp_path, sites=GOOD_AND_BAD)
+    toml = host.site_dir("acme/bad") / "site.toml"
+    if kind == "symlink":
+        toml.unlink()
+        toml.symlink_to(host.site_dir("acme/good") / "site.toml")
+        problem = "is a symbolic link; it must be a regular file"
+    elif kind == "folder":
+        toml.unlink()
+        toml.mkdir()
+        problem = "is a folder, not a regular file"
+    else:
+        toml.write_text('[site]\nbase_url = "https://a.example"\n' + "#" * (1 << 20))
+        problem = "is larger than 1024 KiB"
+    with pytest.raises(ConfigError) as caught:
+        host.site("acme/bad")
+    assert caught.value.problems == [f"sites/acme/bad/site.toml: {problem}"]
