@@ -81,7 +81,7 @@ class Previous:
 
 
 def build_dir(host: HostConfig, site: SiteConfig) -> Path:
-    return host.state_dir / "builds" / site.id.owner / site.id.name
+    return host.site_state("builds", site.id)
 
 
 def load_previous(folder: Path) -> Previous:

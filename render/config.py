@@ -13,6 +13,7 @@ import errno
 import hashlib
 import math
 import os
+import re
 import stat
 import tomllib
 import types
@@ -72,10 +73,33 @@ class Secret:
     __str__ = __repr__
 
 
+SITE_ID_RULE = (
+    "lowercase letters, digits, '-' and '_', starting with a letter or digit, at most 63 characters"
+)
+_SITE_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}\Z")
+
+
+def is_site_id(text: str) -> bool:
+    """True for a safe owner or site name (``SITE_ID_RULE``): one path segment, one DNS label."""
+    return _SITE_ID_RE.match(text) is not None
+
+
 @dataclass(frozen=True, kw_only=True)
 class SiteId:
+    """``owner/name``: the names of the site's two folders, ``sites/<owner>/<name>/``.
+
+    Both parts are checked here, so every path and store key made from a site
+    id (``<state>/builds/<owner>/<name>``, locks, snapshots, ``sites/<owner>/<name>/``
+    in the store) is one plain segment each and stays where it is put.
+    """
+
     owner: str
     name: str
+
+    def __post_init__(self) -> None:
+        for part in (self.owner, self.name):
+            if not is_site_id(part):
+                raise ValueError(f"not a site id: {part!r} ({SITE_ID_RULE})")
 
     def __str__(self) -> str:
         return f"{self.owner}/{self.name}"
@@ -206,6 +230,18 @@ class HostConfig:
     def mirror_path(self) -> Path:
         return self.root / self.mirror.path if self.mirror.path else self.state_dir / "mirror"
 
+    def site_state(self, kind: str, site: SiteId) -> Path:
+        """``<state>/<kind>/<owner>/<name>``: a site's records, where no tenant can write.
+
+        ``load_host`` keeps the state folder out of the sites folder, and a
+        ``SiteId`` is two plain folder names, so the path stays under the state
+        folder; the check below says so where the records are read and written.
+        """
+        path = self.state_dir / kind / site.owner / site.name
+        if path.parent.parent.parent != self.state_dir or not is_site_id(path.name):
+            raise ValueError(f"{kind} folder of {site} leaves the state folder: {path}")
+        return path
+
 
 # --- site sections ---------------------------------------------------------
 
@@ -219,8 +255,8 @@ class SiteSection:
     schedule: str = _f("", "cron string (crontab meaning); the host default when empty")
     timezone: str = _f("UTC", "time zone of the schedule")
     auto: bool = _f(False, "rebuild automatically after edits to the database")
-    owner: str = _f("", "owner id; default the parent folder's name")
-    name: str = _f("", "site name; default the folder's name")
+    owner: str = _f("", "owner id: always the parent folder's name; when given, it must equal it")
+    name: str = _f("", "site name: always the folder's name; when given, it must equal it")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -547,12 +583,34 @@ def load_host(path: str | os.PathLike[str] | None = None) -> HostConfig:
     if sections["cdn"].kind not in ("none", "cloudflare"):
         problems.add("cdn.kind", f"expected 'none' or 'cloudflare', got {sections['cdn'].kind!r}")
     _check_cdn(sections["cdn"], problems)
+    _check_tenant_free(file.parent, sections, problems)
     sched: ScheduleConfig = sections["schedule"]
     if (why := cron.problem(sched.default)) is not None:
         problems.add("schedule.default", why)
     if problems.items:
         raise ConfigError(problems.items)
     return HostConfig(path=file, root=file.parent, **sections)
+
+
+def _check_tenant_free(root: Path, sections: Mapping[str, Any], problems: _Problems) -> None:
+    """The folders render reads back (state, local store, mirror) and the sites folder never overlap.
+
+    Tenants write under the sites folder; render unpickles its build records
+    from the state folder and trusts what the store and the mirror hold.
+    """
+    host: HostSection = sections["host"]
+    sites = (root / host.sites).resolve()
+    owned = [("host.state", host.state)]
+    if sections["store"].kind == "local" and sections["store"].path:
+        owned.append(("store.path", sections["store"].path))
+    if sections["mirror"].path:
+        owned.append(("mirror.path", sections["mirror"].path))
+    for key, value in owned:
+        folder = (root / value).resolve()
+        if folder.is_relative_to(sites) or sites.is_relative_to(folder):
+            problems.add(
+                key, f"{value!r} overlaps the sites folder {host.sites!r}, which tenants write"
+            )
 
 
 def _check_cdn(cdn: CdnConfig, problems: _Problems) -> None:
@@ -575,6 +633,12 @@ def load_site(folder: Path, *, host: HostConfig) -> SiteConfig:
     """Read and validate one ``site.toml``; raise one ``ConfigError`` with every problem."""
     file = folder / SITE_FILE
     default_id = f"{folder.parent.name}/{folder.name}"
+    for part in (folder.parent.name, folder.name):
+        if not is_site_id(part):
+            problems = _Problems(file, host.root)
+            problems.add("", f"the folder name {part!r} is not a site id: use {SITE_ID_RULE}")
+            raise ConfigError(problems.items, site=default_id, hint="rename the folder")
+    site_id = SiteId(owner=folder.parent.name, name=folder.name)
     try:
         data, source_hash = _read_toml(file, host.root, follow_links=False)
     except ConfigError as exc:
@@ -619,7 +683,7 @@ def load_site(folder: Path, *, host: HostConfig) -> SiteConfig:
     _check_site(site, folder, problems)
     _check_seo(seo, problems)
     _check_lighthouse(lighthouse, problems)
-    site_id = SiteId(owner=site.owner or folder.parent.name, name=site.name or folder.name)
+    _check_site_id(site, site_id, problems)
     if problems.items:
         raise ConfigError(problems.items, site=str(site_id))
     return SiteConfig(
@@ -633,6 +697,18 @@ def load_site(folder: Path, *, host: HostConfig) -> SiteConfig:
         lighthouse=lighthouse,
         source_hash=source_hash,
     )
+
+
+def _check_site_id(site: SiteSection, site_id: SiteId, problems: _Problems) -> None:
+    """``[site] owner`` and ``name`` may only repeat the folders' names: the id is the folder's."""
+    for key, folder_value in (("owner", site_id.owner), ("name", site_id.name)):
+        value = getattr(site, key)
+        if value and value != folder_value:
+            problems.add(
+                f"site.{key}",
+                f"must be the folder's {key} {folder_value!r} (sites/{site_id}/), got {value!r};"
+                f" a site's id is its folder",
+            )
 
 
 def _check_site(site: SiteSection, folder: Path, problems: _Problems) -> None:

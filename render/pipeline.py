@@ -140,7 +140,7 @@ def _run(
             # build plans. Started beside the copy too, it made three busy processes
             # on two cores: the copy took 0.19-0.23 s instead of 0.12-0.15.
             loading = _aside(builder.load_previous, builder.build_dir(host, site))
-            with snapshot.take(site, into=host.state_dir / "snapshots" / owner / name) as snap:
+            with snapshot.take(site, into=host.site_state("snapshots", site.id)) as snap:
                 workers.warm_up()
                 timings["snapshot"] = snap.seconds
                 mark = time.perf_counter()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -16,13 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sitekit import Host, SiteSpec, make_host
+from sitekit import Host, SiteSpec, html, make_host, write_site
 
 import render
 from render import config
-from render.config import load_host
+from render.config import SiteId, load_host, load_site
 from render.errors import ConfigError
+from render.publish import read_root
 from render.scheduler import Daemon
+from render.store import open_store
 
 HOST_SECTIONS = [
     config.HostSection,
@@ -290,3 +293,111 @@ def test_site_toml_must_be_a_small_regular_file(tmp_path: Path, kind: str) -> No
     with pytest.raises(ConfigError) as caught:
         host.site("acme/bad")
     assert caught.value.problems == [f"sites/acme/bad/site.toml: {problem}"]
+
+
+# --- item 1: a site's id is its folder ------------------------------------------
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: proof that a tenant's pickle ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_hostile_owner_never_reaches_the_state_folder_or_unpickles(tmp_path: Path) -> None:
+    evil = SiteSpec(site={"owner": "../../sites/evil"})
+    host = make_host(tmp_path, sites={"acme/blog": SiteSpec(), "evil/blog": evil})
+    marker = tmp_path / "pwned"
+    # <state>/builds/../../sites/evil/blog is the tenant's own folder: a record planted there
+    (host.site_dir("evil/blog") / "build.pickle").write_bytes(pickle.dumps(_Payload(marker)))
+    result = host.cli("nightly")
+    assert not marker.exists(), "the tenant's pickle ran in render's process"
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: evil/blog: config: sites/evil/blog/site.toml: site.owner: must be the folder's"
+        " owner 'evil' (sites/evil/blog/), got '../../sites/evil'; a site's id is its folder\n"
+    )
+    assert sorted(p.name for p in (host.state_dir / "builds").iterdir()) == ["acme"]
+
+
+def test_a_site_cannot_publish_over_another_tenants_site(tmp_path: Path) -> None:
+    host = make_host(tmp_path, sites={"acme/blog": SiteSpec()})
+    victim = host.run("acme/blog").version
+    mallory = SiteSpec(
+        site={"owner": "acme", "name": "blog"},
+        templates={"index.html": html("<p>defaced</p>")},
+    )
+    write_site(host.site_dir("mallory/blog"), mallory)
+    result = host.cli("nightly")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: mallory/blog: config: sites/mallory/blog/site.toml: site.owner: must be the"
+        " folder's owner 'mallory' (sites/mallory/blog/), got 'acme'; a site's id is its folder\n"
+    )
+    root, _ = read_root(open_store(host.config), owner="acme", name="blog")
+    assert root is not None and root.version == victim
+
+
+@pytest.mark.parametrize("folder", ["Acme/blog", "acme/my.blog", "acme/-blog", "acme/my blog"])
+def test_a_folder_name_that_is_not_a_site_id_fails_that_site(tmp_path: Path, folder: str) -> None:
+    host = make_host(tmp_path, sites={"acme/good": SiteSpec(), folder: SiteSpec()})
+    bad = folder.split("/")[0] if folder.startswith("Acme") else folder.split("/")[1]
+    problem = (
+        f"sites/{folder}/site.toml: the folder name {bad!r} is not a site id: use lowercase"
+        " letters, digits, '-' and '_', starting with a letter or digit, at most 63 characters"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_site(host.site_dir(folder), host=host.config)
+    assert (caught.value.site, caught.value.problems, caught.value.hint) == (
+        folder, [problem], "rename the folder",
+    )  # fmt: skip
+    result = host.cli("nightly")
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {folder}: config: {problem}\nHint: rename the folder\n"
+    assert "render nightly: 2 sites, 1 failed" in result.stdout
+
+
+def test_owner_and_name_that_repeat_the_folder_are_accepted(tmp_path: Path) -> None:
+    host = make_host(
+        tmp_path, sites={"acme/blog": SiteSpec(site={"owner": "acme", "name": "blog"})}
+    )
+    assert host.site("acme/blog").id == SiteId(owner="acme", name="blog")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("state", "sites/.render"), ("state", "."), ("sites", ".render/builds")],
+)
+def test_the_state_folder_and_the_sites_folder_never_overlap(
+    tmp_path: Path, key: str, value: str
+) -> None:
+    (tmp_path / "render.toml").write_text(f'[host]\n{key} = "{value}"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_host(tmp_path / "render.toml")
+    state, sites = (value, "sites") if key == "state" else (".render", value)
+    assert caught.value.problems == [
+        f"render.toml: host.state: {state!r} overlaps the sites folder {sites!r}, which tenants write"
+    ]
+
+
+def test_store_and_mirror_folders_stay_out_of_the_sites_folder(tmp_path: Path) -> None:
+    (tmp_path / "render.toml").write_text(
+        '[store]\npath = "sites/acme"\n[mirror]\npath = "sites/acme/blog/mirror"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_host(tmp_path / "render.toml")
+    assert caught.value.problems == [
+        "render.toml: store.path: 'sites/acme' overlaps the sites folder 'sites', which tenants write",
+        "render.toml: mirror.path: 'sites/acme/blog/mirror' overlaps the sites folder 'sites',"
+        " which tenants write",
+    ]
+
+
+@pytest.mark.parametrize("owner", ["..", "../x", "", "A", ".hidden", "a/b", "x" * 64])
+def test_a_site_id_is_always_two_plain_folder_names(owner: str) -> None:
+    with pytest.raises(ValueError, match="not a site id"):
+        SiteId(owner=owner, name="blog")
