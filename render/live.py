@@ -17,8 +17,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from render import hosts
+from render.hosts import host_of
 from render.manifest import blob_key
 from render.publish import read_root, read_tree
 from render.serving import Response, resolve_in_tree
@@ -48,6 +49,7 @@ class LiveSites:
         self.cache = cache
         self.refresh_seconds = refresh_seconds
         self._sites: dict[tuple[str, str], LiveSite] = {}
+        self._hosts: dict[str, LiveSite] = {}  # base_url host -> the site that holds it
         self._checked = -1e9
         self._lock = threading.Lock()
 
@@ -74,16 +76,29 @@ class LiveSites:
                 objects = local.parent if local is not None else self.cache / owner / name
                 found[(owner, name)] = LiveSite(
                     owner=owner, name=name, version=root.version,
-                    base_host=(urlsplit(root.base_url).hostname or "").lower(),
-                    files=tree.files, objects=objects,
+                    base_host=host_of(root.base_url) or "", files=tree.files, objects=objects,
                 )  # fmt: skip
+            self._hosts = self._by_host(found)
             self._sites = found
+
+    def _by_host(self, found: Mapping[tuple[str, str], LiveSite]) -> dict[str, LiveSite]:
+        """Each host to one site: the holder of its claim when two are live with it (``render.hosts``)."""
+        by_id = {f"{s.owner}/{s.name}": s for s in found.values()}
+        sharing: dict[str, list[str]] = {}
+        for site in sorted(found.values(), key=lambda s: (s.owner, s.name)):
+            if site.base_host:
+                sharing.setdefault(site.base_host, []).append(f"{site.owner}/{site.name}")
+        return {
+            host: by_id[hosts.winner(self.store, host, sites)] for host, sites in sharing.items()
+        }
 
     def __call__(self, host: str, path: str) -> Response:
         self.refresh()
         sites = self._sites
+        if host in self._hosts:
+            return self._resolve(self._hosts[host], path, prefix="")
         for site in sites.values():
-            if host and host in (site.base_host, f"{site.name}.{site.owner}.localhost"):
+            if host and host == f"{site.name}.{site.owner}.localhost":
                 return self._resolve(site, path, prefix="")
         for site in sites.values():
             if path == site.prefix:

@@ -258,7 +258,7 @@ def _sync_mirror(host: HostConfig, store: Store, owner: str, name: str) -> None:
             f"the store has the new version, but the mirror folder did not switch: {result.error}",
             hint=result.hint or "run 'render mirror sync --once' to retry",
         )
-    mirror.write_host_map(host.mirror_path)
+    mirror.write_host_map(host.mirror_path, store=store)
 
 
 def _live_hint(live: str | None) -> str:

@@ -14,18 +14,25 @@ import sys
 import threading
 import typing
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from mirrorkit import publish_files, site_files
+from s3server import moto_url, new_bucket, s3_config, s3_env
 from sitekit import Host, SiteSpec, html, make_host, write_site
 
 import render
-from render import config
+from render import config, hosts, mirror
 from render.config import SiteId, load_host, load_site
-from render.errors import ConfigError
+from render.errors import ConfigError, PublishError
+from render.live import LiveSites
+from render.manifest import root_key
 from render.publish import read_root
 from render.scheduler import Daemon
-from render.store import open_store
+from render.store import LocalStore, S3Store, Store, open_store
+
+__all__ = ["moto_url", "s3_env"]  # fixtures used by name below
 
 HOST_SECTIONS = [
     config.HostSection,
@@ -401,3 +408,165 @@ def test_store_and_mirror_folders_stay_out_of_the_sites_folder(tmp_path: Path) -
 def test_a_site_id_is_always_two_plain_folder_names(owner: str) -> None:
     with pytest.raises(ValueError, match="not a site id"):
         SiteId(owner=owner, name="blog")
+
+
+# --- item 3: a host name belongs to the first site that published it ---------------
+
+H = "blog.test"
+TAKEN = (
+    "the host blog.test (base_url) belongs to acme/blog, which published it first",
+    "change [site] base_url in site.toml, or release the host: acme/blog releases it when it"
+    " publishes with another base_url",
+)
+
+
+def _put(
+    store: Store, tmp_path: Path, owner: str, name: str, base_url: str = f"http://{H}/"
+) -> str:
+    """Publish a new version of ``owner/name`` (its pages name the base_url, as real ones do)."""
+    return publish_files(
+        store, site_files(f"{owner}-{name}-{base_url.split('/')[2]}"), objects=tmp_path / "objects",
+        owner=owner, name=name, base_url=base_url,
+    )  # fmt: skip
+
+
+def _refused(store: Store, tmp_path: Path, owner: str, name: str, **kw: str) -> PublishError:
+    with pytest.raises(PublishError) as caught:
+        _put(store, tmp_path, owner, name, **kw)
+    return caught.value
+
+
+def test_a_second_site_cannot_take_a_published_host(tmp_path: Path) -> None:
+    host = make_host(tmp_path, sites={"acme/blog": SiteSpec()})
+    owner_version = host.run("acme/blog").version
+    write_site(host.site_dir("aaa/evil"), SiteSpec())  # same base_url, sorts first
+    result = host.cli("nightly")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: aaa/evil: publish: the host example.com (base_url) belongs to acme/blog,"
+        " which published it first\n"
+        "Hint: change [site] base_url in site.toml, or release the host: acme/blog releases it"
+        " when it publishes with another base_url\n"
+    )
+    config = host.config
+    store = open_store(config)
+    assert read_root(store, owner="aaa", name="evil") == (None, None)
+    assert store.list("sites/aaa/") == []  # refused before uploading anything
+    assert (config.mirror_path / "hosts.map").read_text().splitlines()[1:] == [
+        "example.com acme/blog;"
+    ]
+    served = LiveSites(store, cache=tmp_path / "cache")("example.com", "/")
+    assert served.headers["X-Render-Version"] == owner_version
+
+
+def test_a_site_that_moves_releases_its_old_host(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    _put(store, tmp_path, "acme", "blog")
+    error = _refused(store, tmp_path, "zeta", "blog")
+    assert (error.site, error.message, error.hint) == ("zeta/blog", *TAKEN)
+    _put(store, tmp_path, "acme", "blog", base_url="http://new.test/")
+    assert (hosts.holder(store, H), hosts.holder(store, "new.test")) == (None, "acme/blog")
+    _put(store, tmp_path, "zeta", "blog")
+    assert hosts.holder(store, H) == "zeta/blog"
+    error = _refused(store, tmp_path, "acme", "blog")  # and acme cannot come back
+    assert (
+        error.message
+        == "the host blog.test (base_url) belongs to zeta/blog, which published it first"
+    )
+
+
+def test_a_host_live_before_claims_existed_stays_with_its_site(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    _put(store, tmp_path, "acme", "blog")
+    store.delete([hosts.claim_key(H)])  # as a render without host claims left the store
+    error = _refused(store, tmp_path, "aaa", "evil")
+    assert (error.site, error.message, error.hint) == ("aaa/evil", *TAKEN)
+
+
+@pytest.mark.parametrize(("hours", "free"), [(1, False), (49, True)])
+def test_a_claim_whose_site_never_went_live_is_free_after_the_grace(
+    tmp_path: Path, hours: int, free: bool
+) -> None:
+    store = LocalStore(tmp_path / "store")
+    # acme/blog claimed the host, then its publish stopped before the root switch
+    hosts.claim(store, host=H, site="acme/blog", version="20260101T000000Z-00000000",
+                grace_hours=48, now=datetime.now(UTC) - timedelta(hours=hours))  # fmt: skip
+    if free:
+        _put(store, tmp_path, "zeta", "blog")
+        assert hosts.holder(store, H) == "zeta/blog"
+    else:
+        assert _refused(store, tmp_path, "zeta", "blog").message == TAKEN[0]
+
+
+class _Racing:
+    """A store whose first read of a host claim waits for the other publisher's (a seam, no patch)."""
+
+    def __init__(self, store: Store, barrier: threading.Barrier) -> None:
+        self._store = store
+        self._barrier = barrier
+        self._waited = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    def get_tagged(self, key: str) -> tuple[bytes, str] | None:
+        got = self._store.get_tagged(key)
+        if key.startswith("hosts/") and not self._waited:
+            self._waited = True
+            self._barrier.wait()  # both publishers have read "nobody holds it"
+        return got
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_two_sites_racing_for_one_host_cannot_both_win(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    if kind == "local":
+        stores = [LocalStore(tmp_path / "store") for _ in range(2)]
+    else:
+        endpoint = request.getfixturevalue("moto_url")
+        bucket = new_bucket(endpoint)
+        stores = [S3Store(s3_config(endpoint, bucket)) for _ in range(2)]
+    barrier = threading.Barrier(2, timeout=60)
+    outcomes: dict[str, str] = {}
+
+    def publish_as(site: str, store: Store) -> None:
+        owner, name = site.split("/")
+        try:
+            _put(_Racing(store, barrier), tmp_path / site, owner, name)  # type: ignore[arg-type]
+            outcomes[site] = "published"
+        except PublishError as exc:
+            outcomes[site] = exc.message
+
+    threads = [
+        threading.Thread(target=publish_as, args=(site, store))
+        for site, store in zip(["acme/blog", "zeta/blog"], stores, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    winner = hosts.holder(stores[0], H)
+    loser = "zeta/blog" if winner == "acme/blog" else "acme/blog"
+    assert outcomes == {
+        winner: "published",
+        loser: f"the host blog.test (base_url) belongs to {winner}, which published it first",
+    }
+    assert read_root(stores[0], owner=loser.split("/")[0], name="blog") == (None, None)
+
+
+def test_mirror_and_serve_give_a_shared_host_to_its_holder(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    holder_version = _put(store, tmp_path, "zeta", "blog")
+    # aaa/blog went live with the same host before host claims existed
+    _put(store, tmp_path, "aaa", "blog", base_url="http://other.test/")
+    root, _ = read_root(store, owner="aaa", name="blog")
+    assert root is not None
+    legacy = dataclasses.replace(root, base_url=f"http://{H}/")
+    store.put(root_key("aaa", "blog"), legacy.to_bytes(), content_type="application/json",
+              cache_control="no-cache")  # fmt: skip
+    mirror_root = tmp_path / "mirror"
+    mirror.sync(store, mirror_root)
+    assert (mirror_root / "hosts.map").read_text().splitlines()[1:] == ["blog.test zeta/blog;"]
+    served = LiveSites(store, cache=tmp_path / "cache")(H, "/")
+    assert served.headers["X-Render-Version"] == holder_version

@@ -48,6 +48,7 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
     ]),
     ("5 publish", [
         ["manifest", "store"],
+        ["hosts"],  # which site holds a host name: claims in the store
         ["publish"],
         ["mirror", "purge", "live"],
         ["mirror_status"],
