@@ -99,7 +99,7 @@ class Previous:
 
 
 def build_dir(host: HostConfig, site: SiteConfig) -> Path:
-    return host.state_dir / "builds" / site.id.owner / site.id.name
+    return host.site_state("builds", site.id)
 
 
 def load_previous(folder: Path) -> Previous:
@@ -167,7 +167,7 @@ def scan_sources(site: SiteConfig, previous: Previous, *, limits: LimitsConfig) 
         templates=dict(sorted(templates.items())),
         static=static,
         static_names=names,
-        config=sha256(site.path.read_bytes()),
+        config=site.source_hash,
     )
 
 

@@ -133,7 +133,7 @@ def _run(
             # build plans. Started beside the copy too, it made three busy processes
             # on two cores: the copy took 0.19-0.23 s instead of 0.12-0.15.
             loading = _aside(builder.load_previous, builder.build_dir(host, site))
-            with snapshot.take(site, into=host.state_dir / "snapshots" / owner / name) as snap:
+            with snapshot.take(site, into=host.site_state("snapshots", site.id)) as snap:
                 workers.warm_up()
                 timings["snapshot"] = snap.seconds
                 mark = time.perf_counter()
@@ -289,7 +289,7 @@ def _sync_mirror(host: HostConfig, store: Store, owner: str, name: str) -> mirro
             hint=result.hint or "run 'render mirror sync --once' to retry",
         )
     if result.outcome is mirror.SyncOutcome.switched or not (host.mirror_path / mirror.MAP_FILE).exists():
-        mirror.write_host_map(host.mirror_path)
+        mirror.write_host_map(host.mirror_path, store=store)
     return result
 
 
@@ -325,6 +325,7 @@ def repair_site(
         finally:
             store.close()
     return done, synced
+
 
 
 def _live_hint(live: str | None) -> str:

@@ -47,10 +47,10 @@ def _default(f: object) -> str:
 def table() -> str:
     rows = ["| file | key | default | meaning |", "| --- | --- | --- | --- |"]
     for file, section, cls in SECTIONS:
+        docs = c.field_docs(cls)
         for f in fields(cls):
-            if f.name == "index":
-                continue
-            rows.append(f"| {file} | `{section}.{f.name}` | `{_default(f)}` | {f.metadata['doc']} |")
+            if f.name in docs:
+                rows.append(f"| {file} | `{section}.{f.name}` | `{_default(f)}` | {docs[f.name]} |")
     return "\n".join(rows)
 
 

@@ -52,6 +52,7 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
     ]),
     ("4 publish", [
         ["publish", "publish.manifest", "publish.store"],
+        ["publish.hosts"],  # which site holds a host name: claims in the store
         ["publish.versions"],
         # repair: the live version's blobs read back, the bad ones uploaded again
         ["publish.purge", "publish.repair"],

@@ -236,7 +236,7 @@ def test_settle_ms_is_read_from_site_toml_and_has_a_floor(tmp_path: Path) -> Non
     with pytest.raises(ConfigError) as caught:
         load_site(folder, host=host)
     assert caught.value.problems == [
-        "sites/acme/blog/site.toml: lighthouse.settle_ms: must be at least 100, got 0"
+        "sites/acme/blog/site.toml: lighthouse.settle_ms: must be between 100 and 10000, got 0"
     ]
 
 

@@ -332,7 +332,7 @@ def test_purge_publication_purges_the_changed_pages(
     ("table", "problem"),
     [
         ('kind = "cloudflare"', "render.toml: cdn.zone_id: required when cdn.kind = 'cloudflare'"),
-        ("files_per_request = 500", "render.toml: cdn.files_per_request: must be between 1 and 100"),
+        ("files_per_request = 500", "render.toml: cdn.files_per_request: must be between 1 and 100, got 500"),
         ('api_url = "cf.test"', "render.toml: cdn.api_url: must be an http(s) URL, got 'cf.test'"),
     ],
 )

@@ -261,12 +261,16 @@ def test_files_within_the_limits_are_published_as_they_are(tmp_path: Path) -> No
     assert build.blobs.read(build.files["a.bin"].hash) == data
 
 
-@pytest.mark.parametrize("key", ["static_file_max_bytes", "static_site_max_bytes"])
-def test_static_limits_below_one_are_config_errors(tmp_path: Path, key: str) -> None:
+@pytest.mark.parametrize(
+    ("key", "upper"), [("static_file_max_bytes", 10**12), ("static_site_max_bytes", 10**13)]
+)
+def test_static_limits_below_one_are_config_errors(tmp_path: Path, key: str, upper: int) -> None:
     (tmp_path / "render.toml").write_text(f"[limits]\n{key} = 0\n")
     with pytest.raises(ConfigError) as caught:
         load_host(tmp_path / "render.toml")
-    assert caught.value.problems == [f"render.toml: limits.{key}: must be at least 1"]
+    assert caught.value.problems == [
+        f"render.toml: limits.{key}: must be between 1 and {upper}, got 0"
+    ]
 
 
 def test_a_file_that_grows_after_the_scan_is_not_copied_past_its_scanned_size(

@@ -44,10 +44,11 @@ from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from render.build.tree import FileEntry
 from render.errors import LockedError, MirrorError, RenderError
+from render.publish import hosts
+from render.publish.hosts import HOST_RE, host_of
 from render.publish.manifest import (
     Root,
     VersionTree,
@@ -65,9 +66,6 @@ LOCK_FILE = ".sync.lock"
 MIN_KEEP = 2  # current and the release before it (assets of pages fetched just before a switch)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
-_HOST_RE = re.compile(
-    r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
-)
 
 
 class MirrorStore(Protocol):
@@ -216,7 +214,7 @@ def sync(
             sync_site(store, root, owner, name, keep=keep, concurrency=concurrency)
             for owner, name in sites
         )
-        map_changed = write_host_map(root)
+        map_changed = write_host_map(root, store=store)
         _write_status(root, results)
     return SyncReport(root=root, sites=results, map_changed=map_changed)
 
@@ -546,16 +544,6 @@ def _prune(lay: Layout, *, keep: int) -> tuple[str, ...]:
 # --- host map, site info, status ---------------------------------------------
 
 
-def host_of(base_url: str) -> str | None:
-    """The host name nginx matches for a site's base_url (IDNA-encoded), or None."""
-    try:
-        host = urlsplit(base_url).hostname or ""
-        host = host.encode("idna").decode("ascii").lower()
-    except (ValueError, UnicodeError):
-        return None
-    return host if _HOST_RE.match(host) else None
-
-
 def _write_site_info(lay: Layout, live: Root, host: str) -> None:
     info = {"site": lay.site, "version": live.version, "base_url": live.base_url, "host": host}
     data = json.dumps(info, sort_keys=True, indent=1).encode() + b"\n"
@@ -566,9 +554,13 @@ def _write_site_info(lay: Layout, live: Root, host: str) -> None:
     _write_atomic(target, data)
 
 
-def host_map(root: Path) -> dict[str, str]:
-    """host -> ``owner/site`` for every site the mirror serves (the first site wins a shared host)."""
-    entries: dict[str, str] = {}
+def host_map(root: Path, *, store: MirrorStore | None = None) -> dict[str, str]:
+    """host -> ``owner/site`` for every site the mirror serves.
+
+    Two sites live with one host (one published it before host claims existed):
+    the site the store's claim names serves it (``render.publish.hosts``), else the first.
+    """
+    candidates: dict[str, list[str]] = {}
     for info_file in sorted((root / "sites").glob("*/*/site.json")):
         lay_dir = info_file.parent
         owner, name = lay_dir.parent.name, lay_dir.name
@@ -581,18 +573,21 @@ def host_map(root: Path) -> dict[str, str]:
             host = json.loads(info_file.read_bytes()).get("host", "")
         except (OSError, ValueError, AttributeError):
             continue
-        if not isinstance(host, str) or not _HOST_RE.match(host):
+        if not isinstance(host, str) or not HOST_RE.match(host):
             continue
-        if host in entries:
-            log.warning("%s/%s: host %s is already served by %s", owner, name, host, entries[host])
-            continue
-        entries[host] = f"{owner}/{name}"
+        candidates.setdefault(host, []).append(f"{owner}/{name}")
+    entries: dict[str, str] = {}
+    for host, sites in candidates.items():
+        entries[host] = sites[0] if store is None else hosts.winner(store, host, sites)
+        for other in sites:
+            if other != entries[host]:
+                log.warning("%s: host %s is served by %s", other, host, entries[host])
     return entries
 
 
-def write_host_map(root: Path) -> bool:
+def write_host_map(root: Path, *, store: MirrorStore | None = None) -> bool:
     """Write ``hosts.map`` for nginx atomically; True when its content changed."""
-    lines = [f"{host} {site};\n" for host, site in sorted(host_map(root).items())]
+    lines = [f"{host} {site};\n" for host, site in sorted(host_map(root, store=store).items())]
     data = ("# written by 'render mirror sync'; do not edit\n" + "".join(lines)).encode()
     target = root / MAP_FILE
     with contextlib.suppress(FileNotFoundError):

@@ -4,7 +4,9 @@ The protocol, per site (keys in ``render.publish.manifest``):
 
 1. read ``root.json`` (one GET). When its ``files_hash`` equals the build's,
    nothing changed: no upload, no new version, one read in all;
-2. read the live version's tree (the second GET);
+2. read the live version's tree (the second GET); when the base_url names a
+   host the live version does not have, claim it (``render.publish.hosts``): a host
+   another site holds fails the publish here, before any upload;
 3. upload, concurrently, each blob the live tree does not name;
 4. write ``versions/<new>.json``;
 5. write ``root.json`` last, as a compare-and-swap on the tag read in 1.
@@ -39,6 +41,8 @@ from typing import Protocol
 from render.build.objects import Objects
 from render.build.tree import Build, FileEntry
 from render.errors import ConflictError, PublishError
+from render.publish import hosts
+from render.publish.hosts import host_of
 from render.publish.manifest import (
     BLOB_CACHE,
     JSON_TYPE,
@@ -220,6 +224,10 @@ def _publish(
     parent = root.version if root else None
     version = new_version_id(now=now, after=parent)
     created = utc_now_iso(now)
+    # a host the live version does not have yet is claimed first: a second site fails here
+    host, old_host = host_of(base_url), host_of(root.base_url) if root else None
+    if host is not None and host != old_host:
+        hosts.claim(store, host=host, site=site, version=version, grace_hours=grace_hours, now=now)
     missing = new_blobs(files, live.hashes() if live else ())
     if ledger is not None:
         if ledger.unfinished_publish(owner, name, store=store.description) and missing:
@@ -253,6 +261,9 @@ def _publish(
         with contextlib.suppress(PublishError):  # the loser's tree would only confuse a listing
             store.delete([version_key(owner, name, version)])
         raise
+    if old_host is not None and old_host != host:
+        with contextlib.suppress(PublishError):  # a claim left behind is free after the grace
+            hosts.release(store, host=old_host, site=site, version=version, now=now)
     uploaded_bytes = sum(e.size for e in missing.values())
     seconds = time.monotonic() - started
     if ledger is not None:

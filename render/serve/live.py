@@ -24,11 +24,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from render.build.tree import FileEntry
 from render.check.loopback import Response, resolve_in_tree
 from render.errors import RenderError
+from render.publish import hosts
+from render.publish.hosts import host_of
 from render.publish.manifest import blob_key
 from render.publish.store import Store
 from render.publish.versions import read_root, read_tree
@@ -82,6 +83,7 @@ class LiveSites:
         self.refresh_seconds = refresh_seconds
         self.report = report
         self._sites: dict[tuple[str, str], LiveSite | BrokenSite] = {}
+        self._hosts: dict[str, LiveSite | BrokenSite] = {}  # base_url host -> the site holding it
         self._listed = False
         self._listing_problem: str | None = None
         self._checked = -1e9
@@ -114,7 +116,21 @@ class LiveSites:
                 if site is not None:
                     self._tell_change(self._sites.get((owner, name)), site)
                     found[(owner, name)] = site
+            self._hosts = self._by_host(found)
             self._sites = found
+
+    def _by_host(
+        self, found: Mapping[tuple[str, str], LiveSite | BrokenSite]
+    ) -> dict[str, LiveSite | BrokenSite]:
+        """Each host to one site: the holder of its claim when two are live with it (``render.publish.hosts``)."""
+        by_id = {f"{s.owner}/{s.name}": s for s in found.values()}
+        sharing: dict[str, list[str]] = {}
+        for site in sorted(found.values(), key=lambda s: (s.owner, s.name)):
+            if site.base_host:
+                sharing.setdefault(site.base_host, []).append(f"{site.owner}/{site.name}")
+        return {
+            host: by_id[hosts.winner(self.store, host, sites)] for host, sites in sharing.items()
+        }
 
     def _load(self, owner: str, name: str) -> LiveSite | BrokenSite | None:
         """The site's live version; a ``BrokenSite`` when its root or tree cannot be read."""
@@ -152,8 +168,10 @@ class LiveSites:
     def __call__(self, host: str, path: str) -> Response:
         self.refresh()
         sites = self._sites
+        if host in self._hosts:
+            return self._resolve(self._hosts[host], path, prefix="")
         for site in sites.values():
-            if host and host in (site.base_host, f"{site.name}.{site.owner}.localhost"):
+            if host and host == f"{site.name}.{site.owner}.localhost":
                 return self._resolve(site, path, prefix="")
         for site in sites.values():
             if path == site.prefix:
@@ -199,7 +217,7 @@ def _state(site: LiveSite | BrokenSite) -> str:
 
 def _host_of(url: str) -> str:
     try:
-        return (urlsplit(url).hostname or "").lower()
+        return host_of(url) or ""
     except ValueError:  # not a URL: the site answers only under its path and .localhost name
         return ""
 
