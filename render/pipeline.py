@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from render import builder, lighthouse, seo
-from render.build import gcpause, snapshot, workers
+from render.build import gcpause, record, snapshot, workers
+from render.build.sources import scan_sources
 from render.build.tree import Build, materialize
 from render.check import gate as checks
 from render.config import HostConfig, SiteConfig, SiteId
@@ -132,13 +133,13 @@ def _run(
             # render processes' fork server starts once the copy is done, while the
             # build plans. Started beside the copy too, it made three busy processes
             # on two cores: the copy took 0.19-0.23 s instead of 0.12-0.15.
-            loading = _aside(builder.load_previous, builder.build_dir(host, site))
+            loading = _aside(record.load_previous, record.build_dir(host, site))
             with snapshot.take(site, into=host.site_state("snapshots", site.id)) as snap:
                 workers.warm_up()
                 timings["snapshot"] = snap.seconds
                 mark = time.perf_counter()
                 previous = loading.result()
-                sources = builder.scan_sources(site, previous, limits=host.limits)
+                sources = scan_sources(site, previous, limits=host.limits)
                 input_hash = sources.input_hash(snap)
                 if (
                     not options.force
@@ -318,7 +319,7 @@ def repair_site(
         store = open_store(host)
         try:
             done = repair.repair(
-                store, owner=owner, name=name, objects=builder.build_dir(host, site) / "objects",
+                store, owner=owner, name=name, objects=record.build_dir(host, site) / "objects",
                 scratch=host.state_dir / "repair" / owner / name, concurrency=host.store.concurrency,
             )  # fmt: skip
             synced = _sync_mirror(host, store, owner, name) if host.mirror.enabled else None

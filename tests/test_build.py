@@ -10,6 +10,7 @@ import pytest
 from render import builder
 from render.build import snapshot
 from render.build.objects import Objects, sha256
+from render.build.record import FORMAT, RECORD, Previous, build_dir, load_previous
 from render.build.tree import Build
 from render.config import HostConfig, SiteConfig, load_host, load_site, site_dirs
 from render.demo import init_host
@@ -123,7 +124,7 @@ def test_a_template_change_rerenders_the_pages_that_use_it(tmp_path: Path) -> No
 def test_a_failed_build_leaves_the_last_good_one_in_place(tmp_path: Path) -> None:
     host, site = demo(tmp_path)
     good = build_once(host, site)
-    record = builder.build_dir(host, site) / builder.RECORD
+    record = build_dir(host, site) / RECORD
     before = record.read_bytes()
     post = site.templates / "post.html"
     post.write_text(post.read_text().replace("{{ row.title }}</h1>", "{{ row.titel }}</h1>"))
@@ -184,7 +185,7 @@ def test_page_records_keep_what_each_page_read(tmp_path: Path) -> None:
     assert home is not None
     assert "template:index.html" in home.reads
     assert any(r.startswith("query:recent") for r in home.reads)
-    record = builder.load_previous(builder.build_dir(host, site))
+    record = load_previous(build_dir(host, site))
     assert record.pages["index.html"].hash == home.hash
     post = next(p for p in built.pages if p.template == "post.html")
     assert post.islands == ("Likes", "Share")
@@ -207,11 +208,11 @@ def test_a_partial_object_left_by_a_killed_build_is_discarded(tmp_path: Path) ->
     host, site = demo(tmp_path)
     first = build_once(host, site)
     page = next(p for p in first.pages if p.template == "post.html")
-    objects = builder.build_dir(host, site) / "objects"
+    objects = build_dir(host, site) / "objects"
     # what a build killed half way through writing this page would leave
     (objects / page.hash).write_bytes(first.read(page.path)[:100])
     (objects / ".incomplete").touch()
-    record = builder.build_dir(host, site) / builder.RECORD
+    record = build_dir(host, site) / RECORD
     record.unlink()  # and it never got to record its tree
     again = build_once(host, site)
     assert again.read(page.path) == first.read(page.path)
@@ -228,15 +229,15 @@ def _old_layout_pickle(format_: str) -> bytes:
     )
 
 
-@pytest.mark.parametrize("format_", [builder.FORMAT, "render-build-10/0.1.0"])
+@pytest.mark.parametrize("format_", [FORMAT, "render-build-10/0.1.0"])
 def test_a_record_written_by_the_flat_layout_is_rebuilt_not_a_crash(
     tmp_path: Path, format_: str
 ) -> None:
     host, site = demo(tmp_path)
     first = build_once(host, site)
-    record = builder.build_dir(host, site) / builder.RECORD
+    record = build_dir(host, site) / RECORD
     record.write_bytes(_old_layout_pickle(format_))
-    assert builder.load_previous(record.parent) == builder.Previous()
+    assert load_previous(record.parent) == Previous()
     again = build_once(host, site)
     assert again.rendered == len(first.pages) and again.reused == 0
     assert tree(again) == tree(first)

@@ -27,7 +27,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
         ["render", "errors", "_spawn_main"],
         # leaves that need at most errors: paths (route patterns -> safe output
         # paths, which config validates), cron (schedule strings), demo (``render init``)
-        ["paths", "cron", "demo"],
+        # files: the file-system guarantees (atomic or durable replace, flock, UTC stamps)
+        ["paths", "cron", "demo", "files"],
         # run: a run's bookkeeping (per-site locks, log lines, the ledger), which any
         # stage may take part in and which needs nothing of theirs
         ["run", "run.locks", "run.buildlog", "run.ledger"],
@@ -39,8 +40,12 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
         ["build.tree"],
         # pagefacts is per-page SEO work done inside the render worker
         ["build.sandbox", "build.workers", "islands", "build.pagefacts"],
-        # changes: which columns changed since the last build (reads sandbox's reads)
-        ["build.changes", "build.renderer"],
+        # changes: which columns changed since the last build (reads sandbox's reads);
+        # record: what the last complete build made and read
+        ["build.changes", "build.renderer", "build.record"],
+        # sources: templates and static hashed; plan: routes -> page specs;
+        # reuse: what the record lets this build keep
+        ["build.sources", "build.plan", "build.reuse"],
         ["builder"],
     ]),
     ("3 check", [
@@ -154,9 +159,10 @@ def test_a_stage_package_lies_in_one_layer(package: str) -> None:
 
 
 def test_the_import_reader_sees_function_level_and_package_imports() -> None:
-    # scheduler imports pipeline inside a function; builder reads render.__version__
+    # scheduler imports pipeline inside a function; the record reads render.__version__
     assert "pipeline" in imports_of("scheduler")
-    assert {"render", "islands", "build.workers"} <= imports_of("builder")
+    assert {"islands", "build.workers"} <= imports_of("builder")
+    assert {"render", "build.tree"} <= imports_of("build.record")
     assert {"cli.build", "cli.mirror", "cli.publish", "cli.scheduler"} <= imports_of("cli")
 
 

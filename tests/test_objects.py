@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from test_build import build_once, demo
 
-from render import builder
 from render.build import renderer
 from render.build.objects import PACKS, Objects, PackWriter, sha256
+from render.build.record import build_dir
 from render.pipeline import Options, run_site
 
 
@@ -147,7 +147,7 @@ def test_a_full_build_packs_its_pages_and_a_small_rebuild_adds_loose_files(
 ) -> None:
     host, site = demo(tmp_path)
     first = build_once(host, site)
-    objects = builder.build_dir(host, site) / "objects"
+    objects = build_dir(host, site) / "objects"
     assert first.rendered > renderer.LOOSE_PAGES
     packs = [n for n in pack_files(objects) if n.endswith(".pack")]
     assert packs, "a build of hundreds of pages writes packs, not a file per page"

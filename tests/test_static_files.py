@@ -21,8 +21,10 @@ from sitekit import Host, SiteSpec, changes, html, listing, make_host
 from render import builder
 from render.build import snapshot
 from render.build.objects import Objects, sha256
+from render.build.record import Previous
 from render.build.sandbox import SiteLoader, make_environment
 from render.build.sitefiles import SiteFolder
+from render.build.sources import scan_sources
 from render.config import ConfigError, load_host
 from render.errors import BuildError
 from render.pipeline import Options, run_site
@@ -87,7 +89,7 @@ def test_a_folder_swapped_for_a_link_between_the_scan_and_the_copy_is_not_follow
 ) -> None:
     host = _host(tmp_path, {"sub/passwd": OWN})
     config, site = host.config, host.site("acme/blog")
-    sources = builder.scan_sources(site, builder.Previous(), limits=config.limits)
+    sources = scan_sources(site, Previous(), limits=config.limits)
     sub = host.site_dir("acme/blog") / "static" / "sub"
     sub.rename(sub.with_name("sub.old"))
     os.symlink(tmp_path / "etc", sub)  # same file name, the secret's bytes

@@ -28,6 +28,8 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from render.files import replace_atomically
+
 PACKS = "packs"
 INCOMPLETE = ".incomplete"
 """Marker in an objects folder while a build may be writing partial objects."""
@@ -120,10 +122,7 @@ class Objects:
         digest = digest or sha256(data)
         target = self.folder / digest
         if not target.exists():
-            tmp = self.folder / f".{digest}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, target)
+            replace_atomically(target, data)
         return digest
 
     def write_file(self, fd: int, digest: str, *, size: int) -> bool:

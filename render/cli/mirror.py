@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
@@ -14,6 +13,7 @@ from rich.table import Table
 from render.cli._common import config_option, console, err_console, handle_errors, host_from
 from render.config import HostConfig
 from render.errors import MirrorError, RenderError
+from render.files import utc_stamp
 from render.mirror.status import MirrorState, human_seconds, mirror_status
 from render.mirror.sync import SyncOutcome, SyncReport, run_forever, sync
 from render.publish.store import Store, open_store
@@ -104,7 +104,7 @@ def _poll(store: Store, root: Path, *, host: HostConfig, keep: int, concurrency:
 
 
 def _stamp() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_stamp()
 
 
 def _show_failure(exc: Exception) -> None:

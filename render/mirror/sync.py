@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import hashlib
 import json
 import logging
@@ -40,13 +39,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
 from render.build.tree import FileEntry
 from render.errors import LockedError, MirrorError, RenderError
+from render.files import flocked, replace_durably, sync_folder, utc_stamp
 from render.publish import hosts
 from render.publish.hosts import HOST_RE, host_of
 from render.publish.manifest import (
@@ -404,7 +403,7 @@ def _materialize(
     _write_atomic(lay.tree_file(tree.version), tree.to_bytes())
     _syncfs(lay.releases)  # every file and folder of the release is on disk before it can be named
     os.rename(partial, lay.release(tree.version))
-    _fsync_dir(lay.releases)
+    sync_folder(lay.releases)
     shutil.rmtree(lay.incoming, ignore_errors=True)
     return len(wanted), fetched_bytes, linked
 
@@ -510,7 +509,7 @@ def _switch(lay: Layout, version: str) -> None:
     if served is not None and served != version:
         _replace_symlink(lay.previous, lay.link_target(served))
     _replace_symlink(lay.current, lay.link_target(version))
-    _fsync_dir(lay.site_dir)
+    sync_folder(lay.site_dir)
 
 
 def _replace_symlink(link: Path, target: str) -> None:
@@ -598,7 +597,7 @@ def write_host_map(root: Path, *, store: MirrorStore | None = None) -> bool:
 
 
 def _write_status(root: Path, results: tuple[SiteSync, ...]) -> None:
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = utc_stamp()
     data = {
         "synced": now,
         "sites": {
@@ -645,39 +644,20 @@ def run_forever(
 
 @contextlib.contextmanager
 def _sync_lock(root: Path) -> Iterator[None]:
-    with open(root / LOCK_FILE, "a+b") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockedError(
-                f"another 'render mirror sync' is running on {root}",
-                stage="mirror",
-                hint="wait for it to finish (or stop the render-mirror service) and run again",
-            ) from None
-        try:
+    try:
+        with flocked(root / LOCK_FILE, wait=False):
             yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    except BlockingIOError:
+        raise LockedError(
+            f"another 'render mirror sync' is running on {root}",
+            stage="mirror",
+            hint="wait for it to finish (or stop the render-mirror service) and run again",
+        ) from None
 
 
 def _write_atomic(target: Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, target)
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    replace_durably(target, data, mode=0o644)  # nginx reads it
 
 
 def _syncfs(path: Path) -> None:

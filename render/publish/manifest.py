@@ -31,6 +31,7 @@ from typing import Any
 
 from render.build.tree import FileEntry
 from render.errors import PublishError
+from render.files import utc_stamp
 
 _VERSION_RE = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{8})$")
 _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -83,7 +84,7 @@ def new_version_id(*, now: datetime | None = None, after: str | None = None) -> 
 
 
 def utc_now_iso(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_stamp(now)
 
 
 # --- records ---------------------------------------------------------------

@@ -11,7 +11,6 @@ The local store does that with a lock and an atomic rename; S3/R2 with
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
@@ -23,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from render.config import HostConfig, StoreConfig
 from render.errors import PublishError
+from render.files import flocked, replace_durably
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,28 +225,17 @@ class LocalStore:
         return target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
 
     def _write(self, target: Path, data: bytes) -> None:
-        tmp = self._tmp(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
+            replace_durably(target, data)  # the store is what every reader trusts
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise self._error("write", target.relative_to(self.root).as_posix(), exc) from None
 
     @contextlib.contextmanager
     def _locked(self, target: Path) -> Iterator[None]:
         target.parent.mkdir(parents=True, exist_ok=True)
-        lock = target.with_name(f".{target.name}.lock")
-        with open(lock, "a+b") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        with flocked(target.with_name(f".{target.name}.lock")):
+            yield
 
     def _error(self, action: str, key: str, exc: OSError) -> PublishError:
         return PublishError(
