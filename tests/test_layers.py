@@ -51,6 +51,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
     ]),
     ("4 publish", [
         ["publish", "publish.manifest", "publish.store"],
+        # reports: a version's audit output, stored beside it; gc collects it with it
+        ["publish.reports"],
         ["publish.versions"],
         ["publish.purge"],
     ]),

@@ -123,9 +123,10 @@ def gc_command(
         for v in report.removed_versions:
             console.print(f"{report.site}: {verb} version {v}")
         young = f"; {report.young_blobs} younger blobs kept" if report.young_blobs else ""
+        reports = f" {report.removed_reports} report files," if report.removed_reports else ""
         console.print(
             f"{report.site}: {verb} {len(report.removed_versions)} versions and"
-            f" {report.removed_blobs} blobs, {_size(report.freed_bytes)}{young}"
+            f" {report.removed_blobs} blobs,{reports} {_size(report.freed_bytes)}{young}"
         )
     console.print(
         f"{'would free' if dry_run else 'freed'} {_size(freed)} in {store.description}",

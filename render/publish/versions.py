@@ -31,6 +31,7 @@ from typing import Protocol
 from render.build.objects import Objects
 from render.build.tree import Build, FileEntry
 from render.errors import ConflictError, PublishError
+from render.publish import reports
 from render.publish.manifest import (
     BLOB_CACHE,
     JSON_TYPE,
@@ -457,6 +458,7 @@ class GcReport:
     freed_bytes: int
     young_blobs: int  # unnamed blobs kept because they are younger than the grace period
     dry_run: bool
+    removed_reports: int = 0  # stored report files (render.publish.reports) that went with them
 
 
 def gc(
@@ -500,11 +502,15 @@ def gc(
         if not dry_run:
             store.delete([version_key(owner, name, v) for v in drop_versions])
             store.delete([o.key for o in drop_blobs])
+        # a version's reports go with it (after it: a crash in between leaves only reports)
+        collected = reports.collect(store, owner=owner, name=name, kept=kept,
+                                    dropped=set(drop_versions), cutoff=cutoff, dry_run=dry_run)  # fmt: skip
     except PublishError as exc:
         raise exc.with_site(site) from None
     return GcReport(
         site=site, kept=tuple(sorted(kept & set(ids), reverse=True)),
         removed_versions=tuple(drop_versions), removed_blobs=len(drop_blobs),
-        freed_bytes=sum(o.size for o in drop_blobs), young_blobs=len(unnamed) - len(drop_blobs),
-        dry_run=dry_run,
+        freed_bytes=sum(o.size for o in drop_blobs) + collected.bytes,
+        young_blobs=len(unnamed) - len(drop_blobs), dry_run=dry_run,
+        removed_reports=len(collected.keys),
     )  # fmt: skip
