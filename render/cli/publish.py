@@ -11,6 +11,9 @@ from render.config import HostConfig
 from render.errors import UsageError
 from render.publish.store import Store, open_store
 from render.publish.versions import gc, list_versions, rollback
+from render.report.dashboard import configured_budgets
+from render.report.serve import PREFIX as DASHBOARD
+from render.report.serve import WithDashboard
 from render.run.ledger import open_ledger
 from render.serve.live import LiveSites
 
@@ -155,6 +158,8 @@ def serve_command(config_path: str | None, port: int) -> None:
     live = LiveSites(store, cache=host.state_dir / "serve-cache",
                      refresh_seconds=2.0 if host.store.kind == "local" else 30.0)  # fmt: skip
     sites = live.sites()
+    resolver = WithDashboard(live, host=host, folder=host.state_dir / "serve-dashboard",
+                             budgets=lambda: configured_budgets(host))  # fmt: skip
 
     def ready(running: Running) -> None:
         console.print(f"Serving {len(sites)} site(s) from {store.description} at {running.url}/")
@@ -165,10 +170,11 @@ def serve_command(config_path: str | None, port: int) -> None:
             )
         if not sites:
             console.print("  nothing is published yet: run 'render nightly' or 'render force SITE'")
+        console.print(f"The dashboard (this machine only): {running.url}{DASHBOARD}/")
         console.print("Press Ctrl-C to stop.")
 
     try:
-        serve_forever(live, host=LOOPBACK, port=port, ready=ready)
+        serve_forever(resolver, host=LOOPBACK, port=port, ready=ready)
     except KeyboardInterrupt:
         pass
     except OSError as exc:
