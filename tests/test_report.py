@@ -189,3 +189,13 @@ def test_charts_are_drawn_by_pygal_with_one_vertex_per_build(host: Host, tmp_pat
     page = (out / "sites" / "acme" / "blog" / "index.html").read_text()
     svgs = re.findall(r"<svg.*?</svg>", page, flags=re.S)
     assert len(svgs) == 5 and all("pygal" in s for s in svgs)
+
+
+def test_the_grafana_dashboard_reads_metrics_render_exports(host: Host) -> None:
+    grafana = json.loads((Path(__file__).parent.parent / "ovh/grafana/render-dashboard.json").read_text())
+    exported = {f.name for f in text_string_to_metric_families(host.cli("metrics").output)}
+    exprs = [t["expr"] for p in grafana["panels"] for t in p["targets"]]
+    assert exprs
+    for expr in exprs:
+        names = set(re.findall(r"\brender_\w+", expr))
+        assert names and names <= exported, (expr, names - exported)

@@ -44,7 +44,7 @@ from render.errors import RenderError, UsageError
 from render.lighthouse import CATEGORIES
 from render.publish.reports import html_key
 from render.publish.store import open_store
-from render.report.document import Document, document
+from render.report.document import Document, document, stage_order
 from render.report.terminal import size
 from render.run.ledger import open_ledger
 
@@ -324,6 +324,10 @@ def _trend(site: Document) -> str:
     return f'<span role="img" aria-label="{label}">{svg}</span>'
 
 
+def _short_number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 _SCRIPT = re.compile(r"<script[^>]*>.*?</script>", re.S)
 
 
@@ -347,13 +351,17 @@ def _chart(
     (one path vertex per build keeps 100 sites x 5 charts in seconds).
     """
     cls = pygal.StackedLine if kind == "stacked" else pygal.Line
-    labels = [p["finished"][5:10] for p in history]
+    # a date under every sixth or so build, the others blank: pygal takes a label equal
+    # to a major one as major, so repeated dates would all be drawn
+    every = max(1, len(history) // 6)
+    labels = [p["finished"][5:10] if i % every == 0 else "" for i, p in enumerate(history)]
     chart = cls(
-        js=[], style=_STYLE, width=720, height=260, show_dots=False, fill=kind == "stacked",
-        x_labels_major_every=max(1, len(history) // 6), show_minor_x_labels=False,
+        js=[], style=_STYLE, width=720, height=280, show_dots=False, fill=kind == "stacked",
+        x_labels_major=[label for label in labels if label], show_minor_x_labels=False,
         truncate_label=-1, disable_xml_declaration=True, legend_at_bottom=True,
-        legend_at_bottom_columns=4, margin_bottom=4, explicit_size=False,
+        legend_at_bottom_columns=4, explicit_size=False,
         range=y_range, allow_interruptions=True, include_x_axis=kind == "stacked",
+        value_formatter=_short_number,
     )  # fmt: skip
     chart.x_labels = labels
     for name, value, secondary in series:
@@ -377,7 +385,7 @@ def site_page(site: Document, stored: set[str]) -> str:
         return _page(title, head + '<main><p class="empty">There are no builds yet.</p></main>',
                      root="../../../")  # fmt: skip
     history = site["history"]
-    stages = sorted({s for p in history for s in p["timings"]}, key=_stage_order)
+    stages = sorted({s for p in history for s in p["timings"]}, key=stage_order)
     charts = "".join([
         _chart("Lighthouse scores", history,
                [(c, _score_of(c), False) for c in CATEGORIES],
@@ -423,11 +431,6 @@ def _score_of(category: str) -> Callable[[Document], float | None]:
 
 def _stage_of(stage: str) -> Callable[[Document], float | None]:
     return lambda p: p["timings"].get(stage, 0.0)
-
-
-def _stage_order(stage: str) -> tuple[int, str]:
-    order = ["snapshot", "build", "seo", "lighthouse", "publish", "mirror", "purge", "reports"]
-    return (order.index(stage) if stage in order else len(order), stage)
 
 
 def _findings(site: Document, latest: Document, stored: set[str]) -> str:

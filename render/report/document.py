@@ -130,9 +130,17 @@ def _seconds(run: Any) -> float:
     return round(float(run["finished"] - run["started"]), 3)
 
 
+STAGES = ("snapshot", "build", "seo", "lighthouse", "publish", "mirror", "purge", "reports")
+
+
+def stage_order(stage: str) -> tuple[int, str]:
+    """The pipeline's order of stages (unknown ones after, by name)."""
+    return (STAGES.index(stage) if stage in STAGES else len(STAGES), stage)
+
+
 def _timings(run: Any) -> dict[str, float]:
     data = json.loads(run["timings"] or "{}")
-    return {k: round(float(v), 3) for k, v in sorted(data.items())}
+    return {k: round(float(data[k]), 3) for k in sorted(data, key=stage_order)}
 
 
 def _is_seo_rule(rule: str) -> bool:
@@ -200,8 +208,9 @@ def _latest(
     budgets: Mapping[str, float] | None,
 ) -> Document:
     findings = ledger.select(
-        "select rule, level, path, message from seo_findings where run_id=? order by rowid",
-        (run["id"],),
+        "select rule, level, path, message from seo_findings"
+        " where owner=? and site=? and run_id=? order by rowid",  # the (owner, site, run_id) index
+        (owner, name, run["id"]),
     )
     rules: dict[str, dict[str, Any]] = {}
     lighthouse_findings = []
@@ -227,8 +236,9 @@ def _latest(
     pages = []
     for a in ledger.select(
         "select path, measured_version, performance, accessibility, best_practices, seo,"
-        " metrics, report from lighthouse_scores where run_id=? order by path",
-        (run["id"],),
+        " metrics, report from lighthouse_scores where owner=? and site=? and run_id=?"
+        " order by path",
+        (owner, name, run["id"]),
     ):
         metrics = json.loads(a["metrics"] or "{}")
         pages.append({
