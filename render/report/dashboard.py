@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -47,6 +48,11 @@ from render.publish.store import open_store
 from render.report.document import Document, document, stage_order
 from render.report.terminal import size
 from render.run.ledger import open_ledger
+
+# pygal appends a sys.meta_path finder for its map plugins (pygal.maps.*) that has no
+# find_spec, so every later import that no other finder resolves warns (ImportWarning).
+# The dashboard draws no maps; the finder goes.
+sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "PluginImportFixer"]
 
 MARKER = "data.json"  # a folder holding this is a dashboard this module may replace
 
