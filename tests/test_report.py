@@ -199,3 +199,24 @@ def test_the_grafana_dashboard_reads_metrics_render_exports(host: Host) -> None:
     for expr in exprs:
         names = set(re.findall(r"\brender_\w+", expr))
         assert names and names <= exported, (expr, names - exported)
+
+
+def test_a_failed_build_is_the_latest_with_its_stage_and_message(tmp_path: Path) -> None:
+    made = make_host(tmp_path, sites={"acme/blog": _spec("one")})
+    made.run("acme/blog")
+    (made.site_dir("acme/blog") / "templates" / "index.html").write_text(
+        html("<h1>{{ row.titel }}</h1>"), encoding="utf-8"
+    )
+    assert made.cli("force", "acme/blog").exit_code == 1
+    doc = json.loads(made.cli("report", "acme/blog", "--json").output)
+    _validate(doc)
+    site = doc["sites"][0]
+    latest = site["latest"]
+    assert (latest["outcome"], latest["stage"], latest["reports"]) == ("failed", "build", None)
+    assert "'row' is undefined" in latest["message"]
+    assert site["live_version"] == site["history"][0]["version"]  # the first build stays live
+    assert [p["outcome"] for p in site["history"]] == ["published", "failed"]
+    out = made.cli("report", "acme/blog").output
+    assert "failed" in out and "build: " in out
+    metrics = {f.name: f for f in text_string_to_metric_families(made.cli("metrics").output)}
+    assert metrics["render_last_build_success"].samples[0].value == 0

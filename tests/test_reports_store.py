@@ -12,7 +12,7 @@ from sitekit import SiteSpec, html, make_host
 from render.build.tree import FileEntry, sha256
 from render.publish.reports import collect, html_key, report_key, store_reports
 from render.publish.store import LocalStore
-from render.publish.versions import gc, publish_tree, read_root, read_tree
+from render.publish.versions import publish_tree, read_root, read_tree
 from render.serve.live import LiveSites
 
 SPEC = SiteSpec(
