@@ -38,9 +38,12 @@ $(NODE_STAMP): package.json package-lock.json Makefile | system
 demo: setup
 	@test -f demo/render.toml || $(BIN)/render init --demo demo
 	cd demo && ../$(BIN)/render nightly
+	cd demo && ../$(BIN)/render dashboard
 	@echo
 	@echo "The demo host is in ./demo. To look at it:"
 	@echo "    cd demo && ../$(BIN)/render serve      # then open the address it prints"
+	@echo "Its SEO dashboard: demo/.render/dashboard/index.html (open it in a browser),"
+	@echo "    or http://127.0.0.1:8000/_dashboard/ while render serve runs."
 
 test: setup
 	$(BIN)/ruff check render tests bench scripts

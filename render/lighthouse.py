@@ -8,11 +8,11 @@ off, and compares scores with ``[lighthouse.budgets]``. The auditing itself is
 behind :class:`~render.check.lhrunner.Runner`; the real one runs Lighthouse in
 Chromium with the network cut off (:mod:`render.check.lhrunner`).
 
-The result goes three ways: ``report.files()`` into the build
-(``_render/lighthouse.json`` and one HTML report per audited page under
-``_render/lighthouse/``), ``report.ledger_audits()`` and
-``report.ledger_findings()`` into the ledger, and ``report.blocking`` into the
-publish decision.
+The result goes three ways: ``report.files()`` into the version's stored
+reports beside it in the store (``lighthouse.json``, and one HTML report per
+audited page by its sha256: :mod:`render.publish.reports`; never into the
+public tree), ``report.ledger_audits()`` and ``report.ledger_findings()`` into
+the ledger, and ``report.blocking`` into the publish decision.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ __all__ = [
 
 CATEGORIES = ("performance", "accessibility", "best-practices", "seo")
 METRICS = ("lcp", "cls", "tbt", "fcp", "speed_index")
-REPORT_JSON = "_render/lighthouse.json"
-REPORT_DIR = "_render/lighthouse/"
+REPORT_JSON = "lighthouse.json"  # a name in the version's stored reports
+REPORT_DIR = "lighthouse/"
 PARITY_RULE = "js-only-content"
 
 
@@ -75,8 +75,8 @@ class PageAudit:
     scores: Mapping[str, float | None]
     metrics: Mapping[str, float | None]  # milliseconds, except cls
     runs: int  # runs the median was taken from (0 when reused)
-    report: str | None  # the HTML report's path in the build
-    report_hash: str | None
+    report: str | None  # the HTML report's name (``lighthouse/<path>``), None without one
+    report_hash: str | None  # its sha256: the stored report is ``reports/blobs/<sha256>``
     # what the next run needs to carry this audit and its no-JS read forward (not in the JSON):
     inputs: str = ""  # hash of the site's subresources when measured (see ``subresources``)
     parity: Mapping[str, Any] | None = None  # {"finding": ParityFinding JSON or None}
@@ -95,7 +95,7 @@ class PageAudit:
             "measured_version": self.measured_version,
             "scores": _floats(self.scores),
             "metrics": _floats(self.metrics),
-            "report": self.report,
+            "report": self.report_hash,
         }
 
 
@@ -189,10 +189,15 @@ class LighthouseReport:
         return (json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
 
     def files(self) -> dict[str, bytes]:
-        """What goes into the build: ``build.with_files(report.files())``."""
+        """The stored reports' JSON: ``{"lighthouse.json": ...}`` (nothing when disabled)."""
         if not self.enabled:
             return {}
-        return {REPORT_JSON: self.to_json(), **dict(sorted(self.reports.items()))}
+        return {REPORT_JSON: self.to_json()}
+
+    def html(self) -> dict[str, bytes]:
+        """The audited pages' HTML reports by sha256, as ``render.publish.reports`` stores them."""
+        by_path = {a.report: a.report_hash for a in self.audits if a.report and a.report_hash}
+        return {by_path[p]: data for p, data in sorted(self.reports.items()) if p in by_path}
 
     def ledger_audits(self) -> list[AuditRow]:
         """For ``Ledger.record_lighthouse``; read back by ``Ledger.last_lighthouse``."""
@@ -367,7 +372,7 @@ def subresources(build: Build) -> str:
 
 
 def report_path(page: PageRecord) -> str:
-    """Where a page's HTML report goes in the build: it opens at ``/_render/lighthouse<url>``."""
+    """A page's HTML report's name: ``lighthouse/<path>`` (stored by its sha256, not by this)."""
     return REPORT_DIR + page.path
 
 

@@ -1,6 +1,6 @@
 """``run_site()``: the one orchestrator of the chain.
 
-config -> snapshot -> build -> check (seo, lighthouse) -> publish -> ledger.
+config -> snapshot -> build -> check (seo, lighthouse) -> publish -> reports, ledger.
 ``render build``, ``render force``, ``render nightly`` and the scheduler all
 call it; none of them re-implements a step. A stage that fails stops this
 site's run with its error, the ledger records it, and the live version stays
@@ -29,6 +29,7 @@ from render.errors import DiskFullError, MirrorError, RenderError, is_disk_full,
 from render.mirror import sync as mirror
 from render.publish import purge, repair
 from render.publish import versions as publish
+from render.publish.reports import store_reports
 from render.publish.store import Store, open_store
 from render.run import locks
 from render.run.ledger import Ledger, open_ledger
@@ -168,7 +169,6 @@ def _run(
             mark = time.perf_counter()
             build = seo.generate(build)
             seo_report = seo.lint(build)
-            build = build.with_files({seo.REPORT_PATH: seo.report_json(seo_report)})
             timings["seo"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
@@ -179,7 +179,11 @@ def _run(
             build, config=config, previous=last_audits, full=options.full_audit,
             progress=None if progress is None else (lambda what: progress(what, 0, 0)),
         )  # fmt: skip
-        build = build.with_files(audits.files())
+        # Findings and HTML reports stay out of the tree (render.publish.reports); the
+        # reports' bytes go into the build's objects so the next run can carry them.
+        audit_html = audits.html()
+        for data in audit_html.values():
+            build.blobs.write(data)
         timings["lighthouse"] = time.perf_counter() - mark
         ledger.record_seo(
             run_id, owner, name, [*seo.ledger_rows(seo_report), *audits.ledger_findings()]
@@ -212,12 +216,19 @@ def _run(
                 mark = time.perf_counter()
                 synced = _sync_mirror(host, store, owner, name)
                 timings["mirror"] = time.perf_counter() - mark
+            mark = time.perf_counter()
+            purged = purge.purge_publication(publication, site=site, host=host)
+            if purged is not None:
+                timings["purge"] = time.perf_counter() - mark
+            mark = time.perf_counter()  # after the root switch: reports never delay it
+            store_reports(
+                store, owner=owner, name=name, version=publication.version,
+                files={seo.REPORT_PATH: seo.report_json(seo_report), **audits.files()},
+                html=audit_html,
+            )  # fmt: skip
+            timings["reports"] = time.perf_counter() - mark
         finally:
             store.close()
-        mark = time.perf_counter()
-        purged = purge.purge_publication(publication, site=site, host=host)
-        if purged is not None:
-            timings["purge"] = time.perf_counter() - mark
         outcome = (
             Outcome.published
             if publication.outcome is publish.PublishOutcome.published

@@ -29,7 +29,7 @@ from render.config import Route
 from render.errors import CheckFailed, ConfigError
 from render.paths import quote_url
 
-REPORT_PATH = "_render/seo.json"
+REPORT_PATH = "seo.json"  # a name in the version's stored reports (render.publish.reports)
 TITLE_MAX = 60
 _SHOWN = 3  # pages named per rule in the summary and the error
 
@@ -342,7 +342,7 @@ def _site_view(build: Build) -> SiteView:
 
 
 def report_json(report: SeoReport) -> bytes:
-    """The full findings as JSON (``_render/seo.json``): same findings, same bytes."""
+    """The full findings as JSON (the stored ``seo.json``): same findings, same bytes."""
     data = {
         "site": report.site,
         "pages": report.pages,
@@ -391,7 +391,7 @@ def blocking_error(report: SeoReport) -> CheckFailed:
     return CheckFailed(
         f"SEO lint found {report.errors} error{'s' * (report.errors != 1)} on {report.pages} pages",
         site=report.site,
-        detail="\n".join(lines) + f"\n  every finding is in {REPORT_PATH} of the build",
+        detail="\n".join(lines) + "\n  'render report SITE' lists every finding",
         hint="fix the pages, turn a rule down with [seo] rules in site.toml, "
         "set [seo] block_on_errors = false, or pass --allow-seo-errors",
     )

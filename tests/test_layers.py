@@ -58,6 +58,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
     ("4 publish", [
         ["publish", "publish.manifest", "publish.store"],
         ["publish.hosts"],  # which site holds a host name: claims in the store
+        # reports: a version's audit output, stored beside it; gc collects it with it
+        ["publish.reports"],
         ["publish.versions"],
         # repair: the live version's blobs read back, the bad ones uploaded again
         ["publish.purge", "publish.repair"],
@@ -66,10 +68,17 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
         ["mirror", "mirror.sync", "serve", "serve.routing", "serve.live"],
         ["mirror.status"],
     ]),
-    ("6 pipeline", [["pipeline"]]),
-    ("7 entry points", [
+    ("6 report", [
+        # the report document reads the ledger; the dashboard, the terminal tables and the
+        # metrics are drawn from it; serve puts the dashboard beside the live sites
+        ["report", "report.document"],
+        ["report.terminal", "report.dashboard", "report.metrics"],
+        ["report.serve"],
+    ]),
+    ("7 pipeline", [["pipeline"]]),
+    ("8 entry points", [
         ["scheduler", "cli._common"],
-        ["cli.build", "cli.mirror", "cli.publish", "cli.scheduler"],
+        ["cli.build", "cli.mirror", "cli.publish", "cli.report", "cli.scheduler"],
         ["cli"],
         ["__main__"],
     ]),
@@ -84,7 +93,8 @@ PACKAGE_LAYERS = {
     "publish": "4 publish",
     "mirror": "5 mirror and serve",
     "serve": "5 mirror and serve",
-    "cli": "7 entry points",
+    "report": "6 report",
+    "cli": "8 entry points",
 }
 
 # Imports from a later step that are known and accepted: (importer, imported) -> reason.

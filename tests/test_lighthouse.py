@@ -120,10 +120,10 @@ def _recorded(tmp_path: Path, report: LighthouseReport) -> list[dict[str, Any]]:
 
 
 def _with_reports(build: Build, report: LighthouseReport) -> Build:
-    """The build as the pipeline leaves it: with the audits' HTML reports added."""
-    return build.with_files(
-        {p: d for p, d in report.files().items() if p.startswith("_render/lighthouse/")}
-    )
+    """The build as the pipeline leaves it: the audits' HTML reports in its objects, not its tree."""
+    for data in report.html().values():
+        build.blobs.write(data)
+    return build
 
 
 def test_unchanged_pages_carry_their_scores_forward(tmp_path: Path) -> None:
@@ -133,9 +133,8 @@ def test_unchanged_pages_carry_their_scores_forward(tmp_path: Path) -> None:
     report = check(first, config=config, runner=runner)
     assert [j.runs for j in runner.asked] == [1, 1, 1]
     assert {a.state for a in report.audits} == {AuditState.fresh}
-    for path, data in report.files().items():  # the pipeline adds these to the build
-        if path.startswith("_render/lighthouse/"):
-            first = first.with_files({path: data})
+    first = _with_reports(first, report)  # as the pipeline does
+    assert set(report.files()) == {"lighthouse.json"}  # the reports go beside the version
     with Ledger(tmp_path / "ledger.sqlite") as ledger:
         run_id = ledger.start_run("tests", "lighthouse", reason="build")
         ledger.record_lighthouse(run_id, "tests", "lighthouse", report.ledger_audits())
@@ -155,8 +154,8 @@ def test_unchanged_pages_carry_their_scores_forward(tmp_path: Path) -> None:
     home = again.audit("index.html")
     assert home is not None and home.reused and home.scores == SCORES
     assert home.measured_version == first.files["index.html"].hash
-    assert home.report == "_render/lighthouse/index.html"
-    assert again.reports["_render/lighthouse/index.html"].startswith(
+    assert home.report == "lighthouse/index.html"
+    assert again.reports["lighthouse/index.html"].startswith(
         b"<!doctype html><title>report /"
     )
     edited = again.audit("posts/one/index.html")
@@ -340,7 +339,7 @@ def test_real_audits_budgets_js_only_content_and_no_outside_calls(
         for m in ("lcp", "cls", "tbt", "fcp", "speed_index")
     )
     assert home.measured_version == build.files["index.html"].hash
-    html = report.reports["_render/lighthouse/index.html"]
+    html = report.reports["lighthouse/index.html"]
     assert b"<!doctype html>" in html[:200] and b'"lighthouseVersion":"12.8.2"' in html
 
     # the image without alt and the grey-on-grey text fall under the accessibility budget
@@ -357,7 +356,7 @@ def test_real_audits_budgets_js_only_content_and_no_outside_calls(
     # the page that calls out reached nothing outside, under Lighthouse or the no-JS read
     assert outside.hits == []
 
-    data = json.loads(report.files()["_render/lighthouse.json"])
+    data = json.loads(report.files()["lighthouse.json"])
     assert [p["path"] for p in data["pages"]] == sorted(p["path"] for p in data["pages"])
     assert data["js_only_content"][0]["url"] == "/scripted/"
     assert data["network"] == report.network.value

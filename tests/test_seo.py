@@ -489,7 +489,7 @@ def test_report_json_summary_and_blocking_error(tmp_path: Path) -> None:
     assert error.detail == (
         "  img-alt-missing (5): /bad0/, /bad1/, /bad2/ (+2 more)\n"
         "    /bad0/: 1 <img> without alt: /static/site.css\n"
-        "  every finding is in _render/seo.json of the build"
+        "  'render report SITE' lists every finding"
     )
     assert seo.ledger_rows(report)[0]["rule"] == "img-alt-missing"
 

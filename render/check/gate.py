@@ -51,6 +51,6 @@ def gate(report: CheckReport) -> None:
         lines += [f"  {e.path}: {e.kind.value}: {e.message}" for e in lh.errors]
         raise CheckFailed(
             f"Lighthouse: {len(lh.failures)} score(s) under budget, {len(lh.errors)} audit(s) failed",
-            detail="\n".join(lines) + "\n  every score is in _render/lighthouse.json of the build",
+            detail="\n".join(lines) + "\n  'render report SITE' shows every score",
             hint="fix the pages, lower [lighthouse.budgets], or set [lighthouse] block = false",
         )

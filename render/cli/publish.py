@@ -22,6 +22,9 @@ from render.mirror.sync import SyncOutcome
 from render.pipeline import repair_site
 from render.publish.store import Store, open_store
 from render.publish.versions import gc, list_versions, rollback
+from render.report.dashboard import configured_budgets
+from render.report.serve import PREFIX as DASHBOARD
+from render.report.serve import WithDashboard
 from render.run import locks
 from render.run.ledger import open_ledger
 from render.serve.live import BrokenSite, LiveSites
@@ -159,9 +162,10 @@ def gc_command(
         for v in report.removed_versions:
             console.print(f"{report.site}: {verb} version {v}")
         young = f"; {report.young_blobs} younger blobs kept" if report.young_blobs else ""
+        reports = f" {report.removed_reports} report files," if report.removed_reports else ""
         console.print(
             f"{report.site}: {verb} {len(report.removed_versions)} versions and"
-            f" {report.removed_blobs} blobs, {_size(report.freed_bytes)}{young}"
+            f" {report.removed_blobs} blobs,{reports} {_size(report.freed_bytes)}{young}"
         )
     console.print(
         f"{'would free' if dry_run else 'freed'} {_size(freed)} in {store.description}",
@@ -222,6 +226,8 @@ def serve_command(config_path: str | None, port: int) -> None:
                      refresh_seconds=2.0 if host.store.kind == "local" else 30.0,
                      report=lambda line: click.echo(line, err=True))  # fmt: skip
     sites = live.sites()
+    resolver = WithDashboard(live, host=host, folder=host.state_dir / "serve-dashboard",
+                             budgets=lambda: configured_budgets(host))  # fmt: skip
 
     def ready(running: Running) -> None:
         console.print(f"Serving {len(sites)} site(s) from {store.description} at {running.url}/")
@@ -233,10 +239,11 @@ def serve_command(config_path: str | None, port: int) -> None:
             )
         if not sites:
             console.print("  nothing is published yet: run 'render nightly' or 'render force SITE'")
+        console.print(f"The dashboard (this machine only): {running.url}{DASHBOARD}/")
         console.print("Press Ctrl-C to stop.")
 
     try:
-        serve_forever(live, host=LOOPBACK, port=port, ready=ready)
+        serve_forever(resolver, host=LOOPBACK, port=port, ready=ready)
     except KeyboardInterrupt:
         pass
     except OSError as exc:

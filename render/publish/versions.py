@@ -41,7 +41,7 @@ from typing import Protocol
 from render.build.objects import Objects
 from render.build.tree import Build, FileEntry
 from render.errors import ConflictError, PublishError
-from render.publish import hosts
+from render.publish import hosts, reports
 from render.publish.hosts import host_of
 from render.publish.manifest import (
     BLOB_CACHE,
@@ -556,6 +556,7 @@ class GcReport:
     freed_bytes: int
     young_blobs: int  # unnamed blobs kept because they are younger than the grace period
     dry_run: bool
+    removed_reports: int = 0  # stored report files (render.publish.reports) that went with them
 
 
 def gc(
@@ -607,6 +608,7 @@ def gc(
         root, tag = read_root(store, owner=owner, name=name)
         if root is None:
             raise PublishError("nothing is published yet; gc has nothing to do")
+        live = root.version
         if dry_run:
             plan = _gc_plan(store, root, owner=owner, name=name, keep=keep, cutoff=cutoff)
         else:
@@ -617,12 +619,18 @@ def gc(
                 _delete_before(store, [version_key(owner, name, v) for v in plan.drop_versions],
                                deadline=deadline)  # fmt: skip
                 _delete_before(store, [o.key for o in plan.drop_blobs], deadline=deadline)
+                live = lease.root.version
+        # a version's reports go with it (after it: a crash in between leaves only reports)
+        collected = reports.collect(store, owner=owner, name=name, kept={*plan.kept, live},
+                                    dropped=set(plan.drop_versions), cutoff=cutoff,
+                                    dry_run=dry_run)  # fmt: skip
     except PublishError as exc:
         raise exc.with_site(site) from None
     return GcReport(
         site=site, kept=plan.kept, removed_versions=plan.drop_versions,
-        removed_blobs=len(plan.drop_blobs), freed_bytes=sum(o.size for o in plan.drop_blobs),
-        young_blobs=plan.young_blobs, dry_run=dry_run,
+        removed_blobs=len(plan.drop_blobs),
+        freed_bytes=sum(o.size for o in plan.drop_blobs) + collected.bytes,
+        young_blobs=plan.young_blobs, dry_run=dry_run, removed_reports=len(collected.keys),
     )  # fmt: skip
 
 

@@ -11,7 +11,7 @@ import functools
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -391,6 +391,14 @@ class Ledger:
             }
             for r in rows
         ]  # fmt: skip
+
+    # --- reading for reports (render.report) ------------------------------------
+
+    def select(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
+        """The rows of one read-only ``select`` over these tables (the report readers' SQL)."""
+        if not sql.lstrip().lower().startswith(("select", "with")):
+            raise ValueError("Ledger.select runs select statements only")
+        return self._db.execute(sql, tuple(params)).fetchall()
 
 
 def open_ledger(state_dir: Path) -> Ledger:

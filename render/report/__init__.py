@@ -1,0 +1,1 @@
+"""Reports over the ledger and the store: the report document, the dashboard, the metrics."""
