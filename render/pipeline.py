@@ -10,10 +10,11 @@ live.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -32,7 +33,7 @@ from render.publish import versions as publish
 from render.publish.reports import store_reports
 from render.publish.store import Store, open_store
 from render.run import locks
-from render.run.ledger import Ledger, open_ledger
+from render.run.ledger import AuditRow, Ledger, open_ledger
 
 
 class Outcome(Enum):
@@ -112,6 +113,87 @@ def run_site(
                     progress=progress, should_stop=should_stop)  # fmt: skip
 
 
+@dataclass(kw_only=True)
+class _Run:
+    """One site's run in progress: the one place that times stages and ends the ledger's row."""
+
+    site: SiteConfig
+    host: HostConfig
+    reason: str
+    options: Options
+    ledger: Ledger
+    progress: StageProgress | None
+    run_id: int
+    started: float = field(default_factory=time.perf_counter)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        mark = time.perf_counter()
+        yield
+        self.timings[stage] = time.perf_counter() - mark
+
+    def end(
+        self,
+        outcome: Outcome,
+        *,
+        build: Build | None = None,
+        verdict: checks.CheckReport | None = None,
+        publication: publish.Publication | None = None,
+        purged: purge.PurgeReport | None = None,
+        synced: mirror.SiteSync | None = None,
+    ) -> RunReport:
+        """The run's report, and its ledger row finished with what the report says.
+
+        Pages and the version are counted only for a run that got to publish.
+        """
+        counted = build is not None and publication is not None
+        report = RunReport(
+            site=self.site.id, reason=self.reason, outcome=outcome,
+            seconds=time.perf_counter() - self.started, timings=self.timings,
+            pages=len(build.pages) if counted and build else 0,
+            rendered=build.rendered if counted and build else 0,
+            reused=build.reused if counted and build else 0,
+            version=publication.version if publication else None,
+            build=build, checks=verdict, publication=publication, purge=purged, mirror=synced,
+        )  # fmt: skip
+        if counted:
+            self.ledger.finish_run(
+                self.run_id, outcome=outcome.value, pages=report.pages, rendered=report.rendered,
+                reused=report.reused, version=report.version, timings=self.timings,
+            )  # fmt: skip
+        else:
+            self.ledger.finish_run(self.run_id, outcome=outcome.value, timings=self.timings)
+        return report
+
+    def fail(self, exc: BaseException) -> RenderError | None:
+        """End the ledger's row of a run that raised; the error to raise (None: re-raise a bug)."""
+        error = exc if isinstance(exc, RenderError) else _disk_full(exc, self.host)
+        if error is None:  # a bug: it keeps its traceback
+            _finish_failed(self.ledger, self.run_id, exc, stage="bug", message=repr(exc),
+                           timings=self.timings)  # fmt: skip
+            return None
+        owner, name = self.site.id.owner, self.site.id.name
+        error.with_site(str(self.site.id), hint=_live_hint(self.ledger.live_version(owner, name)))
+        _finish_failed(self.ledger, self.run_id, error, stage=error.stage, message=error.message,
+                       timings=self.timings)  # fmt: skip
+        return error
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Built:
+    build: Build
+    input_hash: str
+    seo: seo.SeoReport
+    last_audits: list[AuditRow]  # the last run's Lighthouse rows, which this run may carry
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Checked:
+    verdict: checks.CheckReport
+    audit_html: Mapping[str, bytes]  # HTML reports by hash, stored after the root switch
+
+
 def _run(
     site: SiteConfig,
     *,
@@ -122,143 +204,130 @@ def _run(
     progress: StageProgress | None,
     should_stop: Callable[[], bool] | None,
 ) -> RunReport:
-    started = time.perf_counter()
-    owner, name = site.id.owner, site.id.name
-    timings: dict[str, float] = {}
-    run_id = ledger.start_run(owner, name, reason=reason)
+    run = _Run(site=site, host=host, reason=reason, options=options, ledger=ledger,
+               progress=progress, run_id=ledger.start_run(site.id.owner, site.id.name, reason=reason))  # fmt: skip
     try:
-        # Build and SEO hold the last build's records: no cyclic GC passes over them
-        # (render.build.gcpause); publishing, with its many HTTP objects, runs with it on.
-        with gcpause.paused():
-            # The last build's record loads while the database is copied, and the
-            # render processes' fork server starts once the copy is done, while the
-            # build plans. Started beside the copy too, it made three busy processes
-            # on two cores: the copy took 0.19-0.23 s instead of 0.12-0.15.
-            loading = _aside(record.load_previous, record.build_dir(host, site))
-            with snapshot.take(site, into=host.site_state("snapshots", site.id)) as snap:
-                workers.warm_up()
-                timings["snapshot"] = snap.seconds
-                mark = time.perf_counter()
+        built = _build(run)
+        if built is None:
+            # nothing to build, but a run that stopped after its root switch (or a
+            # rollback) may have left the mirror behind the store: one read of the root
+            caught_up = _catch_up_mirror(host, site.id.owner, site.id.name) if host.mirror.enabled else None
+            return run.end(Outcome.skipped, synced=caught_up)
+        checked = _check(run, built)
+        if options.out is not None:
+            materialize(built.build.files, built.build.blobs, options.out)
+        if should_stop is not None and should_stop():
+            return run.end(Outcome.abandoned, build=built.build)
+        return _publish(run, built, checked)
+    except BaseException as exc:
+        error = run.fail(exc)
+        if error is None or error is exc:
+            raise
+        raise error from exc
+
+
+def _build(run: _Run) -> _Built | None:
+    """Snapshot, build and SEO; None when nothing changed since the last publish."""
+    site, host, options = run.site, run.host, run.options
+    owner, name = site.id.owner, site.id.name
+    # Build and SEO hold the last build's records: no cyclic GC passes over them
+    # (render.build.gcpause); publishing, with its many HTTP objects, runs with it on.
+    with gcpause.paused():
+        # The last build's record loads while the database is copied, and the
+        # render processes' fork server starts once the copy is done, while the
+        # build plans. Started beside the copy too, it made three busy processes
+        # on two cores: the copy took 0.19-0.23 s instead of 0.12-0.15.
+        loading = _aside(record.load_previous, record.build_dir(host, site))
+        with snapshot.take(site, into=host.site_state("snapshots", site.id)) as snap:
+            workers.warm_up()
+            run.timings["snapshot"] = snap.seconds
+            with run.timed("build"):
                 previous = loading.result()
                 sources = scan_sources(site, previous, limits=host.limits)
                 input_hash = sources.input_hash(snap)
                 if (
                     not options.force
                     and options.out is None
-                    and ledger.last_input_hash(owner, name) == input_hash
+                    and run.ledger.last_input_hash(owner, name) == input_hash
                 ):
-                    # nothing to build, but a run that stopped after its root switch (or a
-                    # rollback) may have left the mirror behind the store: one read of the root
-                    caught_up = _catch_up_mirror(host, owner, name) if host.mirror.enabled else None
-                    report = RunReport(site=site.id, reason=reason, outcome=Outcome.skipped,
-                                       seconds=time.perf_counter() - started, timings=timings,
-                                       mirror=caught_up)  # fmt: skip
-                    ledger.finish_run(run_id, outcome=report.outcome.value, timings=timings)
-                    return report
+                    return None
+                progress = run.progress
                 on_pages = (
                     None if progress is None else (lambda done, total: progress("build", done, total))
                 )
-                last_audits = ledger.last_lighthouse(owner, name)
+                last_audits = run.ledger.last_lighthouse(owner, name)
                 reports = frozenset(a["report"] for a in last_audits if a["report"])
                 build = builder.build(
                     site, snap, host=host, sources=sources, previous=previous, keep=reports,
                     progress=on_pages,
                 )  # fmt: skip
-                timings["build"] = time.perf_counter() - mark
-
-            mark = time.perf_counter()
+        with run.timed("seo"):
             build = seo.generate(build)
             seo_report = seo.lint(build)
-            timings["seo"] = time.perf_counter() - mark
+    return _Built(build=build, input_hash=input_hash, seo=seo_report, last_audits=last_audits)
 
-        mark = time.perf_counter()
+
+def _check(run: _Run, built: _Built) -> _Checked:
+    """Lighthouse and the no-JavaScript read, the findings into the ledger, then the gate."""
+    site, options, progress = run.site, run.options, run.progress
+    with run.timed("lighthouse"):
         config = site.lighthouse
         if options.skip_lighthouse:
             config = replace(config, enabled=False)
         audits = lighthouse.check(
-            build, config=config, previous=last_audits, full=options.full_audit,
+            built.build, config=config, previous=built.last_audits, full=options.full_audit,
             progress=None if progress is None else (lambda what: progress(what, 0, 0)),
         )  # fmt: skip
         # Findings and HTML reports stay out of the tree (render.publish.reports); the
         # reports' bytes go into the build's objects so the next run can carry them.
         audit_html = audits.html()
         for data in audit_html.values():
-            build.blobs.write(data)
-        timings["lighthouse"] = time.perf_counter() - mark
-        ledger.record_seo(
-            run_id, owner, name, [*seo.ledger_rows(seo_report), *audits.ledger_findings()]
-        )
-        ledger.record_lighthouse(run_id, owner, name, audits.ledger_audits())
-        verdict = checks.CheckReport(
-            seo=seo_report, lighthouse=audits, allow_seo_errors=options.allow_seo_errors
-        )
-        checks.gate(verdict)
+            built.build.blobs.write(data)
+    owner, name = site.id.owner, site.id.name
+    findings = [*seo.ledger_rows(built.seo), *audits.ledger_findings()]
+    run.ledger.record_seo(run.run_id, owner, name, findings)
+    run.ledger.record_lighthouse(run.run_id, owner, name, audits.ledger_audits())
+    verdict = checks.CheckReport(
+        seo=built.seo, lighthouse=audits, allow_seo_errors=options.allow_seo_errors
+    )
+    checks.gate(verdict)
+    return _Checked(verdict=verdict, audit_html=audit_html)
 
-        if options.out is not None:
-            materialize(build.files, build.blobs, options.out)
-        if should_stop is not None and should_stop():
-            report = RunReport(site=site.id, reason=reason, outcome=Outcome.abandoned,
-                               seconds=time.perf_counter() - started, timings=timings, build=build)  # fmt: skip
-            ledger.finish_run(run_id, outcome=report.outcome.value, timings=timings)
-            return report
 
-        mark = time.perf_counter()
-        store = open_store(host)
-        try:
+def _publish(run: _Run, built: _Built, checked: _Checked) -> RunReport:
+    """Publish (the root switched last), then the mirror, the CDN purge and the stored reports."""
+    site, host, build = run.site, run.host, built.build
+    owner, name = site.id.owner, site.id.name
+    store = open_store(host)
+    try:
+        with run.timed("publish"):
             publication = publish.publish(
-                build, store=store, ledger=ledger, concurrency=host.store.concurrency,
+                build, store=store, ledger=run.ledger, concurrency=host.store.concurrency,
                 grace_hours=host.store.gc_grace_hours,
             )  # fmt: skip
-            timings["publish"] = time.perf_counter() - mark
-            ledger.set_input_hash(owner, name, input_hash)
-            synced = None
-            if host.mirror.enabled:
-                mark = time.perf_counter()
+        run.ledger.set_input_hash(owner, name, built.input_hash)
+        synced = None
+        if host.mirror.enabled:
+            with run.timed("mirror"):
                 synced = _sync_mirror(host, store, owner, name)
-                timings["mirror"] = time.perf_counter() - mark
-            mark = time.perf_counter()
-            purged = purge.purge_publication(publication, site=site, host=host)
-            if purged is not None:
-                timings["purge"] = time.perf_counter() - mark
-            mark = time.perf_counter()  # after the root switch: reports never delay it
+        mark = time.perf_counter()
+        purged = purge.purge_publication(publication, site=site, host=host)
+        if purged is not None:
+            run.timings["purge"] = time.perf_counter() - mark
+        with run.timed("reports"):  # after the root switch: reports never delay it
+            audits = checked.verdict.lighthouse
             store_reports(
                 store, owner=owner, name=name, version=publication.version,
-                files={seo.REPORT_PATH: seo.report_json(seo_report), **audits.files()},
-                html=audit_html,
+                files={seo.REPORT_PATH: seo.report_json(built.seo), **audits.files()},
+                html=checked.audit_html,
             )  # fmt: skip
-            timings["reports"] = time.perf_counter() - mark
-        finally:
-            store.close()
-        outcome = (
-            Outcome.published
-            if publication.outcome is publish.PublishOutcome.published
-            else Outcome.unchanged
-        )
-        report = RunReport(
-            site=site.id, reason=reason, outcome=outcome, seconds=time.perf_counter() - started,
-            pages=len(build.pages), rendered=build.rendered, reused=build.reused,
-            version=publication.version, timings=timings, build=build, checks=verdict,
-            publication=publication,
-            purge=purged,
-            mirror=synced,
-        )  # fmt: skip
-        ledger.finish_run(
-            run_id, outcome=outcome.value, pages=report.pages, rendered=report.rendered,
-            reused=report.reused, version=report.version, timings=timings,
-        )  # fmt: skip
-        return report
-    except BaseException as exc:
-        error = exc if isinstance(exc, RenderError) else _disk_full(exc, host)
-        if error is None:  # a bug: it keeps its traceback
-            _finish_failed(ledger, run_id, exc, stage="bug", message=repr(exc), timings=timings)
-            raise
-        error.with_site(str(site.id), hint=_live_hint(ledger.live_version(owner, name)))
-        _finish_failed(
-            ledger, run_id, error, stage=error.stage, message=error.message, timings=timings
-        )
-        if error is exc:
-            raise
-        raise error from exc
+    finally:
+        store.close()
+    published = publication.outcome is publish.PublishOutcome.published
+    return run.end(
+        Outcome.published if published else Outcome.unchanged, build=build,
+        verdict=checked.verdict, publication=publication, purged=purged, synced=synced,
+    )  # fmt: skip
 
 
 def _disk_full(exc: BaseException, host: HostConfig) -> RenderError | None:
