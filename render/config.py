@@ -9,29 +9,23 @@ checks it).
 from __future__ import annotations
 
 import difflib
-import errno
-import hashlib
-import math
 import os
 import re
-import stat
-import tomllib
 import types
-import typing
 import zoneinfo
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from render import cron
+from render.configfile import Problems, number_text, parse_table, pop_table, read_toml, type_name
 from render.errors import ConfigError, UsageError
 from render.paths import parse_pattern
 
 HOST_FILE = "render.toml"
 SITE_FILE = "site.toml"
-MAX_CONFIG_BYTES = 1 << 20  # a larger render.toml or site.toml is refused, not read
 
 T = TypeVar("T")
 
@@ -354,211 +348,6 @@ class SiteConfig:
         return self.root / self.site.static
 
 
-# --- parsing ---------------------------------------------------------------
-
-
-class _Problems:
-    def __init__(self, file: Path, base: Path) -> None:
-        try:
-            self.name = str(file.relative_to(base))
-        except ValueError:
-            self.name = str(file)
-        self.items: list[str] = []
-
-    def add(self, where: str, message: str) -> None:
-        self.items.append(
-            f"{self.name}: {where}: {message}" if where else f"{self.name}: {message}"
-        )
-
-
-def _type_name(value: object) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return type(value).__name__
-
-
-def _convert(value: object, hint: Any, where: str, problems: _Problems) -> object:
-    origin = typing.get_origin(hint)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        problems.add(where, f"expected a boolean, got {_type_name(value)}")
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        problems.add(where, f"expected an integer, got {_type_name(value)}")
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if math.isfinite(value):
-                return float(value)
-            problems.add(where, f"expected a finite number, got {_number(value)}")
-            return None
-        problems.add(where, f"expected a number, got {_type_name(value)}")
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-        problems.add(where, f"expected a string, got {_type_name(value)}")
-    elif origin is tuple:
-        (item,) = [a for a in typing.get_args(hint) if a is not Ellipsis]
-        if not isinstance(value, list):
-            problems.add(where, f"expected an array, got {_type_name(value)}")
-            return ()
-        return tuple(_convert(v, item, f"{where}[{i}]", problems) for i, v in enumerate(value))
-    elif origin is Mapping:
-        _, item = typing.get_args(hint)
-        if not isinstance(value, dict):
-            problems.add(where, f"expected a table, got {_type_name(value)}")
-            return {}
-        converted = {k: _convert(v, item, f"{where}.{k}", problems) for k, v in value.items()}
-        return types.MappingProxyType({k: v for k, v in converted.items() if v is not None})
-    elif isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
-        return _parse_table(value, hint, where, problems)
-    else:  # pragma: no cover - a new field type without a converter is a bug
-        raise TypeError(f"no converter for {hint!r}")
-    return None
-
-
-def _number(value: float) -> str:
-    """A number as TOML would write it: ``5``, ``0.25``, ``nan``, ``1e+308``."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
-
-
-def _check_range(value: object, f: Any, where: str, problems: _Problems) -> None:
-    """The one range check: every number field declares ``between`` next to it (``_f``)."""
-    between = f.metadata.get("between")
-    if between is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        return
-    low, high = between
-    if not low <= value <= high:
-        problems.add(
-            where, f"must be between {_number(low)} and {_number(high)}, got {_number(value)}"
-        )
-
-
-def _parse_table(data: object, cls: type[T], where: str, problems: _Problems) -> T:
-    if not isinstance(data, dict):
-        problems.add(where, f"expected a table, got {_type_name(data)}")
-        data = {}
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
-    values: dict[str, object] = {}
-    prefix = f"{where}." if where else ""
-    for key, value in data.items():
-        if key not in known or key == "index":
-            close = difflib.get_close_matches(key, [k for k in known if k != "index"], n=1)
-            suggestion = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.add("", f"unknown key '{prefix}{key}'{suggestion}")
-            continue
-        converted = _convert(value, hints[key], f"{prefix}{key}", problems)
-        if converted is not None:
-            _check_range(converted, known[key], f"{prefix}{key}", problems)
-            values[key] = converted
-    for name, f in known.items():
-        if f.metadata.get("required") and name not in values and name not in data:
-            problems.add("", f"missing required key '{prefix}{name}'")
-    try:
-        return cls(**values)
-    except TypeError:
-        # required keys missing (already reported): build with placeholders
-        for name, f in known.items():
-            if name not in values and f.default is MISSING and f.default_factory is MISSING:
-                values[name] = ""
-        return cls(**values)
-
-
-class _Unreadable(Exception):
-    """A config file that is not a small regular file (the message says what it is)."""
-
-
-def _read_regular(path: Path, *, follow_links: bool) -> bytes:
-    """The bytes of a regular file of at most ``MAX_CONFIG_BYTES``; never blocks.
-
-    ``O_NONBLOCK`` makes opening a FIFO return at once (and ``fstat`` then
-    refuses it); ``O_NOFOLLOW`` refuses a symbolic link where the file must be
-    the tenant's own.
-    """
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP and not follow_links:
-            raise _Unreadable("is a symbolic link; it must be a regular file") from None
-        raise
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise _Unreadable(f"is {_file_kind(mode)}, not a regular file")
-        chunks, size = [], 0
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_CONFIG_BYTES:
-                raise _Unreadable(f"is larger than {MAX_CONFIG_BYTES >> 10} KiB")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _file_kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    return "a device or socket"
-
-
-def _not_utf8(data: bytes, exc: UnicodeDecodeError) -> str:
-    at = exc.start
-    line = data.count(b"\n", 0, at) + 1
-    column = at - (data.rfind(b"\n", 0, at) + 1) + 1
-    return (
-        f"line {line}, column {column}: byte 0x{data[at]:02x} (offset {at}) is not UTF-8;"
-        " save the file as UTF-8"
-    )
-
-
-def _read_toml(
-    path: Path,
-    base: Path,
-    error_cls: type[ConfigError] = ConfigError,
-    *,
-    follow_links: bool = True,
-) -> tuple[dict[str, Any], str]:
-    """The parsed file and the sha256 of its bytes; one ``error_cls`` when it cannot be read."""
-    problems = _Problems(path, base)
-    data = b""
-    try:
-        data = _read_regular(path, follow_links=follow_links)
-        return tomllib.loads(data.decode("utf-8")), hashlib.sha256(data).hexdigest()
-    except FileNotFoundError:
-        problems.add("", "file not found")
-    except _Unreadable as exc:
-        problems.add("", str(exc))
-    except UnicodeDecodeError as exc:
-        problems.add("", _not_utf8(data, exc))
-    except tomllib.TOMLDecodeError as exc:
-        problems.add("", f"invalid TOML: {exc}")
-    except OSError as exc:
-        problems.add("", f"cannot read: {exc.strerror}")
-    raise error_cls(problems.items)
-
-
-def _pop_table(data: dict[str, Any], key: str) -> Any:
-    return data.pop(key, {})
-
-
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     """``--config``, else ``$RENDER_CONFIG``, else ``./render.toml``."""
     chosen = explicit or os.environ.get("RENDER_CONFIG") or HOST_FILE
@@ -573,8 +362,8 @@ def load_host(path: str | os.PathLike[str] | None = None) -> HostConfig:
             f"{file}: file not found",
             hint="run 'render init --demo' to create a host here, or pass --config PATH",
         )
-    data, _ = _read_toml(file, file.parent)
-    problems = _Problems(file, file.parent)
+    data, _ = read_toml(file, file.parent)
+    problems = Problems(file, file.parent)
     sections: dict[str, Any] = {}
     for key, cls in (
         ("host", HostSection),
@@ -584,7 +373,7 @@ def load_host(path: str | os.PathLike[str] | None = None) -> HostConfig:
         ("schedule", ScheduleConfig),
         ("limits", LimitsConfig),
     ):
-        sections[key] = _parse_table(_pop_table(data, key), cls, key, problems)
+        sections[key] = parse_table(pop_table(data, key), cls, key, problems)
     for key in data:
         close = difflib.get_close_matches(key, list(sections), n=1)
         suggestion = f" (did you mean {close[0]!r}?)" if close else ""
@@ -606,7 +395,7 @@ def load_host(path: str | os.PathLike[str] | None = None) -> HostConfig:
     return HostConfig(path=file, root=file.parent, **sections)
 
 
-def _check_tenant_free(root: Path, sections: Mapping[str, Any], problems: _Problems) -> None:
+def _check_tenant_free(root: Path, sections: Mapping[str, Any], problems: Problems) -> None:
     """The folders render reads back (state, local store, mirror) and the sites folder never overlap.
 
     Tenants write under the sites folder; render unpickles its build records
@@ -627,7 +416,7 @@ def _check_tenant_free(root: Path, sections: Mapping[str, Any], problems: _Probl
             )
 
 
-def _check_cdn(cdn: CdnConfig, problems: _Problems) -> None:
+def _check_cdn(cdn: CdnConfig, problems: Problems) -> None:
     if cdn.kind == "cloudflare" and not cdn.zone_id:
         problems.add("cdn.zone_id", "required when cdn.kind = 'cloudflare'")
     if cdn.kind == "cloudflare" and not cdn.token_env:
@@ -649,24 +438,24 @@ def load_site(folder: Path, *, host: HostConfig) -> SiteConfig:
     default_id = f"{folder.parent.name}/{folder.name}"
     for part in (folder.parent.name, folder.name):
         if not is_site_id(part):
-            problems = _Problems(file, host.root)
+            problems = Problems(file, host.root)
             problems.add("", f"the folder name {part!r} is not a site id: use {SITE_ID_RULE}")
             raise ConfigError(problems.items, site=default_id, hint="rename the folder")
     site_id = SiteId(owner=folder.parent.name, name=folder.name)
     try:
-        data, source_hash = _read_toml(file, host.root, follow_links=False)
+        data, source_hash = read_toml(file, host.root, follow_links=False)
     except ConfigError as exc:
         raise exc.with_site(default_id) from None
-    problems = _Problems(file, host.root)
-    site = _parse_table(_pop_table(data, "site"), SiteSection, "site", problems)
-    raw_queries = _pop_table(data, "queries")
+    problems = Problems(file, host.root)
+    site = parse_table(pop_table(data, "site"), SiteSection, "site", problems)
+    raw_queries = pop_table(data, "queries")
     queries: dict[str, str] = {}
     if not isinstance(raw_queries, dict):
-        problems.add("queries", f"expected a table, got {_type_name(raw_queries)}")
+        problems.add("queries", f"expected a table, got {type_name(raw_queries)}")
     else:
         for name, sql in raw_queries.items():
             if not isinstance(sql, str):
-                problems.add(f"queries.{name}", f"expected a string, got {_type_name(sql)}")
+                problems.add(f"queries.{name}", f"expected a string, got {type_name(sql)}")
             elif not name.isidentifier():
                 problems.add(f"queries.{name}", "a query name must be an identifier")
             else:
@@ -681,13 +470,13 @@ def load_site(folder: Path, *, host: HostConfig) -> SiteConfig:
         if isinstance(raw, dict) and "index" in raw:
             problems.add(where, "unknown key 'index'")
             raw = {k: v for k, v in raw.items() if k != "index"}
-        route = _parse_table(raw, Route, where, problems)
+        route = parse_table(raw, Route, where, problems)
         route = Route(**{**{f.name: getattr(route, f.name) for f in fields(Route)}, "index": i})
         _check_route(route, where, problems)
         routes.append(route)
-    seo = _parse_table(_pop_table(data, "seo"), SeoConfig, "seo", problems)
-    lighthouse = _parse_table(
-        _pop_table(data, "lighthouse"), LighthouseConfig, "lighthouse", problems
+    seo = parse_table(pop_table(data, "seo"), SeoConfig, "seo", problems)
+    lighthouse = parse_table(
+        pop_table(data, "lighthouse"), LighthouseConfig, "lighthouse", problems
     )
     for key in data:
         known = ["site", "queries", "routes", "seo", "lighthouse"]
@@ -713,7 +502,7 @@ def load_site(folder: Path, *, host: HostConfig) -> SiteConfig:
     )
 
 
-def _check_site_id(site: SiteSection, site_id: SiteId, problems: _Problems) -> None:
+def _check_site_id(site: SiteSection, site_id: SiteId, problems: Problems) -> None:
     """``[site] owner`` and ``name`` may only repeat the folders' names: the id is the folder's."""
     for key, folder_value in (("owner", site_id.owner), ("name", site_id.name)):
         value = getattr(site, key)
@@ -725,7 +514,7 @@ def _check_site_id(site: SiteSection, site_id: SiteId, problems: _Problems) -> N
             )
 
 
-def _check_site(site: SiteSection, folder: Path, problems: _Problems) -> None:
+def _check_site(site: SiteSection, folder: Path, problems: Problems) -> None:
     if site.base_url:
         parts = urlsplit(site.base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -744,7 +533,7 @@ def _check_site(site: SiteSection, folder: Path, problems: _Problems) -> None:
         problems.add("site.timezone", f"unknown time zone {site.timezone!r}")
 
 
-def _check_route(route: Route, where: str, problems: _Problems) -> None:
+def _check_route(route: Route, where: str, problems: Problems) -> None:
     if route.path:
         try:
             pattern = parse_pattern(route.path)
@@ -766,7 +555,7 @@ def _check_route(route: Route, where: str, problems: _Problems) -> None:
         )
 
 
-def _check_seo(seo: SeoConfig, problems: _Problems) -> None:
+def _check_seo(seo: SeoConfig, problems: Problems) -> None:
     for rule, level in seo.rules.items():
         if level not in ("error", "warning", "off"):
             problems.add(
@@ -787,7 +576,7 @@ def _check_seo(seo: SeoConfig, problems: _Problems) -> None:
                     )
 
 
-def _check_lighthouse(lh: LighthouseConfig, problems: _Problems) -> None:
+def _check_lighthouse(lh: LighthouseConfig, problems: Problems) -> None:
     if lh.form_factor not in ("mobile", "desktop"):
         problems.add(
             "lighthouse.form_factor", f"expected 'mobile' or 'desktop', got {lh.form_factor!r}"
@@ -800,7 +589,7 @@ def _check_lighthouse(lh: LighthouseConfig, problems: _Problems) -> None:
             problems.add(f"lighthouse.budgets.{category}", f"unknown category{suggestion}")
         elif not 0 <= score <= 1:
             problems.add(
-                f"lighthouse.budgets.{category}", f"must be between 0 and 1, got {_number(score)}"
+                f"lighthouse.budgets.{category}", f"must be between 0 and 1, got {number_text(score)}"
             )
 
 
@@ -834,6 +623,6 @@ def field_docs(cls: type) -> dict[str, str]:
             continue
         doc = f.metadata["doc"]
         if (between := f.metadata.get("between")) is not None:
-            doc += f" ({_number(between[0])} to {_number(between[1])})"
+            doc += f" ({number_text(between[0])} to {number_text(between[1])})"
         docs[f.name] = doc
     return docs

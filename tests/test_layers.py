@@ -33,7 +33,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
         # stage may take part in and which needs nothing of theirs
         ["run", "run.locks", "run.buildlog", "run.ledger"],
     ]),
-    ("1 config", [["config"]]),
+    # configfile: reading a TOML file into typed sections, every problem collected
+    ("1 config", [["configfile"], ["config"]]),
     ("2 build", [
         # sitefiles: reading a site's static/ and templates/ without following links
         ["build", "build.gcpause", "build.snapshot", "build.objects", "build.sitefiles"],
