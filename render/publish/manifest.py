@@ -14,7 +14,7 @@ Store keys (relative to the store's prefix)::
 
 ``root.json`` may also carry a ``gc`` record: the lease of a ``render gc`` of
 the site that is running, or the last one that finished (see
-``render.publish.versions.gc``). Readers that only follow the live version ignore it.
+``render.publish.gc``). Readers that only follow the live version ignore it.
 """
 
 from __future__ import annotations

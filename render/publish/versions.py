@@ -26,14 +26,11 @@ its new blobs again and switches on the new tag.
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
-import socket
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import Protocol
@@ -41,14 +38,13 @@ from typing import Protocol
 from render.build.objects import Objects
 from render.build.tree import Build, FileEntry
 from render.errors import ConflictError, PublishError
-from render.publish import hosts, reports
+from render.publish import hosts
 from render.publish.hosts import host_of
 from render.publish.manifest import (
     BLOB_CACHE,
     JSON_TYPE,
     ROOT_CACHE,
     Diff,
-    GcLease,
     Root,
     VersionTree,
     blob_key,
@@ -61,7 +57,7 @@ from render.publish.manifest import (
     utc_now_iso,
     version_key,
 )
-from render.publish.store import Store, StoredObject
+from render.publish.store import Store
 
 UploadProgress = Callable[[int, int], None]
 """``(blobs uploaded, blobs to upload)``, called from upload threads."""
@@ -69,7 +65,7 @@ UploadProgress = Callable[[int, int], None]
 GC_LEASE_SECONDS = 900.0
 """How long a gc may go on deleting after it confirmed its lease (see ``gc``)."""
 
-_SWITCH_ATTEMPTS = 3  # root switches tried by a writer that a gc's lease keeps pushing back
+SWITCH_ATTEMPTS = 3  # root switches tried by a writer (or a lease by gc) that another keeps pushing back
 
 
 class PublishOutcome(Enum):
@@ -410,7 +406,7 @@ def _switch_past_gc(
     switched (it names another version than ``on_top_of``, or carries no gc
     record) wins, as before.
     """
-    for attempt in range(_SWITCH_ATTEMPTS):
+    for attempt in range(SWITCH_ATTEMPTS):
         try:
             switch_root(store, owner=owner, name=name, root=root, tag=tag)
             return
@@ -420,9 +416,9 @@ def _switch_past_gc(
             )
             if current is None or current.gc is None or current.version != on_top_of:
                 raise
-            if attempt == _SWITCH_ATTEMPTS - 1:
+            if attempt == SWITCH_ATTEMPTS - 1:
                 raise ConflictError(
-                    f"gc of the site took its lease {_SWITCH_ATTEMPTS} times while {root.version}"
+                    f"gc of the site took its lease {SWITCH_ATTEMPTS} times while {root.version}"
                     f" waited to go live; {current.version} stays live",
                     hint="run it again once 'render gc' of this site is done",
                 ) from None
@@ -545,213 +541,3 @@ def rollback(
     if ledger is not None:
         ledger.set_live(owner, name, target)
     return Rollback(site=site, version=target, previous=root.version)
-
-
-@dataclass(frozen=True, kw_only=True)
-class GcReport:
-    site: str
-    kept: tuple[str, ...]
-    removed_versions: tuple[str, ...]
-    removed_blobs: int
-    freed_bytes: int
-    young_blobs: int  # unnamed blobs kept because they are younger than the grace period
-    dry_run: bool
-    removed_reports: int = 0  # stored report files (render.publish.reports) that went with them
-
-
-def gc(
-    store: Store,
-    *,
-    owner: str,
-    name: str,
-    keep: int = 10,
-    grace_hours: float = 48.0,
-    dry_run: bool = False,
-    now: float | None = None,
-) -> GcReport:
-    """Delete versions beyond the newest ``keep`` (never the live one) and unnamed blobs.
-
-    A blob survives when a kept version names it or when it is younger than
-    ``grace_hours``; so does a version tree younger than that. Version trees go
-    first, then blobs: a crash in between leaves only extra blobs.
-
-    Publishes and rollbacks on this machine never run beside it: the CLI holds
-    the site lock, as builds do. Against writers on other machines, gc takes a
-    lease in ``root.json`` itself, a compare-and-swap like every root switch,
-    before it lists anything, and renews it with a second compare-and-swap on
-    the tag it wrote, after listing and before deleting. If the root changed in
-    between, nothing is deleted. So no version goes live naming a blob that gc
-    deleted:
-
-    - a writer that reads the root while the lease is held waits until the gc
-      is done before it uploads anything;
-    - a writer that read the root before the lease (and may have uploaded again
-      a blob gc then listed as old) loses its own root switch; it waits for the
-      gc to finish, uploads its new blobs again (a rollback checks that its
-      version's tree is still there; a tree gc keeps, it keeps whole) and
-      switches on the new tag;
-    - a writer whose switch went through before the renewal makes the renewal
-      fail; the live version at the renewal is kept whole, with every kept one;
-    - a blob a publish skips because the live version names it stays, and one
-      a resumed publish skips because it is there is younger than half the
-      grace period.
-
-    The renewed lease runs ``GC_LEASE_SECONDS``: gc sends no delete after that
-    (by its own monotonic clock), and writers wait for it until
-    ``LEASE_SKEW_SECONDS`` past its expiry, how far the machines' clocks may
-    disagree. A gc killed while holding the lease delays that site's publishes
-    until then. ``dry_run`` takes no lease and deletes nothing.
-    """
-    site = f"{owner}/{name}"
-    cutoff = (time.time() if now is None else now) - grace_hours * 3600
-    try:
-        root, tag = read_root(store, owner=owner, name=name)
-        if root is None:
-            raise PublishError("nothing is published yet; gc has nothing to do")
-        live = root.version
-        if dry_run:
-            plan = _gc_plan(store, root, owner=owner, name=name, keep=keep, cutoff=cutoff)
-        else:
-            with _HeldLease.taken(store, root, tag, owner=owner, name=name) as lease:
-                plan = _gc_plan(store, lease.root, owner=owner, name=name, keep=keep,
-                                cutoff=cutoff)  # fmt: skip
-                deadline = lease.renew()
-                _delete_before(store, [version_key(owner, name, v) for v in plan.drop_versions],
-                               deadline=deadline)  # fmt: skip
-                _delete_before(store, [o.key for o in plan.drop_blobs], deadline=deadline)
-                live = lease.root.version
-        # a version's reports go with it (after it: a crash in between leaves only reports)
-        collected = reports.collect(store, owner=owner, name=name, kept={*plan.kept, live},
-                                    dropped=set(plan.drop_versions), cutoff=cutoff,
-                                    dry_run=dry_run)  # fmt: skip
-    except PublishError as exc:
-        raise exc.with_site(site) from None
-    return GcReport(
-        site=site, kept=plan.kept, removed_versions=plan.drop_versions,
-        removed_blobs=len(plan.drop_blobs),
-        freed_bytes=sum(o.size for o in plan.drop_blobs) + collected.bytes,
-        young_blobs=plan.young_blobs, dry_run=dry_run, removed_reports=len(collected.keys),
-    )  # fmt: skip
-
-
-@dataclass(frozen=True, kw_only=True)
-class _GcPlan:
-    kept: tuple[str, ...]  # newest first
-    drop_versions: tuple[str, ...]
-    drop_blobs: tuple[StoredObject, ...]
-    young_blobs: int
-
-
-def _gc_plan(
-    store: Store, root: Root, *, owner: str, name: str, keep: int, cutoff: float
-) -> _GcPlan:
-    prefix = site_prefix(owner, name)
-    listed = store.list(f"{prefix}versions/")
-    by_id = {o.key[len(prefix) + 9 : -5]: o for o in listed if o.key.endswith(".json")}
-    ids = sorted(by_id, reverse=True)
-    kept = set(ids[: max(keep, 1)]) | {root.version}
-    kept |= {v for v in ids if by_id[v].modified >= cutoff}
-    named: set[str] = set()
-    for v in sorted(kept):
-        if v in by_id or v == root.version:
-            named |= read_tree(store, owner=owner, name=name, version=v).hashes()
-    blobs = store.list(f"{prefix}blobs/")
-    unnamed = [o for o in blobs if o.key.rsplit("/", 1)[1] not in named]
-    drop_blobs = tuple(o for o in unnamed if o.modified < cutoff)
-    return _GcPlan(
-        kept=tuple(sorted(kept & set(ids), reverse=True)),
-        drop_versions=tuple(v for v in ids if v not in kept),
-        drop_blobs=drop_blobs,
-        young_blobs=len(unnamed) - len(drop_blobs),
-    )
-
-
-def _delete_before(store: Store, keys: Sequence[str], *, deadline: float) -> None:
-    """Delete ``keys`` in batches, none sent after ``deadline`` (``time.monotonic``)."""
-    for start in range(0, len(keys), 1000):
-        if time.monotonic() >= deadline:
-            raise PublishError(
-                f"gc ran past its lease ({GC_LEASE_SECONDS / 60:.0f} minutes) and stopped deleting",
-                hint="nothing live was touched; run gc again to delete the rest",
-            )
-        store.delete(keys[start : start + 1000])
-
-
-class _HeldLease:
-    """A gc's lease in ``root.json``: taken, renewed once before deleting, given back when done."""
-
-    def __init__(self, store: Store, *, owner: str, name: str, root: Root, tag: str) -> None:
-        self.store, self.owner, self.name = store, owner, name
-        self.root, self.tag = root, tag  # the root as this gc last wrote it, and its tag
-
-    @classmethod
-    @contextlib.contextmanager
-    def taken(
-        cls, store: Store, root: Root, tag: str | None, *, owner: str, name: str
-    ) -> Iterator[_HeldLease]:
-        held: _HeldLease | None = None
-        for _attempt in range(_SWITCH_ATTEMPTS):
-            if root.gc is not None and root.gc.running(time.time()):
-                raise PublishError(
-                    f"another gc of this site is running ({root.gc.describe()})",
-                    hint=f"wait for it to finish; its lease ends at {root.gc.expires}",
-                )
-            held = cls(store, owner=owner, name=name, root=root, tag=tag or "")
-            if held._write(_new_lease()):
-                break
-            got, tag = read_root(store, owner=owner, name=name)
-            if got is None:
-                raise PublishError("root.json vanished while gc was starting")
-            root, held = got, None
-        if held is None:
-            raise ConflictError(
-                "the root kept changing while gc tried to take its lease; nothing was deleted",
-                hint="run gc again when the site's publishes are done",
-            )
-        try:
-            yield held
-        finally:
-            with contextlib.suppress(PublishError):  # else the lease runs out by itself
-                held._write(replace(_new_lease(), done=True))
-
-    def renew(self) -> float:
-        """Renew the lease on the tag it was written with; the ``time.monotonic()`` to stop by.
-
-        ``ConflictError`` when the root changed since the lease was taken: a
-        version may have gone live that the listing did not keep.
-        """
-        deadline = time.monotonic() + GC_LEASE_SECONDS
-        if not self._write(_new_lease()):
-            raise ConflictError(
-                "root.json changed while gc was listing (a publish or rollback went live);"
-                " nothing was deleted",
-                hint="run gc again",
-            )
-        return deadline
-
-    def _write(self, lease: GcLease) -> bool:
-        """Compare-and-swap the root with ``lease``; on success, remember the new root and tag."""
-        held = replace(self.root, gc=lease)
-        data = held.to_bytes()
-        key = root_key(self.owner, self.name)
-        # Read back either way: the new tag is the store's to make (an S3 ETag), and a
-        # write whose response was lost comes back from the client's retry as a failed
-        # condition. The lease's random id makes these bytes ours alone.
-        self.store.put_if(key, data, tag=self.tag or None, content_type=JSON_TYPE,
-                          cache_control=ROOT_CACHE)  # fmt: skip
-        got = self.store.get_tagged(key)
-        if got is None or got[0] != data:
-            return False
-        self.root, self.tag = held, got[1]
-        return True
-
-
-def _new_lease() -> GcLease:
-    """A lease from now for ``GC_LEASE_SECONDS``, with an id of its own (no bytes written twice)."""
-    started = time.time()
-
-    def stamp(t: float) -> str:
-        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    return GcLease(id=secrets.token_hex(8), host=socket.gethostname(), pid=os.getpid(),
-                   started=stamp(started), expires=stamp(started + GC_LEASE_SECONDS))  # fmt: skip

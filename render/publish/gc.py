@@ -1,0 +1,244 @@
+"""Garbage collection: versions beyond the newest N and blobs no kept version names.
+
+gc holds the site lock (``render.run.locks``, taken by the CLI) against builds
+and rollbacks on this machine, and a lease written into ``root.json`` with a
+compare-and-swap against every other machine: publishes and rollbacks that see
+a running lease wait for it (``render.publish.versions``), and gc deletes
+nothing if the root changed while it listed. A version's stored reports
+(``render.publish.reports``) go with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from render.errors import ConflictError, PublishError
+from render.publish import reports
+from render.publish.manifest import (
+    JSON_TYPE,
+    ROOT_CACHE,
+    GcLease,
+    Root,
+    root_key,
+    site_prefix,
+    version_key,
+)
+from render.publish.store import Store, StoredObject
+from render.publish.versions import GC_LEASE_SECONDS, SWITCH_ATTEMPTS, read_root, read_tree
+
+
+@dataclass(frozen=True, kw_only=True)
+class GcReport:
+    site: str
+    kept: tuple[str, ...]
+    removed_versions: tuple[str, ...]
+    removed_blobs: int
+    freed_bytes: int
+    young_blobs: int  # unnamed blobs kept because they are younger than the grace period
+    dry_run: bool
+    removed_reports: int = 0  # stored report files (render.publish.reports) that went with them
+
+
+def gc(
+    store: Store,
+    *,
+    owner: str,
+    name: str,
+    keep: int = 10,
+    grace_hours: float = 48.0,
+    dry_run: bool = False,
+    now: float | None = None,
+) -> GcReport:
+    """Delete versions beyond the newest ``keep`` (never the live one) and unnamed blobs.
+
+    A blob survives when a kept version names it or when it is younger than
+    ``grace_hours``; so does a version tree younger than that. Version trees go
+    first, then blobs: a crash in between leaves only extra blobs.
+
+    Publishes and rollbacks on this machine never run beside it: the CLI holds
+    the site lock, as builds do. Against writers on other machines, gc takes a
+    lease in ``root.json`` itself, a compare-and-swap like every root switch,
+    before it lists anything, and renews it with a second compare-and-swap on
+    the tag it wrote, after listing and before deleting. If the root changed in
+    between, nothing is deleted. So no version goes live naming a blob that gc
+    deleted:
+
+    - a writer that reads the root while the lease is held waits until the gc
+      is done before it uploads anything;
+    - a writer that read the root before the lease (and may have uploaded again
+      a blob gc then listed as old) loses its own root switch; it waits for the
+      gc to finish, uploads its new blobs again (a rollback checks that its
+      version's tree is still there; a tree gc keeps, it keeps whole) and
+      switches on the new tag;
+    - a writer whose switch went through before the renewal makes the renewal
+      fail; the live version at the renewal is kept whole, with every kept one;
+    - a blob a publish skips because the live version names it stays, and one
+      a resumed publish skips because it is there is younger than half the
+      grace period.
+
+    The renewed lease runs ``GC_LEASE_SECONDS``: gc sends no delete after that
+    (by its own monotonic clock), and writers wait for it until
+    ``LEASE_SKEW_SECONDS`` past its expiry, how far the machines' clocks may
+    disagree. A gc killed while holding the lease delays that site's publishes
+    until then. ``dry_run`` takes no lease and deletes nothing.
+    """
+    site = f"{owner}/{name}"
+    cutoff = (time.time() if now is None else now) - grace_hours * 3600
+    try:
+        root, tag = read_root(store, owner=owner, name=name)
+        if root is None:
+            raise PublishError("nothing is published yet; gc has nothing to do")
+        live = root.version
+        if dry_run:
+            plan = _gc_plan(store, root, owner=owner, name=name, keep=keep, cutoff=cutoff)
+        else:
+            with _HeldLease.taken(store, root, tag, owner=owner, name=name) as lease:
+                plan = _gc_plan(store, lease.root, owner=owner, name=name, keep=keep,
+                                cutoff=cutoff)  # fmt: skip
+                deadline = lease.renew()
+                _delete_before(store, [version_key(owner, name, v) for v in plan.drop_versions],
+                               deadline=deadline)  # fmt: skip
+                _delete_before(store, [o.key for o in plan.drop_blobs], deadline=deadline)
+                live = lease.root.version
+        # a version's reports go with it (after it: a crash in between leaves only reports)
+        collected = reports.collect(store, owner=owner, name=name, kept={*plan.kept, live},
+                                    dropped=set(plan.drop_versions), cutoff=cutoff,
+                                    dry_run=dry_run)  # fmt: skip
+    except PublishError as exc:
+        raise exc.with_site(site) from None
+    return GcReport(
+        site=site, kept=plan.kept, removed_versions=plan.drop_versions,
+        removed_blobs=len(plan.drop_blobs),
+        freed_bytes=sum(o.size for o in plan.drop_blobs) + collected.bytes,
+        young_blobs=plan.young_blobs, dry_run=dry_run, removed_reports=len(collected.keys),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class _GcPlan:
+    kept: tuple[str, ...]  # newest first
+    drop_versions: tuple[str, ...]
+    drop_blobs: tuple[StoredObject, ...]
+    young_blobs: int
+
+
+def _gc_plan(
+    store: Store, root: Root, *, owner: str, name: str, keep: int, cutoff: float
+) -> _GcPlan:
+    prefix = site_prefix(owner, name)
+    listed = store.list(f"{prefix}versions/")
+    by_id = {o.key[len(prefix) + 9 : -5]: o for o in listed if o.key.endswith(".json")}
+    ids = sorted(by_id, reverse=True)
+    kept = set(ids[: max(keep, 1)]) | {root.version}
+    kept |= {v for v in ids if by_id[v].modified >= cutoff}
+    named: set[str] = set()
+    for v in sorted(kept):
+        if v in by_id or v == root.version:
+            named |= read_tree(store, owner=owner, name=name, version=v).hashes()
+    blobs = store.list(f"{prefix}blobs/")
+    unnamed = [o for o in blobs if o.key.rsplit("/", 1)[1] not in named]
+    drop_blobs = tuple(o for o in unnamed if o.modified < cutoff)
+    return _GcPlan(
+        kept=tuple(sorted(kept & set(ids), reverse=True)),
+        drop_versions=tuple(v for v in ids if v not in kept),
+        drop_blobs=drop_blobs,
+        young_blobs=len(unnamed) - len(drop_blobs),
+    )
+
+
+def _delete_before(store: Store, keys: Sequence[str], *, deadline: float) -> None:
+    """Delete ``keys`` in batches, none sent after ``deadline`` (``time.monotonic``)."""
+    for start in range(0, len(keys), 1000):
+        if time.monotonic() >= deadline:
+            raise PublishError(
+                f"gc ran past its lease ({GC_LEASE_SECONDS / 60:.0f} minutes) and stopped deleting",
+                hint="nothing live was touched; run gc again to delete the rest",
+            )
+        store.delete(keys[start : start + 1000])
+
+
+class _HeldLease:
+    """A gc's lease in ``root.json``: taken, renewed once before deleting, given back when done."""
+
+    def __init__(self, store: Store, *, owner: str, name: str, root: Root, tag: str) -> None:
+        self.store, self.owner, self.name = store, owner, name
+        self.root, self.tag = root, tag  # the root as this gc last wrote it, and its tag
+
+    @classmethod
+    @contextlib.contextmanager
+    def taken(
+        cls, store: Store, root: Root, tag: str | None, *, owner: str, name: str
+    ) -> Iterator[_HeldLease]:
+        held: _HeldLease | None = None
+        for _attempt in range(SWITCH_ATTEMPTS):
+            if root.gc is not None and root.gc.running(time.time()):
+                raise PublishError(
+                    f"another gc of this site is running ({root.gc.describe()})",
+                    hint=f"wait for it to finish; its lease ends at {root.gc.expires}",
+                )
+            held = cls(store, owner=owner, name=name, root=root, tag=tag or "")
+            if held._write(_new_lease()):
+                break
+            got, tag = read_root(store, owner=owner, name=name)
+            if got is None:
+                raise PublishError("root.json vanished while gc was starting")
+            root, held = got, None
+        if held is None:
+            raise ConflictError(
+                "the root kept changing while gc tried to take its lease; nothing was deleted",
+                hint="run gc again when the site's publishes are done",
+            )
+        try:
+            yield held
+        finally:
+            with contextlib.suppress(PublishError):  # else the lease runs out by itself
+                held._write(replace(_new_lease(), done=True))
+
+    def renew(self) -> float:
+        """Renew the lease on the tag it was written with; the ``time.monotonic()`` to stop by.
+
+        ``ConflictError`` when the root changed since the lease was taken: a
+        version may have gone live that the listing did not keep.
+        """
+        deadline = time.monotonic() + GC_LEASE_SECONDS
+        if not self._write(_new_lease()):
+            raise ConflictError(
+                "root.json changed while gc was listing (a publish or rollback went live);"
+                " nothing was deleted",
+                hint="run gc again",
+            )
+        return deadline
+
+    def _write(self, lease: GcLease) -> bool:
+        """Compare-and-swap the root with ``lease``; on success, remember the new root and tag."""
+        held = replace(self.root, gc=lease)
+        data = held.to_bytes()
+        key = root_key(self.owner, self.name)
+        # Read back either way: the new tag is the store's to make (an S3 ETag), and a
+        # write whose response was lost comes back from the client's retry as a failed
+        # condition. The lease's random id makes these bytes ours alone.
+        self.store.put_if(key, data, tag=self.tag or None, content_type=JSON_TYPE,
+                          cache_control=ROOT_CACHE)  # fmt: skip
+        got = self.store.get_tagged(key)
+        if got is None or got[0] != data:
+            return False
+        self.root, self.tag = held, got[1]
+        return True
+
+
+def _new_lease() -> GcLease:
+    """A lease from now for ``GC_LEASE_SECONDS``, with an id of its own (no bytes written twice)."""
+    started = time.time()
+
+    def stamp(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    return GcLease(id=secrets.token_hex(8), host=socket.gethostname(), pid=os.getpid(),
+                   started=stamp(started), expires=stamp(started + GC_LEASE_SECONDS))  # fmt: skip
