@@ -28,6 +28,7 @@ from render.check import gate as checks
 from render.config import HostConfig, SiteConfig, SiteId
 from render.errors import DiskFullError, MirrorError, RenderError, is_disk_full, written
 from render.mirror import sync as mirror
+from render.mirror.layout import MAP_FILE
 from render.publish import purge, repair
 from render.publish import versions as publish
 from render.publish.reports import store_reports
@@ -369,7 +370,7 @@ def _sync_mirror(host: HostConfig, store: Store, owner: str, name: str) -> mirro
             f"the store has the new version, but the mirror folder did not switch: {result.error}",
             hint=result.hint or "run 'render mirror sync --once' to retry",
         )
-    if result.outcome is mirror.SyncOutcome.switched or not (host.mirror_path / mirror.MAP_FILE).exists():
+    if result.outcome is mirror.SyncOutcome.switched or not (host.mirror_path / MAP_FILE).exists():
         mirror.write_host_map(host.mirror_path, store=store)
     return result
 

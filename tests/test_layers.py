@@ -68,7 +68,9 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
         ["publish.purge", "publish.repair"],
     ]),
     ("5 mirror and serve", [
-        ["mirror", "mirror.sync", "serve", "serve.routing", "serve.live"],
+        # layout: the mirror's folders and how its files are written
+        ["mirror", "mirror.layout", "serve", "serve.routing"],
+        ["mirror.sync", "serve.live"],
         ["mirror.status"],
     ]),
     ("6 report", [

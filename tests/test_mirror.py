@@ -16,8 +16,9 @@ from s3server import bucket_keys, moto_url, new_bucket, s3_config, s3_env
 from render.build.tree import sha256
 from render.cli import main
 from render.errors import LockedError, PublishError
+from render.mirror.layout import Layout
 from render.mirror.status import MirrorState, mirror_status
-from render.mirror.sync import Layout, SyncOutcome, run_forever, sync, sync_site, write_host_map
+from render.mirror.sync import SyncOutcome, run_forever, sync, sync_site, write_host_map
 from render.publish.manifest import blob_key, version_key
 from render.publish.store import LocalStore, S3Store
 from render.publish.versions import rollback

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from render.errors import RenderError
-from render.mirror.sync import STATUS_FILE, Layout, MirrorStore
+from render.mirror.layout import STATUS_FILE, Layout
+from render.mirror.sync import MirrorStore
 from render.publish.manifest import Root, root_key
 
 _STAMP = "%Y%m%dT%H%M%SZ"

@@ -26,17 +26,15 @@ one reuses the blobs it already checked and finishes.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import json
 import logging
 import os
 import random
-import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -44,27 +42,30 @@ from pathlib import Path
 from typing import Protocol
 
 from render.build.tree import FileEntry
-from render.errors import LockedError, MirrorError, RenderError
-from render.files import flocked, replace_durably, sync_folder, utc_stamp
+from render.errors import MirrorError, RenderError
+from render.files import sync_folder, utc_stamp
+from render.mirror.layout import (
+    MAP_FILE,
+    NAME_RE,
+    STATUS_FILE,
+    Layout,
+    sync_lock,
+    syncfs,
+    write_file,
+)
 from render.publish import hosts
 from render.publish.hosts import HOST_RE, host_of
 from render.publish.manifest import (
     Root,
     VersionTree,
     blob_key,
-    is_version_id,
     root_key,
     version_key,
 )
 
 log = logging.getLogger(__name__)
 
-MAP_FILE = "hosts.map"
-STATUS_FILE = "status.json"
-LOCK_FILE = ".sync.lock"
 MIN_KEEP = 2  # current and the release before it (assets of pages fetched just before a switch)
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
 
 
 class MirrorStore(Protocol):
@@ -121,80 +122,6 @@ class _Refused(MirrorError):
     """A downloaded blob does not hash to its name."""
 
 
-# --- layout ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where one site's releases and links live under the mirror root."""
-
-    root: Path
-    owner: str
-    name: str
-
-    def __post_init__(self) -> None:
-        for part in (self.owner, self.name):
-            if not _NAME_RE.match(part):
-                raise MirrorError(
-                    f"refusing the site name {self.owner}/{self.name!s}: {part!r} is not a safe folder name",
-                    hint="site owners and names are letters, digits, '.', '_' and '-'",
-                )
-
-    @property
-    def site(self) -> str:
-        return f"{self.owner}/{self.name}"
-
-    @property
-    def releases(self) -> Path:
-        return self.root / "releases" / self.owner / self.name
-
-    @property
-    def site_dir(self) -> Path:
-        return self.root / "sites" / self.owner / self.name
-
-    @property
-    def current(self) -> Path:
-        return self.site_dir / "current"
-
-    @property
-    def previous(self) -> Path:
-        return self.site_dir / "previous"
-
-    @property
-    def incoming(self) -> Path:
-        return self.releases / ".incoming"
-
-    def release(self, version: str) -> Path:
-        return self.releases / version
-
-    def partial(self, version: str) -> Path:
-        return self.releases / f".partial-{version}"
-
-    def tree_file(self, version: str) -> Path:
-        return self.releases / ".trees" / f"{version}.json"
-
-    def link_target(self, version: str) -> str:
-        """Relative, so the mirror root can move: sites/o/n/current -> ../../../releases/o/n/v."""
-        return f"../../../releases/{self.owner}/{self.name}/{version}"
-
-    def linked_version(self, link: Path) -> str | None:
-        try:
-            name = os.path.basename(os.readlink(link))
-        except (FileNotFoundError, OSError):
-            return None
-        return name if is_version_id(name) and self.release(name).is_dir() else None
-
-    def served(self) -> str | None:
-        return self.linked_version(self.current)
-
-    def kept(self) -> list[str]:
-        if not self.releases.is_dir():
-            return []
-        return sorted(
-            p.name for p in self.releases.iterdir() if is_version_id(p.name) and p.is_dir()
-        )
-
-
 # --- sync --------------------------------------------------------------------
 
 
@@ -207,7 +134,7 @@ def sync(
 ) -> SyncReport:
     """Bring every site in the store to its live version; one site's failure never stops the rest."""
     root.mkdir(parents=True, exist_ok=True)
-    with _sync_lock(root):
+    with sync_lock(root):
         sites = store.sites()
         results = tuple(
             sync_site(store, root, owner, name, keep=keep, concurrency=concurrency)
@@ -252,7 +179,7 @@ def sync_site(
         return _timed(result, started)
     served = (
         Layout(root, owner, name).served()
-        if _NAME_RE.match(owner) and _NAME_RE.match(name)
+        if NAME_RE.match(owner) and NAME_RE.match(name)
         else None
     )
     return SiteSync(
@@ -400,8 +327,8 @@ def _materialize(
                 folders.add(folder)
             _link_or_copy(source, dest)
             linked += from_disk
-    _write_atomic(lay.tree_file(tree.version), tree.to_bytes())
-    _syncfs(lay.releases)  # every file and folder of the release is on disk before it can be named
+    write_file(lay.tree_file(tree.version), tree.to_bytes())
+    syncfs(lay.releases)  # every file and folder of the release is on disk before it can be named
     os.rename(partial, lay.release(tree.version))
     sync_folder(lay.releases)
     shutil.rmtree(lay.incoming, ignore_errors=True)
@@ -550,7 +477,7 @@ def _write_site_info(lay: Layout, live: Root, host: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         if target.read_bytes() == data:
             return
-    _write_atomic(target, data)
+    write_file(target, data)
 
 
 def host_map(root: Path, *, store: MirrorStore | None = None) -> dict[str, str]:
@@ -564,7 +491,7 @@ def host_map(root: Path, *, store: MirrorStore | None = None) -> dict[str, str]:
         lay_dir = info_file.parent
         owner, name = lay_dir.parent.name, lay_dir.name
         if (
-            not (_NAME_RE.match(owner) and _NAME_RE.match(name))
+            not (NAME_RE.match(owner) and NAME_RE.match(name))
             or not (lay_dir / "current").exists()
         ):
             continue
@@ -592,7 +519,7 @@ def write_host_map(root: Path, *, store: MirrorStore | None = None) -> bool:
     with contextlib.suppress(FileNotFoundError):
         if target.read_bytes() == data:
             return False
-    _write_atomic(target, data)
+    write_file(target, data)
     return True
 
 
@@ -605,7 +532,7 @@ def _write_status(root: Path, results: tuple[SiteSync, ...]) -> None:
             for r in results
         },
     }
-    _write_atomic(root / STATUS_FILE, json.dumps(data, indent=1, sort_keys=True).encode() + b"\n")
+    write_file(root / STATUS_FILE, json.dumps(data, indent=1, sort_keys=True).encode() + b"\n")
 
 
 # --- the daemon --------------------------------------------------------------
@@ -637,36 +564,3 @@ def run_forever(
                 log.exception("mirror sync failed")
             on_error(exc)
         stop.wait(max(0.0, interval * random.uniform(1 - jitter, 1 + jitter)))
-
-
-# --- file system helpers -------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _sync_lock(root: Path) -> Iterator[None]:
-    try:
-        with flocked(root / LOCK_FILE, wait=False):
-            yield
-    except BlockingIOError:
-        raise LockedError(
-            f"another 'render mirror sync' is running on {root}",
-            stage="mirror",
-            hint="wait for it to finish (or stop the render-mirror service) and run again",
-        ) from None
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    replace_durably(target, data, mode=0o644)  # nginx reads it
-
-
-def _syncfs(path: Path) -> None:
-    """Flush the file system holding ``path``: one call instead of an fsync per file and folder."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        syncfs = getattr(libc, "syncfs", None)
-        if syncfs is None or syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)

@@ -1,0 +1,129 @@
+"""The mirror's folders on disk: where a site's releases and links live, and how they are written.
+
+``Layout`` names the paths of one site under the mirror root; the helpers
+write the mirror's own files durably (nginx reads them), hold the one-sync-at-
+a-time lock, and flush a whole release with one ``syncfs``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from render.errors import LockedError, MirrorError
+from render.files import flocked, replace_durably
+from render.publish.manifest import is_version_id
+
+MAP_FILE = "hosts.map"
+STATUS_FILE = "status.json"
+LOCK_FILE = ".sync.lock"
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one site's releases and links live under the mirror root."""
+
+    root: Path
+    owner: str
+    name: str
+
+    def __post_init__(self) -> None:
+        for part in (self.owner, self.name):
+            if not NAME_RE.match(part):
+                raise MirrorError(
+                    f"refusing the site name {self.owner}/{self.name!s}: {part!r} is not a safe folder name",
+                    hint="site owners and names are letters, digits, '.', '_' and '-'",
+                )
+
+    @property
+    def site(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+    @property
+    def releases(self) -> Path:
+        return self.root / "releases" / self.owner / self.name
+
+    @property
+    def site_dir(self) -> Path:
+        return self.root / "sites" / self.owner / self.name
+
+    @property
+    def current(self) -> Path:
+        return self.site_dir / "current"
+
+    @property
+    def previous(self) -> Path:
+        return self.site_dir / "previous"
+
+    @property
+    def incoming(self) -> Path:
+        return self.releases / ".incoming"
+
+    def release(self, version: str) -> Path:
+        return self.releases / version
+
+    def partial(self, version: str) -> Path:
+        return self.releases / f".partial-{version}"
+
+    def tree_file(self, version: str) -> Path:
+        return self.releases / ".trees" / f"{version}.json"
+
+    def link_target(self, version: str) -> str:
+        """Relative, so the mirror root can move: sites/o/n/current -> ../../../releases/o/n/v."""
+        return f"../../../releases/{self.owner}/{self.name}/{version}"
+
+    def linked_version(self, link: Path) -> str | None:
+        try:
+            name = os.path.basename(os.readlink(link))
+        except (FileNotFoundError, OSError):
+            return None
+        return name if is_version_id(name) and self.release(name).is_dir() else None
+
+    def served(self) -> str | None:
+        return self.linked_version(self.current)
+
+    def kept(self) -> list[str]:
+        if not self.releases.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.releases.iterdir() if is_version_id(p.name) and p.is_dir()
+        )
+
+
+
+
+@contextlib.contextmanager
+def sync_lock(root: Path) -> Iterator[None]:
+    try:
+        with flocked(root / LOCK_FILE, wait=False):
+            yield
+    except BlockingIOError:
+        raise LockedError(
+            f"another 'render mirror sync' is running on {root}",
+            stage="mirror",
+            hint="wait for it to finish (or stop the render-mirror service) and run again",
+        ) from None
+
+
+def write_file(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    replace_durably(target, data, mode=0o644)  # nginx reads it
+
+
+def syncfs(path: Path) -> None:
+    """Flush the file system holding ``path``: one call instead of an fsync per file and folder."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        syncfs = getattr(libc, "syncfs", None)
+        if syncfs is None or syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
