@@ -20,7 +20,17 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from render import cron
-from render.configfile import Problems, number_text, parse_table, pop_table, read_toml, type_name
+from render.configfile import (
+    Problems,
+    number_text,
+    parse_table,
+    pop_table,
+    read_toml,
+    required,
+    setting,
+    type_name,
+)
+from render.configfile import field_docs as field_docs
 from render.errors import ConfigError, UsageError
 from render.paths import parse_pattern
 
@@ -28,28 +38,6 @@ HOST_FILE = "render.toml"
 SITE_FILE = "site.toml"
 
 T = TypeVar("T")
-
-
-def _f(default: Any, doc: str, *, between: tuple[float, float] | None = None) -> Any:
-    """A config field with its default and its one-line documentation.
-
-    A number (int or float) also declares ``between=(lowest, highest)``, both
-    allowed; the loader reports a value outside it, and any float that is not
-    finite, as a problem of the file (a test checks every number has a range).
-    """
-    if isinstance(default, (list, dict)):
-        raise TypeError("use tuples and mappings for config defaults")
-    metadata: dict[str, object] = {"doc": doc}
-    if between is not None:
-        low, high = between
-        if not low <= default <= high:
-            raise ValueError(f"default {default!r} is outside {between}")
-        metadata["between"] = between
-    return field(default=default, metadata=metadata)
-
-
-def _required(doc: str) -> Any:
-    return field(metadata={"doc": doc, "required": True})
 
 
 @dataclass(frozen=True)
@@ -104,25 +92,25 @@ class SiteId:
 
 @dataclass(frozen=True, kw_only=True)
 class HostSection:
-    sites: str = _f("sites", "folder holding sites/<owner>/<name>/site.toml")
-    state: str = _f(".render", "state folder: ledger, snapshots, builds, local store and mirror")
+    sites: str = setting("sites", "folder holding sites/<owner>/<name>/site.toml")
+    state: str = setting(".render", "state folder: ledger, snapshots, builds, local store and mirror")
 
 
 @dataclass(frozen=True, kw_only=True)
 class StoreConfig:
-    kind: str = _f("local", "'local' (a folder) or 's3' (Cloudflare R2 or any S3-compatible store)")
-    path: str = _f("", "local store folder; default <state>/store")
-    bucket: str = _f("", "s3: bucket name")
-    endpoint_url: str = _f("", "s3: endpoint, e.g. https://<account>.r2.cloudflarestorage.com")
-    region: str = _f("auto", "s3: region ('auto' for R2)")
-    prefix: str = _f("", "s3: key prefix inside the bucket")
-    profile: str = _f("", "s3: named AWS profile for credentials (else the AWS_* variables)")
-    concurrency: int = _f(16, "parallel uploads", between=(1, 256))
-    multipart_threshold_mb: int = _f(
+    kind: str = setting("local", "'local' (a folder) or 's3' (Cloudflare R2 or any S3-compatible store)")
+    path: str = setting("", "local store folder; default <state>/store")
+    bucket: str = setting("", "s3: bucket name")
+    endpoint_url: str = setting("", "s3: endpoint, e.g. https://<account>.r2.cloudflarestorage.com")
+    region: str = setting("auto", "s3: region ('auto' for R2)")
+    prefix: str = setting("", "s3: key prefix inside the bucket")
+    profile: str = setting("", "s3: named AWS profile for credentials (else the AWS_* variables)")
+    concurrency: int = setting(16, "parallel uploads", between=(1, 256))
+    multipart_threshold_mb: int = setting(
         16, "files at least this large upload in parts", between=(5, 5120)
     )
-    gc_grace_hours: float = _f(48.0, "gc never deletes a blob younger than this", between=(1, 8760))
-    max_attempts: int = _f(
+    gc_grace_hours: float = setting(48.0, "gc never deletes a blob younger than this", between=(1, 8760))
+    max_attempts: int = setting(
         5,
         "s3: attempts per request, with backoff on throttling and 5xx (botocore standard retry mode)",
         between=(1, 20),
@@ -131,36 +119,36 @@ class StoreConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class MirrorConfig:
-    enabled: bool = _f(True, "sync the local mirror folder after each publish (false when a separate mirror host runs 'render mirror sync')")
-    path: str = _f("", "local mirror root; default <state>/mirror")
-    keep: int = _f(3, "releases kept per site on the mirror", between=(1, 1000))
-    interval: int = _f(60, "seconds between mirror syncs when polling", between=(1, 86400))
-    concurrency: int = _f(8, "blobs a mirror sync downloads at the same time", between=(1, 256))
+    enabled: bool = setting(True, "sync the local mirror folder after each publish (false when a separate mirror host runs 'render mirror sync')")
+    path: str = setting("", "local mirror root; default <state>/mirror")
+    keep: int = setting(3, "releases kept per site on the mirror", between=(1, 1000))
+    interval: int = setting(60, "seconds between mirror syncs when polling", between=(1, 86400))
+    concurrency: int = setting(8, "blobs a mirror sync downloads at the same time", between=(1, 256))
 
 
 @dataclass(frozen=True, kw_only=True)
 class CdnConfig:
-    kind: str = _f("none", "'none' or 'cloudflare'")
-    zone_id: str = _f("", "cloudflare: zone id")
-    token_env: str = _f(
+    kind: str = setting("none", "'none' or 'cloudflare'")
+    zone_id: str = setting("", "cloudflare: zone id")
+    token_env: str = setting(
         "CLOUDFLARE_API_TOKEN", "cloudflare: environment variable holding the API token"
     )
-    api_url: str = _f("https://api.cloudflare.com/client/v4", "cloudflare: API base URL")
-    files_per_request: int = _f(
+    api_url: str = setting("https://api.cloudflare.com/client/v4", "cloudflare: API base URL")
+    files_per_request: int = setting(
         100, "cloudflare: URLs per purge request (Cloudflare accepts at most 100)", between=(1, 100)
     )
-    max_urls: int = _f(
+    max_urls: int = setting(
         1000,
         "cloudflare: above this many changed URLs, purge the site's host or path prefix instead",
         between=(1, 1_000_000),
     )
-    min_interval: float = _f(
+    min_interval: float = setting(
         0.25, "cloudflare: seconds between two purge requests", between=(0, 60)
     )
-    max_attempts: int = _f(
+    max_attempts: int = setting(
         5, "cloudflare: attempts per purge request on 429, 5xx and network errors", between=(1, 20)
     )
-    max_wait: float = _f(
+    max_wait: float = setting(
         120.0,
         "cloudflare: most seconds one purge spends waiting on rate limits and retries",
         between=(0, 3600),
@@ -169,42 +157,42 @@ class CdnConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ScheduleConfig:
-    default: str = _f("0 3 * * *", "cron string (crontab meaning) for sites without their own")
-    jitter: int = _f(
+    default: str = setting("0 3 * * *", "cron string (crontab meaning) for sites without their own")
+    jitter: int = setting(
         600, "seconds of per-site deterministic spread after the cron time", between=(0, 86400)
     )
-    workers: int = _f(1, "builds that run at the same time in the daemon", between=(1, 64))
-    poll: int = _f(30, "seconds between checks of auto sites' databases", between=(1, 3600))
-    debounce: int = _f(
+    workers: int = setting(1, "builds that run at the same time in the daemon", between=(1, 64))
+    poll: int = setting(30, "seconds between checks of auto sites' databases", between=(1, 3600))
+    debounce: int = setting(
         120, "quiet seconds after an edit before an auto rebuild", between=(0, 86400)
     )
-    misfire_grace: int = _f(
+    misfire_grace: int = setting(
         86400, "seconds a missed run may still start late", between=(1, 31 * 86400)
     )
 
 
 @dataclass(frozen=True, kw_only=True)
 class LimitsConfig:
-    workers: int = _f(2, "render processes per site build (1 for small sites)", between=(1, 64))
-    template_cpu_seconds: int = _f(
+    workers: int = setting(2, "render processes per site build (1 for small sites)", between=(1, 64))
+    template_cpu_seconds: int = setting(
         10, "CPU seconds one page may take to compile and render", between=(1, 3600)
     )
-    template_memory_mb: int = _f(1024, "address space of a render process", between=(64, 1 << 20))
-    page_max_bytes: int = _f(10_000_000, "largest rendered page", between=(1024, 1 << 30))
-    query_seconds: float = _f(5.0, "time limit of one tenant query", between=(0.01, 3600))
-    sql_max_length: int = _f(100_000, "longest tenant SQL statement", between=(1, 10_000_000))
-    static_file_max_bytes: int = _f(
+    template_memory_mb: int = setting(1024, "address space of a render process", between=(64, 1 << 20))
+    page_max_bytes: int = setting(10_000_000, "largest rendered page", between=(1024, 1 << 30))
+    query_seconds: float = setting(5.0, "time limit of one tenant query", between=(0.01, 3600))
+    sql_max_length: int = setting(100_000, "longest tenant SQL statement", between=(1, 10_000_000))
+    static_file_max_bytes: int = setting(
         100_000_000, "largest file in a site's static folder", between=(1, 10**12)
     )
-    static_site_max_bytes: int = _f(
+    static_site_max_bytes: int = setting(
         2_000_000_000, "most bytes of static files one site may publish", between=(1, 10**13)
     )
-    query_max_bytes: int = _f(
+    query_max_bytes: int = setting(
         256_000_000,
         "largest result of one tenant query (a site's route queries count together)",
         between=(1024, 10**12),
     )
-    row_max_bytes: int = _f(
+    row_max_bytes: int = setting(
         64_000_000, "largest row, string or blob a tenant query may return", between=(1024, 10**12)
     )
 
@@ -256,39 +244,39 @@ class HostConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class SiteSection:
-    base_url: str = _required("absolute http(s) URL the site is served at")
-    database: str = _f("site.db", "the tenant's SQLite database, relative to the site folder")
-    templates: str = _f("templates", "Jinja templates folder")
-    static: str = _f("static", "folder copied verbatim into the output")
-    schedule: str = _f("", "cron string (crontab meaning); the host default when empty")
-    timezone: str = _f("UTC", "time zone of the schedule")
-    auto: bool = _f(False, "rebuild automatically after edits to the database")
-    owner: str = _f("", "owner id: always the parent folder's name; when given, it must equal it")
-    name: str = _f("", "site name: always the folder's name; when given, it must equal it")
+    base_url: str = required("absolute http(s) URL the site is served at")
+    database: str = setting("site.db", "the tenant's SQLite database, relative to the site folder")
+    templates: str = setting("templates", "Jinja templates folder")
+    static: str = setting("static", "folder copied verbatim into the output")
+    schedule: str = setting("", "cron string (crontab meaning); the host default when empty")
+    timezone: str = setting("UTC", "time zone of the schedule")
+    auto: bool = setting(False, "rebuild automatically after edits to the database")
+    owner: str = setting("", "owner id: always the parent folder's name; when given, it must equal it")
+    name: str = setting("", "site name: always the folder's name; when given, it must equal it")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Route:
-    path: str = _required("URL pattern; {column} is filled from each row")
-    template: str = _required("template to render")
-    query: str = _f("", "SQL; without {placeholders} the rows go to one page (or a paginated list)")
-    paginate: int = _f(0, "rows per page for a list route (0: no pagination)", between=(0, 100_000))
-    lastmod: str = _f("", "column holding the page's last-modified date, for the sitemap")
-    index: int = _f(0, "position in site.toml (set by the loader)")
+    path: str = required("URL pattern; {column} is filled from each row")
+    template: str = required("template to render")
+    query: str = setting("", "SQL; without {placeholders} the rows go to one page (or a paginated list)")
+    paginate: int = setting(0, "rows per page for a list route (0: no pagination)", between=(0, 100_000))
+    lastmod: str = setting("", "column holding the page's last-modified date, for the sitemap")
+    index: int = setting(0, "position in site.toml (set by the loader)")
 
 
 @dataclass(frozen=True, kw_only=True)
 class RobotsRule:
-    user_agent: str = _f("*", "robots.txt User-agent")
-    allow: tuple[str, ...] = _f((), "paths allowed")
-    disallow: tuple[str, ...] = _f((), "paths disallowed")
+    user_agent: str = setting("*", "robots.txt User-agent")
+    allow: tuple[str, ...] = setting((), "paths allowed")
+    disallow: tuple[str, ...] = setting((), "paths disallowed")
 
 
 @dataclass(frozen=True, kw_only=True)
 class SeoConfig:
-    lang: str = _f("en", "default <html lang>")
-    block_on_errors: bool = _f(True, "SEO lint errors block the publish")
-    robots: tuple[RobotsRule, ...] = _f((), "[[seo.robots]] groups; default: allow everything")
+    lang: str = setting("en", "default <html lang>")
+    block_on_errors: bool = setting(True, "SEO lint errors block the publish")
+    robots: tuple[RobotsRule, ...] = setting((), "[[seo.robots]] groups; default: allow everything")
     rules: Mapping[str, str] = field(
         default_factory=dict,
         metadata={"doc": "per-rule severity overrides: 'error', 'warning' or 'off'"},
@@ -297,20 +285,20 @@ class SeoConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class LighthouseConfig:
-    enabled: bool = _f(True, "run Lighthouse and the no-JavaScript read before publishing")
-    chromium: str = _f("", "Chromium binary; default $RENDER_CHROMIUM or /usr/bin/chromium")
-    pages_per_route: int = _f(1, "pages audited per route (plus the home page)", between=(0, 100))
-    runs: int = _f(1, "runs per page; the median is kept", between=(1, 10))
-    parallel: int = _f(2, "audits at the same time", between=(1, 16))
-    timeout: int = _f(120, "seconds one audit may take before it is killed", between=(1, 3600))
-    form_factor: str = _f("mobile", "'mobile' or 'desktop'")
-    settle_ms: int = _f(
+    enabled: bool = setting(True, "run Lighthouse and the no-JavaScript read before publishing")
+    chromium: str = setting("", "Chromium binary; default $RENDER_CHROMIUM or /usr/bin/chromium")
+    pages_per_route: int = setting(1, "pages audited per route (plus the home page)", between=(0, 100))
+    runs: int = setting(1, "runs per page; the median is kept", between=(1, 10))
+    parallel: int = setting(2, "audits at the same time", between=(1, 16))
+    timeout: int = setting(120, "seconds one audit may take before it is killed", between=(1, 3600))
+    form_factor: str = setting("mobile", "'mobile' or 'desktop'")
+    settle_ms: int = setting(
         250,
         "quiet Lighthouse waits for after FCP, load, network and CPU (its own default 1000)",
         # shorter, and Lighthouse ends the trace before paints are reported
         between=(100, 10_000),
     )
-    block: bool = _f(False, "a score under budget blocks the publish (else a warning)")
+    block: bool = setting(False, "a score under budget blocks the publish (else a warning)")
     budgets: Mapping[str, float] = field(
         default_factory=dict,
         metadata={"doc": "minimum score per category, e.g. seo = 1.0"},
@@ -613,16 +601,3 @@ def find_site(host: HostConfig, name: str) -> Path:
         )
     owners = ", ".join(f"{d.parent.name}/{d.name}" for d in matches)
     raise UsageError(f"site name {name!r} is ambiguous: {owners}", hint="use owner/name")
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """``{key: doc}`` for a config section, a number's range appended: the README table's text."""
-    docs = {}
-    for f in fields(cls):
-        if "doc" not in f.metadata or f.name == "index":
-            continue
-        doc = f.metadata["doc"]
-        if (between := f.metadata.get("between")) is not None:
-            doc += f" ({number_text(between[0])} to {number_text(between[1])})"
-        docs[f.name] = doc
-    return docs

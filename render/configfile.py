@@ -19,7 +19,7 @@ import tomllib
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -231,3 +231,39 @@ def pop_table(data: dict[str, Any], key: str) -> Any:
     return data.pop(key, {})
 
 
+# --- fields ------------------------------------------------------------------
+
+
+def setting(default: Any, doc: str, *, between: tuple[float, float] | None = None) -> Any:
+    """A config field with its default and its one-line documentation.
+
+    A number (int or float) also declares ``between=(lowest, highest)``, both
+    allowed; the loader reports a value outside it, and any float that is not
+    finite, as a problem of the file (a test checks every number has a range).
+    """
+    if isinstance(default, (list, dict)):
+        raise TypeError("use tuples and mappings for config defaults")
+    metadata: dict[str, object] = {"doc": doc}
+    if between is not None:
+        low, high = between
+        if not low <= default <= high:
+            raise ValueError(f"default {default!r} is outside {between}")
+        metadata["between"] = between
+    return field(default=default, metadata=metadata)
+
+
+def required(doc: str) -> Any:
+    return field(metadata={"doc": doc, "required": True})
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """``{key: doc}`` for a config section, a number's range appended: the README table's text."""
+    docs = {}
+    for f in fields(cls):
+        if "doc" not in f.metadata or f.name == "index":
+            continue
+        doc = f.metadata["doc"]
+        if (between := f.metadata.get("between")) is not None:
+            doc += f" ({number_text(between[0])} to {number_text(between[1])})"
+        docs[f.name] = doc
+    return docs
