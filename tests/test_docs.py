@@ -11,7 +11,8 @@ import render
 from render import config
 from render.cli import main
 
-README = (Path(__file__).parent.parent / "README.md").read_text()
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text()
 
 SECTIONS = {
     "host": config.HostSection,
@@ -58,3 +59,20 @@ def test_exported_members_are_what_all_says() -> None:
         assert hasattr(render, name), name
     public = {n for n in dir(render) if not n.startswith("_") and not isinstance(getattr(render, n), type(render))}
     assert public <= set(render.__all__), public - set(render.__all__)
+
+
+def test_the_architecture_map_names_every_package_and_top_module() -> None:
+    """docs/ARCHITECTURE.md's folder map is the folder: a new module must be placed in it."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    package = ROOT / "render"
+    names = sorted(
+        p.name + ("/" if p.is_dir() else "")
+        for p in package.iterdir()
+        if (p.suffix == ".py" and not p.name.startswith("_")) or (p / "__init__.py").is_file()
+    )
+    missing = [n for n in names if f"`{n}`" not in text and f"`{n.removesuffix('/')}" not in text]
+    assert missing == [], f"docs/ARCHITECTURE.md does not name {missing}"
+    for folder in [p for p in package.iterdir() if (p / "__init__.py").is_file() and p.name != "cli"]:
+        for module in sorted(folder.glob("[!_]*.py")):
+            assert f"`{module.stem}`" in text, f"docs/ARCHITECTURE.md does not name {folder.name}/{module.name}"
+    assert "(docs/ARCHITECTURE.md)" in (ROOT / "README.md").read_text()
