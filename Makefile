@@ -47,11 +47,13 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check render tests bench scripts
+	$(BIN)/ruff format --check render tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check render tests bench scripts
+	$(BIN)/ruff format --check render tests bench scripts
 	$(BIN)/mypy
 
 bench: setup

@@ -93,12 +93,16 @@ class SiteId:
 @dataclass(frozen=True, kw_only=True)
 class HostSection:
     sites: str = setting("sites", "folder holding sites/<owner>/<name>/site.toml")
-    state: str = setting(".render", "state folder: ledger, snapshots, builds, local store and mirror")
+    state: str = setting(
+        ".render", "state folder: ledger, snapshots, builds, local store and mirror"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class StoreConfig:
-    kind: str = setting("local", "'local' (a folder) or 's3' (Cloudflare R2 or any S3-compatible store)")
+    kind: str = setting(
+        "local", "'local' (a folder) or 's3' (Cloudflare R2 or any S3-compatible store)"
+    )
     path: str = setting("", "local store folder; default <state>/store")
     bucket: str = setting("", "s3: bucket name")
     endpoint_url: str = setting("", "s3: endpoint, e.g. https://<account>.r2.cloudflarestorage.com")
@@ -109,7 +113,9 @@ class StoreConfig:
     multipart_threshold_mb: int = setting(
         16, "files at least this large upload in parts", between=(5, 5120)
     )
-    gc_grace_hours: float = setting(48.0, "gc never deletes a blob younger than this", between=(1, 8760))
+    gc_grace_hours: float = setting(
+        48.0, "gc never deletes a blob younger than this", between=(1, 8760)
+    )
     max_attempts: int = setting(
         5,
         "s3: attempts per request, with backoff on throttling and 5xx (botocore standard retry mode)",
@@ -119,11 +125,16 @@ class StoreConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class MirrorConfig:
-    enabled: bool = setting(True, "sync the local mirror folder after each publish (false when a separate mirror host runs 'render mirror sync')")
+    enabled: bool = setting(
+        True,
+        "sync the local mirror folder after each publish (false when a separate mirror host runs 'render mirror sync')",
+    )
     path: str = setting("", "local mirror root; default <state>/mirror")
     keep: int = setting(3, "releases kept per site on the mirror", between=(1, 1000))
     interval: int = setting(60, "seconds between mirror syncs when polling", between=(1, 86400))
-    concurrency: int = setting(8, "blobs a mirror sync downloads at the same time", between=(1, 256))
+    concurrency: int = setting(
+        8, "blobs a mirror sync downloads at the same time", between=(1, 256)
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,11 +184,15 @@ class ScheduleConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class LimitsConfig:
-    workers: int = setting(2, "render processes per site build (1 for small sites)", between=(1, 64))
+    workers: int = setting(
+        2, "render processes per site build (1 for small sites)", between=(1, 64)
+    )
     template_cpu_seconds: int = setting(
         10, "CPU seconds one page may take to compile and render", between=(1, 3600)
     )
-    template_memory_mb: int = setting(1024, "address space of a render process", between=(64, 1 << 20))
+    template_memory_mb: int = setting(
+        1024, "address space of a render process", between=(64, 1 << 20)
+    )
     page_max_bytes: int = setting(10_000_000, "largest rendered page", between=(1024, 1 << 30))
     query_seconds: float = setting(5.0, "time limit of one tenant query", between=(0.01, 3600))
     sql_max_length: int = setting(100_000, "longest tenant SQL statement", between=(1, 10_000_000))
@@ -251,7 +266,9 @@ class SiteSection:
     schedule: str = setting("", "cron string (crontab meaning); the host default when empty")
     timezone: str = setting("UTC", "time zone of the schedule")
     auto: bool = setting(False, "rebuild automatically after edits to the database")
-    owner: str = setting("", "owner id: always the parent folder's name; when given, it must equal it")
+    owner: str = setting(
+        "", "owner id: always the parent folder's name; when given, it must equal it"
+    )
     name: str = setting("", "site name: always the folder's name; when given, it must equal it")
 
 
@@ -259,8 +276,12 @@ class SiteSection:
 class Route:
     path: str = required("URL pattern; {column} is filled from each row")
     template: str = required("template to render")
-    query: str = setting("", "SQL; without {placeholders} the rows go to one page (or a paginated list)")
-    paginate: int = setting(0, "rows per page for a list route (0: no pagination)", between=(0, 100_000))
+    query: str = setting(
+        "", "SQL; without {placeholders} the rows go to one page (or a paginated list)"
+    )
+    paginate: int = setting(
+        0, "rows per page for a list route (0: no pagination)", between=(0, 100_000)
+    )
     lastmod: str = setting("", "column holding the page's last-modified date, for the sitemap")
     index: int = setting(0, "position in site.toml (set by the loader)")
 
@@ -287,7 +308,9 @@ class SeoConfig:
 class LighthouseConfig:
     enabled: bool = setting(True, "run Lighthouse and the no-JavaScript read before publishing")
     chromium: str = setting("", "Chromium binary; default $RENDER_CHROMIUM or /usr/bin/chromium")
-    pages_per_route: int = setting(1, "pages audited per route (plus the home page)", between=(0, 100))
+    pages_per_route: int = setting(
+        1, "pages audited per route (plus the home page)", between=(0, 100)
+    )
     runs: int = setting(1, "runs per page; the median is kept", between=(1, 10))
     parallel: int = setting(2, "audits at the same time", between=(1, 16))
     timeout: int = setting(120, "seconds one audit may take before it is killed", between=(1, 3600))
@@ -577,7 +600,8 @@ def _check_lighthouse(lh: LighthouseConfig, problems: Problems) -> None:
             problems.add(f"lighthouse.budgets.{category}", f"unknown category{suggestion}")
         elif not 0 <= score <= 1:
             problems.add(
-                f"lighthouse.budgets.{category}", f"must be between 0 and 1, got {number_text(score)}"
+                f"lighthouse.budgets.{category}",
+                f"must be between 0 and 1, got {number_text(score)}",
             )
 
 

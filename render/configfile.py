@@ -29,6 +29,7 @@ MAX_CONFIG_BYTES = 1 << 20  # a larger render.toml or site.toml is refused, not 
 
 T = TypeVar("T")
 
+
 class Problems:
     def __init__(self, file: Path, base: Path) -> None:
         try:
@@ -115,7 +116,8 @@ def _check_range(value: object, f: Any, where: str, problems: Problems) -> None:
     low, high = between
     if not low <= value <= high:
         problems.add(
-            where, f"must be between {number_text(low)} and {number_text(high)}, got {number_text(value)}"
+            where,
+            f"must be between {number_text(low)} and {number_text(high)}, got {number_text(value)}",
         )
 
 

@@ -107,11 +107,19 @@ def run_site(
 ) -> RunReport:
     """Build, check and publish one site. Raises the failing stage's ``RenderError``."""
     options = options or Options()
-    with locks.site_lock(
-        host.state_dir, site.id, wait=options.wait, on_wait=on_wait, reason=reason
-    ), open_ledger(host.state_dir) as ledger:
-        return _run(site, host=host, reason=reason, options=options, ledger=ledger,
-                    progress=progress, should_stop=should_stop)  # fmt: skip
+    with (
+        locks.site_lock(host.state_dir, site.id, wait=options.wait, on_wait=on_wait, reason=reason),
+        open_ledger(host.state_dir) as ledger,
+    ):
+        return _run(
+            site,
+            host=host,
+            reason=reason,
+            options=options,
+            ledger=ledger,
+            progress=progress,
+            should_stop=should_stop,
+        )
 
 
 @dataclass(kw_only=True)
@@ -150,19 +158,31 @@ class _Run:
         """
         counted = build is not None and publication is not None
         report = RunReport(
-            site=self.site.id, reason=self.reason, outcome=outcome,
-            seconds=time.perf_counter() - self.started, timings=self.timings,
+            site=self.site.id,
+            reason=self.reason,
+            outcome=outcome,
+            seconds=time.perf_counter() - self.started,
+            timings=self.timings,
             pages=len(build.pages) if counted and build else 0,
             rendered=build.rendered if counted and build else 0,
             reused=build.reused if counted and build else 0,
             version=publication.version if publication else None,
-            build=build, checks=verdict, publication=publication, purge=purged, mirror=synced,
-        )  # fmt: skip
+            build=build,
+            checks=verdict,
+            publication=publication,
+            purge=purged,
+            mirror=synced,
+        )
         if counted:
             self.ledger.finish_run(
-                self.run_id, outcome=outcome.value, pages=report.pages, rendered=report.rendered,
-                reused=report.reused, version=report.version, timings=self.timings,
-            )  # fmt: skip
+                self.run_id,
+                outcome=outcome.value,
+                pages=report.pages,
+                rendered=report.rendered,
+                reused=report.reused,
+                version=report.version,
+                timings=self.timings,
+            )
         else:
             self.ledger.finish_run(self.run_id, outcome=outcome.value, timings=self.timings)
         return report
@@ -171,13 +191,20 @@ class _Run:
         """End the ledger's row of a run that raised; the error to raise (None: re-raise a bug)."""
         error = exc if isinstance(exc, RenderError) else _disk_full(exc, self.host)
         if error is None:  # a bug: it keeps its traceback
-            _finish_failed(self.ledger, self.run_id, exc, stage="bug", message=repr(exc),
-                           timings=self.timings)  # fmt: skip
+            _finish_failed(
+                self.ledger, self.run_id, exc, stage="bug", message=repr(exc), timings=self.timings
+            )
             return None
         owner, name = self.site.id.owner, self.site.id.name
         error.with_site(str(self.site.id), hint=_live_hint(self.ledger.live_version(owner, name)))
-        _finish_failed(self.ledger, self.run_id, error, stage=error.stage, message=error.message,
-                       timings=self.timings)  # fmt: skip
+        _finish_failed(
+            self.ledger,
+            self.run_id,
+            error,
+            stage=error.stage,
+            message=error.message,
+            timings=self.timings,
+        )
         return error
 
 
@@ -205,14 +232,23 @@ def _run(
     progress: StageProgress | None,
     should_stop: Callable[[], bool] | None,
 ) -> RunReport:
-    run = _Run(site=site, host=host, reason=reason, options=options, ledger=ledger,
-               progress=progress, run_id=ledger.start_run(site.id.owner, site.id.name, reason=reason))  # fmt: skip
+    run = _Run(
+        site=site,
+        host=host,
+        reason=reason,
+        options=options,
+        ledger=ledger,
+        progress=progress,
+        run_id=ledger.start_run(site.id.owner, site.id.name, reason=reason),
+    )
     try:
         built = _build(run)
         if built is None:
             # nothing to build, but a run that stopped after its root switch (or a
             # rollback) may have left the mirror behind the store: one read of the root
-            caught_up = _catch_up_mirror(host, site.id.owner, site.id.name) if host.mirror.enabled else None
+            caught_up = (
+                _catch_up_mirror(host, site.id.owner, site.id.name) if host.mirror.enabled else None
+            )
             return run.end(Outcome.skipped, synced=caught_up)
         checked = _check(run, built)
         if options.out is not None:
@@ -254,14 +290,21 @@ def _build(run: _Run) -> _Built | None:
                     return None
                 progress = run.progress
                 on_pages = (
-                    None if progress is None else (lambda done, total: progress("build", done, total))
+                    None
+                    if progress is None
+                    else (lambda done, total: progress("build", done, total))
                 )
                 last_audits = run.ledger.last_lighthouse(owner, name)
                 reports = frozenset(a["report"] for a in last_audits if a["report"])
                 build = builder.build(
-                    site, snap, host=host, sources=sources, previous=previous, keep=reports,
+                    site,
+                    snap,
+                    host=host,
+                    sources=sources,
+                    previous=previous,
+                    keep=reports,
                     progress=on_pages,
-                )  # fmt: skip
+                )
         with run.timed("seo"):
             build = seo.generate(build)
             seo_report = seo.lint(build)
@@ -276,9 +319,12 @@ def _check(run: _Run, built: _Built) -> _Checked:
         if options.skip_lighthouse:
             config = replace(config, enabled=False)
         audits = lighthouse.check(
-            built.build, config=config, previous=built.last_audits, full=options.full_audit,
+            built.build,
+            config=config,
+            previous=built.last_audits,
+            full=options.full_audit,
             progress=None if progress is None else (lambda what: progress(what, 0, 0)),
-        )  # fmt: skip
+        )
         # Findings and HTML reports stay out of the tree (render.publish.reports); the
         # reports' bytes go into the build's objects so the next run can carry them.
         audit_html = audits.html()
@@ -303,9 +349,12 @@ def _publish(run: _Run, built: _Built, checked: _Checked) -> RunReport:
     try:
         with run.timed("publish"):
             publication = publish.publish(
-                build, store=store, ledger=run.ledger, concurrency=host.store.concurrency,
+                build,
+                store=store,
+                ledger=run.ledger,
+                concurrency=host.store.concurrency,
                 grace_hours=host.store.gc_grace_hours,
-            )  # fmt: skip
+            )
         run.ledger.set_input_hash(owner, name, built.input_hash)
         synced = None
         if host.mirror.enabled:
@@ -318,17 +367,24 @@ def _publish(run: _Run, built: _Built, checked: _Checked) -> RunReport:
         with run.timed("reports"):  # after the root switch: reports never delay it
             audits = checked.verdict.lighthouse
             store_reports(
-                store, owner=owner, name=name, version=publication.version,
+                store,
+                owner=owner,
+                name=name,
+                version=publication.version,
                 files={seo.REPORT_PATH: seo.report_json(built.seo), **audits.files()},
                 html=checked.audit_html,
-            )  # fmt: skip
+            )
     finally:
         store.close()
     published = publication.outcome is publish.PublishOutcome.published
     return run.end(
-        Outcome.published if published else Outcome.unchanged, build=build,
-        verdict=checked.verdict, publication=publication, purged=purged, synced=synced,
-    )  # fmt: skip
+        Outcome.published if published else Outcome.unchanged,
+        build=build,
+        verdict=checked.verdict,
+        publication=publication,
+        purged=purged,
+        synced=synced,
+    )
 
 
 def _disk_full(exc: BaseException, host: HostConfig) -> RenderError | None:
@@ -363,7 +419,12 @@ def _finish_failed(
 def _sync_mirror(host: HostConfig, store: Store, owner: str, name: str) -> mirror.SiteSync:
     """Bring the local mirror folder to the store's live version (the embedded default)."""
     result = mirror.sync_site(
-        store, host.mirror_path, owner, name, keep=host.mirror.keep, concurrency=host.mirror.concurrency
+        store,
+        host.mirror_path,
+        owner,
+        name,
+        keep=host.mirror.keep,
+        concurrency=host.mirror.concurrency,
     )
     if result.error is not None:
         raise MirrorError(
@@ -400,14 +461,17 @@ def repair_site(
         store = open_store(host)
         try:
             done = repair.repair(
-                store, owner=owner, name=name, objects=record.build_dir(host, site) / "objects",
-                scratch=host.state_dir / "repair" / owner / name, concurrency=host.store.concurrency,
-            )  # fmt: skip
+                store,
+                owner=owner,
+                name=name,
+                objects=record.build_dir(host, site) / "objects",
+                scratch=host.state_dir / "repair" / owner / name,
+                concurrency=host.store.concurrency,
+            )
             synced = _sync_mirror(host, store, owner, name) if host.mirror.enabled else None
         finally:
             store.close()
     return done, synced
-
 
 
 def _live_hint(live: str | None) -> str:

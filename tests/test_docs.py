@@ -44,7 +44,10 @@ def test_every_command_is_in_the_readme() -> None:
 
 
 def test_every_config_key_is_in_the_readme_table_with_its_doc() -> None:
-    rows = {m.group(1): m.group(2).strip() for m in re.finditer(r"^\| [\w.]+ \| `([\w.\[\]]+)` \| `[^`]*` \| (.+) \|$", README, re.M)}
+    rows = {
+        m.group(1): m.group(2).strip()
+        for m in re.finditer(r"^\| [\w.]+ \| `([\w.\[\]]+)` \| `[^`]*` \| (.+) \|$", README, re.M)
+    }
     missing = []
     for section, cls in SECTIONS.items():
         for key, doc in config.field_docs(cls).items():
@@ -57,7 +60,11 @@ def test_exported_members_are_what_all_says() -> None:
     assert render.__all__ == sorted(render.__all__)
     for name in render.__all__:
         assert hasattr(render, name), name
-    public = {n for n in dir(render) if not n.startswith("_") and not isinstance(getattr(render, n), type(render))}
+    public = {
+        n
+        for n in dir(render)
+        if not n.startswith("_") and not isinstance(getattr(render, n), type(render))
+    }
     assert public <= set(render.__all__), public - set(render.__all__)
 
 
@@ -72,7 +79,11 @@ def test_the_architecture_map_names_every_package_and_top_module() -> None:
     )
     missing = [n for n in names if f"`{n}`" not in text and f"`{n.removesuffix('/')}" not in text]
     assert missing == [], f"docs/ARCHITECTURE.md does not name {missing}"
-    for folder in [p for p in package.iterdir() if (p / "__init__.py").is_file() and p.name != "cli"]:
+    for folder in [
+        p for p in package.iterdir() if (p / "__init__.py").is_file() and p.name != "cli"
+    ]:
         for module in sorted(folder.glob("[!_]*.py")):
-            assert f"`{module.stem}`" in text, f"docs/ARCHITECTURE.md does not name {folder.name}/{module.name}"
+            assert f"`{module.stem}`" in text, (
+                f"docs/ARCHITECTURE.md does not name {folder.name}/{module.name}"
+            )
     assert "(docs/ARCHITECTURE.md)" in (ROOT / "README.md").read_text()

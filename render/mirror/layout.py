@@ -97,8 +97,6 @@ class Layout:
         )
 
 
-
-
 @contextlib.contextmanager
 def sync_lock(root: Path) -> Iterator[None]:
     try:

@@ -178,9 +178,7 @@ def sync_site(
     else:
         return _timed(result, started)
     served = (
-        Layout(root, owner, name).served()
-        if NAME_RE.match(owner) and NAME_RE.match(name)
-        else None
+        Layout(root, owner, name).served() if NAME_RE.match(owner) and NAME_RE.match(name) else None
     )
     return SiteSync(
         site=site,
@@ -490,10 +488,7 @@ def host_map(root: Path, *, store: MirrorStore | None = None) -> dict[str, str]:
     for info_file in sorted((root / "sites").glob("*/*/site.json")):
         lay_dir = info_file.parent
         owner, name = lay_dir.parent.name, lay_dir.name
-        if (
-            not (NAME_RE.match(owner) and NAME_RE.match(name))
-            or not (lay_dir / "current").exists()
-        ):
+        if not (NAME_RE.match(owner) and NAME_RE.match(name)) or not (lay_dir / "current").exists():
             continue
         try:
             host = json.loads(info_file.read_bytes()).get("host", "")

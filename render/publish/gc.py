@@ -100,25 +100,37 @@ def gc(
             plan = _gc_plan(store, root, owner=owner, name=name, keep=keep, cutoff=cutoff)
         else:
             with _HeldLease.taken(store, root, tag, owner=owner, name=name) as lease:
-                plan = _gc_plan(store, lease.root, owner=owner, name=name, keep=keep,
-                                cutoff=cutoff)  # fmt: skip
+                plan = _gc_plan(store, lease.root, owner=owner, name=name, keep=keep, cutoff=cutoff)
                 deadline = lease.renew()
-                _delete_before(store, [version_key(owner, name, v) for v in plan.drop_versions],
-                               deadline=deadline)  # fmt: skip
+                _delete_before(
+                    store,
+                    [version_key(owner, name, v) for v in plan.drop_versions],
+                    deadline=deadline,
+                )
                 _delete_before(store, [o.key for o in plan.drop_blobs], deadline=deadline)
                 live = lease.root.version
         # a version's reports go with it (after it: a crash in between leaves only reports)
-        collected = reports.collect(store, owner=owner, name=name, kept={*plan.kept, live},
-                                    dropped=set(plan.drop_versions), cutoff=cutoff,
-                                    dry_run=dry_run)  # fmt: skip
+        collected = reports.collect(
+            store,
+            owner=owner,
+            name=name,
+            kept={*plan.kept, live},
+            dropped=set(plan.drop_versions),
+            cutoff=cutoff,
+            dry_run=dry_run,
+        )
     except PublishError as exc:
         raise exc.with_site(site) from None
     return GcReport(
-        site=site, kept=plan.kept, removed_versions=plan.drop_versions,
+        site=site,
+        kept=plan.kept,
+        removed_versions=plan.drop_versions,
         removed_blobs=len(plan.drop_blobs),
         freed_bytes=sum(o.size for o in plan.drop_blobs) + collected.bytes,
-        young_blobs=plan.young_blobs, dry_run=dry_run, removed_reports=len(collected.keys),
-    )  # fmt: skip
+        young_blobs=plan.young_blobs,
+        dry_run=dry_run,
+        removed_reports=len(collected.keys),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,8 +236,9 @@ class _HeldLease:
         # Read back either way: the new tag is the store's to make (an S3 ETag), and a
         # write whose response was lost comes back from the client's retry as a failed
         # condition. The lease's random id makes these bytes ours alone.
-        self.store.put_if(key, data, tag=self.tag or None, content_type=JSON_TYPE,
-                          cache_control=ROOT_CACHE)  # fmt: skip
+        self.store.put_if(
+            key, data, tag=self.tag or None, content_type=JSON_TYPE, cache_control=ROOT_CACHE
+        )
         got = self.store.get_tagged(key)
         if got is None or got[0] != data:
             return False
@@ -240,5 +253,10 @@ def _new_lease() -> GcLease:
     def stamp(t: float) -> str:
         return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    return GcLease(id=secrets.token_hex(8), host=socket.gethostname(), pid=os.getpid(),
-                   started=stamp(started), expires=stamp(started + GC_LEASE_SECONDS))  # fmt: skip
+    return GcLease(
+        id=secrets.token_hex(8),
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        started=stamp(started),
+        expires=stamp(started + GC_LEASE_SECONDS),
+    )

@@ -65,7 +65,9 @@ UploadProgress = Callable[[int, int], None]
 GC_LEASE_SECONDS = 900.0
 """How long a gc may go on deleting after it confirmed its lease (see ``gc``)."""
 
-SWITCH_ATTEMPTS = 3  # root switches tried by a writer (or a lease by gc) that another keeps pushing back
+SWITCH_ATTEMPTS = (
+    3  # root switches tried by a writer (or a lease by gc) that another keeps pushing back
+)
 
 
 class PublishOutcome(Enum):
@@ -167,11 +169,20 @@ def publish_tree(
     requests_before = store.request_count()
     try:
         return _publish(
-            files, objects, owner=owner, name=name, base_url=base_url, store=store,
-            ledger=ledger, concurrency=concurrency or store.concurrency,
-            grace_hours=grace_hours, progress=progress, now=now,
-            started=started, requests_before=requests_before,
-        )  # fmt: skip
+            files,
+            objects,
+            owner=owner,
+            name=name,
+            base_url=base_url,
+            store=store,
+            ledger=ledger,
+            concurrency=concurrency or store.concurrency,
+            grace_hours=grace_hours,
+            progress=progress,
+            now=now,
+            started=started,
+            requests_before=requests_before,
+        )
     except PublishError as exc:
         raise exc.with_site(site) from None
 
@@ -201,21 +212,40 @@ def _publish(
         outcome: PublishOutcome, version: str, parent: str | None, **kw: object
     ) -> Publication:
         return Publication(
-            site=site, outcome=outcome, version=version, parent=parent, files=len(files),
-            bytes=total_bytes, requests=store.request_count() - requests_before,
-            seconds=time.monotonic() - started, store=store.description, **kw,  # type: ignore[arg-type]
-        )  # fmt: skip
+            site=site,
+            outcome=outcome,
+            version=version,
+            parent=parent,
+            files=len(files),
+            bytes=total_bytes,
+            requests=store.request_count() - requests_before,
+            seconds=time.monotonic() - started,
+            store=store.description,
+            **kw,  # type: ignore[arg-type]
+        )
 
     if root is not None and root.files_hash == digest:
         _ledger_live(ledger, owner, name, root.version)
-        return result(PublishOutcome.unchanged, root.version, root.previous,
-                      uploaded_blobs=0, uploaded_bytes=0, diff=diff(files, files))  # fmt: skip
+        return result(
+            PublishOutcome.unchanged,
+            root.version,
+            root.previous,
+            uploaded_blobs=0,
+            uploaded_bytes=0,
+            diff=diff(files, files),
+        )
     live = read_tree(store, owner=owner, name=name, version=root.version) if root else None
     live_files: Mapping[str, FileEntry] = live.files if live else {}
     if live is not None and root is not None and dict(live.files) == dict(files):
         _ledger_live(ledger, owner, name, root.version)
-        return result(PublishOutcome.unchanged, root.version, root.previous,
-                      uploaded_blobs=0, uploaded_bytes=0, diff=diff(files, files))  # fmt: skip
+        return result(
+            PublishOutcome.unchanged,
+            root.version,
+            root.previous,
+            uploaded_blobs=0,
+            uploaded_bytes=0,
+            diff=diff(files, files),
+        )
 
     parent = root.version if root else None
     version = new_version_id(now=now, after=parent)
@@ -238,21 +268,40 @@ def _publish(
             missing = {h: e for h, e in missing.items() if h not in present}
         ledger.begin_publish(owner, name, store=store.description, version=version)
 
-    upload_blobs(store, missing, objects, owner=owner, name=name, concurrency=concurrency,
-                 progress=progress)  # fmt: skip
+    upload_blobs(
+        store, missing, objects, owner=owner, name=name, concurrency=concurrency, progress=progress
+    )
     tree = VersionTree(version=version, parent=parent, created=created, files=files)
-    store.put(version_key(owner, name, version), tree.to_bytes(),
-              content_type=JSON_TYPE, cache_control=BLOB_CACHE)  # fmt: skip
-    new_root = Root(version=version, site=site, base_url=base_url, previous=parent,
-                    published=created, files_hash=digest)  # fmt: skip
+    store.put(
+        version_key(owner, name, version),
+        tree.to_bytes(),
+        content_type=JSON_TYPE,
+        cache_control=BLOB_CACHE,
+    )
+    new_root = Root(
+        version=version,
+        site=site,
+        base_url=base_url,
+        previous=parent,
+        published=created,
+        files_hash=digest,
+    )
 
     def upload_again() -> None:  # a gc that began after the root was read may have taken them
-        upload_blobs(store, missing, objects, owner=owner, name=name, concurrency=concurrency,
-                     progress=None)  # fmt: skip
+        upload_blobs(
+            store, missing, objects, owner=owner, name=name, concurrency=concurrency, progress=None
+        )
 
     try:
-        _switch_past_gc(store, owner=owner, name=name, root=new_root, tag=tag,
-                        on_top_of=parent, again=upload_again)  # fmt: skip
+        _switch_past_gc(
+            store,
+            owner=owner,
+            name=name,
+            root=new_root,
+            tag=tag,
+            on_top_of=parent,
+            again=upload_again,
+        )
     except ConflictError:
         with contextlib.suppress(PublishError):  # the loser's tree would only confuse a listing
             store.delete([version_key(owner, name, version)])
@@ -264,13 +313,27 @@ def _publish(
     seconds = time.monotonic() - started
     if ledger is not None:
         ledger.record_version(
-            owner, name, version=version, parent=parent, created=created, files=len(files),
-            bytes=total_bytes, new_blobs=len(missing), new_bytes=uploaded_bytes,
-            seconds=seconds, live=True,
-        )  # fmt: skip
+            owner,
+            name,
+            version=version,
+            parent=parent,
+            created=created,
+            files=len(files),
+            bytes=total_bytes,
+            new_blobs=len(missing),
+            new_bytes=uploaded_bytes,
+            seconds=seconds,
+            live=True,
+        )
         ledger.end_publish(owner, name, store=store.description)
-    return result(PublishOutcome.published, version, parent, uploaded_blobs=len(missing),
-                  uploaded_bytes=uploaded_bytes, diff=diff(live_files, files))  # fmt: skip
+    return result(
+        PublishOutcome.published,
+        version,
+        parent,
+        uploaded_blobs=len(missing),
+        uploaded_bytes=uploaded_bytes,
+        diff=diff(live_files, files),
+    )
 
 
 def _ledger_live(ledger: VersionLedger | None, owner: str, name: str, version: str) -> None:
@@ -474,7 +537,7 @@ def list_versions(store: Store, *, owner: str, name: str, limit: int = 50) -> li
                 new_blobs=len(fresh),
                 new_bytes=sum(e.size for e in fresh.values()),
                 live=root is not None and root.version == v,
-            )  # fmt: skip
+            )
         )
     return out
 
@@ -522,8 +585,14 @@ def rollback(
         if target == root.version:
             return Rollback(site=site, version=target, previous=root.version)
         tree = read_tree(store, owner=owner, name=name, version=target)
-        new_root = Root(version=target, site=site, base_url=root.base_url, previous=root.version,
-                        published=utc_now_iso(now), files_hash=files_digest(tree.files))  # fmt: skip
+        new_root = Root(
+            version=target,
+            site=site,
+            base_url=root.base_url,
+            previous=root.version,
+            published=utc_now_iso(now),
+            files_hash=files_digest(tree.files),
+        )
         live = root.version
 
         def still_there() -> None:  # a gc keeps the trees of what it keeps whole, blobs included
@@ -534,8 +603,9 @@ def rollback(
                     hint="'render versions SITE' lists the versions that are left",
                 )
 
-        _switch_past_gc(store, owner=owner, name=name, root=new_root, tag=tag,
-                        on_top_of=live, again=still_there)  # fmt: skip
+        _switch_past_gc(
+            store, owner=owner, name=name, root=new_root, tag=tag, on_top_of=live, again=still_there
+        )
     except PublishError as exc:
         raise exc.with_site(site) from None
     if ledger is not None:
