@@ -37,7 +37,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
         ],
     ),
     # configfile: reading a TOML file into typed sections, every problem collected
-    ("1 config", [["configfile"], ["config"]]),
+    # siterules: what a site.toml may say beyond types and ranges (it reads config's types)
+    ("1 config", [["configfile"], ["config", "siterules"]]),
     (
         "2 build",
         [
