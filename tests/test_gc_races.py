@@ -24,6 +24,7 @@ from s3server import make_build, moto_url, new_bucket, s3_config, s3_env, site_f
 from render.config import load_host
 from render.errors import ConflictError, PublishError
 from render.publish.gc import GcReport, gc
+from render.publish.history import rollback, version_ids
 from render.publish.manifest import Root, root_key
 from render.publish.store import LocalStore, S3Store, Store
 from render.publish.versions import (
@@ -32,9 +33,7 @@ from render.publish.versions import (
     publish,
     read_root,
     read_tree,
-    rollback,
     switch_root,
-    version_ids,
 )
 from render.run import locks
 

@@ -74,8 +74,9 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
             # reports: a version's audit output, stored beside it; gc collects it with it
             ["publish.reports"],
             ["publish.versions"],
-            # gc: old versions and unnamed blobs deleted under a lease in root.json
-            ["publish.gc"],
+            # history: listing versions, rollback; gc: old versions and unnamed blobs
+            # deleted under a lease in root.json
+            ["publish.history", "publish.gc"],
             # repair: the live version's blobs read back, the bad ones uploaded again
             ["publish.purge", "publish.repair"],
         ],

@@ -19,9 +19,9 @@ from render.errors import LockedError, PublishError
 from render.mirror.layout import Layout
 from render.mirror.status import MirrorState, mirror_status
 from render.mirror.sync import SyncOutcome, run_forever, sync, sync_site, write_host_map
+from render.publish.history import rollback
 from render.publish.manifest import blob_key, version_key
 from render.publish.store import LocalStore, S3Store
-from render.publish.versions import rollback
 
 __all__ = ["moto_url", "s3_env"]  # fixtures used by name below
 

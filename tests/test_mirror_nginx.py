@@ -20,9 +20,9 @@ from test_routing import CASES
 
 from render.build.tree import sha256
 from render.mirror.sync import SyncOutcome, sync, sync_site
+from render.publish.history import rollback
 from render.publish.manifest import blob_key
 from render.publish.store import LocalStore
-from render.publish.versions import rollback
 from render.serve.routing import route_request
 
 pytestmark = pytest.mark.nginx

@@ -21,9 +21,10 @@ from s3server import admin_client, make_build, moto_url, new_bucket, s3_config, 
 from render.check.loopback import serve
 from render.errors import ConflictError, PublishError
 from render.publish.gc import gc
+from render.publish.history import list_versions, rollback
 from render.publish.manifest import Root, VersionTree, root_key, version_key
 from render.publish.store import LocalStore, S3Store, Store, StoredObject
-from render.publish.versions import PublishOutcome, list_versions, publish, read_root, rollback
+from render.publish.versions import PublishOutcome, publish, read_root
 from render.run.ledger import Ledger
 from render.serve.live import LiveSites
 

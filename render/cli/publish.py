@@ -21,8 +21,8 @@ from render.errors import UsageError
 from render.mirror.sync import SyncOutcome
 from render.pipeline import repair_site
 from render.publish.gc import gc
+from render.publish.history import list_versions, rollback
 from render.publish.store import Store, open_store
-from render.publish.versions import list_versions, rollback
 from render.report.dashboard import configured_budgets
 from render.report.serve import PREFIX as DASHBOARD
 from render.report.serve import WithDashboard

@@ -206,7 +206,7 @@ def _publish(
     site = f"{owner}/{name}"
     digest = files_digest(files)
     total_bytes = sum(e.size for e in files.values())
-    root, tag = _after_gc(store, *read_root(store, owner=owner, name=name), owner=owner, name=name)
+    root, tag = after_gc(store, *read_root(store, owner=owner, name=name), owner=owner, name=name)
 
     def result(
         outcome: PublishOutcome, version: str, parent: str | None, **kw: object
@@ -293,7 +293,7 @@ def _publish(
         )
 
     try:
-        _switch_past_gc(
+        switch_past_gc(
             store,
             owner=owner,
             name=name,
@@ -434,7 +434,7 @@ def switch_root(store: Store, *, owner: str, name: str, root: Root, tag: str | N
     )
 
 
-def _after_gc(
+def after_gc(
     store: Store, root: Root | None, tag: str | None, *, owner: str, name: str
 ) -> tuple[Root | None, str | None]:
     """``root`` and ``tag``, or, while a gc of the site holds its lease, the root once it is over.
@@ -450,7 +450,7 @@ def _after_gc(
     return root, tag
 
 
-def _switch_past_gc(
+def switch_past_gc(
     store: Store,
     *,
     owner: str,
@@ -474,7 +474,7 @@ def _switch_past_gc(
             switch_root(store, owner=owner, name=name, root=root, tag=tag)
             return
         except ConflictError:
-            current, tag = _after_gc(
+            current, tag = after_gc(
                 store, *read_root(store, owner=owner, name=name), owner=owner, name=name
             )
             if current is None or current.gc is None or current.version != on_top_of:
@@ -486,128 +486,3 @@ def _switch_past_gc(
                     hint="run it again once 'render gc' of this site is done",
                 ) from None
         again()
-
-
-# --- versions, rollback, gc ----------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class VersionInfo:
-    version: str
-    parent: str | None
-    created: str
-    files: int
-    bytes: int
-    new_blobs: int  # blobs its parent's tree does not name
-    new_bytes: int
-    live: bool
-
-
-def version_ids(store: Store, *, owner: str, name: str) -> list[str]:
-    """Every version id of a site in the store, newest first (one LIST)."""
-    prefix = f"{site_prefix(owner, name)}versions/"
-    ids = [
-        o.key[len(prefix) : -len(".json")]
-        for o in store.list(prefix)
-        if o.key.endswith(".json") and "/" not in o.key[len(prefix) :]
-    ]
-    return sorted(ids, reverse=True)
-
-
-def list_versions(store: Store, *, owner: str, name: str, limit: int = 50) -> list[VersionInfo]:
-    """The site's versions in the store, newest first, with sizes and which one is live."""
-    try:
-        root, _ = read_root(store, owner=owner, name=name)
-        ids = version_ids(store, owner=owner, name=name)[:limit]
-        trees = {v: read_tree(store, owner=owner, name=name, version=v) for v in ids}
-    except PublishError as exc:
-        raise exc.with_site(f"{owner}/{name}") from None
-    out = []
-    for v in ids:
-        tree = trees[v]
-        parent = trees.get(tree.parent) if tree.parent else None
-        fresh = new_blobs(tree.files, parent.hashes() if parent else ())
-        out.append(
-            VersionInfo(
-                version=v,
-                parent=tree.parent,
-                created=tree.created,
-                files=len(tree.files),
-                bytes=tree.total_bytes,
-                new_blobs=len(fresh),
-                new_bytes=sum(e.size for e in fresh.values()),
-                live=root is not None and root.version == v,
-            )
-        )
-    return out
-
-
-@dataclass(frozen=True, kw_only=True)
-class Rollback:
-    site: str
-    version: str  # live now
-    previous: str  # live before
-
-
-def rollback(
-    store: Store,
-    *,
-    owner: str,
-    name: str,
-    to: str | None = None,
-    ledger: VersionLedger | None = None,
-    now: datetime | None = None,
-) -> Rollback:
-    """Make an earlier version live in one write (default: the one before the live one)."""
-    site = f"{owner}/{name}"
-    try:
-        root, tag = _after_gc(
-            store, *read_root(store, owner=owner, name=name), owner=owner, name=name
-        )
-        if root is None:
-            raise PublishError("nothing is published yet", hint="publish with 'render force SITE'")
-        ids = version_ids(store, owner=owner, name=name)
-        if to is None:
-            older = [v for v in ids if v < root.version]
-            if not older:
-                raise PublishError(
-                    f"no version older than the live {root.version}",
-                    hint="'render versions SITE' lists them; name one to roll forward",
-                )
-            target = older[0]
-        elif to not in ids:
-            raise PublishError(
-                f"no version {to!r} in {store.description}",
-                hint="'render versions SITE' lists the versions that exist",
-            )
-        else:
-            target = to
-        if target == root.version:
-            return Rollback(site=site, version=target, previous=root.version)
-        tree = read_tree(store, owner=owner, name=name, version=target)
-        new_root = Root(
-            version=target,
-            site=site,
-            base_url=root.base_url,
-            previous=root.version,
-            published=utc_now_iso(now),
-            files_hash=files_digest(tree.files),
-        )
-        live = root.version
-
-        def still_there() -> None:  # a gc keeps the trees of what it keeps whole, blobs included
-            if not store.exists(version_key(owner, name, target)):
-                raise PublishError(
-                    f"gc removed version {target} while this rollback waited for it;"
-                    f" {live} stays live",
-                    hint="'render versions SITE' lists the versions that are left",
-                )
-
-        _switch_past_gc(
-            store, owner=owner, name=name, root=new_root, tag=tag, on_top_of=live, again=still_there
-        )
-    except PublishError as exc:
-        raise exc.with_site(site) from None
-    if ledger is not None:
-        ledger.set_live(owner, name, target)
-    return Rollback(site=site, version=target, previous=root.version)
