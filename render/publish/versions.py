@@ -224,7 +224,12 @@ def _publish(
             **kw,  # type: ignore[arg-type]
         )
 
-    if root is not None and root.files_hash == digest:
+    live = None
+    same = root is not None and root.files_hash == digest  # no need to read the live tree
+    if root is not None and not same:
+        live = read_tree(store, owner=owner, name=name, version=root.version)
+        same = dict(live.files) == dict(files)
+    if same and root is not None:
         _ledger_live(ledger, owner, name, root.version)
         return result(
             PublishOutcome.unchanged,
@@ -234,18 +239,7 @@ def _publish(
             uploaded_bytes=0,
             diff=diff(files, files),
         )
-    live = read_tree(store, owner=owner, name=name, version=root.version) if root else None
     live_files: Mapping[str, FileEntry] = live.files if live else {}
-    if live is not None and root is not None and dict(live.files) == dict(files):
-        _ledger_live(ledger, owner, name, root.version)
-        return result(
-            PublishOutcome.unchanged,
-            root.version,
-            root.previous,
-            uploaded_blobs=0,
-            uploaded_bytes=0,
-            diff=diff(files, files),
-        )
 
     parent = root.version if root else None
     version = new_version_id(now=now, after=parent)
@@ -254,19 +248,15 @@ def _publish(
     host, old_host = host_of(base_url), host_of(root.base_url) if root else None
     if host is not None and host != old_host:
         hosts.claim(store, host=host, site=site, version=version, grace_hours=grace_hours, now=now)
-    missing = new_blobs(files, live.hashes() if live else ())
-    if ledger is not None:
-        if ledger.unfinished_publish(owner, name, store=store.description) and missing:
-            # an earlier publish from here stopped half-way: skip what it already uploaded,
-            # trusting only blobs young enough that gc cannot delete them under us.
-            fresh_after = time.time() - grace_hours * 3600 / 2
-            present = {
-                obj.key.rsplit("/", 1)[1]
-                for obj in store.list(f"{site_prefix(owner, name)}blobs/")
-                if obj.modified > fresh_after
-            }
-            missing = {h: e for h, e in missing.items() if h not in present}
-        ledger.begin_publish(owner, name, store=store.description, version=version)
+    missing = _to_upload(
+        store,
+        ledger,
+        new_blobs(files, live.hashes() if live else ()),
+        owner=owner,
+        name=name,
+        version=version,
+        grace_hours=grace_hours,
+    )
 
     upload_blobs(
         store, missing, objects, owner=owner, name=name, concurrency=concurrency, progress=progress
@@ -292,25 +282,8 @@ def _publish(
             store, missing, objects, owner=owner, name=name, concurrency=concurrency, progress=None
         )
 
-    try:
-        switch_past_gc(
-            store,
-            owner=owner,
-            name=name,
-            root=new_root,
-            tag=tag,
-            on_top_of=parent,
-            again=upload_again,
-        )
-    except ConflictError:
-        with contextlib.suppress(PublishError):  # the loser's tree would only confuse a listing
-            store.delete([version_key(owner, name, version)])
-        raise
-    if old_host is not None and old_host != host:
-        with contextlib.suppress(PublishError):  # a claim left behind is free after the grace
-            hosts.release(store, host=old_host, site=site, version=version, now=now)
+    _go_live(store, new_root, tag=tag, again=upload_again, host=host, old_host=old_host, now=now)
     uploaded_bytes = sum(e.size for e in missing.values())
-    seconds = time.monotonic() - started
     if ledger is not None:
         ledger.record_version(
             owner,
@@ -322,7 +295,7 @@ def _publish(
             bytes=total_bytes,
             new_blobs=len(missing),
             new_bytes=uploaded_bytes,
-            seconds=seconds,
+            seconds=time.monotonic() - started,
             live=True,
         )
         ledger.end_publish(owner, name, store=store.description)
@@ -334,6 +307,66 @@ def _publish(
         uploaded_bytes=uploaded_bytes,
         diff=diff(live_files, files),
     )
+
+
+def _go_live(
+    store: Store,
+    root: Root,
+    *,
+    tag: str | None,
+    again: Callable[[], None],
+    host: str | None,
+    old_host: str | None,
+    now: datetime | None,
+) -> None:
+    """Switch the root to the new version (past a running gc), then free the host it left."""
+    owner, name = root.site.split("/")
+    try:
+        switch_past_gc(
+            store,
+            owner=owner,
+            name=name,
+            root=root,
+            tag=tag,
+            on_top_of=root.previous,
+            again=again,
+        )
+    except ConflictError:
+        with contextlib.suppress(PublishError):  # the loser's tree would only confuse a listing
+            store.delete([version_key(owner, name, root.version)])
+        raise
+    if old_host is not None and old_host != host:
+        with contextlib.suppress(PublishError):  # a claim left behind is free after the grace
+            hosts.release(store, host=old_host, site=root.site, version=root.version, now=now)
+
+
+def _to_upload(
+    store: Store,
+    ledger: VersionLedger | None,
+    missing: dict[str, FileEntry],
+    *,
+    owner: str,
+    name: str,
+    version: str,
+    grace_hours: float,
+) -> dict[str, FileEntry]:
+    """The blobs this publish uploads; the publish marked begun in the ledger.
+
+    After an earlier publish from here stopped half-way, what it already uploaded
+    is skipped, trusting only blobs young enough that gc cannot delete them under us.
+    """
+    if ledger is None:
+        return missing
+    if ledger.unfinished_publish(owner, name, store=store.description) and missing:
+        fresh_after = time.time() - grace_hours * 3600 / 2
+        present = {
+            obj.key.rsplit("/", 1)[1]
+            for obj in store.list(f"{site_prefix(owner, name)}blobs/")
+            if obj.modified > fresh_after
+        }
+        missing = {h: e for h, e in missing.items() if h not in present}
+    ledger.begin_publish(owner, name, store=store.description, version=version)
+    return missing
 
 
 def _ledger_live(ledger: VersionLedger | None, owner: str, name: str, version: str) -> None:
