@@ -99,14 +99,18 @@ CHILDREN = textwrap.dedent(
     from pathlib import Path
     from render.run.locks import site_lock
 
-    def sleeper():
+    def sleeper(started):
+        started.set()  # after the fork handlers ran: the child is as it will stay
         time.sleep(60)
 
     state, out = Path(sys.argv[1]), Path(sys.argv[2])
+    fork = multiprocessing.get_context("fork")
     with site_lock(state, "acme/blog", wait=False, reason="schedule"):
         execd = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-        forked = multiprocessing.get_context("fork").Process(target=sleeper, daemon=False)
+        started = fork.Event()
+        forked = fork.Process(target=sleeper, args=(started,), daemon=False)
         forked.start()
+        assert started.wait(30), "the forked child did not start"
         out.write_text(f"{execd.pid} {forked.pid}")
         os._exit(0)  # the parent dies holding the lock; its children live on
     """

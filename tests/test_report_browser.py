@@ -119,7 +119,9 @@ def test_the_dashboard_lists_both_sites_and_charts_every_build(
             links = page.locator("a", has_text="report")
             assert links.count() == 3
             page.screenshot(path=str(ARTIFACTS / "dashboard-site.png"), full_page=False)
-            links.first.click()
+            with page.expect_navigation():  # the title is read once the report has loaded
+                links.first.click()
+            page.wait_for_load_state("load")
             assert page.title().startswith("Lighthouse acme/blog")
         finally:
             context.close()
