@@ -107,6 +107,8 @@ def edge_runtime(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 @dataclass

@@ -67,6 +67,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
     ("5 mirror and serve", [
         ["mirror", "mirror.sync", "serve", "serve.routing", "serve.live"],
         ["mirror.status"],
+        # the edge Worker's routing table (generated from serve.routing) and its deploy plan
+        ["edge", "edge.routing", "edge.deploy"],
     ]),
     ("6 report", [
         # the report document reads the ledger; the dashboard, the terminal tables and the
@@ -78,7 +80,7 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
     ("7 pipeline", [["pipeline"]]),
     ("8 entry points", [
         ["scheduler", "cli._common"],
-        ["cli.build", "cli.mirror", "cli.publish", "cli.report", "cli.scheduler"],
+        ["cli.build", "cli.edge", "cli.mirror", "cli.publish", "cli.report", "cli.scheduler"],
         ["cli"],
         ["__main__"],
     ]),
@@ -93,6 +95,7 @@ PACKAGE_LAYERS = {
     "publish": "4 publish",
     "mirror": "5 mirror and serve",
     "serve": "5 mirror and serve",
+    "edge": "5 mirror and serve",
     "report": "6 report",
     "cli": "8 entry points",
 }

@@ -76,9 +76,16 @@ function prefixed(env, key) {
   return prefix ? `${prefix}/${key}` : key;
 }
 
-function ttlMs(env) {
-  const seconds = Number(env.ROOT_TTL_SECONDS ?? "5");
-  return Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : 5000;
+function seconds(value, fallback) {
+  const n = Number(value ?? fallback);
+  return (Number.isFinite(n) && n >= 0 ? n : fallback) * 1000;
+}
+
+/** How long a pointer may be served from cache: root.json ROOT_TTL_SECONDS, host claims
+ * HOST_TTL_SECONDS (they change hands rarely, and a claim is checked against the root). */
+function ttlMs(env, key) {
+  const root = seconds(env.ROOT_TTL_SECONDS, 5);
+  return key.endsWith("/root.json") ? root : Math.max(root, seconds(env.HOST_TTL_SECONDS, 60));
 }
 
 async function cacheApi() {
@@ -91,8 +98,8 @@ async function cacheApi() {
 
 /** A small JSON pointer (a host claim, a root) no older than the TTL; null when absent. */
 async function readPointer(env, ctx, key) {
+  const ttl = ttlMs(env, key);
   key = prefixed(env, key);
-  const ttl = ttlMs(env);
   const now = Date.now();
   const held = pointers.get(key);
   if (held && now - held.fetched < ttl) return held.value;

@@ -30,6 +30,7 @@ const storeRoot = path.resolve(args.store);
 
 const bindings = { ROOT_TTL_SECONDS: args.ttl ?? "5" };
 if (args.origin) bindings.ORIGIN = args.origin;
+if (args["host-ttl"]) bindings.HOST_TTL_SECONDS = args["host-ttl"];
 if (args.cookie) bindings.SESSION_COOKIE = args.cookie;
 
 const options = {
@@ -78,7 +79,9 @@ async function sync() {
     const mark = `${info.mtimeMs} ${info.size}`;
     if (seen.get(key) === mark) continue;
     const contentType = key.endsWith(".json") ? "application/json" : "application/octet-stream";
-    await bucket.put(key, await readFile(full), { httpMetadata: { contentType } });
+    const data = await readFile(full); // a Buffer: the proxy takes a plain ArrayBuffer
+    const bytes = data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
+    await bucket.put(key, bytes, { httpMetadata: { contentType } });
     seen.set(key, mark);
     count += 1;
   }
