@@ -10,6 +10,7 @@ from render.cli._common import config_option, console, handle_errors, host_from
 from render.edge import deploy as edge_deploy
 from render.edge.routing import write_routing_js
 from render.errors import ConfigError
+from render.publish.store import open_store
 
 
 @click.group("edge")
@@ -39,11 +40,17 @@ def deploy_command(
     """
     host = host_from(config_path)
     plan = edge_deploy.plan(host, name=name, origin=origin, routes=routes, zone=zone, ttl_seconds=ttl)
+    store = open_store(host)
+    missing = edge_deploy.unclaimed(store)
     if dry_run:
+        for item in missing:
+            console.print(f"# would claim the host {item.host} for {item.site} (hosts/{item.host}.json)",
+                          markup=False, highlight=False)  # fmt: skip
         console.print(f"# would write {plan.config_path}:", markup=False, highlight=False)
         console.print(plan.config, markup=False, highlight=False, end="")
         console.print(f"# would run:\n{plan.shell()}", markup=False, highlight=False)
         return
+    edge_deploy.claim_all(store, missing, grace_hours=host.store.gc_grace_hours)
     edge_deploy.write(plan)
     try:
         result = subprocess.run(plan.command, check=False)

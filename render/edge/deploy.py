@@ -5,6 +5,10 @@ The config is ``edge/wrangler.toml`` with the host's store settings filled in
 Worker's main module given as an absolute path, written to
 ``<state>/edge/wrangler.toml``. Before either, ``edge/src/routing.js`` is
 written again from ``render.serve.routing`` so the Worker routes as nginx does.
+
+The Worker finds a site by its host claim (``hosts/<host>.json``, which every
+publish that takes a new host writes). Sites published before claims existed
+have none: a deploy claims their hosts first (``unclaimed``, ``claim_all``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,11 @@ from pathlib import Path
 
 from render.config import HostConfig
 from render.edge.routing import write_routing_js
-from render.errors import ConfigError
+from render.errors import ConfigError, PublishError
+from render.publish import hosts
+from render.publish.hosts import host_of
+from render.publish.store import Store
+from render.publish.versions import read_root
 from render.serve.routing import SESSION_COOKIE
 
 EDGE_DIR = Path(__file__).resolve().parent.parent.parent / "edge"
@@ -98,3 +106,34 @@ def write(plan_: DeployPlan, *, edge_dir: Path = EDGE_DIR) -> None:
     write_routing_js(edge_dir)
     plan_.config_path.parent.mkdir(parents=True, exist_ok=True)
     plan_.config_path.write_text(plan_.config, encoding="utf-8")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unclaimed:
+    """A live site whose host has no claim: the Worker finds a site only by its claim."""
+
+    site: str  # owner/name
+    host: str
+    version: str  # the live version (a claim names the version whose publish wrote it)
+
+
+def unclaimed(store: Store) -> list[Unclaimed]:
+    """Live sites published before host claims existed, whose host no claim names yet."""
+    found: list[Unclaimed] = []
+    for owner, name in store.sites():
+        try:
+            root, _ = read_root(store, owner=owner, name=name)
+        except PublishError:
+            continue  # a broken root: the site is unavailable everywhere, not the Worker's to fix
+        host = host_of(root.base_url) if root is not None else None
+        if root is None or host is None or hosts.holder(store, host) is not None:
+            continue
+        found.append(Unclaimed(site=f"{owner}/{name}", host=host, version=root.version))
+    return found
+
+
+def claim_all(store: Store, missing: list[Unclaimed], *, grace_hours: float) -> None:
+    """Write the missing claims (the same conditional claim a publish makes)."""
+    for item in missing:
+        hosts.claim(store, host=item.host, site=item.site, version=item.version,
+                    grace_hours=grace_hours)  # fmt: skip

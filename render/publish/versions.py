@@ -226,9 +226,7 @@ def _publish(
     created = utc_now_iso(now)
     # a host the live version does not have yet is claimed first: a second site fails here
     host, old_host = host_of(base_url), host_of(root.base_url) if root else None
-    # a site live with its host since before claims existed claims it too: the edge Worker
-    # finds a site by its claim (hosts/<host>.json)
-    if host is not None and (host != old_host or hosts.holder(store, host) is None):
+    if host is not None and host != old_host:
         hosts.claim(store, host=host, site=site, version=version, grace_hours=grace_hours, now=now)
     missing = new_blobs(files, live.hashes() if live else ())
     if ledger is not None:
