@@ -244,3 +244,37 @@ def test_edge_sends_a_session_to_the_origin(tmp_path: Path) -> None:
                           headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
         assert posted.body == b"origin POST /login"
         assert origin.seen[-1]["body"] == "user=a"
+
+
+def test_edge_answers_byte_ranges(demo_store: Path, demo_edge: EdgeRuntime) -> None:
+    _version, files, store = live_demo(demo_store)
+    entry = files["index.html"]
+    whole = store.get(blob_key("demo", "blog", entry.hash))  # type: ignore[attr-defined]
+    assert whole is not None and len(whole) > 100
+    part = demo_edge.get("/", host=DEMO_HOST, headers={"Range": "bytes=10-49"})
+    assert (part.status, part.body) == (206, whole[10:50])
+    assert part.header("content-range") == f"bytes 10-49/{len(whole)}"
+    tail = demo_edge.get("/", host=DEMO_HOST, headers={"Range": "bytes=-20"})
+    assert (tail.status, tail.body) == (206, whole[-20:])
+    beyond = demo_edge.get("/", host=DEMO_HOST, headers={"Range": f"bytes={len(whole)}-"})
+    assert (beyond.status, beyond.header("content-range")) == (416, f"bytes */{len(whole)}")
+    stale = demo_edge.get("/", host=DEMO_HOST, headers={"Range": "bytes=0-9", "If-Range": '"old"'})
+    assert (stale.status, stale.body) == (200, whole)
+
+
+def test_edge_answers_503_for_a_corrupt_root_and_recovers(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    files = site_files("one")
+    version = publish_files(store, files, objects=tmp_path / "objects")
+    root = tmp_path / "store" / "sites" / "acme" / "blog" / "root.json"
+    good = root.read_bytes()
+    with edge_runtime(tmp_path / "store", ttl=0) as edge:
+        root.write_bytes(b"{not json")
+        edge.sync()
+        broken = edge.get("/", host=HOST)
+        assert broken.status == 503
+        assert b"sites/acme/blog/root.json" in broken.body
+        root.write_bytes(good)
+        edge.sync()
+        back = edge.get("/", host=HOST)
+        assert (back.status, back.body, back.header("x-render-version")) == (200, files["index.html"], version)

@@ -18,8 +18,9 @@ const HOST_RE = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9]
 const HASH_RE = /^[0-9a-f]{64}$/;
 const VERSION_RE = /^\d{8}T\d{6}Z-[0-9a-f]{8}$/;
 const SITE_RE = /^[a-z0-9][a-z0-9_-]{0,62}\/[a-z0-9][a-z0-9_-]{0,62}$/;
-const CACHE_ORIGIN = "https://render-edge.cache.invalid/";
-const TREES_KEPT = 16;
+const CACHE_PATH = "/.render-edge-cache/"; // Cache API keys: under the request's own host (zone)
+const TREES_KEPT = 8; // parsed trees per isolate (a 10,000-page tree is a few MB)
+const POINTERS_KEPT = 1000; // host claims and roots per isolate
 
 // The mirror's Cache-Control (ovh/nginx/render-mirror.conf, map $uri $render_cache_control).
 const CACHE_RULES = [
@@ -36,7 +37,13 @@ export function cacheControl(path) {
 
 // --- per-isolate state ------------------------------------------------------
 
-const pointers = new Map(); // R2 key -> {fetched: ms epoch, value}: host claims and roots
+const pointers = new Map(); // R2 key -> {fetched: ms epoch, value}: host claims and roots, in use order
+
+function keep(map, key, value, limit) {
+  map.delete(key);
+  map.set(key, value);
+  while (map.size > limit) map.delete(map.keys().next().value);
+}
 const trees = new Map(); // "<owner>/<site>@<version>" -> Map(path -> entry), in use order
 
 // --- request path ----------------------------------------------------------
@@ -97,21 +104,21 @@ async function cacheApi() {
 }
 
 /** A small JSON pointer (a host claim, a root) no older than the TTL; null when absent. */
-async function readPointer(env, ctx, key) {
+async function readPointer(env, ctx, host, key) {
   const ttl = ttlMs(env, key);
   key = prefixed(env, key);
   const now = Date.now();
   const held = pointers.get(key);
   if (held && now - held.fetched < ttl) return held.value;
   const cache = ttl > 0 ? await cacheApi() : null;
-  const cacheKey = CACHE_ORIGIN + key;
+  const cacheKey = `https://${host}${CACHE_PATH}${key}`;
   if (cache) {
     const hit = await cache.match(cacheKey);
     if (hit) {
       const fetched = Number(hit.headers.get("x-render-fetched"));
       if (now - fetched < ttl) {
         const value = await hit.json();
-        pointers.set(key, { fetched, value });
+        keep(pointers, key, { fetched, value }, POINTERS_KEPT);
         return value;
       }
     }
@@ -125,7 +132,7 @@ async function readPointer(env, ctx, key) {
       throw new StoreError(`${key} in the bucket is not JSON`);
     }
   }
-  pointers.set(key, { fetched: now, value });
+  keep(pointers, key, { fetched: now, value }, POINTERS_KEPT);
   if (cache) {
     const copy = new Response(JSON.stringify(value), {
       headers: {
@@ -139,7 +146,7 @@ async function readPointer(env, ctx, key) {
   return value;
 }
 
-async function readTree(env, ctx, site, version) {
+async function readTree(env, ctx, host, site, version) {
   const id = `${site}@${version}`;
   const held = trees.get(id);
   if (held) {
@@ -150,7 +157,8 @@ async function readTree(env, ctx, site, version) {
   const key = prefixed(env, `sites/${site}/versions/${version}.json`);
   const cache = await cacheApi();
   let data = null;
-  const hit = cache ? await cache.match(CACHE_ORIGIN + key) : null;
+  const cacheKey = `https://${host}${CACHE_PATH}${key}`;
+  const hit = cache ? await cache.match(cacheKey) : null;
   if (hit) {
     data = await hit.json();
   } else {
@@ -166,7 +174,7 @@ async function readTree(env, ctx, site, version) {
       const copy = new Response(text, {
         headers: { "content-type": "application/json", "cache-control": "max-age=31536000, immutable" },
       });
-      ctx.waitUntil(cache.put(CACHE_ORIGIN + key, copy).catch(() => {}));
+      ctx.waitUntil(cache.put(cacheKey, copy).catch(() => {}));
     }
   }
   if (!data || data.version !== version || typeof data.files !== "object" || data.files === null) {
@@ -179,8 +187,7 @@ async function readTree(env, ctx, site, version) {
     }
     files.set(path, entry);
   }
-  trees.set(id, files);
-  while (trees.size > TREES_KEPT) trees.delete(trees.keys().next().value);
+  keep(trees, id, files, TREES_KEPT);
   return files;
 }
 
@@ -188,9 +195,9 @@ class StoreError extends Error {}
 
 /** The site holding `host` and its live root, or null when the host serves no site. */
 async function liveSite(env, ctx, host) {
-  const claim = await readPointer(env, ctx, `hosts/${host}.json`);
+  const claim = await readPointer(env, ctx, host, `hosts/${host}.json`);
   if (!claim || claim.host !== host || typeof claim.site !== "string" || !SITE_RE.test(claim.site)) return null;
-  const root = await readPointer(env, ctx, `sites/${claim.site}/root.json`);
+  const root = await readPointer(env, ctx, host, `sites/${claim.site}/root.json`);
   if (!root || typeof root.version !== "string" || !VERSION_RE.test(root.version)) return null;
   // a claim left behind by a site whose live version moved to another host serves nothing
   let rootHost = null;
@@ -231,7 +238,7 @@ function plain(status, text, extra = {}) {
 async function serveFromBucket(request, env, ctx, host, path) {
   const live = await liveSite(env, ctx, host);
   if (live === null) return plain(404, "no site is published at this host name\n");
-  const files = await readTree(env, ctx, live.site, live.version);
+  const files = await readTree(env, ctx, host, live.site, live.version);
   const url = new URL(request.url);
   const head = request.method === "HEAD";
   const common = { "x-render-version": live.version, "x-content-type-options": "nosniff" };
@@ -263,17 +270,51 @@ async function serveFromBucket(request, env, ctx, host, path) {
     "content-type": entry.type,
     etag,
     "cache-control": cacheControl(cachePath),
+    "accept-ranges": "bytes",
   };
   if (status === 200 && matches(request.headers.get("if-none-match"), etag)) {
     return new Response(null, { status: 304, headers });
   }
+  const range = status === 200 ? byteRange(request, etag, entry.size) : null;
+  if (range === "unsatisfiable") {
+    return new Response(null, { status: 416, headers: { ...headers, "content-range": `bytes */${entry.size}` } });
+  }
+  if (range) {
+    headers["content-range"] = `bytes ${range.offset}-${range.offset + range.length - 1}/${entry.size}`;
+    status = 206;
+  }
+  const length = range ? range.length : entry.size;
   if (head) {
-    return new Response(null, { status, headers: { ...headers, "content-length": String(entry.size) } });
+    return new Response(null, { status, headers: { ...headers, "content-length": String(length) } });
   }
   const key = prefixed(env, `sites/${live.site}/blobs/${entry.hash}`);
-  const object = await env.BUCKET.get(key);
+  const object = await env.BUCKET.get(key, range ? { range: { offset: range.offset, length: range.length } } : {});
   if (object === null) return plain(502, `blob ${entry.hash} is missing from the bucket\n`, common);
-  return new Response(object.body, { status, headers: { ...headers, "content-length": String(entry.size) } });
+  return new Response(object.body, { status, headers: { ...headers, "content-length": String(length) } });
+}
+
+/** A single byte range asked for (`Range: bytes=a-b`, `a-`, `-n`); null for the whole file. */
+export function byteRange(request, etag, size) {
+  const header = request.headers.get("range");
+  if (!header) return null;
+  const ifRange = request.headers.get("if-range");
+  if (ifRange && ifRange.trim() !== etag) return null; // changed since: the whole new file
+  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!match || (match[1] === "" && match[2] === "")) return null; // several ranges, or none: the whole file
+  let start;
+  let end;
+  if (match[1] === "") {
+    const suffix = Number(match[2]);
+    if (suffix === 0) return "unsatisfiable";
+    start = Math.max(0, size - suffix);
+    end = size - 1;
+  } else {
+    start = Number(match[1]);
+    end = match[2] === "" ? size - 1 : Math.min(Number(match[2]), size - 1);
+    if (end < start && match[2] !== "") return null; // invalid: ignored, as RFC 9110 says
+  }
+  if (start >= size) return "unsatisfiable";
+  return { offset: start, length: end - start + 1 };
 }
 
 async function toOrigin(request, env) {
@@ -311,8 +352,10 @@ export default {
       response.headers.set("x-render-served", "r2");
       return response;
     } catch (err) {
-      if (err instanceof StoreError) return plain(503, `${host} is unavailable: ${err.message}\n`);
-      throw err;
+      // a corrupt pointer or tree, or R2 failing just now: this site answers 503, nothing is cached
+      const problem = err instanceof StoreError ? err.message : "the bucket cannot be read just now";
+      if (!(err instanceof StoreError)) console.error(`render-edge: ${host}: ${err?.stack ?? err}`);
+      return plain(503, `${host} is unavailable: ${problem}\n`, { "retry-after": "5" });
     }
   },
 };
