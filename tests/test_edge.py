@@ -278,3 +278,14 @@ def test_edge_answers_503_for_a_corrupt_root_and_recovers(tmp_path: Path) -> Non
         edge.sync()
         back = edge.get("/", host=HOST)
         assert (back.status, back.body, back.header("x-render-version")) == (200, files["index.html"], version)
+
+
+def test_edge_answers_502_when_the_origin_is_down(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    publish_files(store, site_files("one"), objects=tmp_path / "objects")
+    with stub_origin() as origin:
+        closed = origin.port  # stopped below: nothing listens there any more
+    with edge_runtime(tmp_path / "store", origin=f"http://127.0.0.1:{closed}") as edge:
+        reply = edge.get("/", host=HOST, headers={"Cookie": "session=s3cr3t"})
+        assert (reply.status, reply.header("x-render-served")) == (502, "origin")
+        assert edge.get("/", host=HOST).status == 200  # newcomers are still served from R2

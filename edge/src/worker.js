@@ -38,13 +38,13 @@ export function cacheControl(path) {
 // --- per-isolate state ------------------------------------------------------
 
 const pointers = new Map(); // R2 key -> {fetched: ms epoch, value}: host claims and roots, in use order
+const trees = new Map(); // "<owner>/<site>@<version>" -> Map(path -> entry), in use order
 
 function keep(map, key, value, limit) {
   map.delete(key);
   map.set(key, value);
   while (map.size > limit) map.delete(map.keys().next().value);
 }
-const trees = new Map(); // "<owner>/<site>@<version>" -> Map(path -> entry), in use order
 
 // --- request path ----------------------------------------------------------
 
@@ -116,7 +116,8 @@ async function readPointer(env, ctx, host, key) {
     const hit = await cache.match(cacheKey);
     if (hit) {
       const fetched = Number(hit.headers.get("x-render-fetched"));
-      if (now - fetched < ttl) {
+      // never go back to a copy older than the one this isolate had (no flapping between versions)
+      if (now - fetched < ttl && (!held || fetched > held.fetched)) {
         const value = await hit.json();
         keep(pointers, key, { fetched, value }, POINTERS_KEPT);
         return value;
@@ -327,7 +328,13 @@ async function toOrigin(request, env) {
   headers.set("x-forwarded-proto", url.protocol.replace(":", ""));
   const init = { method: request.method, headers, redirect: "manual" };
   if (request.method !== "GET" && request.method !== "HEAD") init.body = request.body;
-  const response = await fetch(target.toString(), init);
+  let response;
+  try {
+    response = await fetch(target.toString(), init);
+  } catch (err) {
+    console.error(`render-edge: origin ${origin.host}: ${err?.message ?? err}`);
+    return plain(502, "the origin cannot be reached just now\n", { "x-render-served": "origin" });
+  }
   const out = new Response(response.body, response);
   out.headers.set("x-render-served", "origin");
   return out;
