@@ -136,7 +136,9 @@ def main() -> None:
                    for p, d in files.items()}  # fmt: skip
         publish_tree(entries, objects, owner="bench", name="articles",
                      base_url=f"https://{HOST}/", store=store, ledger=None)  # fmt: skip
-        pages = [f"/posts/article-{i:05d}/" for i in range(0, args.articles, max(1, args.articles // 50))]
+        pages = [
+            f"/posts/article-{i:05d}/" for i in range(0, args.articles, max(1, args.articles // 50))
+        ]
         result: dict[str, Any] = {"articles": args.articles}
 
         edge = Edge(work / "store", ttl=2)
@@ -148,7 +150,9 @@ def main() -> None:
             time.sleep(2.1)  # past the root's TTL: the pointers are read again
             stale = edge.view(pages[2])
             edge.command("reload")
-            cold_cached = edge.view(pages[3])  # a new isolate; the Cache API still holds pointers and tree
+            cold_cached = edge.view(
+                pages[3]
+            )  # a new isolate; the Cache API still holds pointers and tree
             result["r2_ops_per_view"] = {
                 "cold_isolate_and_cache": len(cold), "cold_ops": cold,
                 "warm": len(warm), "after_root_ttl": len(stale),

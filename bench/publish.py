@@ -75,7 +75,9 @@ def _bucket(client: Any) -> str:
     return name
 
 
-def run_publish_bench(tree_files: Mapping[str, FileEntry], objects: Path, *, concurrency: int = 16) -> dict[str, Any]:
+def run_publish_bench(
+    tree_files: Mapping[str, FileEntry], objects: Path, *, concurrency: int = 16
+) -> dict[str, Any]:
     """Publish ``tree_files`` (bytes in ``objects/<hash>``) with each tool; return the figures."""
     import boto3
     from moto.server import ThreadedMotoServer
@@ -122,6 +124,7 @@ def run_publish_bench(tree_files: Mapping[str, FileEntry], objects: Path, *, con
                     subprocess.run([aws, "s3", "sync", str(work / "aws"), f"s3://{bucket}/",
                                     "--endpoint-url", proxy.url, "--only-show-errors", "--no-progress"],
                                    check=True, capture_output=True)  # fmt: skip
+
                 return run
 
             result["aws_s3_sync"] = {
@@ -151,7 +154,7 @@ def _hugo(proxy: FaultProxy, client: Any, work: Path, first: Mapping[str, FileEn
     site.mkdir()
     (site / "hugo.toml").write_text(
         'baseURL = "https://bench.example/"\npublishDir = "public"\n'
-        "[deployment]\n[[deployment.targets]]\nname = \"bench\"\n"
+        '[deployment]\n[[deployment.targets]]\nname = "bench"\n'
         f'URL = "s3://{bucket}?endpoint={proxy.url}&region=us-east-1&use_path_style=true&disable_https=true"\n'
     )
 
@@ -160,6 +163,7 @@ def _hugo(proxy: FaultProxy, client: Any, work: Path, first: Mapping[str, FileEn
             materialize(files, Objects(objects), site / "public")
             subprocess.run([hugo, "deploy", "--target", "bench", "--source", str(site), "--maxDeletes", "-1"],
                            check=True, capture_output=True)  # fmt: skip
+
         return run
 
     return {
@@ -177,10 +181,14 @@ def _synthetic(folder: Path, pages: int) -> tuple[dict[str, FileEntry], Path]:
     for i in range(pages):
         path = f"posts/article-{i:05d}/index.html"
         data = f"<!doctype html><title>Article {i}</title><h1>Article {i}</h1>{body}".encode()
-        files[path] = FileEntry(hash=write_object(objects, data), size=len(data), type=content_type(path))
+        files[path] = FileEntry(
+            hash=write_object(objects, data), size=len(data), type=content_type(path)
+        )
     for path, data in (("index.html", b"<!doctype html><title>Home</title>"),
                        ("static/site.css", b"body{margin:0}" * 100)):  # fmt: skip
-        files[path] = FileEntry(hash=write_object(objects, data), size=len(data), type=content_type(path))
+        files[path] = FileEntry(
+            hash=write_object(objects, data), size=len(data), type=content_type(path)
+        )
     return files, objects
 
 

@@ -138,7 +138,9 @@ def _build(
     with workers.Pool(setup, limits=worker_limits) as pool:
         route_keys = _route_keys(site, sources, available)
         changes = Changes(snapshot, tables=previous.tables, columns=previous.columns)
-        chosen = _choose(site, snapshot, sources, previous, route_keys, changes, objects, step, host.limits)
+        chosen = _choose(
+            site, snapshot, sources, previous, route_keys, changes, objects, step, host.limits
+        )
         if progress is not None:
             progress(chosen.total - len(chosen.todo), chosen.total)
         todo_specs = [chosen.specs[i] for i in chosen.todo]
@@ -221,7 +223,11 @@ def _island_modules(sources: SourceState) -> frozenset[str]:
 
 
 def _render_setup(
-    site: SiteConfig, snapshot: Snapshot, objects: Path, available: frozenset[str], limits: LimitsConfig
+    site: SiteConfig,
+    snapshot: Snapshot,
+    objects: Path,
+    available: frozenset[str],
+    limits: LimitsConfig,
 ) -> tuple[RenderSetup, workers.Limits]:
     setup = RenderSetup(
         owner=site.id.owner,
@@ -248,7 +254,9 @@ def _render_setup(
     return setup, worker_limits
 
 
-def _route_keys(site: SiteConfig, sources: SourceState, available: frozenset[str]) -> dict[int, str]:
+def _route_keys(
+    site: SiteConfig, sources: SourceState, available: frozenset[str]
+) -> dict[int, str]:
     """Per route (and -1 for ``404.html``): a hash of the site's settings, the route's and
     its template with everything that template loads."""
     closures = template_closures(site, sources.templates)
@@ -256,7 +264,9 @@ def _route_keys(site: SiteConfig, sources: SourceState, available: frozenset[str
         (FORMAT, site.id.owner, site.id.name, site.base_url, site.seo.lang, sorted(available))
     )
     route_keys = {
-        r.index: sha256(repr((site_key, sorted(vars(r).items()), closures.get(r.template))).encode())
+        r.index: sha256(
+            repr((site_key, sorted(vars(r).items()), closures.get(r.template))).encode()
+        )
         for r in site.routes
     }
     route_keys[-1] = sha256(repr((site_key, closures.get("404.html"))).encode())
@@ -358,7 +368,9 @@ def _pages(
     by_route: dict[int, list[Known | int]] = {}  # per route: known pages, or specs by index
     numbers = iter(range(len(chosen.specs)))
     for item in chosen.planned:
-        by_route.setdefault(item.route, []).append(item if isinstance(item, Known) else next(numbers))
+        by_route.setdefault(item.route, []).append(
+            item if isinstance(item, Known) else next(numbers)
+        )
     for index in [r.index for r in site.routes] + [-1]:
         for path in chosen.kept.get(index, ()):
             pages.append(previous.pages[path])
@@ -421,9 +433,13 @@ def _assemble(
         folder: SiteFolder | None = None  # opened when a file's bytes are not stored yet
         for rel, (size, _mtime, digest) in sources.static.items():
             if rel in files:
-                raise PathError(f"static/{rel} and a route both write {rel}", hint="rename one of them")
+                raise PathError(
+                    f"static/{rel} and a route both write {rel}", hint="rename one of them"
+                )
             if rel.startswith("_render/"):
-                raise PathError(f"static/{rel}: the _render/ folder is reserved for render's own files")
+                raise PathError(
+                    f"static/{rel}: the _render/ folder is reserved for render's own files"
+                )
             if not objects.has(digest):
                 if folder is None:
                     folder = stack.enter_context(
@@ -453,5 +469,3 @@ def _assemble(
             clash, lambda p: writer(site, writers.get(p), p, static=p in sources.static)
         )
     return files
-
-

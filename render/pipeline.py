@@ -105,9 +105,10 @@ def run_site(
 ) -> RunReport:
     """Build, check and publish one site. Raises the failing stage's ``RenderError``."""
     options = options or Options()
-    with locks.site_lock(
-        host.state_dir, site.id, wait=options.wait, on_wait=on_wait, reason=reason
-    ), open_ledger(host.state_dir) as ledger:
+    with (
+        locks.site_lock(host.state_dir, site.id, wait=options.wait, on_wait=on_wait, reason=reason),
+        open_ledger(host.state_dir) as ledger,
+    ):
         return _run(site, host=host, reason=reason, options=options, ledger=ledger,
                     progress=progress, should_stop=should_stop)  # fmt: skip
 
@@ -156,7 +157,9 @@ def _run(
                     ledger.finish_run(run_id, outcome=report.outcome.value, timings=timings)
                     return report
                 on_pages = (
-                    None if progress is None else (lambda done, total: progress("build", done, total))
+                    None
+                    if progress is None
+                    else (lambda done, total: progress("build", done, total))
                 )
                 last_audits = ledger.last_lighthouse(owner, name)
                 reports = frozenset(a["report"] for a in last_audits if a["report"])
@@ -293,14 +296,22 @@ def _finish_failed(
 def _sync_mirror(host: HostConfig, store: Store, owner: str, name: str) -> mirror.SiteSync:
     """Bring the local mirror folder to the store's live version (the embedded default)."""
     result = mirror.sync_site(
-        store, host.mirror_path, owner, name, keep=host.mirror.keep, concurrency=host.mirror.concurrency
+        store,
+        host.mirror_path,
+        owner,
+        name,
+        keep=host.mirror.keep,
+        concurrency=host.mirror.concurrency,
     )
     if result.error is not None:
         raise MirrorError(
             f"the store has the new version, but the mirror folder did not switch: {result.error}",
             hint=result.hint or "run 'render mirror sync --once' to retry",
         )
-    if result.outcome is mirror.SyncOutcome.switched or not (host.mirror_path / mirror.MAP_FILE).exists():
+    if (
+        result.outcome is mirror.SyncOutcome.switched
+        or not (host.mirror_path / mirror.MAP_FILE).exists()
+    ):
         mirror.write_host_map(host.mirror_path, store=store)
     return result
 
@@ -337,7 +348,6 @@ def repair_site(
         finally:
             store.close()
     return done, synced
-
 
 
 def _live_hint(live: str | None) -> str:

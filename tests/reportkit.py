@@ -76,7 +76,9 @@ def add_history(
             owner, name, version=version, parent=parent, created=moment.isoformat(), files=280,
             bytes=1_500_000, new_blobs=new_blobs, new_bytes=new_blobs * 9_000, seconds=0.4, live=True,
         )  # fmt: skip
-        timings = {s: round(0.05 + rng.random() * (2.0 if s == "lighthouse" else 0.5), 3) for s in STAGES}
+        timings = {
+            s: round(0.05 + rng.random() * (2.0 if s == "lighthouse" else 0.5), 3) for s in STAGES
+        }
         ledger.finish_run(run_id, outcome="published", pages=280, rendered=1 + rng.randrange(10),
                           reused=270, version=version, timings=timings)  # fmt: skip
         if store is not None and i == builds - 1:

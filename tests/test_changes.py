@@ -199,9 +199,7 @@ def test_a_schema_change_counts_as_a_change_everywhere(tmp_path: Path) -> None:
         "select current_timestamp as t",
     ],
 )
-def test_functions_that_vary_between_runs_always_count_as_changed(
-    tmp_path: Path, sql: str
-) -> None:
+def test_functions_that_vary_between_runs_always_count_as_changed(tmp_path: Path, sql: str) -> None:
     with snapshots(tmp_path) as (changes, runner):
         assert changes.unchanged(reads(runner, QUERIES["titles"]))
         assert not changes.unchanged(reads(runner, sql))

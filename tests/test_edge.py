@@ -25,7 +25,9 @@ from render.serve.routing import Target
 REPO = Path(__file__).resolve().parent.parent
 DEMO_HOST = "blog.example.com"
 HASHED = re.compile(r"\.[0-9a-f]{8,}\.(?:css|js|mjs|woff2?|png|jpe?g|gif|svg|webp|avif)$", re.I)
-ASSET = re.compile(r"\.(?:css|js|mjs|json|png|jpe?g|gif|svg|webp|avif|ico|woff2?|ttf|otf|pdf|mp4|webm)$", re.I)
+ASSET = re.compile(
+    r"\.(?:css|js|mjs|json|png|jpe?g|gif|svg|webp|avif|ico|woff2?|ttf|otf|pdf|mp4|webm)$", re.I
+)
 
 
 def mirror_cache_control(url: str) -> str:
@@ -218,13 +220,18 @@ def test_edge_routing_js_is_the_generated_one() -> None:
 def test_edge_routes_every_case_as_render_routing_does(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     publish_files(store, site_files("one"), objects=tmp_path / "objects")
-    with stub_origin() as origin, edge_runtime(tmp_path / "store", origin=f"http://127.0.0.1:{origin.port}") as edge:
+    with (
+        stub_origin() as origin,
+        edge_runtime(tmp_path / "store", origin=f"http://127.0.0.1:{origin.port}") as edge,
+    ):
         for user_agent, cookies, method, target in CASES:
             headers = {"User-Agent": user_agent or ""} if user_agent else {}
             if cookies:
                 headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
             body = b"user=a" if method == "POST" else None
-            reply = edge.get("/posts/hello/?q=1", host=HOST, method=method, headers=headers, body=body)
+            reply = edge.get(
+                "/posts/hello/?q=1", host=HOST, method=method, headers=headers, body=body
+            )
             served = "origin" if target is Target.app else "r2"
             assert reply.header("x-render-served") == served, (user_agent, cookies, method)
             assert reply.status == 200
@@ -233,9 +240,14 @@ def test_edge_routes_every_case_as_render_routing_does(tmp_path: Path) -> None:
 def test_edge_sends_a_session_to_the_origin(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     publish_files(store, site_files("one"), objects=tmp_path / "objects")
-    with stub_origin() as origin, edge_runtime(tmp_path / "store", origin=f"http://127.0.0.1:{origin.port}") as edge:
+    with (
+        stub_origin() as origin,
+        edge_runtime(tmp_path / "store", origin=f"http://127.0.0.1:{origin.port}") as edge,
+    ):
         edge.ops()
-        reply = edge.get("/posts/hello/?q=1", host=HOST, headers={"Cookie": "theme=dark; session=s3cr3t"})
+        reply = edge.get(
+            "/posts/hello/?q=1", host=HOST, headers={"Cookie": "theme=dark; session=s3cr3t"}
+        )
         assert (reply.status, reply.body) == (200, b"origin GET /posts/hello/?q=1")
         assert edge.ops() == []  # the bucket is not read for a logged-in person
         assert origin.seen[-1]["host"] == HOST
@@ -277,7 +289,11 @@ def test_edge_answers_503_for_a_corrupt_root_and_recovers(tmp_path: Path) -> Non
         root.write_bytes(good)
         edge.sync()
         back = edge.get("/", host=HOST)
-        assert (back.status, back.body, back.header("x-render-version")) == (200, files["index.html"], version)
+        assert (back.status, back.body, back.header("x-render-version")) == (
+            200,
+            files["index.html"],
+            version,
+        )
 
 
 def test_edge_answers_502_when_the_origin_is_down(tmp_path: Path) -> None:
@@ -306,4 +322,6 @@ def test_edge_reads_four_objects_cold_and_one_warm(tmp_path: Path) -> None:
             f"get sites/acme/blog/blobs/{tree.files['index.html'].hash}",
         ]
         assert edge.get("/posts/hello/", host=HOST).body == files["posts/hello/index.html"]
-        assert edge.ops() == [f"get sites/acme/blog/blobs/{tree.files['posts/hello/index.html'].hash}"]
+        assert edge.ops() == [
+            f"get sites/acme/blog/blobs/{tree.files['posts/hello/index.html'].hash}"
+        ]

@@ -155,9 +155,7 @@ def test_unchanged_pages_carry_their_scores_forward(tmp_path: Path) -> None:
     assert home is not None and home.reused and home.scores == SCORES
     assert home.measured_version == first.files["index.html"].hash
     assert home.report == "lighthouse/index.html"
-    assert again.reports["lighthouse/index.html"].startswith(
-        b"<!doctype html><title>report /"
-    )
+    assert again.reports["lighthouse/index.html"].startswith(b"<!doctype html><title>report /")
     edited = again.audit("posts/one/index.html")
     assert edited is not None and edited.state is AuditState.fresh and edited.scores["seo"] == 0.5
     assert edited.measured_version == second.files["posts/one/index.html"].hash

@@ -67,8 +67,9 @@ class Site:
 
     def publish(self, files: dict[str, bytes]) -> Publication:
         entries = {
-            path: FileEntry(hash=write_object(self.objects, data), size=len(data),
-                            type=content_type(path))  # fmt: skip
+            path: FileEntry(
+                hash=write_object(self.objects, data), size=len(data), type=content_type(path)
+            )  # fmt: skip
             for path, data in files.items()
         }
         return publish_tree(entries, self.objects, owner="acme", name="blog", base_url=BASE,
@@ -190,7 +191,11 @@ def test_more_than_max_urls_purges_the_sites_host_in_one_request(
     urls = [f"{BASE}/p{i}/" for i in range(11)]
     report = purge(urls, config=cdn(max_urls=10), root=BASE, environ=ENV, sleep=Sleeps())
     assert sent(api) == [{"hosts": ["blog.example.com"]}]
-    assert (report.mode, report.targets, report.purged) == (PurgeMode.hosts, ("blog.example.com",), 1)
+    assert (report.mode, report.targets, report.purged) == (
+        PurgeMode.hosts,
+        ("blog.example.com",),
+        1,
+    )
 
 
 def test_a_site_under_a_path_is_purged_by_prefix_not_by_host(api: responses.RequestsMock) -> None:
@@ -224,8 +229,11 @@ def test_a_5xx_is_retried_with_backoff(api: responses.RequestsMock) -> None:
 
 def test_persistent_failure_is_reported_not_raised(api: responses.RequestsMock) -> None:
     for _ in range(3):
-        api.post(ENDPOINT, status=500, json={"success": False,
-                                             "errors": [{"code": 10000, "message": "internal"}]})
+        api.post(
+            ENDPOINT,
+            status=500,
+            json={"success": False, "errors": [{"code": 10000, "message": "internal"}]},
+        )
     api.post(ENDPOINT, json=OK)  # the second batch still goes out
     urls = [f"{BASE}/a/", f"{BASE}/b/"]
     report = purge(urls, config=cdn(files_per_request=1, max_attempts=3), environ=ENV,
@@ -234,7 +242,10 @@ def test_persistent_failure_is_reported_not_raised(api: responses.RequestsMock) 
     (failure,) = report.failures
     assert (failure.batch, failure.items, failure.status, failure.attempts) == (
         0, (f"{BASE}/a/",), 500, 3)  # fmt: skip
-    assert failure.message == "HTTP 500: internal (code 10000) (gave up after 3 attempts, cdn.max_attempts)"
+    assert (
+        failure.message
+        == "HTTP 500: internal (code 10000) (gave up after 3 attempts, cdn.max_attempts)"
+    )
     assert (report.requests, report.purged) == (4, 1)
     assert "1 not purged: HTTP 500: internal" in report.summary()
 
@@ -246,13 +257,19 @@ def test_a_retry_after_beyond_max_wait_stops_without_waiting(api: responses.Requ
     report = purge(urls, config=cdn(files_per_request=1, max_wait=60), environ=ENV, sleep=sleeps)
     assert sleeps == [] and len(api.calls) == 1  # the second batch is not sent into the block
     assert [f.batch for f in report.failures] == [0, 1]
-    assert "a retry would wait 300 s, more than the 60 s left of cdn.max_wait" in report.failures[0].message
+    assert (
+        "a retry would wait 300 s, more than the 60 s left of cdn.max_wait"
+        in report.failures[0].message
+    )
     assert report.failures[1].message.startswith("not sent: HTTP 429")
 
 
 def test_a_refused_token_is_not_retried_and_says_what_to_check(api: responses.RequestsMock) -> None:
-    api.post(ENDPOINT, status=403,
-             json={"success": False, "errors": [{"code": 10000, "message": "Authentication error"}]})
+    api.post(
+        ENDPOINT,
+        status=403,
+        json={"success": False, "errors": [{"code": 10000, "message": "Authentication error"}]},
+    )
     report = purge([f"{BASE}/"], config=cdn(), environ=ENV, sleep=Sleeps())
     assert len(api.calls) == 1
     assert report.failures[0].message == (
@@ -332,7 +349,10 @@ def test_purge_publication_purges_the_changed_pages(
     ("table", "problem"),
     [
         ('kind = "cloudflare"', "render.toml: cdn.zone_id: required when cdn.kind = 'cloudflare'"),
-        ("files_per_request = 500", "render.toml: cdn.files_per_request: must be between 1 and 100, got 500"),
+        (
+            "files_per_request = 500",
+            "render.toml: cdn.files_per_request: must be between 1 and 100, got 500",
+        ),
         ('api_url = "cf.test"', "render.toml: cdn.api_url: must be an http(s) URL, got 'cf.test'"),
     ],
 )
@@ -341,4 +361,3 @@ def test_bad_cdn_config_is_refused_by_key(tmp_path: Path, table: str, problem: s
     with pytest.raises(ConfigError) as exc:
         load_host(tmp_path / "render.toml")
     assert exc.value.problems == [problem]
-

@@ -81,7 +81,6 @@ def test_build_catches_the_mirror_up_when_nothing_changed(host: Host, stop: str)
     ]
 
 
-
 # --- render repair -------------------------------------------------------------
 
 
@@ -97,7 +96,9 @@ def test_repair_uploads_again_what_the_mirror_refused(
     host: Host, tmp_path: Path, problem: str
 ) -> None:
     version = host.run(SITE).version
-    blobs = len(read_tree(open_store(host.config), owner="acme", name="blog", version=live(host)).hashes())
+    blobs = len(
+        read_tree(open_store(host.config), owner="acme", name="blog", version=live(host)).hashes()
+    )
     blob = blob_of(host, "logo.svg")
     good = blob.read_bytes()
     if problem == "corrupt":
@@ -159,7 +160,9 @@ def test_repair_on_s3(moto_url: str, tmp_path: Path) -> None:
     admin_client(moto_url).put_object(Bucket=bucket, Key=f"sites/{SITE}/blobs/{digest}",  # type: ignore[attr-defined]
                                       Body=b"rot")  # fmt: skip
     before = sync_site(store, tmp_path / "mirror", "acme", "blog")
-    assert before.outcome is SyncOutcome.refused and "does not match its hash" in (before.error or "")
+    assert before.outcome is SyncOutcome.refused and "does not match its hash" in (
+        before.error or ""
+    )
     done = repair(store, owner="acme", name="blog", objects=build.objects,
                   scratch=tmp_path / "scratch")  # fmt: skip
     assert [(b.path, b.problem) for b in done.repaired] == [("static/site.css", "corrupt")]

@@ -132,9 +132,13 @@ def test_dashboard_writes_data_json_and_a_csv_per_metric(host: Host, tmp_path: P
     assert "wrote the dashboard of 2 site(s)" in result.output
     doc = json.loads((out / "data.json").read_text())
     _validate(doc)
-    rows = list(csv.DictReader(io.StringIO((out / "csv" / "lighthouse_performance.csv").read_text())))
+    rows = list(
+        csv.DictReader(io.StringIO((out / "csv" / "lighthouse_performance.csv").read_text()))
+    )
     assert len(rows) == 2 * BUILDS and {r["site"] for r in rows} == set(SITES)
-    assert (out / "csv" / "stage_seconds.csv").is_file() and (out / "csv" / "seo_errors.csv").is_file()
+    assert (out / "csv" / "stage_seconds.csv").is_file() and (
+        out / "csv" / "seo_errors.csv"
+    ).is_file()
     for site in SITES:
         page = (out / "sites" / site / "index.html").read_text()
         assert "<script" not in page, "the dashboard carries no script"
@@ -179,7 +183,9 @@ def test_the_dashboard_answers_only_to_loopback_names(host: Host, tmp_path: Path
     assert page.status == 200 and b"SEO dashboard" in page.body
     assert resolver("blog.example.com", "/_dashboard/").body == b"site 404"
     assert resolver("localhost:1", "/_dashboard/../render.toml").status == 404
-    assert resolver("localhost:1", "/_dashboard/data.json").content_type.startswith("application/json")
+    assert resolver("localhost:1", "/_dashboard/data.json").content_type.startswith(
+        "application/json"
+    )
     assert [is_loopback_host(h) for h in ("127.0.0.1:80", "x.y.localhost:9", "[::1]:80", "evil.test")] == [
         True, True, True, False,
     ]  # fmt: skip
@@ -194,7 +200,9 @@ def test_charts_are_drawn_by_pygal_with_one_vertex_per_build(host: Host, tmp_pat
 
 
 def test_the_grafana_dashboard_reads_metrics_render_exports(host: Host) -> None:
-    grafana = json.loads((Path(__file__).parent.parent / "ovh/grafana/render-dashboard.json").read_text())
+    grafana = json.loads(
+        (Path(__file__).parent.parent / "ovh/grafana/render-dashboard.json").read_text()
+    )
     exported = {f.name for f in text_string_to_metric_families(host.cli("metrics").output)}
     exprs = [t["expr"] for p in grafana["panels"] for t in p["targets"]]
     assert exprs

@@ -36,7 +36,10 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Host:
     def spec(site: str) -> SiteSpec:
         return SiteSpec(
             base_url=f"https://{site.split('/')[1]}.example.com",  # one site per host name
-            templates={"index.html": html("<h1>Home</h1><p>hello</p>"), "404.html": html("<p>no</p>")},
+            templates={
+                "index.html": html("<h1>Home</h1><p>hello</p>"),
+                "404.html": html("<p>no</p>"),
+            },
             routes=[{"path": "/", "template": "index.html"}],
         )
 
@@ -74,7 +77,9 @@ def test_the_dashboard_lists_both_sites_and_charts_every_build(
     folder = tmp_path / "served"
     resolver = WithDashboard(_not_a_site, host=host.config, folder=folder)
     with serve(resolver) as running:
-        context = browser.new_context(java_script_enabled=False, viewport={"width": 1400, "height": 900})
+        context = browser.new_context(
+            java_script_enabled=False, viewport={"width": 1400, "height": 900}
+        )
         try:
             page = context.new_page()
             page.goto(f"{running.url}/_dashboard/")

@@ -67,7 +67,11 @@ def test_the_next_build_drops_the_old_report_files_from_the_tree(tmp_path: Path)
     report = host.run("acme/blog")
     assert report.publication is not None and report.publication.parent == first.version
     removed = set(report.publication.diff.removed)
-    assert {"_render/seo.json", "_render/lighthouse.json", "_render/lighthouse/index.html"} <= removed
+    assert {
+        "_render/seo.json",
+        "_render/lighthouse.json",
+        "_render/lighthouse/index.html",
+    } <= removed
     root, _ = read_root(store, owner="acme", name="blog")
     assert root is not None
     tree = read_tree(store, owner="acme", name="blog", version=root.version)
@@ -78,7 +82,11 @@ def test_html_reports_upload_once_and_go_with_the_last_version_naming_them(tmp_p
     store = LocalStore(tmp_path / "store")
     a, b, c = b"<html>report a</html>", b"<html>report b</html>", b"<html>report c</html>"
     ha, hb, hc = sha256(a), sha256(b), sha256(c)
-    v1, v2, v3 = "20261101T000000Z-00000001", "20261102T000000Z-00000002", "20261103T000000Z-00000003"
+    v1, v2, v3 = (
+        "20261101T000000Z-00000001",
+        "20261102T000000Z-00000002",
+        "20261103T000000Z-00000003",
+    )
     files = {"seo.json": b"{}\n"}
     first = store_reports(store, owner="o", name="s", version=v1, files=files, html={ha: a, hb: b})
     assert (first.uploaded_html, first.uploaded_bytes) == (2, len(a) + len(b) + 3)

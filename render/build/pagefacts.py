@@ -38,7 +38,6 @@ FACTS_VERSION = 1
 """Bumped when the facts change shape; the lint re-reads pages with older facts."""
 
 
-
 class PageFacts(TypedDict):
     """What the SEO lint knows about one page; a plain dict, stored as JSON in the build record.
 

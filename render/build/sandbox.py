@@ -77,7 +77,9 @@ class SiteLoader(BaseLoader):
 
     def _read(self, template: str, path: Path) -> bytes:
         try:
-            with SiteFolder(self.folder, inside=self.folder.parent, label=self.folder.name) as folder:
+            with SiteFolder(
+                self.folder, inside=self.folder.parent, label=self.folder.name
+            ) as folder:
                 return folder.read_bytes(path.relative_to(self.folder).parts)
         except BuildError:
             raise TemplateNotFound(template) from None

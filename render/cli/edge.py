@@ -22,7 +22,9 @@ def edge() -> None:
 @config_option
 @click.option("--dry-run", is_flag=True, help="Print the wrangler command and config; run nothing.")
 @click.option("--name", default="render-edge", show_default=True, help="The Worker's name.")
-@click.option("--origin", default="", help="App origin for sessions and writes (default: the zone's).")
+@click.option(
+    "--origin", default="", help="App origin for sessions and writes (default: the zone's)."
+)
 @click.option("--route", "routes", multiple=True, help="A host name the Worker serves (repeat).")
 @click.option("--zone", default="", help="The Cloudflare zone of the --route host names.")
 @click.option("--ttl", type=click.IntRange(min=0, max=300), default=5, show_default=True,
@@ -39,7 +41,9 @@ def deploy_command(
         render edge deploy --dry-run --route blog.example.com --zone example.com
     """
     host = host_from(config_path)
-    plan = edge_deploy.plan(host, name=name, origin=origin, routes=routes, zone=zone, ttl_seconds=ttl)
+    plan = edge_deploy.plan(
+        host, name=name, origin=origin, routes=routes, zone=zone, ttl_seconds=ttl
+    )
     store = open_store(host)
     missing = edge_deploy.unclaimed(store)
     if dry_run:

@@ -118,9 +118,10 @@ def rollback_command(
     host = host_from(config_path)
     store = open_store(host)
     owner, name = _site_id(host, store, site_name)
-    with _site_lock(host, owner, name, wait=not no_wait, reason="rollback"), open_ledger(
-        host.state_dir
-    ) as ledger:
+    with (
+        _site_lock(host, owner, name, wait=not no_wait, reason="rollback"),
+        open_ledger(host.state_dir) as ledger,
+    ):
         done = rollback(store, owner=owner, name=name, to=version, ledger=ledger)
     if done.version == done.previous:
         console.print(f"{done.site}: {done.version} is already live")

@@ -43,11 +43,15 @@ def _resolve(host: HostConfig, name: str, known: list[tuple[str, str]]) -> tuple
 @click.command("report")
 @config_option
 @site_argument
-@click.option("--json", "as_json", is_flag=True, help="Print the report document (schema 1) as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the report document (schema 1) as JSON."
+)
 @click.option("--history", type=click.IntRange(min=0, max=HISTORY), default=None,
               help=f"Builds in the JSON's history (default {HISTORY}; the tables show the latest).")  # fmt: skip
 @handle_errors
-def report_command(config_path: str | None, site_name: str, as_json: bool, history: int | None) -> None:
+def report_command(
+    config_path: str | None, site_name: str, as_json: bool, history: int | None
+) -> None:
     """The site's latest build: stages, pages, what was published, SEO findings, Lighthouse.
 
     --json prints one document whose shape is render/report/schema-1.json.

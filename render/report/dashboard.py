@@ -169,9 +169,7 @@ def _write(doc: Document, folder: Path, *, host: HostConfig, workers: int | None
     return files
 
 
-def _site_pages(
-    sites: Sequence[Document], stored: set[str], *, workers: int | None
-) -> list[str]:
+def _site_pages(sites: Sequence[Document], stored: set[str], *, workers: int | None) -> list[str]:
     """Each site's page; over many sites, in processes (charts are CPU-bound pure Python)."""
     jobs = [(site, sorted(stored)) for site in sites]
     count = workers if workers is not None else min(os.cpu_count() or 1, 4)
@@ -276,7 +274,7 @@ def overview(doc: Document) -> str:
     built = [s for s in sites if s["latest"] is not None]
     head = (
         f"<header><h1>SEO dashboard</h1><p>{len(sites)} site{'s' * (len(sites) != 1)},"
-        f" generated {_e(doc['generated'])}. Data: <a href=\"data.json\">data.json</a>"
+        f' generated {_e(doc["generated"])}. Data: <a href="data.json">data.json</a>'
         ' (schema 1), <a href="csv/">CSV per metric</a>.</p></header>'
     )
     if not built:
@@ -305,7 +303,7 @@ def overview(doc: Document) -> str:
         )
     table = (
         '<table class="overview"><thead><tr><th>site</th><th>live version</th><th>last result</th>'
-        '<th>perf</th><th>a11y</th><th>best pr.</th><th>SEO</th><th>trend (scores)</th>'
+        "<th>perf</th><th>a11y</th><th>best pr.</th><th>SEO</th><th>trend (scores)</th>"
         "<th>SEO errors</th><th>SEO warnings</th><th>last build</th></tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table>"
@@ -373,7 +371,7 @@ def _chart(
     for name, value, secondary in series:
         chart.add(name, [value(p) for p in history], secondary=secondary)
     svg = _no_script(chart.render(is_unicode=True))
-    caption = _e(title) + (f' <small>{_e(note)}</small>' if note else "")
+    caption = _e(title) + (f" <small>{_e(note)}</small>" if note else "")
     return (
         f'<figure class="chart" data-points="{len(history)}"><figcaption>{caption}</figcaption>'
         f'<div role="img" aria-label="{_e(title)}">{svg}</div></figure>'
@@ -440,7 +438,7 @@ def _stage_of(stage: str) -> Callable[[Document], float | None]:
 
 
 def _findings(site: Document, latest: Document, stored: set[str]) -> str:
-    parts = ['<section><h2>Latest findings</h2>']
+    parts = ["<section><h2>Latest findings</h2>"]
     seo = latest["seo"]
     parts.append(f"<h3>SEO: {seo['errors']} errors, {seo['warnings']} warnings</h3>")
     if seo["rules"]:

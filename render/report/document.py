@@ -72,8 +72,9 @@ def document(
         "schema": SCHEMA,
         "generated": generated,
         "sites": [
-            site_document(ledger, owner, name, history=history,
-                          budgets=(budgets or {}).get((owner, name)))  # fmt: skip
+            site_document(
+                ledger, owner, name, history=history, budgets=(budgets or {}).get((owner, name))
+            )  # fmt: skip
             for owner, name in chosen
         ],
     }
