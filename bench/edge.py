@@ -49,10 +49,21 @@ class Edge:
     def __init__(self, store: Path, ttl: float) -> None:
         node = shutil.which("node") or "node"
         self.process = subprocess.Popen(
-            [node, str(ROOT / "edge" / "test" / "harness.mjs"), "--store", str(store),
-             "--port", "0", "--ttl", str(ttl)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-        )  # fmt: skip
+            [
+                node,
+                str(ROOT / "edge" / "test" / "harness.mjs"),
+                "--store",
+                str(store),
+                "--port",
+                "0",
+                "--ttl",
+                str(ttl),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
         assert self.process.stdout is not None
         line = self.process.stdout.readline().strip()
         if not line.startswith("ready "):
@@ -107,8 +118,12 @@ def rps(port: int, paths: list[str], *, requests: int, clients: int = 4) -> dict
     for t in threads:
         t.join()
     seconds = time.perf_counter() - start
-    return {"requests": per * clients, "seconds": round(seconds, 3),
-            "rps": round(per * clients / seconds, 1), "non_200": len(failures)}  # fmt: skip
+    return {
+        "requests": per * clients,
+        "seconds": round(seconds, 3),
+        "rps": round(per * clients / seconds, 1),
+        "non_200": len(failures),
+    }
 
 
 SERVE = """
@@ -132,10 +147,19 @@ def main() -> None:
         files = synthetic_site(args.articles)
         objects = work / "objects"
         objects.mkdir()
-        entries = {p: FileEntry(hash=write_object(objects, d), size=len(d), type=content_type(p))
-                   for p, d in files.items()}  # fmt: skip
-        publish_tree(entries, objects, owner="bench", name="articles",
-                     base_url=f"https://{HOST}/", store=store, ledger=None)  # fmt: skip
+        entries = {
+            p: FileEntry(hash=write_object(objects, d), size=len(d), type=content_type(p))
+            for p, d in files.items()
+        }
+        publish_tree(
+            entries,
+            objects,
+            owner="bench",
+            name="articles",
+            base_url=f"https://{HOST}/",
+            store=store,
+            ledger=None,
+        )
         pages = [
             f"/posts/article-{i:05d}/" for i in range(0, args.articles, max(1, args.articles // 50))
         ]
@@ -154,16 +178,23 @@ def main() -> None:
                 pages[3]
             )  # a new isolate; the Cache API still holds pointers and tree
             result["r2_ops_per_view"] = {
-                "cold_isolate_and_cache": len(cold), "cold_ops": cold,
-                "warm": len(warm), "after_root_ttl": len(stale),
-                "cold_isolate_warm_cache_api": len(cold_cached), "idle": len(head_ops),
-            }  # fmt: skip
+                "cold_isolate_and_cache": len(cold),
+                "cold_ops": cold,
+                "warm": len(warm),
+                "after_root_ttl": len(stale),
+                "cold_isolate_warm_cache_api": len(cold_cached),
+                "idle": len(head_ops),
+            }
             result["edge"] = rps(edge.port, pages, requests=args.requests)
         finally:
             edge.close()
 
-        serve = subprocess.Popen([sys.executable, "-c", SERVE, str(work / "store"), str(work / "cache")],
-                                 stdout=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+        serve = subprocess.Popen(
+            [sys.executable, "-c", SERVE, str(work / "store"), str(work / "cache")],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
         try:
             assert serve.stdout is not None
             port = int(serve.stdout.readline())

@@ -70,9 +70,14 @@ def build(
     with gcpause.paused():
         try:
             return _build(
-                site, snapshot, host=host, sources=sources, previous=previous, keep=keep,
+                site,
+                snapshot,
+                host=host,
+                sources=sources,
+                previous=previous,
+                keep=keep,
                 progress=progress,
-            )  # fmt: skip
+            )
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
@@ -309,9 +314,14 @@ def _choose(
             if "row" in old.reads and is_current(old, calls, stored)
         }
         planned = plan(
-            site, runner, sources.templates, skip=kept.keys(), taken=taken,
-            route_keys=route_keys, known=by_fingerprint.get if by_fingerprint else None,
-        )  # fmt: skip
+            site,
+            runner,
+            sources.templates,
+            skip=kept.keys(),
+            taken=taken,
+            route_keys=route_keys,
+            known=by_fingerprint.get if by_fingerprint else None,
+        )
         route_reads = {
             r.index: previous.routes[r.index][1]
             if r.index in kept
@@ -332,10 +342,16 @@ def _choose(
     }
     read_sets.update(route_reads.values())
     return _Plan(
-        planned=planned, kept=kept, taken=taken, specs=specs, fingerprints=fps,
-        reusable=reusable, todo=[i for i in range(len(specs)) if i not in reusable],
-        route_reads=route_reads, read_sets=read_sets,
-    )  # fmt: skip
+        planned=planned,
+        kept=kept,
+        taken=taken,
+        specs=specs,
+        fingerprints=fps,
+        reusable=reusable,
+        todo=[i for i in range(len(specs)) if i not in reusable],
+        route_reads=route_reads,
+        read_sets=read_sets,
+    )
 
 
 def _index_results(
@@ -391,13 +407,22 @@ def _pages(
             changed = old.changed if old is not None and old.hash == done.hash else now
             pages.append(
                 PageRecord(
-                    path=spec.path, url=spec.url, route=spec.route, template=spec.template,
-                    fingerprint=chosen.fingerprints[i], hash=done.hash, size=done.size,
-                    reads=_reads(spec, done), islands=done.islands,
-                    lastmod=spec.lastmod, changed=changed, facts=done.facts, deps=done.deps,
+                    path=spec.path,
+                    url=spec.url,
+                    route=spec.route,
+                    template=spec.template,
+                    fingerprint=chosen.fingerprints[i],
+                    hash=done.hash,
+                    size=done.size,
+                    reads=_reads(spec, done),
+                    islands=done.islands,
+                    lastmod=spec.lastmod,
+                    changed=changed,
+                    facts=done.facts,
+                    deps=done.deps,
                     rendered=True,
                 )
-            )  # fmt: skip
+            )
             recorded[spec.path] = pages[-1].as_reused()
     return pages, recorded
 

@@ -33,9 +33,14 @@ class Reply:
 
 
 def fetch(
-    port: int, path: str, *, host: str, method: str = "GET",
-    headers: Mapping[str, str] | None = None, body: bytes | None = None,
-) -> Reply:  # fmt: skip
+    port: int,
+    path: str,
+    *,
+    host: str,
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+    body: bytes | None = None,
+) -> Reply:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         conn.request(method, path, body=body, headers={"Host": host, **(headers or {})})
@@ -127,9 +132,15 @@ def stub_origin() -> Iterator[StubOrigin]:
         def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            stub.seen.append({"method": self.command, "path": self.path,
-                              "host": self.headers.get("X-Forwarded-Host", ""),
-                              "cookie": self.headers.get("Cookie", ""), "body": body.decode()})  # fmt: skip
+            stub.seen.append(
+                {
+                    "method": self.command,
+                    "path": self.path,
+                    "host": self.headers.get("X-Forwarded-Host", ""),
+                    "cookie": self.headers.get("Cookie", ""),
+                    "body": body.decode(),
+                }
+            )
             data = f"origin {self.command} {self.path}".encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")

@@ -175,8 +175,9 @@ def test_edge_reads_one_object_per_warm_view_and_few_cold(demo_edge: EdgeRuntime
 # --- switches ------------------------------------------------------------------
 
 
-def observe_until(edge: EdgeRuntime, files_by_version: dict[str, dict[str, bytes]],
-                  wanted: str, *, within: float) -> None:  # fmt: skip
+def observe_until(
+    edge: EdgeRuntime, files_by_version: dict[str, dict[str, bytes]], wanted: str, *, within: float
+) -> None:
     """Request pages until ``wanted`` is served; every response must be one version's bytes."""
     deadline = time.monotonic() + within
     paths = ["index.html", "posts/hello/index.html", "assets/common.css", "robots.txt"]
@@ -252,8 +253,13 @@ def test_edge_sends_a_session_to_the_origin(tmp_path: Path) -> None:
         assert edge.ops() == []  # the bucket is not read for a logged-in person
         assert origin.seen[-1]["host"] == HOST
         assert "session=s3cr3t" in origin.seen[-1]["cookie"]
-        posted = edge.get("/login", host=HOST, method="POST", body=b"user=a",
-                          headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        posted = edge.get(
+            "/login",
+            host=HOST,
+            method="POST",
+            body=b"user=a",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         assert posted.body == b"origin POST /login"
         assert origin.seen[-1]["body"] == "user=a"
 

@@ -29,10 +29,24 @@ def test_edge_deploy_dry_run_prints_the_command_and_config(moto_url: str, tmp_pa
     store = S3Store(s3_config(moto_url, bucket))
     publish_files(store, site_files("one"), objects=tmp_path / "objects")  # type: ignore[arg-type]
     store.delete([claim_key("blog.test")])  # a site published before host claims existed
-    config = _host(tmp_path, f'kind = "s3"\nbucket = "{bucket}"\nendpoint_url = "{moto_url}"\n'
-                             'region = "us-east-1"\nprefix = ""')  # fmt: skip
-    args = ["edge", "deploy", "--dry-run", "--config", str(config), "--origin",
-            "https://app.example.com", "--route", "blog.test", "--zone", "test"]  # fmt: skip
+    config = _host(
+        tmp_path,
+        f'kind = "s3"\nbucket = "{bucket}"\nendpoint_url = "{moto_url}"\n'
+        'region = "us-east-1"\nprefix = ""',
+    )
+    args = [
+        "edge",
+        "deploy",
+        "--dry-run",
+        "--config",
+        str(config),
+        "--origin",
+        "https://app.example.com",
+        "--route",
+        "blog.test",
+        "--zone",
+        "test",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -44,8 +58,12 @@ def test_edge_deploy_dry_run_prints_the_command_and_config(moto_url: str, tmp_pa
     assert wrangler["main"] == str(REPO / "edge" / "src" / "worker.js")
     assert wrangler["r2_buckets"] == [{"binding": "BUCKET", "bucket_name": bucket}]
     assert wrangler["routes"] == [{"pattern": "blog.test/*", "zone_name": "test"}]
-    assert wrangler["vars"] == {"ROOT_TTL_SECONDS": "5", "STORE_PREFIX": "",
-                                "SESSION_COOKIE": "session", "ORIGIN": "https://app.example.com"}  # fmt: skip
+    assert wrangler["vars"] == {
+        "ROOT_TTL_SECONDS": "5",
+        "STORE_PREFIX": "",
+        "SESSION_COOKIE": "session",
+        "ORIGIN": "https://app.example.com",
+    }
     # a dry run writes nothing: no config file, no claim
     assert not target.exists()
     assert holder(store, "blog.test") is None

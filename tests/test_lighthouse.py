@@ -477,6 +477,8 @@ def test_a_changed_style_or_script_audits_every_sampled_page_again(tmp_path: Pat
     runner = FakeRunner()
     again = check(second, config=config, previous=previous, runner=runner)
     assert [(j.url, j.runs, j.parity) for j in runner.asked] == [
-        ("/", 1, True), ("/posts/one/", 1, True), ("/tags/a/", 1, True),
-    ]  # fmt: skip
+        ("/", 1, True),
+        ("/posts/one/", 1, True),
+        ("/tags/a/", 1, True),
+    ]
     assert {a.state for a in again.audits} == {AuditState.fresh}

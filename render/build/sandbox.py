@@ -199,11 +199,25 @@ VOLATILE = ""
 # count whatever their arguments: only 'now' varies, but telling needs the values.
 VOLATILE_FUNCTIONS = frozenset(
     {
-        "random", "randomblob", "date", "time", "datetime", "julianday", "unixepoch",
-        "strftime", "timediff", "current_date", "current_time", "current_timestamp",
-        "changes", "total_changes", "last_insert_rowid", "sqlite_version", "sqlite_source_id",
+        "random",
+        "randomblob",
+        "date",
+        "time",
+        "datetime",
+        "julianday",
+        "unixepoch",
+        "strftime",
+        "timediff",
+        "current_date",
+        "current_time",
+        "current_timestamp",
+        "changes",
+        "total_changes",
+        "last_insert_rowid",
+        "sqlite_version",
+        "sqlite_source_id",
     }
-)  # fmt: skip
+)
 
 
 def result_hash(names: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> str:

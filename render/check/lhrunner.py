@@ -345,9 +345,10 @@ class ChromiumRunner:
                 prefix = namespace_prefix()
                 if prefix is None:
                     raise RenderError(
-                        "cannot make a network namespace here", stage="check",
+                        "cannot make a network namespace here",
+                        stage="check",
                         hint="leave the network method to render (browser settings are used)",
-                    )  # fmt: skip
+                    )
                 argv = [*prefix, *argv]
 
             live: set[_AuditWorker] = set()

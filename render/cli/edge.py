@@ -27,13 +27,23 @@ def edge() -> None:
 )
 @click.option("--route", "routes", multiple=True, help="A host name the Worker serves (repeat).")
 @click.option("--zone", default="", help="The Cloudflare zone of the --route host names.")
-@click.option("--ttl", type=click.IntRange(min=0, max=300), default=5, show_default=True,
-              help="Seconds root.json and host claims may be cached.")  # fmt: skip
+@click.option(
+    "--ttl",
+    type=click.IntRange(min=0, max=300),
+    default=5,
+    show_default=True,
+    help="Seconds root.json and host claims may be cached.",
+)
 @handle_errors
 def deploy_command(
-    config_path: str | None, dry_run: bool, name: str, origin: str,
-    routes: tuple[str, ...], zone: str, ttl: int,
-) -> None:  # fmt: skip
+    config_path: str | None,
+    dry_run: bool,
+    name: str,
+    origin: str,
+    routes: tuple[str, ...],
+    zone: str,
+    ttl: int,
+) -> None:
     """Deploy the edge Worker with wrangler, bound to the host's R2 bucket.
 
     \b
@@ -48,8 +58,11 @@ def deploy_command(
     missing = edge_deploy.unclaimed(store)
     if dry_run:
         for item in missing:
-            console.print(f"# would claim the host {item.host} for {item.site} (hosts/{item.host}.json)",
-                          markup=False, highlight=False)  # fmt: skip
+            console.print(
+                f"# would claim the host {item.host} for {item.site} (hosts/{item.host}.json)",
+                markup=False,
+                highlight=False,
+            )
         console.print(f"# would write {plan.config_path}:", markup=False, highlight=False)
         console.print(plan.config, markup=False, highlight=False, end="")
         console.print(f"# would run:\n{plan.shell()}", markup=False, highlight=False)
@@ -59,11 +72,15 @@ def deploy_command(
     try:
         result = subprocess.run(plan.command, check=False)
     except FileNotFoundError:
-        raise ConfigError("render edge deploy: npx is not installed",
-                          hint="install Node.js 20, or run the command of --dry-run yourself") from None  # fmt: skip
+        raise ConfigError(
+            "render edge deploy: npx is not installed",
+            hint="install Node.js 20, or run the command of --dry-run yourself",
+        ) from None
     if result.returncode != 0:
-        raise ConfigError(f"wrangler deploy failed (exit {result.returncode})",
-                          hint="see wrangler's message above; 'npx wrangler login' first")  # fmt: skip
+        raise ConfigError(
+            f"wrangler deploy failed (exit {result.returncode})",
+            hint="see wrangler's message above; 'npx wrangler login' first",
+        )
 
 
 @edge.command("routing")

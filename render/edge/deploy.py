@@ -135,5 +135,6 @@ def unclaimed(store: Store) -> list[Unclaimed]:
 def claim_all(store: Store, missing: list[Unclaimed], *, grace_hours: float) -> None:
     """Write the missing claims (the same conditional claim a publish makes)."""
     for item in missing:
-        hosts.claim(store, host=item.host, site=item.site, version=item.version,
-                    grace_hours=grace_hours)  # fmt: skip
+        hosts.claim(
+            store, host=item.host, site=item.site, version=item.version, grace_hours=grace_hours
+        )

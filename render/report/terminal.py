@@ -132,5 +132,7 @@ def _lighthouse(latest: dict[str, Any]) -> Iterator[RenderableType]:
         table.add_row(*cells)
     yield table
     for f in lh["findings"]:
-        yield Text(f"  {f['level']}: {f['path']}: {f['message']}",
-                   style="red" if f["level"] == "error" else "yellow")  # fmt: skip
+        yield Text(
+            f"  {f['level']}: {f['path']}: {f['message']}",
+            style="red" if f["level"] == "error" else "yellow",
+        )
