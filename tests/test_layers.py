@@ -88,6 +88,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
             ["mirror", "mirror.layout", "serve", "serve.routing"],
             ["mirror.sync", "serve.live"],
             ["mirror.status"],
+            # the edge Worker's routing table (generated from serve.routing) and its deploy plan
+            ["edge", "edge.routing", "edge.deploy"],
         ],
     ),
     (
@@ -105,7 +107,7 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
         "8 entry points",
         [
             ["scheduler", "cli._common"],
-            ["cli.build", "cli.mirror", "cli.publish", "cli.report", "cli.scheduler"],
+            ["cli.build", "cli.edge", "cli.mirror", "cli.publish", "cli.report", "cli.scheduler"],
             ["cli"],
             ["__main__"],
         ],
@@ -121,6 +123,7 @@ PACKAGE_LAYERS = {
     "publish": "4 publish",
     "mirror": "5 mirror and serve",
     "serve": "5 mirror and serve",
+    "edge": "5 mirror and serve",
     "report": "6 report",
     "cli": "8 entry points",
 }

@@ -24,12 +24,13 @@ def main() -> None:
 
 def _register() -> None:
     from render.cli import build as _build
+    from render.cli import edge as _edge
     from render.cli import mirror as _mirror
     from render.cli import publish as _publish
     from render.cli import report as _report
     from render.cli import scheduler as _scheduler
 
-    for module in (_build, _mirror, _publish, _report, _scheduler):
+    for module in (_build, _edge, _mirror, _publish, _report, _scheduler):
         for command in module.COMMANDS:
             main.add_command(command)
 

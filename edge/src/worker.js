@@ -1,0 +1,368 @@
+// render's edge Worker: serves each site's live version straight from the R2 bucket.
+//
+// The bucket holds the store's content-addressed layout (render/publish/manifest.py):
+//   hosts/<host>.json                         which site holds a host name (render/publish/hosts.py)
+//   sites/<owner>/<site>/root.json            the live version
+//   sites/<owner>/<site>/versions/<v>.json    a version's tree: path -> {hash, size, type}
+//   sites/<owner>/<site>/blobs/<sha256>       the bytes
+// A page view reads the host claim and root.json (cached for ROOT_TTL_SECONDS, in
+// the isolate and in the Cache API), the tree (cached by version: immutable) and
+// one blob. Requests with the session cookie (and writes) go to the origin: the
+// rule is render/serve/routing.py's, generated into ./routing.js.
+
+import { routeRequest } from "./routing.js";
+
+const MAX_PATH = 1024; // bytes of the request path, as sent
+const MAX_SEGMENT = 255; // bytes of one decoded path segment
+const HOST_RE = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
+const HASH_RE = /^[0-9a-f]{64}$/;
+const VERSION_RE = /^\d{8}T\d{6}Z-[0-9a-f]{8}$/;
+const SITE_RE = /^[a-z0-9][a-z0-9_-]{0,62}\/[a-z0-9][a-z0-9_-]{0,62}$/;
+const CACHE_PATH = "/.render-edge-cache/"; // Cache API keys: under the request's own host (zone)
+const TREES_KEPT = 8; // parsed trees per isolate (a 10,000-page tree is a few MB)
+const POINTERS_KEPT = 1000; // host claims and roots per isolate
+
+// The mirror's Cache-Control (ovh/nginx/render-mirror.conf, map $uri $render_cache_control).
+const CACHE_RULES = [
+  [/\.[0-9a-f]{8,}\.(?:css|js|mjs|woff2?|png|jpe?g|gif|svg|webp|avif)$/i, "public, max-age=31536000, immutable"],
+  [/\.(?:css|js|mjs|json|png|jpe?g|gif|svg|webp|avif|ico|woff2?|ttf|otf|pdf|mp4|webm)$/i, "public, max-age=86400"],
+  [/^\/(?:robots\.txt|sitemap[^/]*\.xml)$/, "public, max-age=3600"],
+];
+const DEFAULT_CACHE = "public, max-age=60";
+
+export function cacheControl(path) {
+  for (const [re, value] of CACHE_RULES) if (re.test(path)) return value;
+  return DEFAULT_CACHE;
+}
+
+// --- per-isolate state ------------------------------------------------------
+
+const pointers = new Map(); // R2 key -> {fetched: ms epoch, value}: host claims and roots, in use order
+const trees = new Map(); // "<owner>/<site>@<version>" -> Map(path -> entry), in use order
+
+function keep(map, key, value, limit) {
+  map.delete(key);
+  map.set(key, value);
+  while (map.size > limit) map.delete(map.keys().next().value);
+}
+
+// --- request path ----------------------------------------------------------
+
+/** The decoded path, or null when it must be refused (without reading the bucket). */
+export function safePath(rawPath) {
+  if (rawPath.length > MAX_PATH || !rawPath.startsWith("/")) return null;
+  if (/%(?:2f|5c|00)/i.test(rawPath) || rawPath.includes("\\")) return null;
+  const segments = rawPath.split("/");
+  const out = [];
+  for (const raw of segments) {
+    let seg;
+    try {
+      seg = decodeURIComponent(raw);
+    } catch {
+      return null;
+    }
+    // eslint-disable-next-line no-control-regex
+    if (seg === "." || seg === ".." || /[\u0000-\u001f\u007f]/.test(seg)) return null;
+    if (new TextEncoder().encode(seg).length > MAX_SEGMENT) return null;
+    out.push(seg);
+  }
+  return out.join("/");
+}
+
+/** The path as the runtime gives it: still percent-encoded (the runtime folds `.` and `..` segments). */
+function rawPathOf(request) {
+  const match = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*([^?#]*)/i.exec(request.url);
+  return match ? match[1] || "/" : "/";
+}
+
+// --- store reads -----------------------------------------------------------
+
+/** A store key inside the bucket: under STORE_PREFIX (render.toml's [store] prefix) when set. */
+function prefixed(env, key) {
+  const prefix = (env.STORE_PREFIX ?? "").replace(/^\/+|\/+$/g, "");
+  return prefix ? `${prefix}/${key}` : key;
+}
+
+function seconds(value, fallback) {
+  const n = Number(value ?? fallback);
+  return (Number.isFinite(n) && n >= 0 ? n : fallback) * 1000;
+}
+
+/** How long a pointer may be served from cache: root.json ROOT_TTL_SECONDS, host claims
+ * HOST_TTL_SECONDS (they change hands rarely, and a claim is checked against the root). */
+function ttlMs(env, key) {
+  const root = seconds(env.ROOT_TTL_SECONDS, 5);
+  return key.endsWith("/root.json") ? root : Math.max(root, seconds(env.HOST_TTL_SECONDS, 60));
+}
+
+async function cacheApi() {
+  try {
+    return typeof caches !== "undefined" ? await caches.open("render-edge") : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A small JSON pointer (a host claim, a root) no older than the TTL; null when absent. */
+async function readPointer(env, ctx, host, key) {
+  const ttl = ttlMs(env, key);
+  key = prefixed(env, key);
+  const now = Date.now();
+  const held = pointers.get(key);
+  if (held && now - held.fetched < ttl) return held.value;
+  const cache = ttl > 0 ? await cacheApi() : null;
+  const cacheKey = `https://${host}${CACHE_PATH}${key}`;
+  if (cache) {
+    const hit = await cache.match(cacheKey);
+    if (hit) {
+      const fetched = Number(hit.headers.get("x-render-fetched"));
+      // never go back to a copy older than the one this isolate had (no flapping between versions)
+      if (now - fetched < ttl && (!held || fetched > held.fetched)) {
+        const value = await hit.json();
+        keep(pointers, key, { fetched, value }, POINTERS_KEPT);
+        return value;
+      }
+    }
+  }
+  const object = await env.BUCKET.get(key);
+  let value = null;
+  if (object !== null) {
+    try {
+      value = await object.json();
+    } catch {
+      throw new StoreError(`${key} in the bucket is not JSON`);
+    }
+  }
+  keep(pointers, key, { fetched: now, value }, POINTERS_KEPT);
+  if (cache) {
+    const copy = new Response(JSON.stringify(value), {
+      headers: {
+        "content-type": "application/json",
+        "cache-control": `max-age=${Math.max(1, Math.ceil(ttl / 1000))}`,
+        "x-render-fetched": String(now),
+      },
+    });
+    ctx.waitUntil(cache.put(cacheKey, copy).catch(() => {}));
+  }
+  return value;
+}
+
+async function readTree(env, ctx, host, site, version) {
+  const id = `${site}@${version}`;
+  const held = trees.get(id);
+  if (held) {
+    trees.delete(id);
+    trees.set(id, held);
+    return held;
+  }
+  const key = prefixed(env, `sites/${site}/versions/${version}.json`);
+  const cache = await cacheApi();
+  let data = null;
+  const cacheKey = `https://${host}${CACHE_PATH}${key}`;
+  const hit = cache ? await cache.match(cacheKey) : null;
+  if (hit) {
+    data = await hit.json();
+  } else {
+    const object = await env.BUCKET.get(key);
+    if (object === null) throw new StoreError(`${key} is missing from the bucket`);
+    const text = await object.text();
+    try {
+      data = JSON.parse(text);
+    } catch {
+      throw new StoreError(`${key} in the bucket is not JSON`);
+    }
+    if (cache) {
+      const copy = new Response(text, {
+        headers: { "content-type": "application/json", "cache-control": "max-age=31536000, immutable" },
+      });
+      ctx.waitUntil(cache.put(cacheKey, copy).catch(() => {}));
+    }
+  }
+  if (!data || data.version !== version || typeof data.files !== "object" || data.files === null) {
+    throw new StoreError(`${key} in the bucket is not a version tree`);
+  }
+  const files = new Map();
+  for (const [path, entry] of Object.entries(data.files)) {
+    if (!entry || !HASH_RE.test(entry.hash) || !Number.isInteger(entry.size) || typeof entry.type !== "string") {
+      throw new StoreError(`${key}: files[${JSON.stringify(path)}] is not {hash, size, type}`);
+    }
+    files.set(path, entry);
+  }
+  keep(trees, id, files, TREES_KEPT);
+  return files;
+}
+
+class StoreError extends Error {}
+
+/** The site holding `host` and its live root, or null when the host serves no site. */
+async function liveSite(env, ctx, host) {
+  const claim = await readPointer(env, ctx, host, `hosts/${host}.json`);
+  if (!claim || claim.host !== host || typeof claim.site !== "string" || !SITE_RE.test(claim.site)) return null;
+  const root = await readPointer(env, ctx, host, `sites/${claim.site}/root.json`);
+  if (!root || typeof root.version !== "string" || !VERSION_RE.test(root.version)) return null;
+  // a claim left behind by a site whose live version moved to another host serves nothing
+  let rootHost = null;
+  try {
+    rootHost = new URL(root.base_url).hostname.toLowerCase();
+  } catch {
+    return null;
+  }
+  if (rootHost !== host) return null;
+  return { site: claim.site, version: root.version };
+}
+
+// --- responses --------------------------------------------------------------
+
+function isFileUrl(path) {
+  return path.slice(path.lastIndexOf("/") + 1).includes(".");
+}
+
+function etagOf(entry) {
+  return `"${entry.hash}"`;
+}
+
+function matches(ifNoneMatch, etag) {
+  if (!ifNoneMatch) return false;
+  return ifNoneMatch.split(",").some((tag) => {
+    const t = tag.trim();
+    return t === "*" || t === etag || t === `W/${etag}`;
+  });
+}
+
+function plain(status, text, extra = {}) {
+  return new Response(text, {
+    status,
+    headers: { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store", ...extra },
+  });
+}
+
+async function serveFromBucket(request, env, ctx, host, path) {
+  const live = await liveSite(env, ctx, host);
+  if (live === null) return plain(404, "no site is published at this host name\n");
+  const files = await readTree(env, ctx, host, live.site, live.version);
+  const url = new URL(request.url);
+  const head = request.method === "HEAD";
+  const common = { "x-render-version": live.version, "x-content-type-options": "nosniff" };
+
+  const rel = path.replace(/^\/+/, "");
+  let status = 200;
+  let entry = files.get(rel === "" || rel.endsWith("/") ? `${rel}index.html` : rel);
+  let cachePath = path;
+  if (!entry) {
+    if (rel && !rel.endsWith("/") && !isFileUrl(path) && files.has(`${rel}/index.html`)) {
+      return new Response(null, {
+        status: 301,
+        headers: { ...common, location: `${url.pathname}/${url.search}`, "cache-control": cacheControl(path) },
+      });
+    }
+    status = 404;
+    cachePath = "/404.html";
+    entry = files.get("404.html");
+    if (!entry) {
+      return new Response(head ? null : "<!doctype html><title>Not found</title><h1>Not found</h1>\n", {
+        status: 404,
+        headers: { ...common, "content-type": "text/html; charset=utf-8", "cache-control": cacheControl(cachePath) },
+      });
+    }
+  }
+  const etag = etagOf(entry);
+  const headers = {
+    ...common,
+    "content-type": entry.type,
+    etag,
+    "cache-control": cacheControl(cachePath),
+    "accept-ranges": "bytes",
+  };
+  if (status === 200 && matches(request.headers.get("if-none-match"), etag)) {
+    return new Response(null, { status: 304, headers });
+  }
+  const range = status === 200 ? byteRange(request, etag, entry.size) : null;
+  if (range === "unsatisfiable") {
+    return new Response(null, { status: 416, headers: { ...headers, "content-range": `bytes */${entry.size}` } });
+  }
+  if (range) {
+    headers["content-range"] = `bytes ${range.offset}-${range.offset + range.length - 1}/${entry.size}`;
+    status = 206;
+  }
+  const length = range ? range.length : entry.size;
+  if (head) {
+    return new Response(null, { status, headers: { ...headers, "content-length": String(length) } });
+  }
+  const key = prefixed(env, `sites/${live.site}/blobs/${entry.hash}`);
+  const object = await env.BUCKET.get(key, range ? { range: { offset: range.offset, length: range.length } } : {});
+  if (object === null) return plain(502, `blob ${entry.hash} is missing from the bucket\n`, common);
+  return new Response(object.body, { status, headers: { ...headers, "content-length": String(length) } });
+}
+
+/** A single byte range asked for (`Range: bytes=a-b`, `a-`, `-n`); null for the whole file. */
+export function byteRange(request, etag, size) {
+  const header = request.headers.get("range");
+  if (!header) return null;
+  const ifRange = request.headers.get("if-range");
+  if (ifRange && ifRange.trim() !== etag) return null; // changed since: the whole new file
+  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!match || (match[1] === "" && match[2] === "")) return null; // several ranges, or none: the whole file
+  let start;
+  let end;
+  if (match[1] === "") {
+    const suffix = Number(match[2]);
+    if (suffix === 0) return "unsatisfiable";
+    start = Math.max(0, size - suffix);
+    end = size - 1;
+  } else {
+    start = Number(match[1]);
+    end = match[2] === "" ? size - 1 : Math.min(Number(match[2]), size - 1);
+    if (end < start && match[2] !== "") return null; // invalid: ignored, as RFC 9110 says
+  }
+  if (start >= size) return "unsatisfiable";
+  return { offset: start, length: end - start + 1 };
+}
+
+async function toOrigin(request, env) {
+  const url = new URL(request.url);
+  if (!env.ORIGIN) return fetch(request); // on a zone route: the zone's own origin
+  const origin = new URL(env.ORIGIN);
+  const target = new URL(url.pathname + url.search, origin);
+  const headers = new Headers(request.headers);
+  headers.set("x-forwarded-host", url.host);
+  headers.set("x-forwarded-proto", url.protocol.replace(":", ""));
+  const init = { method: request.method, headers, redirect: "manual" };
+  if (request.method !== "GET" && request.method !== "HEAD") init.body = request.body;
+  let response;
+  try {
+    response = await fetch(target.toString(), init);
+  } catch (err) {
+    console.error(`render-edge: origin ${origin.host}: ${err?.message ?? err}`);
+    return plain(502, "the origin cannot be reached just now\n", { "x-render-served": "origin" });
+  }
+  const out = new Response(response.body, response);
+  out.headers.set("x-render-served", "origin");
+  return out;
+}
+
+export default {
+  async fetch(request, env, ctx) {
+    const target = routeRequest(
+      request.method,
+      request.headers.get("user-agent"),
+      request.headers.get("cookie"),
+      env.SESSION_COOKIE,
+    );
+    if (target === "app") return toOrigin(request, env);
+    if (request.method !== "GET" && request.method !== "HEAD") return plain(405, "method not allowed\n");
+    const path = safePath(rawPathOf(request));
+    if (path === null) return plain(400, "bad request path\n");
+    const host = new URL(request.url).hostname.toLowerCase();
+    if (!HOST_RE.test(host)) return plain(404, "no site is published at this host name\n");
+    try {
+      const response = await serveFromBucket(request, env, ctx, host, path);
+      response.headers.set("x-render-served", "r2");
+      return response;
+    } catch (err) {
+      // a corrupt pointer or tree, or R2 failing just now: this site answers 503, nothing is cached
+      const problem = err instanceof StoreError ? err.message : "the bucket cannot be read just now";
+      if (!(err instanceof StoreError)) console.error(`render-edge: ${host}: ${err?.stack ?? err}`);
+      return plain(503, `${host} is unavailable: ${problem}\n`, { "retry-after": "5" });
+    }
+  },
+};

@@ -1,0 +1,1 @@
+"""The edge Worker (``edge/`` in the repository): its generated routing table and its deploy command."""
