@@ -76,9 +76,17 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
         ["report.serve"],
     ]),
     ("7 pipeline", [["pipeline"]]),
+    ("7b distribute", [
+        # builds on Celery workers: the app and its settings, the site lock in Redis,
+        # the build record carried through the store; tasks call pipeline.run_site;
+        # enqueue sends them and writes the results to the enqueuer's ledger
+        ["distribute", "distribute.broker", "distribute.sitelock", "distribute.carry"],
+        ["distribute.tasks"],
+        ["distribute.enqueue"],
+    ]),
     ("8 entry points", [
         ["scheduler", "cli._common"],
-        ["cli.build", "cli.mirror", "cli.publish", "cli.report", "cli.scheduler"],
+        ["cli.build", "cli.mirror", "cli.publish", "cli.report", "cli.scheduler", "cli.worker"],
         ["cli"],
         ["__main__"],
     ]),
@@ -94,6 +102,7 @@ PACKAGE_LAYERS = {
     "mirror": "5 mirror and serve",
     "serve": "5 mirror and serve",
     "report": "6 report",
+    "distribute": "7b distribute",
     "cli": "8 entry points",
 }
 
