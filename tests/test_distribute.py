@@ -8,14 +8,19 @@ so its ledger holds only what came back as results.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import sqlite3
 from pathlib import Path
 
 import pytest
-from celerykit import redis_server, small_site, worker, write_config, write_sites
+from celerykit import _wait, redis_server, small_site, worker, write_config, write_sites
 from click.testing import CliRunner
 
-from render.config import load_host
+from render.config import load_host, load_site
+from render.distribute import broker, enqueue
+from render.run import locks
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -40,16 +45,17 @@ def _versions(store: Path, key: str) -> list[str]:
 
 
 def _runs(state: Path) -> list[sqlite3.Row]:
+    """The runs in a ledger; none while it is still being created."""
+    if not (state / "ledger.sqlite").exists():
+        return []
     db = sqlite3.connect(state / "ledger.sqlite")
     db.row_factory = sqlite3.Row
     try:
         return db.execute("select * from runs order by id").fetchall()
+    except sqlite3.OperationalError:  # the table is not there yet
+        return []
     finally:
         db.close()
-
-
-def _ledger_file(state: Path) -> Path:
-    return next(state.glob("ledger*"))
 
 
 def test_nightly_on_two_workers_publishes_every_site_once(tmp_path: Path) -> None:
@@ -85,3 +91,137 @@ def test_nightly_on_two_workers_publishes_every_site_once(tmp_path: Path) -> Non
         # both machines took builds, and each kept its own ledger as a local cache
         worked = [len(_runs(load_host(paths[w]).state_dir)) for w in ("w1", "w2")]
         assert sum(worked) == 20 and min(worked) > 0, worked
+
+
+def _root_version(store: Path, key: str) -> str:
+    return str(json.loads((store / "sites" / key / "root.json").read_text())["version"])
+
+
+def test_a_worker_killed_mid_build_hands_the_build_back_and_it_publishes_once(
+    tmp_path: Path,
+) -> None:
+    with redis_server(tmp_path) as redis:
+        paths = _layout(tmp_path, redis.url)
+        key = "acme/big"
+        # big enough that the build is still rendering when its pool process is killed
+        write_sites(paths["sites"], {key: small_site(3000, word="big")})
+        env = {"RENDER_BROKER_URL": redis.url}
+        host = load_host(paths["main"])
+        app = broker.make_app(host)
+        try:
+            with worker(paths["w1"], name="w1", broker=redis.url, env=env) as w1, \
+                    worker(paths["w2"], name="w2", broker=redis.url, env=env) as w2:  # fmt: skip
+                result = enqueue.submit(app, key, reason="nightly")
+                site = load_site(paths["sites"] / key, host=host)
+                states = {w.name: load_host(w.config).state_dir for w in (w1, w2)}
+
+                def building() -> tuple[str, int] | None:
+                    for name, state in states.items():
+                        holder = locks.running(state, site.id)
+                        started = any(r["finished"] is None for r in _runs(state))
+                        if holder is not None and started:
+                            return name, holder.pid
+                    return None
+
+                victim, pid = _wait(building, timeout=60, what="a worker building the site")
+                os.kill(pid, signal.SIGKILL)  # the pool process running the build
+                run = enqueue.collect(result, key=key, reason="nightly", timeout=180)
+            assert run.error is None, run.error
+            assert run.outcome is not None and run.outcome.value == "published"
+            # the killed build never finished; the redelivered one did
+            killed = [r for r in _runs(states[victim]) if r["id"] == 1]
+            assert killed and killed[0]["finished"] is None
+            finished = [r for s in states.values() for r in _runs(s) if r["finished"] is not None]
+            assert [r["outcome"] for r in finished] == ["published"]
+            # one version, and it is the live one: nothing half-made is live
+            assert _versions(paths["store"], key) == [f"{run.version}.json"]
+            assert _root_version(paths["store"], key) == run.version
+        finally:
+            app.close()
+
+
+def test_two_enqueues_of_one_site_at_once_publish_once(tmp_path: Path) -> None:
+    with redis_server(tmp_path) as redis:
+        paths = _layout(tmp_path, redis.url)
+        key = "acme/blog"
+        write_sites(paths["sites"], {key: small_site(400, word="blog")})
+        env = {"RENDER_BROKER_URL": redis.url}
+        host = load_host(paths["main"])
+        app = broker.make_app(host)
+        try:
+            with worker(paths["w1"], name="w1", broker=redis.url, env=env), \
+                    worker(paths["w2"], name="w2", broker=redis.url, env=env):  # fmt: skip
+                first = enqueue.submit(app, key, reason="nightly")
+                second = enqueue.submit(app, key, reason="nightly")
+                runs = [enqueue.collect(r, key=key, reason="nightly", timeout=120)
+                        for r in (first, second)]  # fmt: skip
+        finally:
+            app.close()
+        assert all(r.error is None for r in runs), [r.error for r in runs]
+        # two machines with state folders of their own: only the lock in Redis kept them apart
+        outcomes = sorted(r.outcome.value for r in runs if r.outcome is not None)
+        assert outcomes == ["published", "unchanged"]
+        assert len(_versions(paths["store"], key)) == 1
+
+
+def test_the_site_lock_in_redis_waits_expires_and_says_when_it_is_lost(tmp_path: Path) -> None:
+    import redis as redispy
+
+    from render.config import SiteId
+    from render.distribute import sitelock
+    from render.errors import LockedError
+
+    site = SiteId(owner="acme", name="blog")
+    with redis_server(tmp_path) as server:
+        client = redispy.Redis.from_url(server.url)
+        try:
+            with sitelock.hold(client, site, lease=2, wait=0) as held:
+                assert not held.lost()
+                with pytest.raises(LockedError, match="another worker holds this site's lock"), \
+                        sitelock.hold(client, site, lease=2, wait=0.3):  # fmt: skip
+                    pass
+                client.delete(sitelock.key(site))  # as if the lease ran out while stalled
+                _wait(held.lost, timeout=10, what="the lease to be reported lost")
+            # a holder that never releases (its machine died): free a lease later
+            orphan = client.lock(sitelock.key(site), timeout=1)
+            assert orphan.acquire(blocking=False)
+            with sitelock.hold(client, site, lease=2, wait=10) as again:
+                assert not again.lost()
+        finally:
+            client.close()
+
+
+def test_a_worker_with_empty_state_restores_the_record_and_builds_incrementally(
+    tmp_path: Path,
+) -> None:
+    with redis_server(tmp_path) as redis:
+        paths = _layout(tmp_path, redis.url)
+        key = "acme/blog"
+        write_sites(paths["sites"], {key: small_site(50, word="blog")})
+        env = {"RENDER_BROKER_URL": redis.url}
+        host = load_host(paths["main"])
+        app = broker.make_app(host)
+        try:
+            with worker(paths["w1"], name="w1", broker=redis.url, env=env):
+                first = enqueue.collect(enqueue.submit(app, key, reason="nightly"), key=key,
+                                        reason="nightly", timeout=120)  # fmt: skip
+            assert first.outcome is not None and first.rendered == 51, first
+            assert (paths["store"] / "sites" / key / "private" / "build-record.tar.gz").is_file()
+            db = sqlite3.connect(paths["sites"] / key / "site.db")
+            with db:
+                db.execute("update posts set body = 'changed' where id = 7")
+            db.close()
+            assert not (paths["w2"].parent / ".render").exists()
+            with worker(paths["w2"], name="w2", broker=redis.url, env=env):
+                second = enqueue.collect(enqueue.submit(app, key, reason="nightly"), key=key,
+                                         reason="nightly", timeout=120)  # fmt: skip
+        finally:
+            app.close()
+        assert second.error is None, second.error
+        assert second.summary["restored"] == {"pages": 51, "blobs": 51, "missing": 0}
+        assert second.outcome is not None and second.outcome.value == "published"
+        assert (second.pages, second.rendered, second.reused) == (51, 1, 50)
+        # the record is never served: no manifest names it
+        for version in _versions(paths["store"], key):
+            text = (paths["store"] / "sites" / key / "versions" / version).read_text()
+            assert "build-record" not in text

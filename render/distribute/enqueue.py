@@ -11,6 +11,7 @@ not written twice.)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import socket
 import time
@@ -77,6 +78,9 @@ def collect(result: AsyncResult, *, key: str, reason: str, timeout: float) -> Re
         try:
             value = result.get(timeout=max(0.1, deadline - time.monotonic()), propagate=False,
                                interval=0.2)  # fmt: skip
+            # stop listening for it now, while the backend is reachable (not in __del__)
+            with contextlib.suppress(Exception):
+                result.backend.remove_pending_result(result)
             break
         except CeleryTimeout:
             error = BrokerError(f"no result within {timeout:.0f} s", site=key,
