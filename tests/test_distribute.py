@@ -225,3 +225,31 @@ def test_a_worker_with_empty_state_restores_the_record_and_builds_incrementally(
         for version in _versions(paths["store"], key):
             text = (paths["store"] / "sites" / key / "versions" / version).read_text()
             assert "build-record" not in text
+
+
+def test_plan_estimates_workers_from_the_ledger(tmp_path: Path) -> None:
+    from sitekit import make_host
+
+    host = make_host(tmp_path, sites={f"acme/s{i}": small_site(20, word=f"s{i}") for i in range(2)},
+                     extra_toml="[mirror]\nenabled = false\n")  # fmt: skip
+    empty = host.cli("plan", "--sites", "10")
+    assert empty.exit_code == 2
+    assert empty.output == (
+        "Error: the ledger has no finished build to measure\n"
+        "Hint: run 'render nightly' once first\n"
+    )
+    assert host.cli("nightly").exit_code == 0
+    result = host.cli("plan", "--sites", "10000", "--pages", "1000", "--audits", "5",
+                      "--audit-seconds", "4", "--window", "4")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "one site: 1000 pages, 5 audits (from 2 builds)" in result.output
+    from render.distribute.capacity import plan
+    from render.run.ledger import open_ledger
+
+    with open_ledger(host.state_dir) as ledger:
+        found = plan(ledger, sites=10000, pages=1000, audits=5, audit_seconds=4, window_hours=4)
+    assert found is not None
+    assert found.stage_seconds["lighthouse"] == 20.0
+    # 10,000 sites at 20 s of audits alone is 55.6 hours: at least 14 workers for 4 hours
+    assert found.workers >= 14
+    assert f"{found.workers} workers of this size" in result.output

@@ -80,7 +80,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
         # builds on Celery workers: the app and its settings, the site lock in Redis,
         # the build record carried through the store; tasks call pipeline.run_site;
         # enqueue sends them and writes the results to the enqueuer's ledger
-        ["distribute", "distribute.broker", "distribute.sitelock", "distribute.carry"],
+        ["distribute", "distribute.broker", "distribute.sitelock", "distribute.carry",
+         "distribute.capacity"],
         ["distribute.tasks"],
         ["distribute.enqueue"],
     ]),

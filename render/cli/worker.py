@@ -9,6 +9,7 @@ from rich.table import Table
 
 from render.cli._common import config_option, console, handle_errors, host_from, show_error
 from render.config import HostConfig
+from render.errors import UsageError
 
 
 @click.command(
@@ -81,4 +82,56 @@ def nightly_remote(host: HostConfig, folders: list[Path]) -> None:
         raise SystemExit(1)
 
 
-COMMANDS = [worker]
+@click.command("plan")
+@config_option
+@click.option("--sites", type=click.IntRange(min=1), required=True, help="Sites in the night.")
+@click.option("--pages", type=click.FloatRange(min=1), default=None,
+              help="Pages per site (default: the mean of the measured builds).")  # fmt: skip
+@click.option("--audits", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Lighthouse audits per site.")  # fmt: skip
+@click.option("--audit-seconds", type=click.FloatRange(min=0), default=None,
+              help="Seconds per audit (default: measured, else 4).")  # fmt: skip
+@click.option("--window", "window_hours", type=click.FloatRange(min=0.1), default=4.0,
+              show_default=True, help="Hours the night may take.")  # fmt: skip
+@click.option("--slots", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Builds one worker runs at a time (its --concurrency).")  # fmt: skip
+@handle_errors
+def plan(
+    config_path: str | None, sites: int, pages: float | None, audits: float,
+    audit_seconds: float | None, window_hours: float, slots: int,
+) -> None:  # fmt: skip
+    """Estimate the workers a night of N sites needs, from the ledger's measured stages.
+
+    Uses the mean seconds per stage of this host's finished builds; build and
+    SEO scale with --pages, Lighthouse with --audits.
+
+    \b
+    Example:
+        render plan --sites 10000 --pages 1000 --audits 5 --window 4
+    """
+    from render.distribute.capacity import plan as make_plan
+    from render.run.ledger import open_ledger
+
+    host = host_from(config_path)
+    with open_ledger(host.state_dir) as ledger:
+        found = make_plan(ledger, sites=sites, pages=pages, audits=audits,
+                          audit_seconds=audit_seconds, window_hours=window_hours, slots=slots)  # fmt: skip
+    if found is None:
+        raise UsageError("the ledger has no finished build to measure",
+                         hint="run 'render nightly' once first")  # fmt: skip
+    table = Table(title=f"one site: {found.pages:.0f} pages, {found.audits:g} audits "
+                        f"(from {found.builds_measured} builds)")  # fmt: skip
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    for stage, seconds in sorted(found.stage_seconds.items(), key=lambda kv: -kv[1]):
+        table.add_row(stage, f"{seconds:.2f}")
+    table.add_row("site", f"{found.site_seconds:.2f}")
+    console.print(table)
+    console.print(
+        f"{found.sites} sites: {found.night_seconds / 3600:.1f} hours of builds; "
+        f"{found.workers} workers of this size ({found.slots} build(s) at a time each) "
+        f"finish in {found.window_hours:g} hours"
+    )
+
+
+COMMANDS = [worker, plan]
