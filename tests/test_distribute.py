@@ -253,3 +253,44 @@ def test_plan_estimates_workers_from_the_ledger(tmp_path: Path) -> None:
     # 10,000 sites at 20 s of audits alone is 55.6 hours: at least 14 workers for 4 hours
     assert found.workers >= 14
     assert f"{found.workers} workers of this size" in result.output
+
+
+def test_the_night_finishes_when_redis_restarts_in_the_middle(tmp_path: Path) -> None:
+    with redis_server(tmp_path) as redis:
+        paths = _layout(tmp_path, redis.url)
+        keys = [f"acme/s{i}" for i in range(8)]
+        write_sites(paths["sites"], {key: small_site(300, word=key[5:]) for key in keys})
+        env = {"RENDER_BROKER_URL": redis.url}
+        host = load_host(paths["main"])
+        restarted: list[str] = []
+
+        def restart_once(run: enqueue.RemoteRun) -> None:
+            if not restarted:  # the first result is in; the other builds are queued or running
+                redis.stop()
+                redis.start()  # same port; the append-only file brings the queue back
+                restarted.append(run.site)
+
+        with worker(paths["w1"], name="w1", broker=redis.url, env=env), \
+                worker(paths["w2"], name="w2", broker=redis.url, env=env):  # fmt: skip
+            runs = enqueue.run_sites(host, keys, reason="nightly", on_done=restart_once)
+        assert restarted
+        assert [r.error for r in runs] == [None] * len(keys)
+        for key in keys:
+            assert len(_versions(paths["store"], key)) == 1, key
+        outcomes = sorted((f"{r['owner']}/{r['site']}", r["outcome"]) for r in _runs(host.state_dir))
+        assert outcomes == [(key, "published") for key in sorted(keys)]
+
+
+def test_the_scheduler_daemon_enqueues_under_the_celery_executor(tmp_path: Path) -> None:
+    from render.scheduler import Daemon, Reason
+
+    with redis_server(tmp_path) as redis:
+        paths = _layout(tmp_path, redis.url)
+        write_sites(paths["sites"], {"acme/blog": small_site(3, word="blog")})
+        env = {"RENDER_BROKER_URL": redis.url}
+        host = load_host(paths["main"])
+        with worker(paths["w1"], name="w1", broker=redis.url, env=env):
+            Daemon(host, handle_signals=False).build("acme/blog", Reason.schedule)
+        (run,) = _runs(host.state_dir)
+        assert (run["reason"], run["outcome"], run["pages"]) == ("schedule", "published", 4)
+        assert len(_versions(paths["store"], "acme/blog")) == 1

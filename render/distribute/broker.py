@@ -73,6 +73,9 @@ def make_app(host: HostConfig, *, environ: Mapping[str, str] | None = None) -> C
         broker_transport_options={"visibility_timeout": visibility},
         result_backend_transport_options={"visibility_timeout": visibility},
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a broker restarted mid-night: keep reconnecting
+        result_backend_always_retry=True,  # a result stored while Redis restarts is retried
+        result_backend_max_sleep_between_retries_ms=2000,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     import redis
 
 PREFIX = "render:lock:"
+RECONNECT = 120.0  # seconds a worker waits for Redis to come back before it fails the build
 
 
 class SiteLease:
@@ -45,14 +47,28 @@ class SiteLease:
         return self._lost.is_set()
 
     def _renew(self) -> None:
+        """Renew every third of the lease; Redis briefly away (a restart) is not a loss.
+
+        The lease is lost when Redis says another token holds the key, or when
+        no renewal got through for a whole lease.
+        """
         from redis.exceptions import LockError, RedisError
 
-        while not self._done.wait(self._lease / 3):
+        renewed = time.monotonic()
+        pause = self._lease / 3
+        while not self._done.wait(pause):
             try:
                 self._lock.reacquire()
-            except (LockError, RedisError):
+            except LockError:
                 self._lost.set()
                 return
+            except RedisError:
+                if time.monotonic() - renewed >= self._lease:
+                    self._lost.set()
+                    return
+                pause = self._lease / 10  # try again sooner while the lease lasts
+                continue
+            renewed, pause = time.monotonic(), self._lease / 3
 
     def start(self) -> None:
         self._thread.start()
@@ -85,16 +101,22 @@ def hold(
     from redis.exceptions import RedisError
 
     lock = client.lock(key(site), timeout=lease, sleep=0.1, thread_local=False)
-    try:
-        got = lock.acquire(blocking=False)
-        if not got:
-            if on_wait is not None:
-                on_wait()
-            got = lock.acquire(blocking=True, blocking_timeout=wait)
-    except RedisError as exc:
-        raise BrokerError(
-            f"the site lock in Redis could not be taken: {exc}", site=str(site)
-        ) from None
+    reconnect_until = time.monotonic() + RECONNECT
+    while True:
+        try:
+            got = lock.acquire(blocking=False)
+            if not got:
+                if on_wait is not None:
+                    on_wait()
+                got = lock.acquire(blocking=True, blocking_timeout=wait)
+            break
+        except RedisError as exc:  # Redis restarting: wait for it a while
+            if time.monotonic() >= reconnect_until:
+                raise BrokerError(
+                    f"the site lock in Redis could not be taken: {exc}", site=str(site),
+                    hint=f"Redis did not answer for {RECONNECT:.0f} s",
+                ) from None  # fmt: skip
+            time.sleep(0.5)  # the pace of reconnecting, not a race
     if not got:
         raise LockedError(
             f"another worker holds this site's lock (waited {wait:.0f} s)",
