@@ -108,7 +108,9 @@ def write_config(
              "[store]", f"path = {toml_value(str(store))}", "",
              "[mirror]", "enabled = false", "",
              "[limits]", "workers = 1", "",
-             "[schedule]", 'executor = "celery"']  # fmt: skip
+             "[schedule]"]  # fmt: skip
+    if "executor" not in schedule:
+        lines.append('executor = "celery"')
     if broker is not None:
         lines.append(f"broker_url = {toml_value(broker)}")
     lines += [f"{k} = {toml_value(v)}" for k, v in schedule.items()]

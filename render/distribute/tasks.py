@@ -80,22 +80,26 @@ def build_site(task: Task, key: str, reason: str, options: dict[str, Any]) -> di
             with sitelock.hold(
                 client, site.id, lease=host.schedule.lock_lease, wait=host.schedule.build_timeout
             ) as lease:
+                mark = time.monotonic()
                 store = open_store(host)
                 try:
                     restored = carry.restore(store, host=host, site=site,
                                              concurrency=host.store.concurrency)  # fmt: skip
                 finally:
                     store.close()
+                carried = time.monotonic() - mark
                 report = run_site(
                     site, host=host, reason=reason, options=Options(**options),
                     should_stop=lease.lost,
                 )  # fmt: skip
                 if report.outcome in (Outcome.published, Outcome.unchanged):
+                    mark = time.monotonic()
                     store = open_store(host)
                     try:
                         carry.save(store, host=host, site=site)
                     finally:
                         store.close()
+                    carried += time.monotonic() - mark
         finally:
             client.close()
     except RenderError as exc:
@@ -109,7 +113,7 @@ def build_site(task: Task, key: str, reason: str, options: dict[str, Any]) -> di
     summary.update(
         outcome=report.outcome.value, seconds=report.seconds, pages=report.pages,
         rendered=report.rendered, reused=report.reused, version=report.version,
-        timings=report.timings,
+        timings=report.timings, task_seconds=time.monotonic() - started, carry_seconds=carried,
         restored=None if restored is None else
         {"pages": restored.pages, "blobs": restored.blobs, "missing": restored.missing},
         publication=None if publication is None else {
