@@ -294,3 +294,36 @@ def test_the_scheduler_daemon_enqueues_under_the_celery_executor(tmp_path: Path)
         (run,) = _runs(host.state_dir)
         assert (run["reason"], run["outcome"], run["pages"]) == ("schedule", "published", 4)
         assert len(_versions(paths["store"], "acme/blog")) == 1
+
+
+def test_the_broker_url_is_a_secret_and_a_missing_broker_is_one_error(tmp_path: Path) -> None:
+    from celerykit import free_port
+
+    port = free_port()  # nothing listens here
+    sites, store = tmp_path / "sites", tmp_path / "store"
+    write_sites(sites, {"acme/blog": small_site(1, word="blog")})
+    config = write_config(tmp_path / "main", sites=sites, store=store,
+                          broker=f"redis://:hunter2@127.0.0.1:{port}/0")  # fmt: skip
+    host = load_host(config)
+    assert "hunter2" not in repr(host)
+    assert broker.broker_url(host).reveal().endswith(f"{port}/0")
+    assert "hunter2" not in repr(broker.broker_url(host))
+    from render.cli import main
+
+    result = CliRunner().invoke(main, ["nightly", "--config", str(config)], catch_exceptions=False)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: queue: the broker did not answer: Error 111 connecting to 127.0.0.1:{port}."
+        " Connection refused.\n"
+        "Hint: is redis-server running at [schedule] broker_url (or $RENDER_BROKER_URL)?\n"
+    )
+    assert "hunter2" not in result.output
+    # no broker at all: the config names what to set
+    write_config(tmp_path / "bare", sites=sites, store=store, broker=None)
+    bare = CliRunner().invoke(main, ["nightly", "--config", str(tmp_path / "bare" / "render.toml")],
+                              catch_exceptions=False)  # fmt: skip
+    assert bare.exit_code == 2
+    assert bare.output == (
+        "Error: config: schedule.broker_url: required when the executor is 'celery'\n"
+        "Hint: set [schedule] broker_url in render.toml or $RENDER_BROKER_URL\n"
+    )

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from render.config import HostConfig, Secret
-from render.errors import ConfigError
+from render.errors import BrokerError, ConfigError
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -80,3 +80,21 @@ def make_app(host: HostConfig, *, environ: Mapping[str, str] | None = None) -> C
         worker_send_task_events=False,
     )
     return app
+
+
+def check(host: HostConfig, *, timeout: float = 5.0) -> None:
+    """One ping of the broker before a night is enqueued: a ``BrokerError`` at once, not per site."""
+    import redis
+    from redis.exceptions import RedisError
+
+    client = redis.Redis.from_url(broker_url(host).reveal(), socket_connect_timeout=timeout,
+                                  socket_timeout=timeout)  # fmt: skip
+    try:
+        client.ping()
+    except RedisError as exc:  # its text names host and port, never the password
+        raise BrokerError(
+            f"the broker did not answer: {exc}",
+            hint="is redis-server running at [schedule] broker_url (or $RENDER_BROKER_URL)?",
+        ) from None
+    finally:
+        client.close()

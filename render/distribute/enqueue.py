@@ -155,6 +155,7 @@ def run_sites(
     app: Celery | None = None,
 ) -> list[RemoteRun]:
     """Enqueue a build of every site in ``keys``, then wait for each and write the ledger."""
+    broker.check(host)
     app = app or broker.make_app(host)
     timeout = float(host.schedule.build_timeout) * max(1, len(keys))
     pending = [(key, submit(app, key, reason=reason, options=options)) for key in keys]
