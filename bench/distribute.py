@@ -43,8 +43,13 @@ def main() -> int:
             # the local night: its own sites, store and state
             local_sites = root / "local-sites"
             write_sites(local_sites, specs)
-            local = write_config(root / "local", sites=local_sites, store=root / "local-store",
-                                 broker=redis.url, schedule={"executor": "local"})  # fmt: skip
+            local = write_config(
+                root / "local",
+                sites=local_sites,
+                store=root / "local-store",
+                broker=redis.url,
+                schedule={"executor": "local"},
+            )
             local_text = local.read_text().replace("workers = 1", "workers = 2")
             local.write_text(local_text)
             host = load_host(local)
@@ -58,10 +63,14 @@ def main() -> int:
             sites, store = root / "sites", root / "store"
             write_sites(sites, specs)
             main_cfg = write_config(root / "main", sites=sites, store=store, broker=redis.url)
-            configs = [write_config(root / f"w{i}", sites=sites, store=store, broker=redis.url)
-                       for i in (1, 2)]  # fmt: skip
-            with worker(configs[0], name="w1", broker=redis.url), \
-                    worker(configs[1], name="w2", broker=redis.url):  # fmt: skip
+            configs = [
+                write_config(root / f"w{i}", sites=sites, store=store, broker=redis.url)
+                for i in (1, 2)
+            ]
+            with (
+                worker(configs[0], name="w1", broker=redis.url),
+                worker(configs[1], name="w2", broker=redis.url),
+            ):
                 started = time.perf_counter()
                 runs = enqueue.run_sites(load_host(main_cfg), keys, reason="bench")
                 celery_wall = time.perf_counter() - started
@@ -70,19 +79,25 @@ def main() -> int:
         per_site = (celery_wall * 2 - built) / len(keys)
         tasks = sum(r.summary["task_seconds"] for r in runs)
         carry = sum(r.summary["carry_seconds"] for r in runs)
-        print(json.dumps({
-            "sites": len(keys), "pages_per_site": args.pages,
-            "local_night_s": round(local_wall, 2), "celery_night_s": round(celery_wall, 2),
-            "overhead_pct": round(100 * (celery_wall - local_wall) / local_wall, 1),
-            "task_overhead_per_site_s": round(per_site, 3),
-            "task_overhead_pct_of_build": round(100 * per_site * len(keys) / built, 1),
-            # inside the task, around run_site: the record carried to and from the store
-            "record_carry_per_site_s": round(carry / len(keys), 3),
-            "task_less_build_per_site_s": round((tasks - built) / len(keys), 3),
-            # the rest: Celery's dispatch, the queue's tail on two slots, result round trips
-            "celery_per_site_s": round(per_site - (tasks - built) / len(keys), 3),
-            "failed": failed,
-        }))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "sites": len(keys),
+                    "pages_per_site": args.pages,
+                    "local_night_s": round(local_wall, 2),
+                    "celery_night_s": round(celery_wall, 2),
+                    "overhead_pct": round(100 * (celery_wall - local_wall) / local_wall, 1),
+                    "task_overhead_per_site_s": round(per_site, 3),
+                    "task_overhead_pct_of_build": round(100 * per_site * len(keys) / built, 1),
+                    # inside the task, around run_site: the record carried to and from the store
+                    "record_carry_per_site_s": round(carry / len(keys), 3),
+                    "task_less_build_per_site_s": round((tasks - built) / len(keys), 3),
+                    # the rest: Celery's dispatch, the queue's tail on two slots, result round trips
+                    "celery_per_site_s": round(per_site - (tasks - built) / len(keys), 3),
+                    "failed": failed,
+                }
+            )
+        )
     return 1 if failed else 0
 
 

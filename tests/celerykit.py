@@ -56,16 +56,34 @@ class Redis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--dir", str(self.folder), "--daemonize", "no",
-             "--protected-mode", "yes", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                REDIS,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--dir",
+                str(self.folder),
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
         def up() -> bool:
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.5
-            ) as conn:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn,
+            ):
                 conn.sendall(b"PING\r\n")
                 return conn.recv(16).startswith(b"+PONG")
             return False
@@ -104,11 +122,21 @@ def write_config(
 ) -> Path:
     """One machine's render.toml: shared sites and store, its own state, no embedded mirror."""
     root.mkdir(parents=True, exist_ok=True)
-    lines = ["[host]", f"sites = {toml_value(str(sites))}", "",
-             "[store]", f"path = {toml_value(str(store))}", "",
-             "[mirror]", "enabled = false", "",
-             "[limits]", "workers = 1", "",
-             "[schedule]"]  # fmt: skip
+    lines = [
+        "[host]",
+        f"sites = {toml_value(str(sites))}",
+        "",
+        "[store]",
+        f"path = {toml_value(str(store))}",
+        "",
+        "[mirror]",
+        "enabled = false",
+        "",
+        "[limits]",
+        "workers = 1",
+        "",
+        "[schedule]",
+    ]
     if "executor" not in schedule:
         lines.append('executor = "celery"')
     if broker is not None:
@@ -123,13 +151,16 @@ def small_site(rows: int = 3, *, word: str = "post") -> SiteSpec:
     """A site of ``rows`` post pages and an index, served at ``https://<word>.example.com``."""
     return SiteSpec(
         base_url=f"https://{word}.example.com",
-        sql=["create table posts (id integer primary key, slug text, body text)",
-             *(f"insert into posts values ({i}, '{word}-{i}', 'body {i}')" for i in range(rows))],
-        routes=[{"path": "/", "template": "index.html"},
-                {"path": "/posts/{slug}/", "query": "select * from posts", "template": "post.html"}],
-        templates={"index.html": html("<p>home</p>"),
-                   "post.html": html("<p>{{ row.body }}</p>")},
-    )  # fmt: skip
+        sql=[
+            "create table posts (id integer primary key, slug text, body text)",
+            *(f"insert into posts values ({i}, '{word}-{i}', 'body {i}')" for i in range(rows)),
+        ],
+        routes=[
+            {"path": "/", "template": "index.html"},
+            {"path": "/posts/{slug}/", "query": "select * from posts", "template": "post.html"},
+        ],
+        templates={"index.html": html("<p>home</p>"), "post.html": html("<p>{{ row.body }}</p>")},
+    )
 
 
 def write_sites(sites: Path, specs: Mapping[str, SiteSpec]) -> None:
@@ -178,11 +209,28 @@ def worker(
     environ.update(env)
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "render", "worker", "--config", str(config),
-             "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "--loglevel", "INFO"],
-            stdout=out, stderr=subprocess.STDOUT, env=environ, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "render",
+                "worker",
+                "--config",
+                str(config),
+                "-c",
+                str(concurrency),
+                "-n",
+                f"{name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--loglevel",
+                "INFO",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=environ,
+            start_new_session=True,
+        )
     running = Worker(name=name, config=config, process=process, log=log)
     try:
         _wait_ready(running, broker)
@@ -196,12 +244,15 @@ def _wait_ready(running: Worker, broker: str) -> None:
 
     app = Celery("ping", broker=broker, backend=broker, set_as_current=False)
     try:
+
         def ready() -> bool:
             if running.process.poll() is not None:
                 raise AssertionError(
                     f"worker {running.name} exited: {running.log.read_text(errors='replace')}"
                 )
-            replies = app.control.ping(timeout=0.5, destination=[f"{running.name}@{socket.gethostname()}"])
+            replies = app.control.ping(
+                timeout=0.5, destination=[f"{running.name}@{socket.gethostname()}"]
+            )
             return bool(replies)
 
         _wait(ready, timeout=START_TIMEOUT, what=f"worker {running.name}")

@@ -25,7 +25,9 @@ from render.run import locks
 pytestmark = pytest.mark.timeout(240)
 
 
-def _layout(tmp_path: Path, url: str, *, schedule: dict[str, object] | None = None) -> dict[str, Path]:
+def _layout(
+    tmp_path: Path, url: str, *, schedule: dict[str, object] | None = None
+) -> dict[str, Path]:
     sites, store = tmp_path / "sites", tmp_path / "store"
     sites.mkdir()
     store.mkdir()
@@ -62,16 +64,21 @@ def test_nightly_on_two_workers_publishes_every_site_once(tmp_path: Path) -> Non
     with redis_server(tmp_path) as redis:
         paths = _layout(tmp_path, redis.url)
         keys = [f"t{i % 4}/site{i:02d}" for i in range(20)]
-        write_sites(paths["sites"], {key: small_site(3, word=key.replace("/", "-")) for key in keys})
+        write_sites(
+            paths["sites"], {key: small_site(3, word=key.replace("/", "-")) for key in keys}
+        )
         env = {"RENDER_BROKER_URL": redis.url}  # the workers' config names no broker: the env does
-        with worker(paths["w1"], name="w1", broker=redis.url, env=env), \
-                worker(paths["w2"], name="w2", broker=redis.url, env=env):  # fmt: skip
+        with (
+            worker(paths["w1"], name="w1", broker=redis.url, env=env),
+            worker(paths["w2"], name="w2", broker=redis.url, env=env),
+        ):
             from render.cli import main
 
             result = CliRunner().invoke(
-                main, ["nightly", "--executor", "celery", "--config", str(paths["main"])],
+                main,
+                ["nightly", "--executor", "celery", "--config", str(paths["main"])],
                 catch_exceptions=False,
-            )  # fmt: skip
+            )
         assert result.exit_code == 0, result.output
         assert "20 sites on Celery workers, 0 failed" in result.output
         assert redis.url not in result.output
@@ -109,8 +116,10 @@ def test_a_worker_killed_mid_build_hands_the_build_back_and_it_publishes_once(
         host = load_host(paths["main"])
         app = broker.make_app(host)
         try:
-            with worker(paths["w1"], name="w1", broker=redis.url, env=env) as w1, \
-                    worker(paths["w2"], name="w2", broker=redis.url, env=env) as w2:  # fmt: skip
+            with (
+                worker(paths["w1"], name="w1", broker=redis.url, env=env) as w1,
+                worker(paths["w2"], name="w2", broker=redis.url, env=env) as w2,
+            ):
                 result = enqueue.submit(app, key, reason="nightly")
                 site = load_site(paths["sites"] / key, host=host)
                 states = {w.name: load_host(w.config).state_dir for w in (w1, w2)}
@@ -149,12 +158,16 @@ def test_two_enqueues_of_one_site_at_once_publish_once(tmp_path: Path) -> None:
         host = load_host(paths["main"])
         app = broker.make_app(host)
         try:
-            with worker(paths["w1"], name="w1", broker=redis.url, env=env), \
-                    worker(paths["w2"], name="w2", broker=redis.url, env=env):  # fmt: skip
+            with (
+                worker(paths["w1"], name="w1", broker=redis.url, env=env),
+                worker(paths["w2"], name="w2", broker=redis.url, env=env),
+            ):
                 first = enqueue.submit(app, key, reason="nightly")
                 second = enqueue.submit(app, key, reason="nightly")
-                runs = [enqueue.collect(r, key=key, reason="nightly", timeout=120)
-                        for r in (first, second)]  # fmt: skip
+                runs = [
+                    enqueue.collect(r, key=key, reason="nightly", timeout=120)
+                    for r in (first, second)
+                ]
         finally:
             app.close()
         assert all(r.error is None for r in runs), [r.error for r in runs]
@@ -177,8 +190,10 @@ def test_the_site_lock_in_redis_waits_expires_and_says_when_it_is_lost(tmp_path:
         try:
             with sitelock.hold(client, site, lease=2, wait=0) as held:
                 assert not held.lost()
-                with pytest.raises(LockedError, match="another worker holds this site's lock"), \
-                        sitelock.hold(client, site, lease=2, wait=0.3):  # fmt: skip
+                with (
+                    pytest.raises(LockedError, match="another worker holds this site's lock"),
+                    sitelock.hold(client, site, lease=2, wait=0.3),
+                ):
                     pass
                 client.delete(sitelock.key(site))  # as if the lease ran out while stalled
                 _wait(held.lost, timeout=10, what="the lease to be reported lost")
@@ -203,8 +218,12 @@ def test_a_worker_with_empty_state_restores_the_record_and_builds_incrementally(
         app = broker.make_app(host)
         try:
             with worker(paths["w1"], name="w1", broker=redis.url, env=env):
-                first = enqueue.collect(enqueue.submit(app, key, reason="nightly"), key=key,
-                                        reason="nightly", timeout=120)  # fmt: skip
+                first = enqueue.collect(
+                    enqueue.submit(app, key, reason="nightly"),
+                    key=key,
+                    reason="nightly",
+                    timeout=120,
+                )
             assert first.outcome is not None and first.rendered == 51, first
             assert (paths["store"] / "sites" / key / "private" / "build-record.tar.gz").is_file()
             db = sqlite3.connect(paths["sites"] / key / "site.db")
@@ -213,8 +232,12 @@ def test_a_worker_with_empty_state_restores_the_record_and_builds_incrementally(
             db.close()
             assert not (paths["w2"].parent / ".render").exists()
             with worker(paths["w2"], name="w2", broker=redis.url, env=env):
-                second = enqueue.collect(enqueue.submit(app, key, reason="nightly"), key=key,
-                                         reason="nightly", timeout=120)  # fmt: skip
+                second = enqueue.collect(
+                    enqueue.submit(app, key, reason="nightly"),
+                    key=key,
+                    reason="nightly",
+                    timeout=120,
+                )
         finally:
             app.close()
         assert second.error is None, second.error
@@ -230,8 +253,11 @@ def test_a_worker_with_empty_state_restores_the_record_and_builds_incrementally(
 def test_plan_estimates_workers_from_the_ledger(tmp_path: Path) -> None:
     from sitekit import make_host
 
-    host = make_host(tmp_path, sites={f"acme/s{i}": small_site(20, word=f"s{i}") for i in range(2)},
-                     extra_toml="[mirror]\nenabled = false\n")  # fmt: skip
+    host = make_host(
+        tmp_path,
+        sites={f"acme/s{i}": small_site(20, word=f"s{i}") for i in range(2)},
+        extra_toml="[mirror]\nenabled = false\n",
+    )
     empty = host.cli("plan", "--sites", "10")
     assert empty.exit_code == 2
     assert empty.output == (
@@ -239,8 +265,19 @@ def test_plan_estimates_workers_from_the_ledger(tmp_path: Path) -> None:
         "Hint: run 'render nightly' once first\n"
     )
     assert host.cli("nightly").exit_code == 0
-    result = host.cli("plan", "--sites", "10000", "--pages", "1000", "--audits", "5",
-                      "--audit-seconds", "4", "--window", "4")  # fmt: skip
+    result = host.cli(
+        "plan",
+        "--sites",
+        "10000",
+        "--pages",
+        "1000",
+        "--audits",
+        "5",
+        "--audit-seconds",
+        "4",
+        "--window",
+        "4",
+    )
     assert result.exit_code == 0, result.output
     assert "one site: 1000 pages, 5 audits (from 2 builds)" in result.output
     from render.distribute.capacity import plan
@@ -270,14 +307,18 @@ def test_the_night_finishes_when_redis_restarts_in_the_middle(tmp_path: Path) ->
                 redis.start()  # same port; the append-only file brings the queue back
                 restarted.append(run.site)
 
-        with worker(paths["w1"], name="w1", broker=redis.url, env=env), \
-                worker(paths["w2"], name="w2", broker=redis.url, env=env):  # fmt: skip
+        with (
+            worker(paths["w1"], name="w1", broker=redis.url, env=env),
+            worker(paths["w2"], name="w2", broker=redis.url, env=env),
+        ):
             runs = enqueue.run_sites(host, keys, reason="nightly", on_done=restart_once)
         assert restarted
         assert [r.error for r in runs] == [None] * len(keys)
         for key in keys:
             assert len(_versions(paths["store"], key)) == 1, key
-        outcomes = sorted((f"{r['owner']}/{r['site']}", r["outcome"]) for r in _runs(host.state_dir))
+        outcomes = sorted(
+            (f"{r['owner']}/{r['site']}", r["outcome"]) for r in _runs(host.state_dir)
+        )
         assert outcomes == [(key, "published") for key in sorted(keys)]
 
 
@@ -302,8 +343,9 @@ def test_the_broker_url_is_a_secret_and_a_missing_broker_is_one_error(tmp_path: 
     port = free_port()  # nothing listens here
     sites, store = tmp_path / "sites", tmp_path / "store"
     write_sites(sites, {"acme/blog": small_site(1, word="blog")})
-    config = write_config(tmp_path / "main", sites=sites, store=store,
-                          broker=f"redis://:hunter2@127.0.0.1:{port}/0")  # fmt: skip
+    config = write_config(
+        tmp_path / "main", sites=sites, store=store, broker=f"redis://:hunter2@127.0.0.1:{port}/0"
+    )
     host = load_host(config)
     assert "hunter2" not in repr(host)
     assert broker.broker_url(host).reveal().endswith(f"{port}/0")
@@ -320,8 +362,11 @@ def test_the_broker_url_is_a_secret_and_a_missing_broker_is_one_error(tmp_path: 
     assert "hunter2" not in result.output
     # no broker at all: the config names what to set
     write_config(tmp_path / "bare", sites=sites, store=store, broker=None)
-    bare = CliRunner().invoke(main, ["nightly", "--config", str(tmp_path / "bare" / "render.toml")],
-                              catch_exceptions=False)  # fmt: skip
+    bare = CliRunner().invoke(
+        main,
+        ["nightly", "--config", str(tmp_path / "bare" / "render.toml")],
+        catch_exceptions=False,
+    )
     assert bare.exit_code == 2
     assert bare.output == (
         "Error: config: schedule.broker_url: required when the executor is 'celery'\n"

@@ -17,13 +17,19 @@ from render.errors import UsageError
 )
 @config_option
 @click.option(
-    "--queues", "-Q", default="builds,audits", show_default=True,
+    "--queues",
+    "-Q",
+    default="builds,audits",
+    show_default=True,
     help="Queues to take tasks from, comma-separated.",
-)  # fmt: skip
+)
 @click.option(
-    "--concurrency", "-c", type=click.IntRange(1, 256), default=None,
+    "--concurrency",
+    "-c",
+    type=click.IntRange(1, 256),
+    default=None,
     help="Builds at the same time (Celery's default: one per core).",
-)  # fmt: skip
+)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
 def worker(
@@ -72,7 +78,9 @@ def nightly_remote(host: HostConfig, folders: list[Path]) -> None:
         table.add_row(
             run.site,
             run.outcome.value if run.outcome is not None else "failed",
-            "" if run.outcome is None else f"{run.pages} ({run.rendered} rendered, {run.reused} reused)",
+            ""
+            if run.outcome is None
+            else f"{run.pages} ({run.rendered} rendered, {run.reused} reused)",
             run.version or "",
             run.worker,
             f"{run.seconds:.2f} s",
@@ -85,21 +93,50 @@ def nightly_remote(host: HostConfig, folders: list[Path]) -> None:
 @click.command("plan")
 @config_option
 @click.option("--sites", type=click.IntRange(min=1), required=True, help="Sites in the night.")
-@click.option("--pages", type=click.FloatRange(min=1), default=None,
-              help="Pages per site (default: the mean of the measured builds).")  # fmt: skip
-@click.option("--audits", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Lighthouse audits per site.")  # fmt: skip
-@click.option("--audit-seconds", type=click.FloatRange(min=0), default=None,
-              help="Seconds per audit (default: measured, else 4).")  # fmt: skip
-@click.option("--window", "window_hours", type=click.FloatRange(min=0.1), default=4.0,
-              show_default=True, help="Hours the night may take.")  # fmt: skip
-@click.option("--slots", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Builds one worker runs at a time (its --concurrency).")  # fmt: skip
+@click.option(
+    "--pages",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Pages per site (default: the mean of the measured builds).",
+)
+@click.option(
+    "--audits",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Lighthouse audits per site.",
+)
+@click.option(
+    "--audit-seconds",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds per audit (default: measured, else 4).",
+)
+@click.option(
+    "--window",
+    "window_hours",
+    type=click.FloatRange(min=0.1),
+    default=4.0,
+    show_default=True,
+    help="Hours the night may take.",
+)
+@click.option(
+    "--slots",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Builds one worker runs at a time (its --concurrency).",
+)
 @handle_errors
 def plan(
-    config_path: str | None, sites: int, pages: float | None, audits: float,
-    audit_seconds: float | None, window_hours: float, slots: int,
-) -> None:  # fmt: skip
+    config_path: str | None,
+    sites: int,
+    pages: float | None,
+    audits: float,
+    audit_seconds: float | None,
+    window_hours: float,
+    slots: int,
+) -> None:
     """Estimate the workers a night of N sites needs, from the ledger's measured stages.
 
     Uses the mean seconds per stage of this host's finished builds; build and
@@ -114,13 +151,23 @@ def plan(
 
     host = host_from(config_path)
     with open_ledger(host.state_dir) as ledger:
-        found = make_plan(ledger, sites=sites, pages=pages, audits=audits,
-                          audit_seconds=audit_seconds, window_hours=window_hours, slots=slots)  # fmt: skip
+        found = make_plan(
+            ledger,
+            sites=sites,
+            pages=pages,
+            audits=audits,
+            audit_seconds=audit_seconds,
+            window_hours=window_hours,
+            slots=slots,
+        )
     if found is None:
-        raise UsageError("the ledger has no finished build to measure",
-                         hint="run 'render nightly' once first")  # fmt: skip
-    table = Table(title=f"one site: {found.pages:.0f} pages, {found.audits:g} audits "
-                        f"(from {found.builds_measured} builds)")  # fmt: skip
+        raise UsageError(
+            "the ledger has no finished build to measure", hint="run 'render nightly' once first"
+        )
+    table = Table(
+        title=f"one site: {found.pages:.0f} pages, {found.audits:g} audits "
+        f"(from {found.builds_measured} builds)"
+    )
     table.add_column("stage")
     table.add_column("seconds", justify="right")
     for stage, seconds in sorted(found.stage_seconds.items(), key=lambda kv: -kv[1]):

@@ -87,8 +87,9 @@ def check(host: HostConfig, *, timeout: float = 5.0) -> None:
     import redis
     from redis.exceptions import RedisError
 
-    client = redis.Redis.from_url(broker_url(host).reveal(), socket_connect_timeout=timeout,
-                                  socket_timeout=timeout)  # fmt: skip
+    client = redis.Redis.from_url(
+        broker_url(host).reveal(), socket_connect_timeout=timeout, socket_timeout=timeout
+    )
     try:
         client.ping()
     except RedisError as exc:  # its text names host and port, never the password

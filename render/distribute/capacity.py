@@ -57,8 +57,12 @@ def measured(ledger: Ledger) -> tuple[int, float, dict[str, float], float | None
             audits += int(row["audits"])
             audit_seconds += float(timings.get("lighthouse", 0.0))
     n = len(rows)
-    return (n, pages / n, {k: v / n for k, v in totals.items()},
-            audit_seconds / audits if audits else None)  # fmt: skip
+    return (
+        n,
+        pages / n,
+        {k: v / n for k, v in totals.items()},
+        audit_seconds / audits if audits else None,
+    )
 
 
 def plan(
@@ -89,7 +93,15 @@ def plan(
     night = site * sites
     workers = max(1, math.ceil(night / (window_hours * 3600 * slots)))
     return Plan(
-        sites=sites, pages=target, audits=audits, builds_measured=count, stage_seconds=scaled,
-        audit_seconds=one_audit, site_seconds=site, night_seconds=night,
-        window_hours=window_hours, slots=slots, workers=workers,
-    )  # fmt: skip
+        sites=sites,
+        pages=target,
+        audits=audits,
+        builds_measured=count,
+        stage_seconds=scaled,
+        audit_seconds=one_audit,
+        site_seconds=site,
+        night_seconds=night,
+        window_hours=window_hours,
+        slots=slots,
+        workers=workers,
+    )

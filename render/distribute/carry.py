@@ -54,16 +54,24 @@ def save(store: Store, *, host: HostConfig, site: SiteConfig) -> bool:
     main = folder / record.RECORD
     if not main.is_file():
         return False
-    groups = sorted(
-        p.name for p in (folder / record.GROUPS).iterdir() if len(p.name) == 64
-    ) if (folder / record.GROUPS).is_dir() else []
+    groups = (
+        sorted(p.name for p in (folder / record.GROUPS).iterdir() if len(p.name) == 64)
+        if (folder / record.GROUPS).is_dir()
+        else []
+    )
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
         tar.add(main, arcname=record.RECORD, recursive=False)
         for name in groups:
-            tar.add(folder / record.GROUPS / name, arcname=f"{record.GROUPS}/{name}", recursive=False)
-    store.put(record_key(site.id.owner, site.id.name), buffer.getvalue(), content_type=CONTENT_TYPE,
-              cache_control=CACHE)  # fmt: skip
+            tar.add(
+                folder / record.GROUPS / name, arcname=f"{record.GROUPS}/{name}", recursive=False
+            )
+    store.put(
+        record_key(site.id.owner, site.id.name),
+        buffer.getvalue(),
+        content_type=CONTENT_TYPE,
+        cache_control=CACHE,
+    )
     return True
 
 
@@ -113,5 +121,3 @@ def restore(
     with concurrent.futures.ThreadPoolExecutor(max_workers=concurrency) as pool:
         got = list(pool.map(fetch, wanted))
     return Restored(pages=len(previous.pages), blobs=sum(got), missing=len(got) - sum(got))
-
-

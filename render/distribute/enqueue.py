@@ -61,12 +61,16 @@ def submit(app: Celery, key: str, *, reason: str, options: Options | None = None
 
     try:
         return app.send_task(
-            broker.BUILD_TASK, args=[key, reason, _options(options or Options())],
+            broker.BUILD_TASK,
+            args=[key, reason, _options(options or Options())],
             queue=broker.BUILDS,
-        )  # fmt: skip
+        )
     except OperationalError as exc:
-        raise BrokerError(f"the broker did not take the task: {exc}", site=key,
-                          hint="is redis-server running at [schedule] broker_url?") from None  # fmt: skip
+        raise BrokerError(
+            f"the broker did not take the task: {exc}",
+            site=key,
+            hint="is redis-server running at [schedule] broker_url?",
+        ) from None
 
 
 def collect(result: AsyncResult, *, key: str, reason: str, timeout: float) -> RemoteRun:
@@ -76,15 +80,19 @@ def collect(result: AsyncResult, *, key: str, reason: str, timeout: float) -> Re
     deadline = time.monotonic() + timeout
     while True:
         try:
-            value = result.get(timeout=max(0.1, deadline - time.monotonic()), propagate=False,
-                               interval=0.2)  # fmt: skip
+            value = result.get(
+                timeout=max(0.1, deadline - time.monotonic()), propagate=False, interval=0.2
+            )
             # stop listening for it now, while the backend is reachable (not in __del__)
             with contextlib.suppress(Exception):
                 result.backend.remove_pending_result(result)
             break
         except CeleryTimeout:
-            error = BrokerError(f"no result within {timeout:.0f} s", site=key,
-                                hint="is a worker running ('render worker')?")  # fmt: skip
+            error = BrokerError(
+                f"no result within {timeout:.0f} s",
+                site=key,
+                hint="is a worker running ('render worker')?",
+            )
             return RemoteRun(site=key, reason=reason, outcome=None, error=error)
         except (ConnectionError, OSError) as exc:  # the backend went away: wait for it again
             if time.monotonic() >= deadline:
@@ -100,25 +108,41 @@ def collect(result: AsyncResult, *, key: str, reason: str, timeout: float) -> Re
 def from_summary(summary: dict[str, Any]) -> RemoteRun:
     key, reason = str(summary["site"]), str(summary["reason"])
     if summary["outcome"] in ("failed", "failed_check"):
-        error = RenderError(str(summary.get("message") or ""), site=key,
-                            stage=summary.get("stage"), hint=summary.get("hint"),
-                            detail=summary.get("detail"))  # fmt: skip
-        return RemoteRun(site=key, reason=reason, outcome=None, seconds=summary.get("seconds", 0.0),
-                         worker=summary.get("worker", ""), error=error, summary=summary)  # fmt: skip
+        error = RenderError(
+            str(summary.get("message") or ""),
+            site=key,
+            stage=summary.get("stage"),
+            hint=summary.get("hint"),
+            detail=summary.get("detail"),
+        )
+        return RemoteRun(
+            site=key,
+            reason=reason,
+            outcome=None,
+            seconds=summary.get("seconds", 0.0),
+            worker=summary.get("worker", ""),
+            error=error,
+            summary=summary,
+        )
     return RemoteRun(
-        site=key, reason=reason, outcome=Outcome(summary["outcome"]), seconds=summary["seconds"],
-        pages=summary.get("pages") or 0, rendered=summary.get("rendered") or 0,
-        reused=summary.get("reused") or 0, version=summary.get("version"),
-        worker=summary.get("worker", ""), summary=summary,
-    )  # fmt: skip
+        site=key,
+        reason=reason,
+        outcome=Outcome(summary["outcome"]),
+        seconds=summary["seconds"],
+        pages=summary.get("pages") or 0,
+        rendered=summary.get("rendered") or 0,
+        reused=summary.get("reused") or 0,
+        version=summary.get("version"),
+        worker=summary.get("worker", ""),
+        summary=summary,
+    )
 
 
 def write_ledger(ledger: Ledger, run: RemoteRun, *, host: HostConfig) -> None:
     """Record ``run`` in this host's ledger, as ``run_site`` would have."""
     summary = run.summary
-    if (
-        summary.get("machine") == socket.gethostname()
-        and summary.get("state") == str(host.state_dir.resolve())
+    if summary.get("machine") == socket.gethostname() and summary.get("state") == str(
+        host.state_dir.resolve()
     ):
         return  # the worker shares this state folder: run_site wrote this run already
     owner, _, name = run.site.partition("/")
@@ -127,22 +151,40 @@ def write_ledger(ledger: Ledger, run: RemoteRun, *, host: HostConfig) -> None:
     if run.outcome is None:
         error = run.error
         stage = error.stage if error is not None else None
-        ledger.finish_run(run_id, outcome="failed_check" if stage == "check" else "failed",
-                          stage=stage, message=error.message if error else None,
-                          timings=timings)  # fmt: skip
+        ledger.finish_run(
+            run_id,
+            outcome="failed_check" if stage == "check" else "failed",
+            stage=stage,
+            message=error.message if error else None,
+            timings=timings,
+        )
         return
     publication = summary.get("publication")
     if publication and publication["outcome"] == "published":
         ledger.record_version(
-            owner, name, version=publication["version"], parent=publication["parent"],
-            created=publication["version"].split("-")[0], files=publication["files"],
-            bytes=publication["bytes"], new_blobs=publication["new_blobs"],
-            new_bytes=publication["new_bytes"], seconds=publication["seconds"], live=True,
-        )  # fmt: skip
+            owner,
+            name,
+            version=publication["version"],
+            parent=publication["parent"],
+            created=publication["version"].split("-")[0],
+            files=publication["files"],
+            bytes=publication["bytes"],
+            new_blobs=publication["new_blobs"],
+            new_bytes=publication["new_bytes"],
+            seconds=publication["seconds"],
+            live=True,
+        )
     elif run.version is not None and ledger.live_version(owner, name) != run.version:
         ledger.set_live(owner, name, run.version)
-    ledger.finish_run(run_id, outcome=run.outcome.value, pages=run.pages, rendered=run.rendered,
-                      reused=run.reused, version=run.version, timings=timings)  # fmt: skip
+    ledger.finish_run(
+        run_id,
+        outcome=run.outcome.value,
+        pages=run.pages,
+        rendered=run.rendered,
+        reused=run.reused,
+        version=run.version,
+        timings=timings,
+    )
 
 
 def run_sites(
@@ -197,5 +239,11 @@ def run_one(
     (run,) = run_sites(host, [str(site.id)], reason=reason)
     if run.error is not None or run.outcome is None:
         raise run.error or BrokerError("no result", site=str(site.id))
-    return RemoteDone(outcome=run.outcome, seconds=run.seconds, version=run.version,
-                      pages=run.pages, rendered=run.rendered, reused=run.reused)  # fmt: skip
+    return RemoteDone(
+        outcome=run.outcome,
+        seconds=run.seconds,
+        version=run.version,
+        pages=run.pages,
+        rendered=run.rendered,
+        reused=run.reused,
+    )

@@ -113,9 +113,10 @@ def hold(
         except RedisError as exc:  # Redis restarting: wait for it a while
             if time.monotonic() >= reconnect_until:
                 raise BrokerError(
-                    f"the site lock in Redis could not be taken: {exc}", site=str(site),
+                    f"the site lock in Redis could not be taken: {exc}",
+                    site=str(site),
                     hint=f"Redis did not answer for {RECONNECT:.0f} s",
-                ) from None  # fmt: skip
+                ) from None
             time.sleep(0.5)  # the pace of reconnecting, not a race
     if not got:
         raise LockedError(

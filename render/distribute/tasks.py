@@ -69,10 +69,15 @@ def build_site(task: Task, key: str, reason: str, options: dict[str, Any]) -> di
     started = time.monotonic()
     worker = f"{socket.gethostname()}:{os.getpid()}"
     summary: dict[str, Any] = {
-        "site": key, "reason": reason, "worker": worker,
-        "state": str(host.state_dir.resolve()), "machine": socket.gethostname(),
-        "redelivered": bool(task.request.delivery_info and task.request.delivery_info.get("redelivered")),
-    }  # fmt: skip
+        "site": key,
+        "reason": reason,
+        "worker": worker,
+        "state": str(host.state_dir.resolve()),
+        "machine": socket.gethostname(),
+        "redelivered": bool(
+            task.request.delivery_info and task.request.delivery_info.get("redelivered")
+        ),
+    }
     try:
         site = load_site(host.sites_dir / key, host=host)
         client = redis.Redis.from_url(broker.broker_url(host).reveal())
@@ -83,15 +88,19 @@ def build_site(task: Task, key: str, reason: str, options: dict[str, Any]) -> di
                 mark = time.monotonic()
                 store = open_store(host)
                 try:
-                    restored = carry.restore(store, host=host, site=site,
-                                             concurrency=host.store.concurrency)  # fmt: skip
+                    restored = carry.restore(
+                        store, host=host, site=site, concurrency=host.store.concurrency
+                    )
                 finally:
                     store.close()
                 carried = time.monotonic() - mark
                 report = run_site(
-                    site, host=host, reason=reason, options=Options(**options),
+                    site,
+                    host=host,
+                    reason=reason,
+                    options=Options(**options),
                     should_stop=lease.lost,
-                )  # fmt: skip
+                )
                 if report.outcome in (Outcome.published, Outcome.unchanged):
                     mark = time.monotonic()
                     store = open_store(host)
@@ -105,22 +114,39 @@ def build_site(task: Task, key: str, reason: str, options: dict[str, Any]) -> di
     except RenderError as exc:
         summary.update(
             outcome="failed_check" if exc.stage == "check" else "failed",
-            stage=exc.stage, message=exc.message, hint=exc.hint, detail=exc.detail,
-            headline=exc.headline(), seconds=time.monotonic() - started,
-        )  # fmt: skip
+            stage=exc.stage,
+            message=exc.message,
+            hint=exc.hint,
+            detail=exc.detail,
+            headline=exc.headline(),
+            seconds=time.monotonic() - started,
+        )
         return summary
     publication = report.publication
     summary.update(
-        outcome=report.outcome.value, seconds=report.seconds, pages=report.pages,
-        rendered=report.rendered, reused=report.reused, version=report.version,
-        timings=report.timings, task_seconds=time.monotonic() - started, carry_seconds=carried,
-        restored=None if restored is None else
-        {"pages": restored.pages, "blobs": restored.blobs, "missing": restored.missing},
-        publication=None if publication is None else {
-            "outcome": publication.outcome.value, "version": publication.version,
-            "parent": publication.parent, "files": publication.files, "bytes": publication.bytes,
-            "new_blobs": publication.uploaded_blobs, "new_bytes": publication.uploaded_bytes,
+        outcome=report.outcome.value,
+        seconds=report.seconds,
+        pages=report.pages,
+        rendered=report.rendered,
+        reused=report.reused,
+        version=report.version,
+        timings=report.timings,
+        task_seconds=time.monotonic() - started,
+        carry_seconds=carried,
+        restored=None
+        if restored is None
+        else {"pages": restored.pages, "blobs": restored.blobs, "missing": restored.missing},
+        publication=None
+        if publication is None
+        else {
+            "outcome": publication.outcome.value,
+            "version": publication.version,
+            "parent": publication.parent,
+            "files": publication.files,
+            "bytes": publication.bytes,
+            "new_blobs": publication.uploaded_blobs,
+            "new_bytes": publication.uploaded_bytes,
             "seconds": publication.seconds,
         },
-    )  # fmt: skip
+    )
     return summary

@@ -149,9 +149,13 @@ class LiveSites:
         local = self.store.local_path(blob_key(owner, name, "x"))
         objects = local.parent if local is not None else self.cache / owner / name
         return LiveSite(
-            owner=owner, name=name, version=root.version, base_host=base_host,
-            files=tree.files, objects=objects,
-        )  # fmt: skip
+            owner=owner,
+            name=name,
+            version=root.version,
+            base_host=base_host,
+            files=tree.files,
+            objects=objects,
+        )
 
     def _tell_change(self, old: LiveSite | BrokenSite | None, new: LiveSite | BrokenSite) -> None:
         site = f"{new.owner}/{new.name}"
@@ -198,8 +202,12 @@ class LiveSites:
             return _unavailable(site.prefix[1:], exc.message)
         headers = dict(response.headers)
         headers["X-Render-Version"] = site.version
-        return Response(status=response.status, body=response.body,
-                        content_type=response.content_type, headers=headers)  # fmt: skip
+        return Response(
+            status=response.status,
+            body=response.body,
+            content_type=response.content_type,
+            headers=headers,
+        )
 
     def _index(self, *, title: str = "Published sites") -> bytes:
         items = "".join(
