@@ -177,6 +177,25 @@ class ScheduleConfig:
     misfire_grace: int = setting(
         86400, "seconds a missed run may still start late", between=(1, 31 * 86400)
     )
+    executor: str = setting(
+        "local",
+        "'local' (this machine's process pool) or 'celery' (Celery workers through a Redis broker)",
+    )
+    broker_url: str = field(
+        default="",
+        repr=False,  # a password may be in it: never in a repr, a log or a traceback
+        metadata={
+            "doc": "celery: redis:// URL of the broker and result backend; $RENDER_BROKER_URL wins"
+        },
+    )
+    build_timeout: int = setting(
+        3600,
+        "celery: longest allowed site build in seconds (the broker's visibility timeout)",
+        between=(10, 7 * 86400),
+    )
+    lock_lease: int = setting(
+        60, "celery: seconds a site's lock in Redis lives unless renewed", between=(2, 3600)
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -398,6 +417,8 @@ def load_host(path: str | os.PathLike[str] | None = None) -> HostConfig:
     sched: ScheduleConfig = sections["schedule"]
     if (why := cron.problem(sched.default)) is not None:
         problems.add("schedule.default", why)
+    if sched.executor not in ("local", "celery"):
+        problems.add("schedule.executor", f"expected 'local' or 'celery', got {sched.executor!r}")
     if problems.items:
         raise ConfigError(problems.items)
     return HostConfig(path=file, root=file.parent, **sections)

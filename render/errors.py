@@ -151,6 +151,12 @@ class LockedError(RenderError):
     stage = "lock"
 
 
+class BrokerError(RenderError):
+    """The Celery broker (Redis) could not be reached, or a worker's task was lost."""
+
+    stage = "queue"
+
+
 NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 """What a write fails with when the disk or a quota is full, or a file is past its size limit."""
 

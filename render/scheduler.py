@@ -93,6 +93,10 @@ def _default_runner(
     reason: str,
     should_stop: Callable[[], bool] | None = None,
 ) -> RunSummary:
+    if host.schedule.executor == "celery":  # one task on the workers; its result comes back here
+        from render.distribute import enqueue
+
+        return enqueue.run_one(site, host=host, reason=reason, should_stop=should_stop)
     from render import pipeline  # layer 7; imported late so the scheduler loads without it
 
     return pipeline.run_site(site, host=host, reason=reason, should_stop=should_stop)

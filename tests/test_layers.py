@@ -104,10 +104,35 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
     ),
     ("7 pipeline", [["pipeline"]]),
     (
+        "7b distribute",
+        [
+            # builds on Celery workers: the app and its settings, the site lock in Redis,
+            # the build record carried through the store; tasks call pipeline.run_site;
+            # enqueue sends them and writes the results to the enqueuer's ledger
+            [
+                "distribute",
+                "distribute.broker",
+                "distribute.sitelock",
+                "distribute.carry",
+                "distribute.capacity",
+            ],
+            ["distribute.tasks"],
+            ["distribute.enqueue"],
+        ],
+    ),
+    (
         "8 entry points",
         [
             ["scheduler", "cli._common"],
-            ["cli.build", "cli.edge", "cli.mirror", "cli.publish", "cli.report", "cli.scheduler"],
+            [
+                "cli.build",
+                "cli.edge",
+                "cli.mirror",
+                "cli.publish",
+                "cli.report",
+                "cli.scheduler",
+                "cli.worker",
+            ],
             ["cli"],
             ["__main__"],
         ],
@@ -125,6 +150,7 @@ PACKAGE_LAYERS = {
     "serve": "5 mirror and serve",
     "edge": "5 mirror and serve",
     "report": "6 report",
+    "distribute": "7b distribute",
     "cli": "8 entry points",
 }
 

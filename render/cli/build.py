@@ -226,8 +226,14 @@ def _mirror_caught_up(report: RunReport) -> str | None:
 
 @click.command()
 @config_option
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "celery"]),
+    default=None,
+    help="Build here, or enqueue on Celery workers ('render worker'); default [schedule] executor.",
+)
 @handle_errors
-def nightly(config_path: str | None) -> None:
+def nightly(config_path: str | None, executor: str | None) -> None:
     """Build every site under the host's sites folder; go on past failures.
 
     Exits 1 when any site failed.
@@ -235,9 +241,15 @@ def nightly(config_path: str | None) -> None:
     \b
     Example:
         render nightly --config /srv/render/render.toml
+        render nightly --executor celery     # one task per site on the workers
     """
     host = host_from(config_path)
     folders = site_dirs(host)
+    if (executor or host.schedule.executor) == "celery":
+        from render.cli.worker import nightly_remote
+
+        nightly_remote(host, folders)
+        return
     rows: list[tuple[str, str, str, str, str, str]] = []
     failed = 0
     with _progress() as bar:

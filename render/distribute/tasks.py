@@ -1,0 +1,152 @@
+"""What a Celery worker runs: one site's build through ``render.pipeline.run_site``.
+
+The worker reads its own host config (``render worker --config``): its own
+state folder (the local cache of records and objects, and its own ledger), the
+shared sites folder and the shared store. A build takes the site's lock in
+Redis (``sitelock``), restores the site's record from the store when this
+worker has none (``carry``), runs the pipeline, stores the record again, and
+returns a plain summary (JSON) that the enqueuing process writes to its
+ledger. An expected failure (a ``RenderError``) is a result too, not a task
+failure: only a bug fails the task, with its traceback.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from render.config import HostConfig, load_site
+from render.distribute import broker, carry, sitelock
+from render.errors import RenderError
+from render.pipeline import Options, Outcome, run_site
+from render.publish.store import open_store
+
+if TYPE_CHECKING:
+    from celery import Celery, Task
+
+_host: HostConfig | None = None  # set by ``configure`` before the worker starts
+
+
+def configure(host: HostConfig) -> Celery:
+    """The worker's app, with the build task bound to ``host``'s configuration."""
+    global _host
+    _host = host
+    app = broker.make_app(host)
+    app.task(name=broker.BUILD_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)(
+        build_site
+    )
+    from celery.signals import worker_process_init
+
+    worker_process_init.connect(_allow_children, weak=False)
+    return app
+
+
+def _allow_children(**_: object) -> None:
+    """Let a pool process start the build's render processes.
+
+    Celery's prefork pool marks its processes daemonic, and ``multiprocessing``
+    refuses children to a daemonic process. A build's render processes are
+    ended by the build itself (``render.build.workers``), and when a pool
+    process dies their pipes to it close and they exit, so the flag only
+    stands in the way.
+    """
+    config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
+    config["daemon"] = False
+    # billiard leaves its own AuthenticationString here, which the standard library's
+    # forkserver refuses to pickle for the render processes: a fresh key of the right type
+    config["authkey"] = multiprocessing.process.AuthenticationString(os.urandom(32))  # type: ignore[attr-defined]
+
+
+def build_site(task: Task, key: str, reason: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Build the site in folder ``key`` (``owner/name``); a summary of the run, as JSON."""
+    host = _host
+    assert host is not None, "configure() runs before the worker takes tasks"
+    import redis
+
+    started = time.monotonic()
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    summary: dict[str, Any] = {
+        "site": key,
+        "reason": reason,
+        "worker": worker,
+        "state": str(host.state_dir.resolve()),
+        "machine": socket.gethostname(),
+        "redelivered": bool(
+            task.request.delivery_info and task.request.delivery_info.get("redelivered")
+        ),
+    }
+    try:
+        site = load_site(host.sites_dir / key, host=host)
+        client = redis.Redis.from_url(broker.broker_url(host).reveal())
+        try:
+            with sitelock.hold(
+                client, site.id, lease=host.schedule.lock_lease, wait=host.schedule.build_timeout
+            ) as lease:
+                mark = time.monotonic()
+                store = open_store(host)
+                try:
+                    restored = carry.restore(
+                        store, host=host, site=site, concurrency=host.store.concurrency
+                    )
+                finally:
+                    store.close()
+                carried = time.monotonic() - mark
+                report = run_site(
+                    site,
+                    host=host,
+                    reason=reason,
+                    options=Options(**options),
+                    should_stop=lease.lost,
+                )
+                if report.outcome in (Outcome.published, Outcome.unchanged):
+                    mark = time.monotonic()
+                    store = open_store(host)
+                    try:
+                        carry.save(store, host=host, site=site)
+                    finally:
+                        store.close()
+                    carried += time.monotonic() - mark
+        finally:
+            client.close()
+    except RenderError as exc:
+        summary.update(
+            outcome="failed_check" if exc.stage == "check" else "failed",
+            stage=exc.stage,
+            message=exc.message,
+            hint=exc.hint,
+            detail=exc.detail,
+            headline=exc.headline(),
+            seconds=time.monotonic() - started,
+        )
+        return summary
+    publication = report.publication
+    summary.update(
+        outcome=report.outcome.value,
+        seconds=report.seconds,
+        pages=report.pages,
+        rendered=report.rendered,
+        reused=report.reused,
+        version=report.version,
+        timings=report.timings,
+        task_seconds=time.monotonic() - started,
+        carry_seconds=carried,
+        restored=None
+        if restored is None
+        else {"pages": restored.pages, "blobs": restored.blobs, "missing": restored.missing},
+        publication=None
+        if publication is None
+        else {
+            "outcome": publication.outcome.value,
+            "version": publication.version,
+            "parent": publication.parent,
+            "files": publication.files,
+            "bytes": publication.bytes,
+            "new_blobs": publication.uploaded_blobs,
+            "new_bytes": publication.uploaded_bytes,
+            "seconds": publication.seconds,
+        },
+    )
+    return summary
