@@ -65,7 +65,9 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
         ["publish.purge", "publish.repair"],
     ]),
     ("5 mirror and serve", [
-        ["mirror", "mirror.sync", "serve", "serve.routing", "serve.live"],
+        # versioned: the /_v/ URL space every server of a site answers (serve, mirror, origin)
+        ["serve", "serve.versioned"],
+        ["mirror", "mirror.sync", "serve.routing", "serve.live"],
         ["mirror.status"],
     ]),
     ("6 report", [

@@ -47,11 +47,13 @@ from render.publish.manifest import (
     BLOB_CACHE,
     JSON_TYPE,
     ROOT_CACHE,
+    Delta,
     Diff,
     GcLease,
     Root,
     VersionTree,
     blob_key,
+    delta_key,
     diff,
     files_digest,
     new_blobs,
@@ -247,6 +249,11 @@ def _publish(
     tree = VersionTree(version=version, parent=parent, created=created, files=files)
     store.put(version_key(owner, name, version), tree.to_bytes(),
               content_type=JSON_TYPE, cache_control=BLOB_CACHE)  # fmt: skip
+    if live is not None and parent is not None:  # what a client on the parent fetches to catch up
+        delta = Delta.between(live.files, files, version=version, older=parent,
+                              older_parent=live.parent)  # fmt: skip
+        store.put(delta_key(owner, name, version, parent), delta.to_bytes(),
+                  content_type=JSON_TYPE, cache_control=BLOB_CACHE)  # fmt: skip
     new_root = Root(version=version, site=site, base_url=base_url, previous=parent,
                     published=created, files_hash=digest)  # fmt: skip
 
@@ -259,7 +266,8 @@ def _publish(
                         on_top_of=parent, again=upload_again)  # fmt: skip
     except ConflictError:
         with contextlib.suppress(PublishError):  # the loser's tree would only confuse a listing
-            store.delete([version_key(owner, name, version)])
+            store.delete([version_key(owner, name, version)]
+                         + ([delta_key(owner, name, version, parent)] if parent else []))
         raise
     if old_host is not None and old_host != host:
         with contextlib.suppress(PublishError):  # a claim left behind is free after the grace
@@ -618,6 +626,7 @@ def gc(
                 deadline = lease.renew()
                 _delete_before(store, [version_key(owner, name, v) for v in plan.drop_versions],
                                deadline=deadline)  # fmt: skip
+                _delete_before(store, [o.key for o in plan.drop_deltas], deadline=deadline)
                 _delete_before(store, [o.key for o in plan.drop_blobs], deadline=deadline)
                 live = lease.root.version
         # a version's reports go with it (after it: a crash in between leaves only reports)
@@ -640,6 +649,7 @@ class _GcPlan:
     drop_versions: tuple[str, ...]
     drop_blobs: tuple[StoredObject, ...]
     young_blobs: int
+    drop_deltas: tuple[StoredObject, ...] = ()  # deltas to or from a version not kept
 
 
 def _gc_plan(
@@ -658,12 +668,24 @@ def _gc_plan(
     blobs = store.list(f"{prefix}blobs/")
     unnamed = [o for o in blobs if o.key.rsplit("/", 1)[1] not in named]
     drop_blobs = tuple(o for o in unnamed if o.modified < cutoff)
+    deltas = store.list(f"{prefix}deltas/")
+    drop_deltas = tuple(
+        o for o in deltas
+        if o.modified < cutoff and not _delta_kept(o.key[len(prefix) + 7 :], kept)
+    )  # fmt: skip
     return _GcPlan(
         kept=tuple(sorted(kept & set(ids), reverse=True)),
         drop_versions=tuple(v for v in ids if v not in kept),
         drop_blobs=drop_blobs,
         young_blobs=len(unnamed) - len(drop_blobs),
+        drop_deltas=drop_deltas,
     )
+
+
+def _delta_kept(rest: str, kept: set[str]) -> bool:
+    """``<version>/<older>.json`` (a delta's key under ``deltas/``): are both ends kept?"""
+    version, _, older = rest.removesuffix(".json").partition("/")
+    return version in kept and older in kept
 
 
 def _delete_before(store: Store, keys: Sequence[str], *, deadline: float) -> None:
