@@ -269,6 +269,9 @@ class SiteSection:
     schedule: str = _f("", "cron string (crontab meaning); the host default when empty")
     timezone: str = _f("UTC", "time zone of the schedule")
     auto: bool = _f(False, "rebuild automatically after edits to the database")
+    service_worker: bool = _f(
+        True, "ship /sw.js, which keeps each visit on one version (README: a site changes)"
+    )
     owner: str = _f("", "owner id: always the parent folder's name; when given, it must equal it")
     name: str = _f("", "site name: always the folder's name; when given, it must equal it")
 
