@@ -163,7 +163,7 @@ async function fromVersion(version, url) {
   } catch (e) {
     return Response.error();
   }
-  if (r.status === 404 && !r.headers.get(HEADER)) return GONE; // the version was collected
+  if (r.status === 404 && r.headers.get(HEADER) !== version) return GONE; // the version was collected
   if (r.redirected) { // a folder's URL without its slash: send the page to the public URL
     const to = new URL(r.url);
     return Response.redirect(to.pathname.slice(`/_v/${version}`.length) + to.search, 301);
