@@ -62,7 +62,6 @@ from render.publish.manifest import (
     root_key,
     version_key,
 )
-
 from render.serve.versioned import live_document, tree_document
 
 log = logging.getLogger(__name__)
