@@ -176,6 +176,11 @@ def test_a_session_stays_on_its_version_and_a_new_one_starts_on_the_newest(
         third.goto(post)
         assert third.evaluate("() => !!navigator.serviceWorker.controller")
         assert (_title(third), third.evaluate(EDITION)) == ("Edition two", "v2")
+        # version 1's cached files went with the session that used them
+        cached = third.evaluate(
+            "() => caches.open('render-files').then(c => c.keys()).then(k => k.map(r => r.url))"
+        )
+        assert cached and all(f"/_v/{v2}/" in url for url in cached)
         one.close()
 
         # version 1 collected: the pinned visit's next navigation lands whole on version 2
@@ -193,6 +198,31 @@ def test_a_session_stays_on_its_version_and_a_new_one_starts_on_the_newest(
         assert {v for _p, status, v in served if status == 200 and v} == {v2}
         assert not [p for p, status, _v in served if p.startswith(f"/_v/{v1}/") and status == 200]
         pinned.close()
+
+
+def test_a_first_visit_costs_the_worker_and_live_json_and_nothing_else(
+    tmp_path: Path, browser: Any
+) -> None:
+    demo = Demo(tmp_path)
+    demo.publish()
+    logged = Logged(LiveSites(demo.store, cache=tmp_path / "cache", refresh_seconds=0))
+    with serve(logged) as running:
+        asked: dict[str, list[str]] = {}
+        for workers in ("block", "allow"):
+            context = browser.new_context(service_workers=workers)
+            page = context.new_page()
+            mark = logged.mark()
+            page.goto(f"{running.url}/posts/{demo.slug}/")
+            page.wait_for_load_state("networkidle")
+            if workers == "allow":
+                page.evaluate("() => navigator.serviceWorker.ready.then(() => true)")
+                page.wait_for_load_state("networkidle")
+            asked[workers] = sorted(p for p, _s, _v in logged.seen[mark:])
+            context.close()
+    extra = list(asked["allow"])
+    for path in asked["block"]:
+        extra.remove(path)
+    assert sorted(extra) == ["/_render/live.json", "/sw.js"]
 
 
 def test_pages_work_with_service_workers_blocked_and_the_worker_files_carry_their_caching(
