@@ -562,27 +562,39 @@ def _prune(lay: Layout, *, keep: int) -> tuple[str, ...]:
 
 
 def _write_versioned(lay: Layout, live: Root) -> None:
-    """``live.json`` for the served version, and the ``tree.json`` of each kept release."""
-    parent = None
+    """The ``tree.json`` of each kept release that lacks one, and ``live.json``.
+
+    A sync with nothing new reads no tree: each file is there and names the
+    served version.
+    """
+    parents: dict[str, str | None] = {}
     for version in lay.kept():
         target = lay.meta(version) / "tree.json"
-        if target.exists() and version != live.version:
+        if target.exists():
             continue
         try:
             raw = lay.tree_file(version).read_bytes()
         except FileNotFoundError:  # a release from before .trees: served, but not under /_v/
             continue
         tree = VersionTree.from_bytes(raw, key=str(lay.tree_file(version)))
-        if version == live.version:
-            parent = tree.parent
-        if not target.exists():
-            _write_atomic(target, tree_document(version=version, parent=tree.parent,
-                                               files=tree.files))  # fmt: skip
-    data = live_document(version=live.version, parent=parent, tree=live.files_hash)
-    with contextlib.suppress(FileNotFoundError):
-        if (lay.site_dir / "live.json").read_bytes() == data:
-            return
-    _write_atomic(lay.site_dir / "live.json", data)
+        parents[version] = tree.parent
+        _write_atomic(target, tree_document(version=version, parent=tree.parent,
+                                            files=tree.files))  # fmt: skip
+    live_file = lay.site_dir / "live.json"
+    try:
+        old = json.loads(live_file.read_bytes())
+    except (FileNotFoundError, ValueError):
+        old = {}
+    if old.get("version") == live.version and old.get("tree") == live.files_hash:
+        return
+    if live.version not in parents:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            parents[live.version] = json.loads(
+                (lay.meta(live.version) / "tree.json").read_bytes()
+            )["parent"]
+    data = live_document(version=live.version, parent=parents.get(live.version),
+                         tree=live.files_hash)  # fmt: skip
+    _write_atomic(live_file, data)
 
 
 def _write_site_info(lay: Layout, live: Root, host: str) -> None:

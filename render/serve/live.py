@@ -124,6 +124,10 @@ class LiveSites:
                     found[(owner, name)] = site
             self._hosts = self._by_host(found)
             self._sites = found
+            self._trees = {
+                key: tree for key, tree in self._trees.items()
+                if isinstance(site := found.get(key[:2]), LiveSite) and key[2] in site.kept
+            }  # fmt: skip
 
     def _by_host(
         self, found: Mapping[tuple[str, str], LiveSite | BrokenSite]
