@@ -253,3 +253,31 @@ def test_pages_work_with_service_workers_blocked_and_the_worker_files_carry_thei
             f"/_v/{version}/css/site.css": "public, max-age=31536000, immutable",
         }
         context.close()
+
+
+def test_a_file_of_a_collected_version_makes_the_page_reload_once_onto_the_newest(
+    tmp_path: Path, browser: Any
+) -> None:
+    demo = Demo(tmp_path)
+    v1 = demo.publish()
+    live = LiveSites(demo.store, cache=tmp_path / "cache", refresh_seconds=0)
+    with serve(live) as running:
+        post = f"{running.url}/posts/{demo.slug}/"
+        context = browser.new_context()
+        page = context.new_page()
+        _controlled(page, post)
+        v1_title = _title(page)
+        demo.change()
+        v2 = demo.publish()
+        gc(demo.store, owner="demo", name="blog", keep=1, grace_hours=0)
+        assert _title(page) == v1_title  # the page on screen stays as it is
+        loads: list[str] = []
+        page.on("framenavigated", lambda frame: loads.append(frame.url))
+        with page.expect_navigation():
+            # a file the page asks for now (not in the worker's cache) is gone with version 1
+            page.evaluate("() => { fetch('/css/site.css?late=1').catch(() => null); }")
+        page.wait_for_load_state("load")
+        assert loads == [post]
+        assert (_title(page), page.evaluate(EDITION)) == ("Edition two", "v2")
+        assert v1 != v2
+        context.close()
