@@ -62,16 +62,24 @@ def main() -> None:
     for step in range(args.versions):
         db = sqlite3.connect(site_dir / "site.db")
         with db:
-            db.execute("update articles set body = body || ? where id = ?",
-                       (f" Edit {step}.", 1 + step * 997 % args.articles))  # fmt: skip
+            db.execute(
+                "update articles set body = body || ? where id = ?",
+                (f" Edit {step}.", 1 + step * 997 % args.articles),
+            )
         db.close()
         version, registered = _publish(store)
         raw = store.get(delta_key("bench", "articles", version, versions[-1]))
         assert raw is not None
         doc = json.loads(raw)
-        deltas.append({"bytes": len(raw), "gzip": len(gzip.compress(raw)),
-                       "added": len(doc["added"]), "changed": len(doc["changed"]),
-                       "removed": len(doc["removed"])})  # fmt: skip
+        deltas.append(
+            {
+                "bytes": len(raw),
+                "gzip": len(gzip.compress(raw)),
+                "added": len(doc["added"]),
+                "changed": len(doc["changed"]),
+                "removed": len(doc["removed"]),
+            }
+        )
         versions.append(version)
     tree = read_tree(store, owner="bench", name="articles", version=versions[-1])
     whole = tree_document(version=tree.version, parent=tree.parent, files=tree.files)
@@ -86,24 +94,35 @@ def main() -> None:
     for name, rate in LINKS.items():
         by_k = {k: round(seconds(k, k * median, rate), 3) for k in (1, 2, 4, 8, 16, 32)}
         tree_s = round(seconds(2, 2 * tree_gzip, rate), 3)  # the worker fetches both trees
-        chain[name] = {"deltas_s": by_k, "two_trees_s": tree_s,
-                       "break_even_k": next((k for k in range(1, 1000)
-                                             if seconds(k, k * median, rate) > tree_s), None)}  # fmt: skip
-    print(json.dumps({
-        "articles": args.articles,
-        "files": len(tree.files),
-        "versions": len(versions),
-        "seconds": round(time.perf_counter() - started, 1),
-        "delta_bytes": {"median": median, "max": delta_bytes[-1],
-                        "median_gzip": sorted(d["gzip"] for d in deltas)[len(deltas) // 2]},
-        "delta_paths": deltas[len(deltas) // 2],
-        "tree_json_bytes": tree_bytes,
-        "tree_json_gzip": tree_gzip,
-        "move_one_version_requests": 1 + deltas[-1]["added"] + deltas[-1]["changed"],
-        "pages_with_a_register_script": registered,
-        "chain_vs_trees": chain,
-        "rtt_s": RTT_S,
-    }))  # fmt: skip
+        chain[name] = {
+            "deltas_s": by_k,
+            "two_trees_s": tree_s,
+            "break_even_k": next(
+                (k for k in range(1, 1000) if seconds(k, k * median, rate) > tree_s), None
+            ),
+        }
+    print(
+        json.dumps(
+            {
+                "articles": args.articles,
+                "files": len(tree.files),
+                "versions": len(versions),
+                "seconds": round(time.perf_counter() - started, 1),
+                "delta_bytes": {
+                    "median": median,
+                    "max": delta_bytes[-1],
+                    "median_gzip": sorted(d["gzip"] for d in deltas)[len(deltas) // 2],
+                },
+                "delta_paths": deltas[len(deltas) // 2],
+                "tree_json_bytes": tree_bytes,
+                "tree_json_gzip": tree_gzip,
+                "move_one_version_requests": 1 + deltas[-1]["added"] + deltas[-1]["changed"],
+                "pages_with_a_register_script": registered,
+                "chain_vs_trees": chain,
+                "rtt_s": RTT_S,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

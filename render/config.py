@@ -137,7 +137,10 @@ class StoreConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class MirrorConfig:
-    enabled: bool = _f(True, "sync the local mirror folder after each publish (false when a separate mirror host runs 'render mirror sync')")
+    enabled: bool = _f(
+        True,
+        "sync the local mirror folder after each publish (false when a separate mirror host runs 'render mirror sync')",
+    )
     path: str = _f("", "local mirror root; default <state>/mirror")
     keep: int = _f(3, "releases kept per site on the mirror", between=(1, 1000))
     interval: int = _f(60, "seconds between mirror syncs when polling", between=(1, 86400))

@@ -315,7 +315,10 @@ def test_kept_releases_answer_under_v_and_a_pruned_one_is_a_plain_404(
         css = fetch(port, f"/_v/{version}/assets/common.css")
         assert (css.body, css.header("cache-control")) == (files["assets/common.css"], IMMUTABLE)
         folder = fetch(port, f"/_v/{version}/posts/hello?x=1")
-        assert (folder.status, folder.header("location")) == (301, f"/_v/{version}/posts/hello/?x=1")
+        assert (folder.status, folder.header("location")) == (
+            301,
+            f"/_v/{version}/posts/hello/?x=1",
+        )
         missing = fetch(port, f"/_v/{version}/posts/nope/")
         assert (missing.status, missing.body) == (404, files["404.html"])
         assert missing.header("x-render-version") == version
@@ -335,8 +338,13 @@ def test_kept_releases_answer_under_v_and_a_pruned_one_is_a_plain_404(
     v3 = _publish(store, tmp_path, three)
     sync(store, nginx.mirror_root, keep=2)
     assert json.loads(fetch(port, "/_render/live.json").body)["version"] == v3
-    for path in ("posts/hello/", "", "assets/common.css", "_render/tree.json",
-                 f"_render/delta/{v1}.json"):  # fmt: skip
+    for path in (
+        "posts/hello/",
+        "",
+        "assets/common.css",
+        "_render/tree.json",
+        f"_render/delta/{v1}.json",
+    ):
         gone = fetch(port, f"/_v/{v1}/{path}")
         assert (gone.status, gone.body) == (404, b"version not kept here\n"), path
         assert gone.header("x-render-version") == "" and gone.header("cache-control") == "no-cache"

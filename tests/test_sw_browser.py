@@ -59,7 +59,9 @@ class Demo:
         self.store = LocalStore(root / "store")
         db = sqlite3.connect(self.site.database)
         try:
-            self.slug = db.execute("select slug from posts where draft = 0 order by id").fetchone()[0]
+            self.slug = db.execute("select slug from posts where draft = 0 order by id").fetchone()[
+                0
+            ]
         finally:
             db.close()
 
@@ -241,7 +243,9 @@ def test_pages_work_with_service_workers_blocked_and_the_worker_files_carry_thei
             reply = page.goto(f"{running.url}{path}")
             assert reply is not None and reply.status == 200, path
             assert page.locator("h1").count() >= 1, path
-            assert not page.evaluate("() => !!(navigator.serviceWorker && navigator.serviceWorker.controller)")
+            assert not page.evaluate(
+                "() => !!(navigator.serviceWorker && navigator.serviceWorker.controller)"
+            )
         assert errors == []
         headers = {
             path: page.request.get(f"{running.url}{path}").headers["cache-control"]

@@ -33,8 +33,10 @@ def _get(url: str) -> tuple[int, dict[str, str], bytes]:
 
 def _three_versions(store: LocalStore, work: Path) -> list[str]:
     v1 = site_files(3)
-    v2 = v1 | {"posts/p1/index.html": b"<!doctype html><title>Post 1</title><h1>v2</h1>",
-               "static/site.css": b"body{color:navy}"}  # fmt: skip
+    v2 = v1 | {
+        "posts/p1/index.html": b"<!doctype html><title>Post 1</title><h1>v2</h1>",
+        "static/site.css": b"body{color:navy}",
+    }
     v3 = {k: v for k, v in v2.items() if k != "posts/p2/index.html"} | {"new.html": b"<p>new"}
     return [
         publish(make_build(work / f"b{i}", files), store=store, ledger=None).version

@@ -578,8 +578,7 @@ def _write_versioned(lay: Layout, live: Root) -> None:
             continue
         tree = VersionTree.from_bytes(raw, key=str(lay.tree_file(version)))
         parents[version] = tree.parent
-        _write_atomic(target, tree_document(version=version, parent=tree.parent,
-                                            files=tree.files))  # fmt: skip
+        _write_atomic(target, tree_document(version=version, parent=tree.parent, files=tree.files))
     live_file = lay.site_dir / "live.json"
     try:
         old = json.loads(live_file.read_bytes())
@@ -589,11 +588,12 @@ def _write_versioned(lay: Layout, live: Root) -> None:
         return
     if live.version not in parents:
         with contextlib.suppress(FileNotFoundError, ValueError):
-            parents[live.version] = json.loads(
-                (lay.meta(live.version) / "tree.json").read_bytes()
-            )["parent"]
-    data = live_document(version=live.version, parent=parents.get(live.version),
-                         tree=live.files_hash)  # fmt: skip
+            parents[live.version] = json.loads((lay.meta(live.version) / "tree.json").read_bytes())[
+                "parent"
+            ]
+    data = live_document(
+        version=live.version, parent=parents.get(live.version), tree=live.files_hash
+    )
     _write_atomic(live_file, data)
 
 

@@ -125,9 +125,10 @@ class LiveSites:
             self._hosts = self._by_host(found)
             self._sites = found
             self._trees = {
-                key: tree for key, tree in self._trees.items()
+                key: tree
+                for key, tree in self._trees.items()
                 if isinstance(site := found.get(key[:2]), LiveSite) and key[2] in site.kept
-            }  # fmt: skip
+            }
 
     def _by_host(
         self, found: Mapping[tuple[str, str], LiveSite | BrokenSite]
@@ -160,10 +161,16 @@ class LiveSites:
         local = self.store.local_path(blob_key(owner, name, "x"))
         objects = local.parent if local is not None else self.cache / owner / name
         return LiveSite(
-            owner=owner, name=name, version=root.version, base_host=base_host,
-            files=tree.files, objects=objects, parent=tree.parent,
-            tree_hash=root.files_hash, kept=kept,
-        )  # fmt: skip
+            owner=owner,
+            name=name,
+            version=root.version,
+            base_host=base_host,
+            files=tree.files,
+            objects=objects,
+            parent=tree.parent,
+            tree_hash=root.files_hash,
+            kept=kept,
+        )
 
     def _tell_change(self, old: LiveSite | BrokenSite | None, new: LiveSite | BrokenSite) -> None:
         site = f"{new.owner}/{new.name}"
@@ -218,8 +225,12 @@ class LiveSites:
             return _unavailable(site.prefix[1:], exc.message)
         headers = dict(response.headers)
         headers["X-Render-Version"] = site.version
-        return Response(status=response.status, body=response.body,
-                        content_type=response.content_type, headers=headers)  # fmt: skip
+        return Response(
+            status=response.status,
+            body=response.body,
+            content_type=response.content_type,
+            headers=headers,
+        )
 
     def tree(self, site: LiveSite, version: str) -> VersionTree | None:
         """A kept version's tree (read once); None when the store does not keep it."""

@@ -68,8 +68,11 @@ def live_document(*, version: str, parent: str | None, tree: str) -> bytes:
 
 def tree_document(*, version: str, parent: str | None, files: Mapping[str, FileEntry]) -> bytes:
     """``/_v/<version>/_render/tree.json``: path -> content hash, in the worker's shape."""
-    data = {"version": version, "parent": parent,
-            "files": {p: files[p].hash for p in sorted(files)}}  # fmt: skip
+    data = {
+        "version": version,
+        "parent": parent,
+        "files": {p: files[p].hash for p in sorted(files)},
+    }
     return json.dumps(data, separators=(",", ":")).encode()
 
 
@@ -122,8 +125,7 @@ def respond(
     """The answer to ``path`` when it is in the versioned URL space; None for a live-tree path."""
     if path == LIVE:
         live = source.live()
-        body = live_document(version=live.version, parent=live.parent,
-                             tree=source.live_tree_hash())  # fmt: skip
+        body = live_document(version=live.version, parent=live.parent, tree=source.live_tree_hash())
         return _json(body, cache=NO_CACHE, version=live.version)
     if path == WORKER:
         live = source.live()
@@ -134,9 +136,12 @@ def respond(
         return None
     kept = source.kept(where.version) if is_version_id(where.version) else None
     if kept is None:
-        return Response(status=404, body=f"version {where.version} is not kept here\n".encode(),
-                        content_type="text/plain; charset=utf-8",
-                        headers={"Cache-Control": NO_CACHE})  # fmt: skip
+        return Response(
+            status=404,
+            body=f"version {where.version} is not kept here\n".encode(),
+            content_type="text/plain; charset=utf-8",
+            headers={"Cache-Control": NO_CACHE},
+        )
     if where.path == TREE:
         body = tree_document(version=kept.version, parent=kept.parent, files=kept.files)
         return _json(body, cache=IMMUTABLE, version=kept.version)
@@ -144,21 +149,28 @@ def respond(
         older = where.path[len(DELTA) : -len(".json")]
         delta = source.stored_delta(kept.version, older) if is_version_id(older) else None
         if delta is None and (old := source.kept(older) if is_version_id(older) else None):
-            delta = delta_document(old.files, kept.files, version=kept.version, older=older,
-                                   older_parent=old.parent)  # fmt: skip
+            delta = delta_document(
+                old.files, kept.files, version=kept.version, older=older, older_parent=old.parent
+            )
         if delta is not None:
             return _json(delta, cache=IMMUTABLE, version=kept.version)
     answer = resolve(kept.files, where.path, f"{prefix}{PREFIX}{kept.version}")
-    return _with(answer, cache=IMMUTABLE if answer.status == 200 else NO_CACHE,
-                 version=kept.version)  # fmt: skip
+    return _with(
+        answer, cache=IMMUTABLE if answer.status == 200 else NO_CACHE, version=kept.version
+    )
 
 
 def _json(body: bytes, *, cache: str, version: str) -> Response:
-    return Response(body=body, content_type=JSON,
-                    headers={"Cache-Control": cache, VERSION_HEADER: version})  # fmt: skip
+    return Response(
+        body=body, content_type=JSON, headers={"Cache-Control": cache, VERSION_HEADER: version}
+    )
 
 
 def _with(response: Response, *, cache: str, version: str) -> Response:
     headers = {**response.headers, "Cache-Control": cache, VERSION_HEADER: version}
-    return Response(status=response.status, body=response.body,
-                    content_type=response.content_type, headers=headers)  # fmt: skip
+    return Response(
+        status=response.status,
+        body=response.body,
+        content_type=response.content_type,
+        headers=headers,
+    )
