@@ -250,6 +250,7 @@ def _render_setup(
         row_max_bytes=limits.row_max_bytes,
         page_max_bytes=limits.page_max_bytes,
         cpu_seconds=limits.template_cpu_seconds,
+        service_worker=site.site.service_worker,
     )
     worker_limits = workers.Limits(
         cpu_seconds=limits.template_cpu_seconds,
@@ -266,7 +267,15 @@ def _route_keys(
     its template with everything that template loads."""
     closures = template_closures(site, sources.templates)
     site_key = repr(
-        (FORMAT, site.id.owner, site.id.name, site.base_url, site.seo.lang, sorted(available))
+        (
+            FORMAT,
+            site.id.owner,
+            site.id.name,
+            site.base_url,
+            site.seo.lang,
+            sorted(available),
+            site.site.service_worker,
+        )
     )
     route_keys = {
         r.index: sha256(
@@ -480,13 +489,21 @@ def _assemble(
                         f"static/{rel} changed during the build", hint="run the build again"
                     )
             files[rel] = FileEntry(hash=digest, size=size, type=content_type(rel))
+    shipped: dict[str, bytes] = {}
     if any(page.islands for page in pages):
-        loader = islands.loader_source()
-        files[islands.LOADER_PATH] = FileEntry(
-            hash=objects.write(loader),
-            size=len(loader),
-            type=content_type(islands.LOADER_PATH),
+        shipped[islands.LOADER_PATH] = islands.loader_source(
+            service_worker=site.site.service_worker
         )
+    if site.site.service_worker:
+        shipped[islands.WORKER_PATH] = islands.worker_source()
+        shipped[islands.REGISTER_PATH] = islands.register_source()
+    for rel, data in shipped.items():
+        if rel in files:
+            raise PathError(
+                f"{rel} is render's own file, and a static file or a route writes it too",
+                hint="rename static/" + rel + ", or set [site] service_worker = false",
+            )
+        files[rel] = FileEntry(hash=objects.write(data), size=len(data), type=content_type(rel))
     files = dict(sorted(files.items()))
     if (clash := file_and_folder(list(files))) is not None:
         writers = {page.path: page for page in pages}

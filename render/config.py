@@ -282,6 +282,9 @@ class SiteSection:
     schedule: str = setting("", "cron string (crontab meaning); the host default when empty")
     timezone: str = setting("UTC", "time zone of the schedule")
     auto: bool = setting(False, "rebuild automatically after edits to the database")
+    service_worker: bool = setting(
+        True, "ship /sw.js, which keeps each visit on one version (README: a site changes)"
+    )
     owner: str = setting(
         "", "owner id: always the parent folder's name; when given, it must equal it"
     )

@@ -12,6 +12,11 @@ with the props as JSON in an escaped attribute, and the page gets one
 inline script, so a site can run a strict Content-Security-Policy. The loader
 imports ``/islands/<Component>.js`` from the site's static folder when the
 hydrate condition holds and calls its default export with ``(element, props)``.
+
+With ``[site] service_worker`` on, the loader also registers ``/sw.js`` (the
+worker that keeps a visit on one version, ``render/assets/sw.js``), and a page
+without islands gets ``<script type="module" src="/_render/register.js">``
+instead: every page registers the worker with one module script, none inline.
 """
 
 from __future__ import annotations
@@ -33,15 +38,32 @@ from render.errors import TemplateError
 HYDRATE = ("load", "idle", "visible", "interaction", "media", "only", "none")
 LOADER_PATH = "_render/islands.js"
 LOADER_TAG = f'<script type="module" src="/{LOADER_PATH}"></script>'
+WORKER_PATH = "sw.js"
+REGISTER_PATH = "_render/register.js"
+REGISTER_TAG = f'<script type="module" src="/{REGISTER_PATH}"></script>'
 COMPONENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _LOADER_MARKERS = tuple(
     re.compile(m, re.IGNORECASE | re.ASCII) for m in (r"</head\s*>", r"<body[\s/>]", r"</body\s*>")
 )
 
 
-def loader_source() -> bytes:
-    """The loader script shipped with render (``/_render/islands.js``)."""
-    return resources.files("render").joinpath("assets/islands.js").read_bytes()
+def _asset(name: str) -> bytes:
+    return resources.files("render").joinpath(f"assets/{name}").read_bytes()
+
+
+def loader_source(*, service_worker: bool = False) -> bytes:
+    """The loader script shipped with render (``/_render/islands.js``), registering the worker."""
+    return _asset("islands.js") + (_asset("register.js") if service_worker else b"")
+
+
+def register_source() -> bytes:
+    """``/_render/register.js``: registers ``/sw.js`` on a page without islands."""
+    return _asset("register.js")
+
+
+def worker_source() -> bytes:
+    """``/sw.js``: the service worker that pins each visit to one version."""
+    return _asset("sw.js")
 
 
 @dataclass
@@ -63,17 +85,21 @@ def start_page(available: frozenset[str]) -> PageIslands:
     return current
 
 
-def add_loader(html: str) -> str:
-    """Put the loader's script tag in the head of a page that needs it."""
-    if not current.needs_loader:
+def add_loader(html: str, *, service_worker: bool = False) -> str:
+    """Put the loader's script tag (or the worker's registration) in the head of a page."""
+    if current.needs_loader:
+        tag = LOADER_TAG
+    elif service_worker:
+        tag = REGISTER_TAG
+    else:
         return html
     # Search the page itself: str.lower() can change a text's length ('İ' -> 'i̇'),
     # so an offset found in a lowered copy can land inside an attribute.
     for marker in _LOADER_MARKERS:
         found = marker.search(html)
         if found is not None:
-            return html[: found.start()] + LOADER_TAG + html[found.start() :]
-    return html + LOADER_TAG
+            return html[: found.start()] + tag + html[found.start() :]
+    return html + tag
 
 
 def props_attribute(props: Any, *, where: Callable[[], TemplateError]) -> str:

@@ -148,7 +148,10 @@ def test_out_writes_pretty_urls_files_and_static(tmp_path: Path) -> None:
     assert files == set(report.build.files)
     assert {"sitemap.xml", "robots.txt", "404.html"} <= files
     # audit output is stored beside the version, never in the tree (render.publish.reports)
-    assert [f for f in files if f.startswith("_render/")] == ["_render/islands.js"]
+    assert sorted(f for f in files if f.startswith("_render/")) == [
+        "_render/islands.js",
+        "_render/register.js",
+    ]
     assert "index.html" in files and "feed.xml" in files and "posts/page/2/index.html" in files
     assert "css/site.css" in files and "islands/Likes.js" in files and "_render/islands.js" in files
     slug = next(p.url for p in report.build.pages if p.template == "post.html")

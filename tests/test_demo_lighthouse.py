@@ -44,7 +44,10 @@ def test_demo_scores_and_a_rerun_carries_scores_without_a_new_version(tmp_path: 
         assert audit.metrics.get("largest-contentful-paint") is not None or audit.metrics
     assert first.build is not None and first.version is not None
     # the live version holds no Lighthouse report and no findings file: they are stored beside it
-    assert [p for p in first.build.files if p.startswith("_render/")] == ["_render/islands.js"]
+    assert [p for p in first.build.files if p.startswith("_render/")] == [
+        "_render/islands.js",
+        "_render/register.js",
+    ]
     store = open_store(host)
     try:
         for audit in audits:

@@ -160,9 +160,10 @@ def _scripts(page: bytes) -> list[tuple[str, dict[str, str]]]:
 
 
 LOADER_ATTRS = {"type": "module", "src": "/_render/islands.js"}
+REGISTER_ATTRS = {"type": "module", "src": "/_render/register.js"}
 
 
-def test_one_loader_script_in_the_head_of_a_page_with_islands_and_none_without(
+def test_one_loader_script_in_the_head_of_a_page_with_islands_and_the_register_script_without(
     tmp_path: Path,
 ) -> None:
     index = html(
@@ -186,8 +187,10 @@ def test_one_loader_script_in_the_head_of_a_page_with_islands_and_none_without(
     )
     build = host.build("acme/blog")
     assert _scripts(build.read("index.html")) == [("head", LOADER_ATTRS)]
-    assert _scripts(build.read("about/index.html")) == []
-    assert build.read("_render/islands.js") == islands.loader_source()
+    # a page without islands registers the service worker with a module script of its own
+    assert _scripts(build.read("about/index.html")) == [("head", REGISTER_ATTRS)]
+    assert build.read("_render/islands.js") == islands.loader_source(service_worker=True)
+    assert build.read("_render/islands.js").endswith(islands.register_source())
     assert build.page("index.html").islands == ("Counter", "Share")  # type: ignore[union-attr]
     assert build.page("about/index.html").islands == ()  # type: ignore[union-attr]
     # pages carry no inline script: a strict Content-Security-Policy works
@@ -202,7 +205,12 @@ def test_a_page_whose_islands_are_all_hydrate_none_gets_no_loader_by_design(tmp_
     # cost every visitor a request for nothing. It needs no module either, and a
     # rebuild that reuses the page must not ask for one.
     index = html('{% island "Static" hydrate="none" props={"a": 1} %}<p>static</p>{% endisland %}')
-    host = make_host(tmp_path, sites={"acme/blog": SiteSpec(templates={"index.html": index})})
+    host = make_host(
+        tmp_path,
+        sites={
+            "acme/blog": SiteSpec(templates={"index.html": index}, site={"service_worker": False})
+        },
+    )
     first = host.build("acme/blog")
     assert _scripts(first.read("index.html")) == []
     assert "_render/islands.js" not in first.files
@@ -370,7 +378,8 @@ def test_island_modules_are_copied_from_static_and_the_loader_is_shipped_once(
     )
     build = host.build("acme/blog")
     assert _island_files(build) == {
-        "_render/islands.js": len(islands.loader_source()),
+        "_render/islands.js": len(islands.loader_source(service_worker=True)),
+        "_render/register.js": len(islands.register_source()),
         "islands/Counter.js": len(COUNTER_JS),
         "islands/Share.js": len(COUNTER_JS),
     }

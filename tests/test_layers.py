@@ -85,7 +85,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
         "5 mirror and serve",
         [
             # layout: the mirror's folders and how its files are written
-            ["mirror", "mirror.layout", "serve", "serve.routing"],
+            # versioned: the /_v/ URL space every server of a site answers (serve, mirror, origin)
+            ["mirror", "mirror.layout", "serve", "serve.routing", "serve.versioned"],
             ["mirror.sync", "serve.live"],
             ["mirror.status"],
             # the edge Worker's routing table (generated from serve.routing) and its deploy plan

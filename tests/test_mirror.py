@@ -93,8 +93,8 @@ def test_a_new_version_fetches_only_changed_blobs_and_hard_links_the_rest(
 
     assert site.outcome is SyncOutcome.switched and site.served == v2
     assert (site.fetched, site.linked) == (1, len(new) - 1)
-    # requests: the site list, root.json, the version tree and the one changed blob
-    assert store.request_count() - requests == 4
+    # requests: the site list, root.json, the version tree, the one changed blob and the delta
+    assert store.request_count() - requests == 5
     assert _served_files(root) == new
     r1, r2 = root / "releases/acme/blog" / v1, root / "releases/acme/blog" / v2
     logo = "static/logo.svg"

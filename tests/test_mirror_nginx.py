@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import signal
@@ -286,3 +287,69 @@ def test_a_blob_with_wrong_bytes_is_refused_and_the_old_release_stays_served(
     assert b"tampered" not in fetch(nginx.mirror_port, "/").body
     assert re.search(rb"version one", fetch(nginx.mirror_port, "/").body)
     assert HOST in (nginx.mirror_root / "hosts.map").read_text()
+
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+def test_kept_releases_answer_under_v_and_a_pruned_one_is_a_plain_404(
+    store: LocalStore, nginx: Nginx, tmp_path: Path
+) -> None:
+    one, two, three = site_files("one"), site_files("two"), site_files("three")
+    v1 = _publish_and_serve(store, nginx, tmp_path, one)
+    v2 = _publish(store, tmp_path, two)
+    sync(store, nginx.mirror_root, keep=2)
+    port = nginx.mirror_port
+
+    live = fetch(port, "/_render/live.json")
+    assert live.status == 200 and live.header("cache-control") == "no-cache"
+    doc = json.loads(live.body)
+    assert (doc["version"], doc["parent"], len(doc["tree"])) == (v2, v1, 64)
+    for version, files in ((v1, one), (v2, two)):
+        page = fetch(port, f"/_v/{version}/posts/hello/")
+        assert (page.status, page.body) == (200, files["posts/hello/index.html"])
+        assert page.header("cache-control") == IMMUTABLE
+        assert page.header("x-render-version") == version
+        home = fetch(port, f"/_v/{version}/")
+        assert (home.status, home.body) == (200, files["index.html"])
+        css = fetch(port, f"/_v/{version}/assets/common.css")
+        assert (css.body, css.header("cache-control")) == (files["assets/common.css"], IMMUTABLE)
+        folder = fetch(port, f"/_v/{version}/posts/hello?x=1")
+        assert (folder.status, folder.header("location")) == (
+            301,
+            f"/_v/{version}/posts/hello/?x=1",
+        )
+        missing = fetch(port, f"/_v/{version}/posts/nope/")
+        assert (missing.status, missing.body) == (404, files["404.html"])
+        assert missing.header("x-render-version") == version
+    # a file only the older release has is there under its name, not the live one's
+    assert fetch(port, f"/_v/{v1}/assets/app-one.css").status == 200
+    assert fetch(port, f"/_v/{v2}/assets/app-one.css").status == 404
+
+    tree = fetch(port, f"/_v/{v1}/_render/tree.json")
+    assert tree.header("cache-control") == IMMUTABLE
+    assert sorted(json.loads(tree.body)["files"]) == sorted(one)
+    delta = json.loads(fetch(port, f"/_v/{v2}/_render/delta/{v1}.json").body)
+    assert (delta["version"], delta["from"]) == (v2, v1)
+    assert "assets/app-two.css" in delta["added"] and "assets/app-one.css" in delta["removed"]
+    assert "static/logo.svg" not in delta["changed"]
+
+    # a third version: keep=2 prunes the first release, which is then a plain 404
+    v3 = _publish(store, tmp_path, three)
+    sync(store, nginx.mirror_root, keep=2)
+    assert json.loads(fetch(port, "/_render/live.json").body)["version"] == v3
+    for path in (
+        "posts/hello/",
+        "",
+        "assets/common.css",
+        "_render/tree.json",
+        f"_render/delta/{v1}.json",
+    ):
+        gone = fetch(port, f"/_v/{v1}/{path}")
+        assert (gone.status, gone.body) == (404, b"version not kept here\n"), path
+        assert gone.header("x-render-version") == "" and gone.header("cache-control") == "no-cache"
+    assert fetch(port, "/_v/not-a-version/").status == 404
+    assert fetch(port, f"/_v/{v2}/posts/hello/").body == two["posts/hello/index.html"]
+    assert fetch(port, "/").body == three["index.html"]
+    assert fetch(port, "/sw.js").header("cache-control") == "no-cache"
+    assert not [line for line in nginx.error_log().splitlines() if "[emerg]" in line]

@@ -103,8 +103,8 @@ def test_republish_after_one_page_changed_costs_exactly_what_changed(
     assert pub.parent == first.version and pub.version > first.version
     assert (pub.uploaded_blobs, pub.uploaded_bytes) == (1, len(changed["posts/p7/index.html"]))
     assert pub.diff.paths == ("posts/p7/index.html",)
-    # two reads (root, live tree) + the changed blob + the version tree + the root write
-    assert pub.requests == 5
+    # two reads (root, live tree) + the changed blob + the version tree + its delta + the root
+    assert pub.requests == 6
     if target.proxy is not None:
         sent = [
             (e.method, e.path.split("/sites/acme/blog/")[1], e.query)
@@ -118,6 +118,7 @@ def test_republish_after_one_page_changed_costs_exactly_what_changed(
             ("GET", f"versions/{first.version}.json", ""),
             ("PUT", pub_blob, ""),
             ("PUT", f"versions/{pub.version}.json", ""),
+            ("PUT", f"deltas/{pub.version}/{first.version}.json", ""),
             ("PUT", "root.json", ""),
         ]
         assert blob

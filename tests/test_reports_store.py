@@ -33,7 +33,8 @@ def test_a_build_publishes_no_findings_file_and_stores_its_reports_beside_it(
     host = make_host(tmp_path, sites={"acme/blog": SPEC})
     report = host.run("acme/blog")
     assert report.version is not None and report.build is not None
-    assert [p for p in report.build.files if p.startswith("_render/")] == []
+    # render's own scripts only (the service worker's registration), no findings file
+    assert [p for p in report.build.files if p.startswith("_render/")] == ["_render/register.js"]
     assert "reports" in report.timings
     store = LocalStore(host.state_dir / "store")
     seo = json.loads(store.get(report_key("acme", "blog", report.version, "seo.json")) or b"")
@@ -82,7 +83,7 @@ def test_the_next_build_drops_the_old_report_files_from_the_tree(tmp_path: Path)
     root, _ = read_root(store, owner="acme", name="blog")
     assert root is not None
     tree = read_tree(store, owner="acme", name="blog", version=root.version)
-    assert not [p for p in tree.files if p.startswith("_render/")]
+    assert [p for p in tree.files if p.startswith("_render/")] == ["_render/register.js"]
 
 
 def test_html_reports_upload_once_and_go_with_the_last_version_naming_them(tmp_path: Path) -> None:

@@ -120,6 +120,7 @@ class RenderSetup:
     row_max_bytes: int
     page_max_bytes: int
     cpu_seconds: int
+    service_worker: bool = False  # pages register /sw.js (islands.add_loader)
 
     def __call__(self) -> Any:
         return Renderer(self)
@@ -220,7 +221,7 @@ class Renderer:
                 disarm_cpu_limit()
             facts: Mapping[str, object] = {}  # a file that is not HTML has none
             if spec.path.endswith(".html"):
-                text = islands.add_loader(text)
+                text = islands.add_loader(text, service_worker=self.setup.service_worker)
                 text, facts = pagefacts.finish_page(
                     text, url=spec.url, canonical=self.setup.base_url + url, lang=self.setup.lang
                 )

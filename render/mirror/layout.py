@@ -72,6 +72,10 @@ class Layout:
     def partial(self, version: str) -> Path:
         return self.releases / f".partial-{version}"
 
+    def meta(self, version: str) -> Path:
+        """``/_v/<version>/_render/``'s files: tree.json and delta/<parent>.json."""
+        return self.releases / ".meta" / version
+
     def tree_file(self, version: str) -> Path:
         return self.releases / ".trees" / f"{version}.json"
 

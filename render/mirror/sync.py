@@ -7,6 +7,8 @@ switches the site's ``current`` symlink to it::
 
     <mirror>/releases/<owner>/<site>/<version>/   one whole version, as files
     <mirror>/releases/<owner>/<site>/.trees/      the version tree of each release
+    <mirror>/releases/<owner>/<site>/.meta/<version>/tree.json, delta/<parent>.json
+    <mirror>/sites/<owner>/<site>/live.json       /_render/live.json
     <mirror>/sites/<owner>/<site>/current         symlink -> the release nginx serves
     <mirror>/sites/<owner>/<site>/previous        symlink -> the release served before
     <mirror>/sites/<owner>/<site>/site.json       the served version and its base_url
@@ -17,7 +19,10 @@ already has are hard links to it (no download); new blobs are downloaded into
 ``.incoming/``, checked against their sha256 (a mismatch refuses the release)
 and linked in. Only when every file is in place and the file system is synced
 is the folder renamed to ``<version>/``, so a release folder without the
-prefix is always whole. ``current`` is switched by making a new symlink beside
+prefix is always whole. Each kept release is also served under
+``/_v/<version>/`` (``render.serve.versioned``): ``.meta/<version>/`` holds
+its ``tree.json`` and the delta from its parent (from the store), and
+``live.json`` names the served version. ``current`` is switched by making a new symlink beside
 it and renaming it over the old one: a reader sees the old link or the new
 one, never none. An interrupted sync leaves ``current`` where it was; the next
 one reuses the blobs it already checked and finishes.
@@ -59,9 +64,11 @@ from render.publish.manifest import (
     Root,
     VersionTree,
     blob_key,
+    delta_key,
     root_key,
     version_key,
 )
+from render.serve.versioned import live_document, tree_document
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +225,7 @@ def _sync_site(
     served = lay.served()
     if served == live.version:
         _write_site_info(lay, live, host)
+        _write_versioned(lay, live)
         return SiteSync(
             site=lay.site, outcome=SyncOutcome.unchanged, version=live.version, served=served
         )
@@ -225,8 +233,13 @@ def _sync_site(
     if not lay.release(live.version).is_dir():
         tree = _fetch_tree(store, lay, live.version)
         fetched, fetched_bytes, linked = _materialize(store, lay, tree, concurrency=concurrency)
+        if tree.parent is not None:
+            delta = store.get(delta_key(lay.owner, lay.name, tree.version, tree.parent))
+            if delta is not None:
+                write_file(lay.meta(tree.version) / "delta" / f"{tree.parent}.json", delta)
     _switch(lay, live.version)
     _write_site_info(lay, live, host)
+    _write_versioned(lay, live)
     removed = _prune(lay, keep=keep)
     return SiteSync(
         site=lay.site,
@@ -460,12 +473,49 @@ def _prune(lay: Layout, *, keep: int) -> tuple[str, ...]:
         shutil.rmtree(lay.release(version), ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             lay.tree_file(version).unlink()
+        shutil.rmtree(lay.meta(version), ignore_errors=True)
     for leftover in (*lay.releases.glob(".partial-*"), lay.incoming):
         shutil.rmtree(leftover, ignore_errors=True)
     return removed
 
 
 # --- host map, site info, status ---------------------------------------------
+
+
+def _write_versioned(lay: Layout, live: Root) -> None:
+    """The ``tree.json`` of each kept release that lacks one, and ``live.json``.
+
+    A sync with nothing new reads no tree: each file is there and names the
+    served version.
+    """
+    parents: dict[str, str | None] = {}
+    for version in lay.kept():
+        target = lay.meta(version) / "tree.json"
+        if target.exists():
+            continue
+        try:
+            raw = lay.tree_file(version).read_bytes()
+        except FileNotFoundError:  # a release from before .trees: served, but not under /_v/
+            continue
+        tree = VersionTree.from_bytes(raw, key=str(lay.tree_file(version)))
+        parents[version] = tree.parent
+        write_file(target, tree_document(version=version, parent=tree.parent, files=tree.files))
+    live_file = lay.site_dir / "live.json"
+    try:
+        old = json.loads(live_file.read_bytes())
+    except (FileNotFoundError, ValueError):
+        old = {}
+    if old.get("version") == live.version and old.get("tree") == live.files_hash:
+        return
+    if live.version not in parents:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            parents[live.version] = json.loads((lay.meta(live.version) / "tree.json").read_bytes())[
+                "parent"
+            ]
+    data = live_document(
+        version=live.version, parent=parents.get(live.version), tree=live.files_hash
+    )
+    write_file(live_file, data)
 
 
 def _write_site_info(lay: Layout, live: Root, host: str) -> None:

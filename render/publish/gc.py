@@ -107,6 +107,7 @@ def gc(
                     [version_key(owner, name, v) for v in plan.drop_versions],
                     deadline=deadline,
                 )
+                _delete_before(store, [o.key for o in plan.drop_deltas], deadline=deadline)
                 _delete_before(store, [o.key for o in plan.drop_blobs], deadline=deadline)
                 live = lease.root.version
         # a version's reports go with it (after it: a crash in between leaves only reports)
@@ -139,6 +140,7 @@ class _GcPlan:
     drop_versions: tuple[str, ...]
     drop_blobs: tuple[StoredObject, ...]
     young_blobs: int
+    drop_deltas: tuple[StoredObject, ...] = ()  # deltas to or from a version not kept
 
 
 def _gc_plan(
@@ -157,12 +159,23 @@ def _gc_plan(
     blobs = store.list(f"{prefix}blobs/")
     unnamed = [o for o in blobs if o.key.rsplit("/", 1)[1] not in named]
     drop_blobs = tuple(o for o in unnamed if o.modified < cutoff)
+    deltas = store.list(f"{prefix}deltas/")
+    drop_deltas = tuple(
+        o for o in deltas if o.modified < cutoff and not _delta_kept(o.key[len(prefix) + 7 :], kept)
+    )
     return _GcPlan(
         kept=tuple(sorted(kept & set(ids), reverse=True)),
         drop_versions=tuple(v for v in ids if v not in kept),
         drop_blobs=drop_blobs,
         young_blobs=len(unnamed) - len(drop_blobs),
+        drop_deltas=drop_deltas,
     )
+
+
+def _delta_kept(rest: str, kept: set[str]) -> bool:
+    """``<version>/<older>.json`` (a delta's key under ``deltas/``): are both ends kept?"""
+    version, _, older = rest.removesuffix(".json").partition("/")
+    return version in kept and older in kept
 
 
 def _delete_before(store: Store, keys: Sequence[str], *, deadline: float) -> None:

@@ -11,6 +11,12 @@ Store keys (relative to the store's prefix)::
     sites/<owner>/<site>/blobs/<sha256>
     sites/<owner>/<site>/versions/<version>.json
     sites/<owner>/<site>/root.json
+    sites/<owner>/<site>/deltas/<version>/<older>.json
+
+A delta (``Delta``) is what changed from an older version to ``<version>``:
+each publish writes the one from its parent, so a client a version or a few
+behind catches up with small documents instead of the whole tree
+(``render.serve.versioned`` serves them under ``/_v/<version>/_render/delta/``).
 
 ``root.json`` may also carry a ``gc`` record: the lease of a ``render gc`` of
 the site that is running, or the last one that finished (see
@@ -59,6 +65,11 @@ def version_key(owner: str, name: str, version: str) -> str:
 
 def root_key(owner: str, name: str) -> str:
     return f"sites/{owner}/{name}/root.json"
+
+
+def delta_key(owner: str, name: str, version: str, older: str) -> str:
+    """Where the delta from ``older`` to ``version`` is kept."""
+    return f"sites/{owner}/{name}/deltas/{version}/{older}.json"
 
 
 # --- version ids -----------------------------------------------------------
@@ -327,3 +338,50 @@ def new_blobs(new: Mapping[str, FileEntry], old_hashes: Iterable[str]) -> dict[s
         if entry.hash not in known and entry.hash not in out:
             out[entry.hash] = entry
     return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Delta:
+    """``deltas/<version>/<older>.json``: the paths whose hash changed from ``older`` to ``version``.
+
+    ``older_parent`` is the version ``older`` was published on top of, so a
+    client further behind can fetch the next delta back without the whole tree.
+    """
+
+    version: str
+    older: str
+    older_parent: str | None
+    added: Mapping[str, str]  # path -> content hash
+    changed: Mapping[str, str]
+    removed: tuple[str, ...]
+
+    @classmethod
+    def between(
+        cls,
+        old: Mapping[str, FileEntry],
+        new: Mapping[str, FileEntry],
+        *,
+        version: str,
+        older: str,
+        older_parent: str | None,
+    ) -> Delta:
+        d = diff(old, new)
+        return cls(
+            version=version,
+            older=older,
+            older_parent=older_parent,
+            added={p: new[p].hash for p in d.added},
+            changed={p: new[p].hash for p in d.changed if new[p].hash != old[p].hash},
+            removed=d.removed,
+        )
+
+    def to_bytes(self) -> bytes:
+        data = {
+            "version": self.version,
+            "from": self.older,
+            "from_parent": self.older_parent,
+            "added": dict(sorted(self.added.items())),
+            "changed": dict(sorted(self.changed.items())),
+            "removed": list(self.removed),
+        }
+        return json.dumps(data, separators=(",", ":")).encode()

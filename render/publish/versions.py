@@ -44,10 +44,12 @@ from render.publish.manifest import (
     BLOB_CACHE,
     JSON_TYPE,
     ROOT_CACHE,
+    Delta,
     Diff,
     Root,
     VersionTree,
     blob_key,
+    delta_key,
     diff,
     files_digest,
     new_blobs,
@@ -268,6 +270,16 @@ def _publish(
         content_type=JSON_TYPE,
         cache_control=BLOB_CACHE,
     )
+    if live is not None and parent is not None:  # what a client on the parent fetches to catch up
+        delta = Delta.between(
+            live.files, files, version=version, older=parent, older_parent=live.parent
+        )
+        store.put(
+            delta_key(owner, name, version, parent),
+            delta.to_bytes(),
+            content_type=JSON_TYPE,
+            cache_control=BLOB_CACHE,
+        )
     new_root = Root(
         version=version,
         site=site,
@@ -333,7 +345,10 @@ def _go_live(
         )
     except ConflictError:
         with contextlib.suppress(PublishError):  # the loser's tree would only confuse a listing
-            store.delete([version_key(owner, name, root.version)])
+            store.delete(
+                [version_key(owner, name, root.version)]
+                + ([delta_key(owner, name, root.version, root.previous)] if root.previous else [])
+            )
         raise
     if old_host is not None and old_host != host:
         with contextlib.suppress(PublishError):  # a claim left behind is free after the grace

@@ -22,17 +22,20 @@ import html
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from render.build.tree import FileEntry
 from render.check.loopback import Response, resolve_in_tree
 from render.errors import RenderError
 from render.publish import hosts
+from render.publish.history import version_ids
 from render.publish.hosts import host_of
-from render.publish.manifest import blob_key
+from render.publish.manifest import VersionTree, blob_key, delta_key, version_key
 from render.publish.store import Store
 from render.publish.versions import read_root, read_tree
+from render.serve import versioned
+from render.serve.versioned import Kept
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +46,9 @@ class LiveSite:
     base_host: str
     files: Mapping[str, FileEntry]
     objects: Path  # where blobs are (the local store's folder) or get cached
+    parent: str | None = None
+    tree_hash: str = ""
+    kept: frozenset[str] = frozenset()  # every version the store holds: answered under /_v/
 
     @property
     def prefix(self) -> str:
@@ -88,6 +94,7 @@ class LiveSites:
         self._listing_problem: str | None = None
         self._checked = -1e9
         self._lock = threading.Lock()
+        self._trees: dict[tuple[str, str, str], VersionTree] = {}  # kept versions read so far
 
     def sites(self) -> list[LiveSite | BrokenSite]:
         self.refresh()
@@ -118,6 +125,11 @@ class LiveSites:
                     found[(owner, name)] = site
             self._hosts = self._by_host(found)
             self._sites = found
+            self._trees = {
+                key: tree
+                for key, tree in self._trees.items()
+                if isinstance(site := found.get(key[:2]), LiveSite) and key[2] in site.kept
+            }
 
     def _by_host(
         self, found: Mapping[tuple[str, str], LiveSite | BrokenSite]
@@ -140,9 +152,10 @@ class LiveSites:
             if root is None:
                 return None
             base_host = _host_of(root.base_url)
+            kept = frozenset(version_ids(self.store, owner=owner, name=name)) | {root.version}
             old = self._sites.get((owner, name))
             if isinstance(old, LiveSite) and old.version == root.version:
-                return old
+                return old if old.kept == kept else replace(old, kept=kept)
             tree = read_tree(self.store, owner=owner, name=name, version=root.version)
         except RenderError as exc:
             return BrokenSite(owner=owner, name=name, base_host=base_host, problem=exc.message)
@@ -155,6 +168,9 @@ class LiveSites:
             base_host=base_host,
             files=tree.files,
             objects=objects,
+            parent=tree.parent,
+            tree_hash=root.files_hash,
+            kept=kept,
         )
 
     def _tell_change(self, old: LiveSite | BrokenSite | None, new: LiveSite | BrokenSite) -> None:
@@ -192,8 +208,16 @@ class LiveSites:
     def _resolve(self, site: LiveSite | BrokenSite, path: str, *, prefix: str) -> Response:
         if isinstance(site, BrokenSite):
             return _unavailable(site.prefix[1:], site.problem)
+        blobs = _Blobs(self.store, site)
+
+        def resolve(files: Mapping[str, FileEntry], rel: str, base: str) -> Response:
+            return resolve_in_tree(files, blobs, rel, prefix=base)
+
         try:
-            response = resolve_in_tree(site.files, _Blobs(self.store, site), path, prefix=prefix)
+            answer = versioned.respond(_Versions(self, site), path, resolve=resolve, prefix=prefix)
+            if answer is not None:
+                return answer
+            response = resolve_in_tree(site.files, blobs, path, prefix=prefix)
         except _BlobMissing:
             return Response(
                 status=502, body=b"blob missing from the store\n", content_type="text/plain"
@@ -209,6 +233,22 @@ class LiveSites:
             headers=headers,
         )
 
+    def tree(self, site: LiveSite, version: str) -> VersionTree | None:
+        """A kept version's tree (read once); None when the store does not keep it."""
+        if version == site.version:
+            return VersionTree(version=version, parent=site.parent, created="", files=site.files)
+        if version not in site.kept:
+            return None
+        key = (site.owner, site.name, version)
+        tree = self._trees.get(key)
+        if tree is None:
+            data = self.store.get(version_key(site.owner, site.name, version))
+            if data is None:  # collected since the last listing
+                return None
+            tree = VersionTree.from_bytes(data, key=version_key(site.owner, site.name, version))
+            self._trees[key] = tree
+        return tree
+
     def _index(self, *, title: str = "Published sites") -> bytes:
         items = "".join(
             f'<li><a href="{html.escape(s.prefix)}/">{html.escape(s.owner)}/{html.escape(s.name)}</a>'
@@ -217,6 +257,26 @@ class LiveSites:
         )
         page = f"<!doctype html><title>{title}</title><h1>{title}</h1><ul>{items}</ul>\n"
         return page.encode()
+
+
+class _Versions:
+    """A live site's kept versions, as ``render.serve.versioned`` asks for them."""
+
+    def __init__(self, sites: LiveSites, site: LiveSite) -> None:
+        self.sites, self.site = sites, site
+
+    def live(self) -> Kept:
+        return Kept(version=self.site.version, parent=self.site.parent, files=self.site.files)
+
+    def live_tree_hash(self) -> str:
+        return self.site.tree_hash
+
+    def kept(self, version: str) -> Kept | None:
+        tree = self.sites.tree(self.site, version)
+        return None if tree is None else Kept(version=version, parent=tree.parent, files=tree.files)
+
+    def stored_delta(self, version: str, older: str) -> bytes | None:
+        return self.sites.store.get(delta_key(self.site.owner, self.site.name, version, older))
 
 
 def _state(site: LiveSite | BrokenSite) -> str:
