@@ -43,6 +43,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
         # changes: which columns changed since the last build (reads sandbox's reads);
         # record: what the last complete build made and read
         ["build.changes", "build.renderer", "build.record"],
+        # onrequest: pages ``render origin`` rendered since the last build, for the next one
+        ["build.onrequest"],
         # sources: templates and static hashed; plan: routes -> page specs;
         # reuse: what the record lets this build keep
         ["build.sources", "build.plan", "build.reuse"],
@@ -67,6 +69,11 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
     ("5 mirror and serve", [
         ["mirror", "mirror.sync", "serve", "serve.routing", "serve.live"],
         ["mirror.status"],
+        # origin: the production origin; fresh re-renders stale pages through the builder
+        ["origin", "origin.cache"],
+        ["origin.fresh"],
+        ["origin.app"],
+        ["origin.server"],
     ]),
     ("6 report", [
         # the report document reads the ledger; the dashboard, the terminal tables and the
@@ -78,7 +85,7 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
     ("7 pipeline", [["pipeline"]]),
     ("8 entry points", [
         ["scheduler", "cli._common"],
-        ["cli.build", "cli.mirror", "cli.publish", "cli.report", "cli.scheduler"],
+        ["cli.build", "cli.mirror", "cli.origin", "cli.publish", "cli.report", "cli.scheduler"],
         ["cli"],
         ["__main__"],
     ]),
@@ -93,6 +100,7 @@ PACKAGE_LAYERS = {
     "publish": "4 publish",
     "mirror": "5 mirror and serve",
     "serve": "5 mirror and serve",
+    "origin": "5 mirror and serve",
     "report": "6 report",
     "cli": "8 entry points",
 }

@@ -25,11 +25,12 @@ def main() -> None:
 def _register() -> None:
     from render.cli import build as _build
     from render.cli import mirror as _mirror
+    from render.cli import origin as _origin
     from render.cli import publish as _publish
     from render.cli import report as _report
     from render.cli import scheduler as _scheduler
 
-    for module in (_build, _mirror, _publish, _report, _scheduler):
+    for module in (_build, _mirror, _origin, _publish, _report, _scheduler):
         for command in module.COMMANDS:
             main.add_command(command)
 
