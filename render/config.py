@@ -158,7 +158,7 @@ class OriginConfig:
     )
     cache_mb: int = _f(256, "bytes of pages and files the origin keeps in memory", between=(1, 1 << 20))
     refresh_seconds: float = _f(
-        2.0, "how often root.json is re-read (a publish shows within this)", between=(0.0, 3600)
+        2.0, "how often root.json is re-read (a publish shows within this)", between=(0.1, 3600)
     )
 
 

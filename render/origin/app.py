@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from concurrent.futures import Future
@@ -66,10 +67,14 @@ class Origin:
         self.access_log = access_log
         self.max_wait = host.origin.max_wait_ms / 1000
         self.cache = BytesCache(host.origin.cache_mb << 20)
+        # roots are re-read by a thread of their own (``_refresh``), never on a request's path
         self.live = LiveSites(
-            store, cache=host.state_dir / "origin-cache", refresh_seconds=host.origin.refresh_seconds,
+            store, cache=host.state_dir / "origin-cache", refresh_seconds=float("inf"),
             report=lambda line: log_event("origin.site", note=line),
         )  # fmt: skip
+        self.refresh_seconds = host.origin.refresh_seconds
+        self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
         self.fresh: dict[tuple[str, str], SiteFresh] = {}
         if fresh:
             for folder in site_dirs(host):
@@ -106,6 +111,10 @@ class Origin:
                     await asyncio.to_thread(self.live.refresh, force=True)
                 except RenderError as exc:
                     log_event("origin.store_error", 30, error=exc.message)
+                self._refresher = threading.Thread(
+                    target=self._refresh, name="render-origin-roots", daemon=True
+                )
+                self._refresher.start()
                 for site in self.fresh.values():  # find stale pages before the first visitor
                     site.lookup("", version="", files={})
                 await send({"type": "lifespan.startup.complete"})
@@ -114,7 +123,18 @@ class Origin:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    def _refresh(self) -> None:
+        """Re-read every site's ``root.json`` each ``refresh_seconds``: a publish shows within that."""
+        while not self._stop.wait(self.refresh_seconds):
+            try:
+                self.live.refresh(force=True)
+            except RenderError as exc:  # the store cannot be listed: the last listing serves
+                log_event("origin.store_error", 30, error=exc.message)
+
     def close(self) -> None:
+        self._stop.set()
+        if self._refresher is not None:
+            self._refresher.join()
         for site in self.fresh.values():
             site.close()
 
