@@ -29,10 +29,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
-from urllib.parse import quote
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -153,6 +154,7 @@ def main() -> None:
     if shutil.which("wrk") is None or not Path("/usr/sbin/nginx").exists():
         sys.exit("needs wrk and nginx (apt-get install wrk nginx-light)")
     work = Path(tempfile.mkdtemp(prefix="render-bench-origin-"))
+    work.chmod(0o755)  # nginx's workers (www-data) read the tree
     procs: list[subprocess.Popen[bytes]] = []
     try:
         generate(work / "gen", articles=args.articles)
@@ -195,13 +197,35 @@ def main() -> None:
         for port in (nginx_port, origin_port):  # warm: every page read once (the origin's cache)
             _wrk(port, script, seconds=3, connections=8, threads=1)
             for url in urls:
-                urllib.request.urlopen(urllib.request.Request(
-                    f"http://127.0.0.1:{port}{url}", headers={"Host": HOST})).read()  # fmt: skip
+                try:
+                    urllib.request.urlopen(urllib.request.Request(
+                        f"http://127.0.0.1:{port}{url}", headers={"Host": HOST})).read()  # fmt: skip
+                except urllib.error.HTTPError as exc:
+                    sys.exit(f"{url} on port {port} ({'nginx' if port == nginx_port else 'origin'}): {exc}")
         load = {
             name: _wrk(port, script, seconds=args.seconds, connections=args.connections, threads=2)
             for name, port in (("nginx", nginx_port), ("render origin (uvicorn)", origin_port))
         }
         ratio = load["render origin (uvicorn)"]["requests_per_second"] / load["nginx"]["requests_per_second"]
+        granian = Path(sys.executable).with_name("granian")
+        if granian.exists():  # the same application under granian, for the choice of server
+            port = _port()
+            server = subprocess.Popen(
+                [str(granian), "--interface", "asgi", "--host", "127.0.0.1",
+                 "--port", str(port), "--workers", str(args.workers), "--loop", "uvloop",
+                 "--no-access-log", "render.origin.server:asgi"],
+                env={**env, "RENDER_ORIGIN_ACCESS_LOG": "0"}, cwd=host_root,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                _wait(port)
+                _wrk(port, script, seconds=3, connections=8, threads=1)
+                load["the same app under granian"] = _wrk(
+                    port, script, seconds=args.seconds, connections=args.connections, threads=2
+                )
+            finally:
+                server.send_signal(signal.SIGTERM)
+                server.wait(timeout=60)
 
         # stale pages: one article's body edited at a time, on a one-process origin (each
         # process finds changes on its own: a request must reach the one that found it)

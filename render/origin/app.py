@@ -42,6 +42,8 @@ _DAY = re.compile(
 )
 _HOUR = re.compile(r"^/(?:robots\.txt|sitemap[^/]*\.xml)$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+WATCH_SECONDS = 0.5
+"""How often the databases' size and mtime are looked at between requests."""
 _NOT_FOUND = b"<!doctype html><title>Not found</title><h1>Not found</h1>\n"
 
 
@@ -116,7 +118,7 @@ class Origin:
                 )
                 self._refresher.start()
                 for site in self.fresh.values():  # find stale pages before the first visitor
-                    site.lookup("", version="", files={})
+                    site.poke()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await asyncio.to_thread(self.close)
@@ -124,8 +126,17 @@ class Origin:
                 return
 
     def _refresh(self) -> None:
-        """Re-read every site's ``root.json`` each ``refresh_seconds``: a publish shows within that."""
-        while not self._stop.wait(self.refresh_seconds):
+        """Re-read every site's ``root.json`` each ``refresh_seconds`` (a publish shows within
+        that), and look at each site's database every ``WATCH_SECONDS``."""
+        last = time.monotonic()
+        while not self._stop.wait(min(self.refresh_seconds, WATCH_SECONDS)):
+            for (
+                site
+            ) in self.fresh.values():  # a changed database is looked at before a visitor asks
+                site.poke()
+            if time.monotonic() - last < self.refresh_seconds:
+                continue
+            last = time.monotonic()
             try:
                 self.live.refresh(force=True)
             except RenderError as exc:  # the store cannot be listed: the last listing serves

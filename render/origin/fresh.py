@@ -118,6 +118,16 @@ class SiteFresh:
                 parts.append(None)
         return tuple(parts)
 
+    def poke(self) -> None:
+        """Start finding what changed when the database did, before anyone asks (the watcher)."""
+        key = self.key()
+        with self._lock:
+            st = self._state
+            known = st is not None and st.key == key
+            under_way = self._analysing is not None and self._analysing[0] == key
+            if not known and not under_way and not self._closed:
+                self._analysing = (key, self._thread.submit(self._analyse, key))
+
     def lookup(
         self, path: str, *, version: str, files: Mapping[str, FileEntry]
     ) -> Answer | Future[None]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
 import uvicorn
 
@@ -29,6 +30,22 @@ def make_app() -> Origin:
     host = load_host(os.environ.get("RENDER_CONFIG"))
     access_log = os.environ.get("RENDER_ORIGIN_ACCESS_LOG", "1") == "1"
     return Origin(host, open_store(host), access_log=access_log)
+
+
+class _Lazy:
+    """The application made on its first call, for servers that import an object (granian)."""
+
+    def __init__(self) -> None:
+        self.app: Origin | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.app is None:
+            self.app = make_app()
+        await self.app(scope, receive, send)
+
+
+asgi = _Lazy()
+"""``render.origin.server:asgi`` for ASGI servers that take an import path."""
 
 
 def run(host: HostConfig, *, bind: str, workers: int, access_log: bool) -> None:
