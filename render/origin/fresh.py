@@ -235,7 +235,10 @@ class SiteFresh:
             self._tell("origin.sources_changed", logging.WARNING,
                        note="templates or routes changed since the last build; the next build renders them")  # fmt: skip
             return _State(key=key, usable=False, reason="sources changed")
-        pool = workers.Pool(stale.setup, limits=stale.limits) if stale.render else None
+        pool = None
+        if stale.render:
+            pool = workers.Pool(stale.setup, limits=stale.limits)
+            pool.grow(1)  # a render process is up before the first request for a stale page
         return _State(key=key, usable=True, record=record, record_id=record_id,  # type: ignore[arg-type]
                       stale=stale, overlay=overlay, pool=pool)  # fmt: skip
 
