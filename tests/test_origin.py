@@ -59,7 +59,7 @@ def _spec() -> SiteSpec:
             {"path": "/posts/{slug}/", "template": "post.html", "query": "select * from posts"},
         ],
         templates={"index.html": INDEX, "post.html": POST},
-        static={"big.txt": "0123456789" * 1000},
+        static={"big.txt": "0123456789" * 1000, "app.css": "body{}", "app.css.gz": b"gzipped bytes"},
     )
 
 
@@ -177,6 +177,14 @@ def test_live_version_by_host_etag_head_range_and_root_reread(tmp_path: Path) ->
         assert part.getheader("Content-Range") == "bytes 10-19/10000"
         assert o.get("/big.txt", headers={"Range": "bytes=-5"}).body == b"56789"  # type: ignore[attr-defined]
         assert o.get("/big.txt", headers={"Range": "bytes=20000-"}).status == 416
+        zipped = o.get("/app.css", headers={"Accept-Encoding": "gzip, deflate"})
+        assert zipped.body == b"gzipped bytes"  # type: ignore[attr-defined]
+        assert zipped.getheader("Content-Encoding") == "gzip"
+        assert zipped.getheader("Content-Type") == "text/css; charset=utf-8"
+        assert zipped.getheader("Vary") == "Accept-Encoding"
+        assert zipped.getheader("Cache-Control") == "public, max-age=86400"
+        plain = o.get("/app.css")
+        assert plain.body == b"body{}" and plain.getheader("Content-Encoding") is None  # type: ignore[attr-defined]
         assert o.get("/posts/p1").getheader("Location") == "/posts/p1/"
         assert o.get("/nope/").status == 404
         assert o.get("/posts/p1/", method="POST").status == 405
@@ -322,3 +330,15 @@ def _is_worker_of(pid: int, parent: int) -> bool:
     except OSError:
         return False
     return int(stat.rsplit(")", 1)[1].split()[1]) == parent
+
+
+def test_byte_cache_is_bounded() -> None:
+    from render.origin.cache import BytesCache
+
+    cache = BytesCache(800)
+    for n in range(20):
+        cache.put(f"k{n}", bytes(100))
+    assert cache.size <= 800 and len(cache) == 8
+    assert cache.get("k0") is None and cache.get("k19") == bytes(100)
+    cache.put("huge", bytes(101))  # over an eighth of the bound: never kept
+    assert cache.get("huge") is None
