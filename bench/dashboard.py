@@ -48,7 +48,9 @@ def main() -> None:
         started = time.perf_counter()
         with open_ledger(host.state_dir) as ledger:
             for i in range(args.sites):
-                add_history(ledger, f"owner{i // 10:02d}", f"site{i:03d}", builds=args.builds, seed=i)
+                add_history(
+                    ledger, f"owner{i // 10:02d}", f"site{i:03d}", builds=args.builds, seed=i
+                )
         history_s = time.perf_counter() - started
         with open_ledger(host.state_dir) as ledger:
             mark = time.perf_counter()
@@ -62,19 +64,25 @@ def main() -> None:
             rounds.append(time.perf_counter() - mark)
             cpu.append(_cpu() - cpu_mark)
         size = sum(p.stat().st_size for p in (root / "dashboard").rglob("*") if p.is_file())
-    print(json.dumps({
-        "sites": len(doc["sites"]),
-        "builds_per_site": args.builds,
-        "workers": args.workers if args.workers is not None else min(os.cpu_count() or 1, 4),
-        "history_write_s": round(history_s, 2),
-        "document_s": round(document_s, 3),
-        "dashboard_s": round(statistics.median(rounds), 2),
-        "dashboard_rounds_s": [round(r, 2) for r in rounds],
-        "cpu_s": round(statistics.median(cpu), 2),
-        "files": written.files,
-        "bytes": size,
-        "limit_s": 10.0,
-    }))
+    print(
+        json.dumps(
+            {
+                "sites": len(doc["sites"]),
+                "builds_per_site": args.builds,
+                "workers": args.workers
+                if args.workers is not None
+                else min(os.cpu_count() or 1, 4),
+                "history_write_s": round(history_s, 2),
+                "document_s": round(document_s, 3),
+                "dashboard_s": round(statistics.median(rounds), 2),
+                "dashboard_rounds_s": [round(r, 2) for r in rounds],
+                "cpu_s": round(statistics.median(cpu), 2),
+                "files": written.files,
+                "bytes": size,
+                "limit_s": 10.0,
+            }
+        )
+    )
 
 
 def _cpu() -> float:

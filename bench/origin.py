@@ -106,12 +106,24 @@ def _wait(port: int) -> None:
             time.sleep(0.1)
 
 
-def _wrk(port: int, script: Path, *, seconds: int, connections: int, threads: int) -> dict[str, Any]:
+def _wrk(
+    port: int, script: Path, *, seconds: int, connections: int, threads: int
+) -> dict[str, Any]:
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
-         f"http://127.0.0.1:{port}/"],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     latency = {
         p: _ms(re.search(rf"^\s+{p}%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
@@ -119,12 +131,19 @@ def _wrk(port: int, script: Path, *, seconds: int, connections: int, threads: in
     }
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
     errors = (int(non2xx.group(1)) if non2xx else 0) + (
         sum(int(g) for g in sockets.groups()) if sockets else 0
     )
-    return {"requests_per_second": rps, "p50_ms": latency["50"], "p99_ms": latency["99"],
-            "requests": total, "errors": errors}  # fmt: skip
+    return {
+        "requests_per_second": rps,
+        "p50_ms": latency["50"],
+        "p99_ms": latency["99"],
+        "requests": total,
+        "errors": errors,
+    }
 
 
 def _ms(text: str) -> float:
@@ -147,8 +166,12 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=10_000)
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--connections", type=int, default=200)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="origin processes and nginx workers (the same number)")  # fmt: skip
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="origin processes and nginx workers (the same number)",
+    )
     parser.add_argument("--edits", type=int, default=10, help="stale-page measurements")
     args = parser.parse_args()
     if shutil.which("wrk") is None or not Path("/usr/sbin/nginx").exists():
@@ -163,8 +186,13 @@ def main() -> None:
             fh.write("[origin]\nmax_wait_ms = 10000\nrefresh_seconds = 2\n")
         env = {**os.environ, "RENDER_CONFIG": str(host_root / "render.toml")}
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "render", "force", "bench/articles", "--skip-lighthouse"], check=True,
-                       env=env, cwd=host_root, stdout=subprocess.DEVNULL)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "render", "force", "bench/articles", "--skip-lighthouse"],
+            check=True,
+            env=env,
+            cwd=host_root,
+            stdout=subprocess.DEVNULL,
+        )
         publish_seconds = time.perf_counter() - started
         host = load_host(host_root / "render.toml")
         store = open_store(host)
@@ -174,7 +202,9 @@ def main() -> None:
         site = load_site(site_dirs(host)[0], host=host)
         served = work / "tree"
         materialize(tree.files, Objects(build_dir(host, site) / "objects"), served)
-        urls = [quote("/" + p.removesuffix("index.html")) for p in tree.files if p.startswith("posts/")]
+        urls = [
+            quote("/" + p.removesuffix("index.html")) for p in tree.files if p.startswith("posts/")
+        ]
         (work / "urls.txt").write_text("\n".join(urls) + "\n")
         script = work / "wrk.lua"
         script.write_text(WRK_SCRIPT.format(urls=work / "urls.txt", host=HOST))
@@ -185,38 +215,78 @@ def main() -> None:
         (run / "nginx.conf").write_text(
             NGINX_CONF.format(workers=args.workers, run=run, port=nginx_port, tree=served)
         )
-        procs.append(subprocess.Popen(["/usr/sbin/nginx", "-p", str(run), "-c", str(run / "nginx.conf")],
-                                      stderr=subprocess.DEVNULL))  # fmt: skip
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "render", "origin", "--bind", f"127.0.0.1:{origin_port}",
-             "--workers", str(args.workers), "--no-access-log"],
-            env=env, cwd=host_root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                ["/usr/sbin/nginx", "-p", str(run), "-c", str(run / "nginx.conf")],
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "render",
+                    "origin",
+                    "--bind",
+                    f"127.0.0.1:{origin_port}",
+                    "--workers",
+                    str(args.workers),
+                    "--no-access-log",
+                ],
+                env=env,
+                cwd=host_root,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         _wait(nginx_port)
         _wait(origin_port)
         for port in (nginx_port, origin_port):  # warm: every page read once (the origin's cache)
             _wrk(port, script, seconds=3, connections=8, threads=1)
             for url in urls:
                 try:
-                    urllib.request.urlopen(urllib.request.Request(
-                        f"http://127.0.0.1:{port}{url}", headers={"Host": HOST})).read()  # fmt: skip
+                    urllib.request.urlopen(
+                        urllib.request.Request(
+                            f"http://127.0.0.1:{port}{url}", headers={"Host": HOST}
+                        )
+                    ).read()
                 except urllib.error.HTTPError as exc:
-                    sys.exit(f"{url} on port {port} ({'nginx' if port == nginx_port else 'origin'}): {exc}")
+                    sys.exit(
+                        f"{url} on port {port} ({'nginx' if port == nginx_port else 'origin'}): {exc}"
+                    )
         load = {
             name: _wrk(port, script, seconds=args.seconds, connections=args.connections, threads=2)
             for name, port in (("nginx", nginx_port), ("render origin (uvicorn)", origin_port))
         }
-        ratio = load["render origin (uvicorn)"]["requests_per_second"] / load["nginx"]["requests_per_second"]
+        ratio = (
+            load["render origin (uvicorn)"]["requests_per_second"]
+            / load["nginx"]["requests_per_second"]
+        )
         granian = Path(sys.executable).with_name("granian")
         if granian.exists():  # the same application under granian, for the choice of server
             port = _port()
             server = subprocess.Popen(
-                [str(granian), "--interface", "asgi", "--host", "127.0.0.1",
-                 "--port", str(port), "--workers", str(args.workers), "--loop", "uvloop",
-                 "--no-access-log", "render.origin.server:asgi"],
-                env={**env, "RENDER_ORIGIN_ACCESS_LOG": "0"}, cwd=host_root,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+                [
+                    str(granian),
+                    "--interface",
+                    "asgi",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    str(args.workers),
+                    "--loop",
+                    "uvloop",
+                    "--no-access-log",
+                    "render.origin.server:asgi",
+                ],
+                env={**env, "RENDER_ORIGIN_ACCESS_LOG": "0"},
+                cwd=host_root,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             try:
                 _wait(port)
                 _wrk(port, script, seconds=3, connections=8, threads=1)
@@ -234,11 +304,25 @@ def main() -> None:
         origin_port = _port()
         log = work / "origin-1.log"
         with open(log, "w") as err:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "render", "origin", "--bind", f"127.0.0.1:{origin_port}",
-                 "--workers", "1", "--no-access-log"],
-                env=env, cwd=host_root, stdout=subprocess.DEVNULL, stderr=err,
-            ))  # fmt: skip
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "render",
+                        "origin",
+                        "--bind",
+                        f"127.0.0.1:{origin_port}",
+                        "--workers",
+                        "1",
+                        "--no-access-log",
+                    ],
+                    env=env,
+                    cwd=host_root,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                )
+            )
         _wait(origin_port)
         _ttfb(origin_port, "/robots.txt")
 

@@ -36,8 +36,12 @@ from render.build.tree import FileEntry, content_type, materialize, write_object
 from render.publish.store import S3Store  # noqa: E402
 from render.publish.versions import publish_tree  # noqa: E402
 
-_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1"}  # fmt: skip
+_ENV = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
 
 
 def _summary(entries: list[Entry], seconds: float) -> dict[str, Any]:
@@ -48,8 +52,12 @@ def _summary(entries: list[Entry], seconds: float) -> dict[str, Any]:
         kinds[kind] = kinds.get(kind, 0) + 1
         if e.method in ("PUT", "POST"):
             sent += int(dict((k.lower(), v) for k, v in e.headers).get("content-length", 0))
-    return {"requests": len(entries), "by_kind": dict(sorted(kinds.items())), "bytes_sent": sent,
-            "seconds": round(seconds, 3)}  # fmt: skip
+    return {
+        "requests": len(entries),
+        "by_kind": dict(sorted(kinds.items())),
+        "bytes_sent": sent,
+        "seconds": round(seconds, 3),
+    }
 
 
 def _measure(proxy: FaultProxy, step: Callable[[], object]) -> dict[str, Any]:
@@ -75,7 +83,9 @@ def _bucket(client: Any) -> str:
     return name
 
 
-def run_publish_bench(tree_files: Mapping[str, FileEntry], objects: Path, *, concurrency: int = 16) -> dict[str, Any]:
+def run_publish_bench(
+    tree_files: Mapping[str, FileEntry], objects: Path, *, concurrency: int = 16
+) -> dict[str, Any]:
     """Publish ``tree_files`` (bytes in ``objects/<hash>``) with each tool; return the figures."""
     import boto3
     from moto.server import ThreadedMotoServer
@@ -92,19 +102,34 @@ def run_publish_bench(tree_files: Mapping[str, FileEntry], objects: Path, *, con
     work = Path(tempfile.mkdtemp(prefix="render-bench-"))
     edited = _edited(tree_files, objects)
     result: dict[str, Any] = {
-        "files": len(tree_files), "bytes": sum(e.size for e in tree_files.values()),
+        "files": len(tree_files),
+        "bytes": sum(e.size for e in tree_files.values()),
         "concurrency": concurrency,
-    }  # fmt: skip
+    }
     try:
         client = boto3.client("s3", endpoint_url=upstream, region_name="us-east-1")
         with FaultProxy(upstream).running() as proxy:
             # render
-            store = S3Store(StoreConfig(kind="s3", bucket=_bucket(client), endpoint_url=proxy.url,
-                                        region="us-east-1", concurrency=concurrency))  # fmt: skip
+            store = S3Store(
+                StoreConfig(
+                    kind="s3",
+                    bucket=_bucket(client),
+                    endpoint_url=proxy.url,
+                    region="us-east-1",
+                    concurrency=concurrency,
+                )
+            )
 
             def ours(files: Mapping[str, FileEntry]) -> Callable[[], object]:
-                return lambda: publish_tree(files, objects, owner="bench", name="site",
-                                            base_url="https://bench.example", store=store, ledger=None)  # fmt: skip
+                return lambda: publish_tree(
+                    files,
+                    objects,
+                    owner="bench",
+                    name="site",
+                    base_url="https://bench.example",
+                    store=store,
+                    ledger=None,
+                )
 
             result["render"] = {
                 "first": _measure(proxy, ours(tree_files)),
@@ -119,9 +144,22 @@ def run_publish_bench(tree_files: Mapping[str, FileEntry], objects: Path, *, con
             def sync(files: Mapping[str, FileEntry]) -> Callable[[], object]:
                 def run() -> None:
                     materialize(files, Objects(objects), work / "aws")
-                    subprocess.run([aws, "s3", "sync", str(work / "aws"), f"s3://{bucket}/",
-                                    "--endpoint-url", proxy.url, "--only-show-errors", "--no-progress"],
-                                   check=True, capture_output=True)  # fmt: skip
+                    subprocess.run(
+                        [
+                            aws,
+                            "s3",
+                            "sync",
+                            str(work / "aws"),
+                            f"s3://{bucket}/",
+                            "--endpoint-url",
+                            proxy.url,
+                            "--only-show-errors",
+                            "--no-progress",
+                        ],
+                        check=True,
+                        capture_output=True,
+                    )
+
                 return run
 
             result["aws_s3_sync"] = {
@@ -141,8 +179,14 @@ def run_publish_bench(tree_files: Mapping[str, FileEntry], objects: Path, *, con
     return result
 
 
-def _hugo(proxy: FaultProxy, client: Any, work: Path, first: Mapping[str, FileEntry],
-          edited: Mapping[str, FileEntry], objects: Path) -> dict[str, Any]:  # fmt: skip
+def _hugo(
+    proxy: FaultProxy,
+    client: Any,
+    work: Path,
+    first: Mapping[str, FileEntry],
+    edited: Mapping[str, FileEntry],
+    objects: Path,
+) -> dict[str, Any]:
     hugo = shutil.which("hugo", path=str(Path(sys.executable).parent)) or shutil.which("hugo")
     if hugo is None:
         return {"skipped": "hugo not installed"}
@@ -151,15 +195,19 @@ def _hugo(proxy: FaultProxy, client: Any, work: Path, first: Mapping[str, FileEn
     site.mkdir()
     (site / "hugo.toml").write_text(
         'baseURL = "https://bench.example/"\npublishDir = "public"\n'
-        "[deployment]\n[[deployment.targets]]\nname = \"bench\"\n"
+        '[deployment]\n[[deployment.targets]]\nname = "bench"\n'
         f'URL = "s3://{bucket}?endpoint={proxy.url}&region=us-east-1&use_path_style=true&disable_https=true"\n'
     )
 
     def deploy(files: Mapping[str, FileEntry]) -> Callable[[], object]:
         def run() -> None:
             materialize(files, Objects(objects), site / "public")
-            subprocess.run([hugo, "deploy", "--target", "bench", "--source", str(site), "--maxDeletes", "-1"],
-                           check=True, capture_output=True)  # fmt: skip
+            subprocess.run(
+                [hugo, "deploy", "--target", "bench", "--source", str(site), "--maxDeletes", "-1"],
+                check=True,
+                capture_output=True,
+            )
+
         return run
 
     return {
@@ -177,10 +225,16 @@ def _synthetic(folder: Path, pages: int) -> tuple[dict[str, FileEntry], Path]:
     for i in range(pages):
         path = f"posts/article-{i:05d}/index.html"
         data = f"<!doctype html><title>Article {i}</title><h1>Article {i}</h1>{body}".encode()
-        files[path] = FileEntry(hash=write_object(objects, data), size=len(data), type=content_type(path))
-    for path, data in (("index.html", b"<!doctype html><title>Home</title>"),
-                       ("static/site.css", b"body{margin:0}" * 100)):  # fmt: skip
-        files[path] = FileEntry(hash=write_object(objects, data), size=len(data), type=content_type(path))
+        files[path] = FileEntry(
+            hash=write_object(objects, data), size=len(data), type=content_type(path)
+        )
+    for path, data in (
+        ("index.html", b"<!doctype html><title>Home</title>"),
+        ("static/site.css", b"body{margin:0}" * 100),
+    ):
+        files[path] = FileEntry(
+            hash=write_object(objects, data), size=len(data), type=content_type(path)
+        )
     return files, objects
 
 

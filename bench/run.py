@@ -193,9 +193,14 @@ def main() -> None:
     parser.add_argument("--phase")
     parser.add_argument("--state", default="fresh")
     parser.add_argument("--articles", type=int, default=10_000)
-    parser.add_argument("--only", default="build,seo,publish,mirror,lighthouse",
-                        help="comma-separated parts: build, seo, publish, mirror, lighthouse")
-    parser.add_argument("--rounds", type=int, default=3, help="fresh builds of each tool, alternated")
+    parser.add_argument(
+        "--only",
+        default="build,seo,publish,mirror,lighthouse",
+        help="comma-separated parts: build, seo, publish, mirror, lighthouse",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="fresh builds of each tool, alternated"
+    )
     args = parser.parse_args()
     if args.phase == "build":
         print(json.dumps(phase_build(args.state)))
@@ -221,7 +226,11 @@ def main() -> None:
     generate(OUT, articles=args.articles)
     generated = time.perf_counter() - started
     figures: dict[str, object] = {
-        "site": {"articles": args.articles, "generate_s": round(generated, 2), "cpus": os.cpu_count()},
+        "site": {
+            "articles": args.articles,
+            "generate_s": round(generated, 2),
+            "cpus": os.cpu_count(),
+        },
     }
     # Fresh builds of render and Hugo, alternated, each into a new folder; the
     # median of each is compared, so a noisy disk treats both alike.
@@ -266,7 +275,9 @@ def main() -> None:
         in_workers = per_page_s * int(seo_figures["pages"]) / 2  # type: ignore[call-overload]
         stage = float(full["timings"].get("seo", 0))  # type: ignore[union-attr]
         seo_figures["share_of_full_build"] = round((in_workers + stage) / build_s, 3)
-        seo_figures["incremental_seo_stage_s"] = figures.get("one_article_rebuild", {}).get("timings", {}).get("seo")  # type: ignore[union-attr]
+        seo_figures["incremental_seo_stage_s"] = (
+            figures.get("one_article_rebuild", {}).get("timings", {}).get("seo")
+        )  # type: ignore[union-attr]
         figures["seo"] = seo_figures
     if "publish" in only:
         figures["publish"] = _phase("publish")

@@ -134,16 +134,32 @@ def synthetic(folder: Path, *, articles: int = 10_000) -> tuple[Build, float]:
         path = output_path(url)
         files[path] = FileEntry(hash=digest, size=len(data), type=content_type(path))
         records.append(
-            PageRecord(path=path, url=url, route=0, template="t.html", fingerprint=digest, hash=digest,
-                       size=len(data), reads=(), islands=(), lastmod="2024-01-01", changed="2026-01-01T00:00:00Z",
-                       facts=facts)
-        )  # fmt: skip
+            PageRecord(
+                path=path,
+                url=url,
+                route=0,
+                template="t.html",
+                fingerprint=digest,
+                hash=digest,
+                size=len(data),
+                reads=(),
+                islands=(),
+                lastmod="2024-01-01",
+                changed="2026-01-01T00:00:00Z",
+                facts=facts,
+            )
+        )
     files["site.css"] = FileEntry(hash=write_object(objects, b"body{}"), size=6, type="text/css")
     site = SiteConfig(
-        id=SiteId(owner="bench", name="site"), root=folder, path=folder / "site.toml",
-        site=SiteSection(base_url=base), queries=types.MappingProxyType({}), routes=(),
-        seo=SeoConfig(), lighthouse=LighthouseConfig(enabled=False),
-    )  # fmt: skip
+        id=SiteId(owner="bench", name="site"),
+        root=folder,
+        path=folder / "site.toml",
+        site=SiteSection(base_url=base),
+        queries=types.MappingProxyType({}),
+        routes=(),
+        seo=SeoConfig(),
+        lighthouse=LighthouseConfig(enabled=False),
+    )
     build = Build(
         site=site,
         snapshot=Snapshot(site=site.id, path=folder / "db", content_hash="", seconds=0.0, size=0),

@@ -163,7 +163,9 @@ def generate(
     site = root / "host" / "sites" / "bench" / "articles"
     (site / "templates").mkdir(parents=True)
     (site / "static").mkdir()
-    (root / "host" / "render.toml").write_text('[store]\nkind = "local"\n[mirror]\nenabled = false\n')
+    (root / "host" / "render.toml").write_text(
+        '[store]\nkind = "local"\n[mirror]\nenabled = false\n'
+    )
     (site / "site.toml").write_text(SITE_TOML)
     (site / "static" / "site.css").write_text(
         "body{font-family:sans-serif;max-width:40rem;margin:auto}\n"

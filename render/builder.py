@@ -70,9 +70,14 @@ def build(
     with gcpause.paused():
         try:
             return _build(
-                site, snapshot, host=host, sources=sources, previous=previous, keep=keep,
+                site,
+                snapshot,
+                host=host,
+                sources=sources,
+                previous=previous,
+                keep=keep,
                 progress=progress,
-            )  # fmt: skip
+            )
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
@@ -138,7 +143,9 @@ def _build(
     with workers.Pool(setup, limits=worker_limits) as pool:
         route_keys = _route_keys(site, sources, available)
         changes = Changes(snapshot, tables=previous.tables, columns=previous.columns)
-        chosen = _choose(site, snapshot, sources, previous, route_keys, changes, objects, step, host.limits)
+        chosen = _choose(
+            site, snapshot, sources, previous, route_keys, changes, objects, step, host.limits
+        )
         if progress is not None:
             progress(chosen.total - len(chosen.todo), chosen.total)
         todo_specs = [chosen.specs[i] for i in chosen.todo]
@@ -233,15 +240,26 @@ def pending(
     route_keys = _route_keys(site, sources, available)
     changes = Changes(snapshot, tables=previous.tables, columns=previous.columns)
     try:
-        chosen = _choose(site, snapshot, sources, previous, route_keys, changes,
-                         Objects(folder / "objects"), step, host.limits)  # fmt: skip
+        chosen = _choose(
+            site,
+            snapshot,
+            sources,
+            previous,
+            route_keys,
+            changes,
+            Objects(folder / "objects"),
+            step,
+            host.limits,
+        )
     finally:
         changes.close()
     same = all(previous.routes.get(i, ("",))[0] == key for i, key in route_keys.items() if i >= 0)
     paths = set(chosen.taken)
     paths.update(item.path for item in chosen.planned)
     return Stale(
-        render={chosen.specs[i].path: (chosen.specs[i], chosen.fingerprints[i]) for i in chosen.todo},
+        render={
+            chosen.specs[i].path: (chosen.specs[i], chosen.fingerprints[i]) for i in chosen.todo
+        },
         paths=frozenset(paths),
         same_sources=same and bool(previous.routes),
         setup=setup,
@@ -271,7 +289,11 @@ def _island_modules(sources: SourceState) -> frozenset[str]:
 
 
 def _render_setup(
-    site: SiteConfig, snapshot: Snapshot, objects: Path, available: frozenset[str], limits: LimitsConfig
+    site: SiteConfig,
+    snapshot: Snapshot,
+    objects: Path,
+    available: frozenset[str],
+    limits: LimitsConfig,
 ) -> tuple[RenderSetup, workers.Limits]:
     setup = RenderSetup(
         owner=site.id.owner,
@@ -298,7 +320,9 @@ def _render_setup(
     return setup, worker_limits
 
 
-def _route_keys(site: SiteConfig, sources: SourceState, available: frozenset[str]) -> dict[int, str]:
+def _route_keys(
+    site: SiteConfig, sources: SourceState, available: frozenset[str]
+) -> dict[int, str]:
     """Per route (and -1 for ``404.html``): a hash of the site's settings, the route's and
     its template with everything that template loads."""
     closures = template_closures(site, sources.templates)
@@ -306,7 +330,9 @@ def _route_keys(site: SiteConfig, sources: SourceState, available: frozenset[str
         (FORMAT, site.id.owner, site.id.name, site.base_url, site.seo.lang, sorted(available))
     )
     route_keys = {
-        r.index: sha256(repr((site_key, sorted(vars(r).items()), closures.get(r.template))).encode())
+        r.index: sha256(
+            repr((site_key, sorted(vars(r).items()), closures.get(r.template))).encode()
+        )
         for r in site.routes
     }
     route_keys[-1] = sha256(repr((site_key, closures.get("404.html"))).encode())
@@ -349,9 +375,14 @@ def _choose(
             if "row" in old.reads and is_current(old, calls, stored)
         }
         planned = plan(
-            site, runner, sources.templates, skip=kept.keys(), taken=taken,
-            route_keys=route_keys, known=by_fingerprint.get if by_fingerprint else None,
-        )  # fmt: skip
+            site,
+            runner,
+            sources.templates,
+            skip=kept.keys(),
+            taken=taken,
+            route_keys=route_keys,
+            known=by_fingerprint.get if by_fingerprint else None,
+        )
         route_reads = {
             r.index: previous.routes[r.index][1]
             if r.index in kept
@@ -372,10 +403,16 @@ def _choose(
     }
     read_sets.update(route_reads.values())
     return _Plan(
-        planned=planned, kept=kept, taken=taken, specs=specs, fingerprints=fps,
-        reusable=reusable, todo=[i for i in range(len(specs)) if i not in reusable],
-        route_reads=route_reads, read_sets=read_sets,
-    )  # fmt: skip
+        planned=planned,
+        kept=kept,
+        taken=taken,
+        specs=specs,
+        fingerprints=fps,
+        reusable=reusable,
+        todo=[i for i in range(len(specs)) if i not in reusable],
+        route_reads=route_reads,
+        read_sets=read_sets,
+    )
 
 
 def _index_results(
@@ -408,7 +445,9 @@ def _pages(
     by_route: dict[int, list[Known | int]] = {}  # per route: known pages, or specs by index
     numbers = iter(range(len(chosen.specs)))
     for item in chosen.planned:
-        by_route.setdefault(item.route, []).append(item if isinstance(item, Known) else next(numbers))
+        by_route.setdefault(item.route, []).append(
+            item if isinstance(item, Known) else next(numbers)
+        )
     for index in [r.index for r in site.routes] + [-1]:
         for path in chosen.kept.get(index, ()):
             pages.append(previous.pages[path])
@@ -436,12 +475,21 @@ def page_record(
     """The record of a page just rendered (``old``: the last build's record of its path)."""
     changed = old.changed if old is not None and old.hash == done.hash else now
     return PageRecord(
-        path=spec.path, url=spec.url, route=spec.route, template=spec.template,
-        fingerprint=fingerprint, hash=done.hash, size=done.size,
-        reads=_reads(spec, done), islands=done.islands,
-        lastmod=spec.lastmod, changed=changed, facts=done.facts, deps=done.deps,
+        path=spec.path,
+        url=spec.url,
+        route=spec.route,
+        template=spec.template,
+        fingerprint=fingerprint,
+        hash=done.hash,
+        size=done.size,
+        reads=_reads(spec, done),
+        islands=done.islands,
+        lastmod=spec.lastmod,
+        changed=changed,
+        facts=done.facts,
+        deps=done.deps,
         rendered=True,
-    )  # fmt: skip
+    )
 
 
 def _reads(spec: PageSpec, done: PageDone) -> tuple[str, ...]:
@@ -475,9 +523,13 @@ def _assemble(
         folder: SiteFolder | None = None  # opened when a file's bytes are not stored yet
         for rel, (size, _mtime, digest) in sources.static.items():
             if rel in files:
-                raise PathError(f"static/{rel} and a route both write {rel}", hint="rename one of them")
+                raise PathError(
+                    f"static/{rel} and a route both write {rel}", hint="rename one of them"
+                )
             if rel.startswith("_render/"):
-                raise PathError(f"static/{rel}: the _render/ folder is reserved for render's own files")
+                raise PathError(
+                    f"static/{rel}: the _render/ folder is reserved for render's own files"
+                )
             if not objects.has(digest):
                 if folder is None:
                     folder = stack.enter_context(
@@ -507,5 +559,3 @@ def _assemble(
             clash, lambda p: writer(site, writers.get(p), p, static=p in sources.static)
         )
     return files
-
-

@@ -137,7 +137,10 @@ class StoreConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class MirrorConfig:
-    enabled: bool = _f(True, "sync the local mirror folder after each publish (false when a separate mirror host runs 'render mirror sync')")
+    enabled: bool = _f(
+        True,
+        "sync the local mirror folder after each publish (false when a separate mirror host runs 'render mirror sync')",
+    )
     path: str = _f("", "local mirror root; default <state>/mirror")
     keep: int = _f(3, "releases kept per site on the mirror", between=(1, 1000))
     interval: int = _f(60, "seconds between mirror syncs when polling", between=(1, 86400))
@@ -146,17 +149,27 @@ class MirrorConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class OriginConfig:
-    bind: str = _f("127.0.0.1:8100", "render origin: address and port it listens on (nginx in front)")
-    workers: int = _f(1, "render origin: server processes (each keeps its own caches and renders)", between=(1, 64))
+    bind: str = _f(
+        "127.0.0.1:8100", "render origin: address and port it listens on (nginx in front)"
+    )
+    workers: int = _f(
+        1,
+        "render origin: server processes (each keeps its own caches and renders)",
+        between=(1, 64),
+    )
     max_wait_ms: int = _f(
-        2000, "a request for a stale page waits this long for its render, then gets the last published page",
+        2000,
+        "a request for a stale page waits this long for its render, then gets the last published page",
         between=(0, 600_000),
     )
     max_pending: int = _f(
-        64, "renders on request queued per site; past it the last published page is served at once",
+        64,
+        "renders on request queued per site; past it the last published page is served at once",
         between=(1, 100_000),
     )
-    cache_mb: int = _f(256, "bytes of pages and files the origin keeps in memory", between=(1, 1 << 20))
+    cache_mb: int = _f(
+        256, "bytes of pages and files the origin keeps in memory", between=(1, 1 << 20)
+    )
     refresh_seconds: float = _f(
         2.0, "how often root.json is re-read (a publish shows within this)", between=(0.1, 3600)
     )

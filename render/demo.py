@@ -83,10 +83,34 @@ _WORDS = [
     "wren",
     "robin",
 ]
-_TAGS = ("soil", "tools", "weather", "fruit", "vegetables", "birds", "seasons", "compost",
-         "greenhouse", "flowers", "trees", "water")  # fmt: skip
-_PEOPLE = ("Ada Brook", "Ben Carver", "Cleo Dale", "Dev Patel", "Edith Moss", "Femi Ade",
-           "Greta Lund", "Hugo Lake", "Iris Vane", "Jonah Reed", "Kira Holm", "Liam Frost")  # fmt: skip
+_TAGS = (
+    "soil",
+    "tools",
+    "weather",
+    "fruit",
+    "vegetables",
+    "birds",
+    "seasons",
+    "compost",
+    "greenhouse",
+    "flowers",
+    "trees",
+    "water",
+)
+_PEOPLE = (
+    "Ada Brook",
+    "Ben Carver",
+    "Cleo Dale",
+    "Dev Patel",
+    "Edith Moss",
+    "Femi Ade",
+    "Greta Lund",
+    "Hugo Lake",
+    "Iris Vane",
+    "Jonah Reed",
+    "Kira Holm",
+    "Liam Frost",
+)
 
 
 def init_host(folder: Path, *, demo: bool) -> list[Path]:
@@ -150,9 +174,19 @@ def make_demo_database(path: Path, *, posts: int = 240, seed: int = 7) -> None:
         updated = published + timedelta(days=rng.randint(0, 30))
         db.execute(
             "insert into posts values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (i, slug, title, summary, body, published.isoformat(), updated.isoformat(),
-             1 if i % 40 == 0 else 0, rng.randint(0, 300), rng.randint(1, len(_PEOPLE))),
-        )  # fmt: skip
+            (
+                i,
+                slug,
+                title,
+                summary,
+                body,
+                published.isoformat(),
+                updated.isoformat(),
+                1 if i % 40 == 0 else 0,
+                rng.randint(0, 300),
+                rng.randint(1, len(_PEOPLE)),
+            ),
+        )
         for tag in rng.sample(_TAGS, rng.randint(1, 3)):
             db.execute("insert into tags values (?, ?)", (i, tag))
     db.commit()

@@ -100,11 +100,13 @@ def check_segment(value: object, *, where: str | Callable[[], str], column: str)
     """Return ``value`` as one safe, NFC-normalized path segment, or raise."""
     if value is None:
         raise PathError(
-            f"{_text(where)}: column {column!r} is NULL; a path segment cannot be empty", hint=_FIX_ROW
+            f"{_text(where)}: column {column!r} is NULL; a path segment cannot be empty",
+            hint=_FIX_ROW,
         )
     if isinstance(value, bytes):
         raise PathError(
-            f"{_text(where)}: column {column!r} is a blob; a path segment must be text", hint=_FIX_ROW
+            f"{_text(where)}: column {column!r} is a blob; a path segment must be text",
+            hint=_FIX_ROW,
         )
     text = value if isinstance(value, str) else str(value)
     if _PLAIN.match(text) and ".." not in text:

@@ -105,11 +105,19 @@ def run_site(
 ) -> RunReport:
     """Build, check and publish one site. Raises the failing stage's ``RenderError``."""
     options = options or Options()
-    with locks.site_lock(
-        host.state_dir, site.id, wait=options.wait, on_wait=on_wait, reason=reason
-    ), open_ledger(host.state_dir) as ledger:
-        return _run(site, host=host, reason=reason, options=options, ledger=ledger,
-                    progress=progress, should_stop=should_stop)  # fmt: skip
+    with (
+        locks.site_lock(host.state_dir, site.id, wait=options.wait, on_wait=on_wait, reason=reason),
+        open_ledger(host.state_dir) as ledger,
+    ):
+        return _run(
+            site,
+            host=host,
+            reason=reason,
+            options=options,
+            ledger=ledger,
+            progress=progress,
+            should_stop=should_stop,
+        )
 
 
 def _run(
@@ -150,20 +158,32 @@ def _run(
                     # nothing to build, but a run that stopped after its root switch (or a
                     # rollback) may have left the mirror behind the store: one read of the root
                     caught_up = _catch_up_mirror(host, owner, name) if host.mirror.enabled else None
-                    report = RunReport(site=site.id, reason=reason, outcome=Outcome.skipped,
-                                       seconds=time.perf_counter() - started, timings=timings,
-                                       mirror=caught_up)  # fmt: skip
+                    report = RunReport(
+                        site=site.id,
+                        reason=reason,
+                        outcome=Outcome.skipped,
+                        seconds=time.perf_counter() - started,
+                        timings=timings,
+                        mirror=caught_up,
+                    )
                     ledger.finish_run(run_id, outcome=report.outcome.value, timings=timings)
                     return report
                 on_pages = (
-                    None if progress is None else (lambda done, total: progress("build", done, total))
+                    None
+                    if progress is None
+                    else (lambda done, total: progress("build", done, total))
                 )
                 last_audits = ledger.last_lighthouse(owner, name)
                 reports = frozenset(a["report"] for a in last_audits if a["report"])
                 build = builder.build(
-                    site, snap, host=host, sources=sources, previous=previous, keep=reports,
+                    site,
+                    snap,
+                    host=host,
+                    sources=sources,
+                    previous=previous,
+                    keep=reports,
                     progress=on_pages,
-                )  # fmt: skip
+                )
                 timings["build"] = time.perf_counter() - mark
 
             mark = time.perf_counter()
@@ -176,9 +196,12 @@ def _run(
         if options.skip_lighthouse:
             config = replace(config, enabled=False)
         audits = lighthouse.check(
-            build, config=config, previous=last_audits, full=options.full_audit,
+            build,
+            config=config,
+            previous=last_audits,
+            full=options.full_audit,
             progress=None if progress is None else (lambda what: progress(what, 0, 0)),
-        )  # fmt: skip
+        )
         # Findings and HTML reports stay out of the tree (render.publish.reports); the
         # reports' bytes go into the build's objects so the next run can carry them.
         audit_html = audits.html()
@@ -197,8 +220,14 @@ def _run(
         if options.out is not None:
             materialize(build.files, build.blobs, options.out)
         if should_stop is not None and should_stop():
-            report = RunReport(site=site.id, reason=reason, outcome=Outcome.abandoned,
-                               seconds=time.perf_counter() - started, timings=timings, build=build)  # fmt: skip
+            report = RunReport(
+                site=site.id,
+                reason=reason,
+                outcome=Outcome.abandoned,
+                seconds=time.perf_counter() - started,
+                timings=timings,
+                build=build,
+            )
             ledger.finish_run(run_id, outcome=report.outcome.value, timings=timings)
             return report
 
@@ -206,9 +235,12 @@ def _run(
         store = open_store(host)
         try:
             publication = publish.publish(
-                build, store=store, ledger=ledger, concurrency=host.store.concurrency,
+                build,
+                store=store,
+                ledger=ledger,
+                concurrency=host.store.concurrency,
                 grace_hours=host.store.gc_grace_hours,
-            )  # fmt: skip
+            )
             timings["publish"] = time.perf_counter() - mark
             ledger.set_input_hash(owner, name, input_hash)
             synced = None
@@ -222,10 +254,13 @@ def _run(
                 timings["purge"] = time.perf_counter() - mark
             mark = time.perf_counter()  # after the root switch: reports never delay it
             store_reports(
-                store, owner=owner, name=name, version=publication.version,
+                store,
+                owner=owner,
+                name=name,
+                version=publication.version,
                 files={seo.REPORT_PATH: seo.report_json(seo_report), **audits.files()},
                 html=audit_html,
-            )  # fmt: skip
+            )
             timings["reports"] = time.perf_counter() - mark
         finally:
             store.close()
@@ -235,17 +270,30 @@ def _run(
             else Outcome.unchanged
         )
         report = RunReport(
-            site=site.id, reason=reason, outcome=outcome, seconds=time.perf_counter() - started,
-            pages=len(build.pages), rendered=build.rendered, reused=build.reused,
-            version=publication.version, timings=timings, build=build, checks=verdict,
+            site=site.id,
+            reason=reason,
+            outcome=outcome,
+            seconds=time.perf_counter() - started,
+            pages=len(build.pages),
+            rendered=build.rendered,
+            reused=build.reused,
+            version=publication.version,
+            timings=timings,
+            build=build,
+            checks=verdict,
             publication=publication,
             purge=purged,
             mirror=synced,
-        )  # fmt: skip
+        )
         ledger.finish_run(
-            run_id, outcome=outcome.value, pages=report.pages, rendered=report.rendered,
-            reused=report.reused, version=report.version, timings=timings,
-        )  # fmt: skip
+            run_id,
+            outcome=outcome.value,
+            pages=report.pages,
+            rendered=report.rendered,
+            reused=report.reused,
+            version=report.version,
+            timings=timings,
+        )
         return report
     except BaseException as exc:
         error = exc if isinstance(exc, RenderError) else _disk_full(exc, host)
@@ -293,14 +341,22 @@ def _finish_failed(
 def _sync_mirror(host: HostConfig, store: Store, owner: str, name: str) -> mirror.SiteSync:
     """Bring the local mirror folder to the store's live version (the embedded default)."""
     result = mirror.sync_site(
-        store, host.mirror_path, owner, name, keep=host.mirror.keep, concurrency=host.mirror.concurrency
+        store,
+        host.mirror_path,
+        owner,
+        name,
+        keep=host.mirror.keep,
+        concurrency=host.mirror.concurrency,
     )
     if result.error is not None:
         raise MirrorError(
             f"the store has the new version, but the mirror folder did not switch: {result.error}",
             hint=result.hint or "run 'render mirror sync --once' to retry",
         )
-    if result.outcome is mirror.SyncOutcome.switched or not (host.mirror_path / mirror.MAP_FILE).exists():
+    if (
+        result.outcome is mirror.SyncOutcome.switched
+        or not (host.mirror_path / mirror.MAP_FILE).exists()
+    ):
         mirror.write_host_map(host.mirror_path, store=store)
     return result
 
@@ -330,14 +386,17 @@ def repair_site(
         store = open_store(host)
         try:
             done = repair.repair(
-                store, owner=owner, name=name, objects=record.build_dir(host, site) / "objects",
-                scratch=host.state_dir / "repair" / owner / name, concurrency=host.store.concurrency,
-            )  # fmt: skip
+                store,
+                owner=owner,
+                name=name,
+                objects=record.build_dir(host, site) / "objects",
+                scratch=host.state_dir / "repair" / owner / name,
+                concurrency=host.store.concurrency,
+            )
             synced = _sync_mirror(host, store, owner, name) if host.mirror.enabled else None
         finally:
             store.close()
     return done, synced
-
 
 
 def _live_hint(live: str | None) -> str:

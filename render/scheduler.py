@@ -302,8 +302,13 @@ class Daemon:
             except RenderError as exc:
                 text = "; ".join(exc.headline().splitlines())
                 if self._broken.get(key) != text:
-                    log_event("config.error", logging.ERROR, site=key, error=text,
-                              note="site skipped until its site.toml is fixed")  # fmt: skip
+                    log_event(
+                        "config.error",
+                        logging.ERROR,
+                        site=key,
+                        error=text,
+                        note="site skipped until its site.toml is fixed",
+                    )
                 self._broken[key] = text
                 continue
             if self._broken.pop(key, None) is not None:
@@ -316,8 +321,15 @@ class Daemon:
         for key, (trig, _site) in wanted.items():
             job = jobs.get(key)
             if job is None:
-                job = sched.add_job(_scheduled_job, trigger=trig, args=(self._key, key), id=key,
-                                    name=key, jobstore="default", replace_existing=True)  # fmt: skip
+                job = sched.add_job(
+                    _scheduled_job,
+                    trigger=trig,
+                    args=(self._key, key),
+                    id=key,
+                    name=key,
+                    jobstore="default",
+                    replace_existing=True,
+                )
                 log_event("job.added", site=key, schedule=str(trig), next=_iso(job.next_run_time))
                 continue
             if job.trigger != trig:
@@ -327,8 +339,13 @@ class Daemon:
                 due = job.next_run_time is not None and job.next_run_time <= now
                 if due:
                     self._catch_up.add(key)
-                log_event("job.kept", site=key, schedule=str(trig), next=_iso(job.next_run_time),
-                          missed="yes" if due else "no")  # fmt: skip
+                log_event(
+                    "job.kept",
+                    site=key,
+                    schedule=str(trig),
+                    next=_iso(job.next_run_time),
+                    missed="yes" if due else "no",
+                )
             if tuple(job.args) != (self._key, key) or job.misfire_grace_time != grace:
                 sched.modify_job(
                     key, jobstore="default", args=(self._key, key), misfire_grace_time=grace
@@ -355,8 +372,13 @@ class Daemon:
             if event.code == EVENT_JOB_MISSED
             else "the previous scheduled build of this site is still running"
         )
-        log_event(what, logging.WARNING, site=event.job_id,
-                  scheduled=_iso(event.scheduled_run_time), note=note)  # fmt: skip
+        log_event(
+            what,
+            logging.WARNING,
+            site=event.job_id,
+            scheduled=_iso(event.scheduled_run_time),
+            note=note,
+        )
 
     def _apply_rewinds(self, state: Path) -> None:
         """Scheduled builds that never ran because we stopped: due again at the next start."""
@@ -422,8 +444,15 @@ class Daemon:
                 with self._mutex:
                     self._rewind[key] = datetime.now(UTC)
             level = logging.WARNING if outcome in ("failed", "error") else logging.INFO
-            log_event("build.end", level, site=key, reason=reason.value, outcome=outcome,
-                      seconds=round(seconds, 3), **details)  # fmt: skip
+            log_event(
+                "build.end",
+                level,
+                site=key,
+                reason=reason.value,
+                outcome=outcome,
+                seconds=round(seconds, 3),
+                **details,
+            )
         finally:
             with self._mutex:
                 self._building.discard(key)
@@ -455,8 +484,15 @@ class Daemon:
                     continue
                 self._queued_auto.add(key)
             watch.built = watch.seen
-            sched.add_job(self.build, args=(key, Reason.auto), id=f"auto:{key}", name=f"auto {key}",
-                          jobstore="volatile", replace_existing=True, misfire_grace_time=None)  # fmt: skip
+            sched.add_job(
+                self.build,
+                args=(key, Reason.auto),
+                id=f"auto:{key}",
+                name=f"auto {key}",
+                jobstore="volatile",
+                replace_existing=True,
+                misfire_grace_time=None,
+            )
 
 
 def _iso(moment: datetime | None) -> str:

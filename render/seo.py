@@ -317,8 +317,7 @@ def _site_view(build: Build) -> SiteView:
     base = build.site.base_url
     parts = urlsplit(base)
     pages = tuple(
-        PageView(record=p, facts=_facts(build, p))
-        for p in sorted(_html_pages(build), key=_BY_URL)
+        PageView(record=p, facts=_facts(build, p)) for p in sorted(_html_pages(build), key=_BY_URL)
     )
     problem = None
     try:

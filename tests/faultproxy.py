@@ -206,8 +206,11 @@ class _Handler(BaseHTTPRequestHandler):
         status, headers, payload = self._forward(body)
         if isinstance(action, LoseResponse):
             self._log(split, action.status, name)
-            self._send(action.status, {"Content-Type": "application/xml"},
-                       b"<Error><Code>ServiceUnavailable</Code><Message>lost</Message></Error>")  # fmt: skip
+            self._send(
+                action.status,
+                {"Content-Type": "application/xml"},
+                b"<Error><Code>ServiceUnavailable</Code><Message>lost</Message></Error>",
+            )
             return
         self._log(split, status, name)
         self._send(status, headers, payload)

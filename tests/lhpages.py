@@ -66,11 +66,19 @@ def make_build(
         entries[path] = FileEntry(hash=digest, size=len(html), type=content_type(path))
         records.append(
             PageRecord(
-                path=path, url=url, route=route, template="page.html", fingerprint=sha256(html),
-                hash=digest, size=len(html), reads=(), islands=(), lastmod=None,
+                path=path,
+                url=url,
+                route=route,
+                template="page.html",
+                fingerprint=sha256(html),
+                hash=digest,
+                size=len(html),
+                reads=(),
+                islands=(),
+                lastmod=None,
                 changed="2026-01-01T00:00:00Z",
             )
-        )  # fmt: skip
+        )
     snapshot = Snapshot(
         site=site.id, path=root / "snapshot.db", content_hash="0" * 64, seconds=0.0, size=0
     )

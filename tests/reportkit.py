@@ -44,16 +44,30 @@ def add_history(
         run_id = ledger.start_run(owner, name, reason="schedule")
         errors = 1 if i % 7 == 3 else 0
         findings = [
-            {"rule": "description-missing", "level": "warning", "path": f"tags/t{k}/index.html",
-             "message": "no <meta name=description>"}
+            {
+                "rule": "description-missing",
+                "level": "warning",
+                "path": f"tags/t{k}/index.html",
+                "message": "no <meta name=description>",
+            }
             for k in range(2 + i % 3)
         ] + [
-            {"rule": "link-broken", "level": "error", "path": "posts/first/index.html",
-             "message": "links to /gone/, which is not in the build"}
+            {
+                "rule": "link-broken",
+                "level": "error",
+                "path": "posts/first/index.html",
+                "message": "links to /gone/, which is not in the build",
+            }
             for _ in range(errors)
-        ]  # fmt: skip
-        findings.append({"rule": "js-only-content", "level": "warning", "path": "index.html",
-                         "message": "12 of 40 words appear only with JavaScript"})  # fmt: skip
+        ]
+        findings.append(
+            {
+                "rule": "js-only-content",
+                "level": "warning",
+                "path": "index.html",
+                "message": "12 of 40 words appear only with JavaScript",
+            }
+        )
         ledger.record_seo(run_id, owner, name, findings)
         html: dict[str, bytes] = {}
         audits = []
@@ -62,26 +76,62 @@ def add_history(
             digest = hashlib.sha256(data).hexdigest()
             html[digest] = data
             perf = round(min(1.0, 0.6 + 0.3 * rng.random() + i / (builds * 10)), 2)
-            audits.append({
-                "path": path, "measured_version": hashlib.sha256(f"{path}{i}".encode()).hexdigest(),
-                "scores": {"performance": perf, "accessibility": 1.0,
-                           "best-practices": round(0.9 + 0.1 * rng.random(), 2), "seo": 1.0},
-                "metrics": {"lcp": round(900 + 1500 * rng.random()), "cls": round(0.1 * rng.random(), 4),
-                            "tbt": round(50 * rng.random()), "fcp": 800.0, "speed_index": 1000.0},
-                "report": digest,
-            })  # fmt: skip
+            audits.append(
+                {
+                    "path": path,
+                    "measured_version": hashlib.sha256(f"{path}{i}".encode()).hexdigest(),
+                    "scores": {
+                        "performance": perf,
+                        "accessibility": 1.0,
+                        "best-practices": round(0.9 + 0.1 * rng.random(), 2),
+                        "seo": 1.0,
+                    },
+                    "metrics": {
+                        "lcp": round(900 + 1500 * rng.random()),
+                        "cls": round(0.1 * rng.random(), 4),
+                        "tbt": round(50 * rng.random()),
+                        "fcp": 800.0,
+                        "speed_index": 1000.0,
+                    },
+                    "report": digest,
+                }
+            )
         ledger.record_lighthouse(run_id, owner, name, audits)
         new_blobs = 3 + rng.randrange(20)
         ledger.record_version(
-            owner, name, version=version, parent=parent, created=moment.isoformat(), files=280,
-            bytes=1_500_000, new_blobs=new_blobs, new_bytes=new_blobs * 9_000, seconds=0.4, live=True,
-        )  # fmt: skip
-        timings = {s: round(0.05 + rng.random() * (2.0 if s == "lighthouse" else 0.5), 3) for s in STAGES}
-        ledger.finish_run(run_id, outcome="published", pages=280, rendered=1 + rng.randrange(10),
-                          reused=270, version=version, timings=timings)  # fmt: skip
+            owner,
+            name,
+            version=version,
+            parent=parent,
+            created=moment.isoformat(),
+            files=280,
+            bytes=1_500_000,
+            new_blobs=new_blobs,
+            new_bytes=new_blobs * 9_000,
+            seconds=0.4,
+            live=True,
+        )
+        timings = {
+            s: round(0.05 + rng.random() * (2.0 if s == "lighthouse" else 0.5), 3) for s in STAGES
+        }
+        ledger.finish_run(
+            run_id,
+            outcome="published",
+            pages=280,
+            rendered=1 + rng.randrange(10),
+            reused=270,
+            version=version,
+            timings=timings,
+        )
         if store is not None and i == builds - 1:
-            store_reports(store, owner=owner, name=name, version=version,
-                          files={"seo.json": b"{}\n"}, html=html)  # fmt: skip
+            store_reports(
+                store,
+                owner=owner,
+                name=name,
+                version=version,
+                files={"seo.json": b"{}\n"},
+                html=html,
+            )
         versions.append(version)
         parent = version
     return versions

@@ -63,10 +63,12 @@ def new_bucket(endpoint: str) -> str:
 def admin_client(endpoint: str) -> object:
     """A plain boto3 client for looking at the bucket behind the store's back."""
     return boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
         aws_access_key_id=FAKE_ENV["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=FAKE_ENV["AWS_SECRET_ACCESS_KEY"],
-    )  # fmt: skip
+    )
 
 
 def bucket_keys(endpoint: str, bucket: str, prefix: str = "") -> dict[str, int]:
@@ -81,20 +83,34 @@ def bucket_keys(endpoint: str, bucket: str, prefix: str = "") -> dict[str, int]:
 
 def s3_config(endpoint: str, bucket: str, **overrides: object) -> StoreConfig:
     values: dict[str, object] = {
-        "kind": "s3", "bucket": bucket, "endpoint_url": endpoint, "region": "us-east-1",
-        "concurrency": 4, "max_attempts": 3,
-    }  # fmt: skip
+        "kind": "s3",
+        "bucket": bucket,
+        "endpoint_url": endpoint,
+        "region": "us-east-1",
+        "concurrency": 4,
+        "max_attempts": 3,
+    }
     values.update(overrides)
     return StoreConfig(**values)  # type: ignore[arg-type]
 
 
-def site_config(root: Path, *, owner: str = "acme", name: str = "blog",
-                base_url: str = "https://blog.example.com") -> SiteConfig:  # fmt: skip
+def site_config(
+    root: Path,
+    *,
+    owner: str = "acme",
+    name: str = "blog",
+    base_url: str = "https://blog.example.com",
+) -> SiteConfig:
     return SiteConfig(
-        id=SiteId(owner=owner, name=name), root=root, path=root / "site.toml",
-        site=SiteSection(base_url=base_url), queries=types.MappingProxyType({}), routes=(),
-        seo=SeoConfig(), lighthouse=LighthouseConfig(),
-    )  # fmt: skip
+        id=SiteId(owner=owner, name=name),
+        root=root,
+        path=root / "site.toml",
+        site=SiteSection(base_url=base_url),
+        queries=types.MappingProxyType({}),
+        routes=(),
+        seo=SeoConfig(),
+        lighthouse=LighthouseConfig(),
+    )
 
 
 def make_build(
@@ -116,10 +132,16 @@ def make_build(
     site = site_config(work, owner=owner, name=name, base_url=base_url)
     snap = Snapshot(site=site.id, path=work / "snapshot.db", content_hash="", seconds=0.0, size=0)
     return Build(
-        site=site, snapshot=snap, input_hash="", objects=objects,
-        files=types.MappingProxyType(entries), pages=(), rendered=0, reused=0,
+        site=site,
+        snapshot=snap,
+        input_hash="",
+        objects=objects,
+        files=types.MappingProxyType(entries),
+        pages=(),
+        rendered=0,
+        reused=0,
         seconds=0.0,
-    )  # fmt: skip
+    )
 
 
 def site_files(pages: int, *, edition: str = "") -> dict[str, bytes]:

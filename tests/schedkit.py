@@ -110,8 +110,13 @@ def record_runner(
     with site_lock(host.state_dir, site.id, wait=True, reason=reason):
         enter = time.time()
         time.sleep(hold)  # the build's work
-        line = {"site": str(site.id), "reason": reason, "pid": os.getpid(), "enter": enter,
-                "exit": time.time()}  # fmt: skip
+        line = {
+            "site": str(site.id),
+            "reason": reason,
+            "pid": os.getpid(),
+            "enter": enter,
+            "exit": time.time(),
+        }
         fd = os.open(host.state_dir / RUNS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, (json.dumps(line) + "\n").encode())
@@ -130,8 +135,9 @@ class Abandoned(Exception):
 class SlowStore:
     """A ``LocalStore`` whose writes take time, and whose root switch asks ``should_stop`` first."""
 
-    def __init__(self, inner: LocalStore, *, delay: float, should_stop: Callable[[], bool],
-                 marker: Path) -> None:  # fmt: skip
+    def __init__(
+        self, inner: LocalStore, *, delay: float, should_stop: Callable[[], bool], marker: Path
+    ) -> None:
         self._inner = inner
         self._delay = delay
         self._should_stop = should_stop
@@ -184,13 +190,22 @@ def publish_runner(
     objects = host.state_dir / "objects"
     files = version_files(objects, label, int(os.environ.get("SCHEDKIT_FILES", "40")))
     store = SlowStore(
-        LocalStore(host.store_path), delay=float(os.environ.get("SCHEDKIT_DELAY", "0.05")),
-        should_stop=should_stop or (lambda: False), marker=host.state_dir / "publishing",
-    )  # fmt: skip
+        LocalStore(host.store_path),
+        delay=float(os.environ.get("SCHEDKIT_DELAY", "0.05")),
+        should_stop=should_stop or (lambda: False),
+        marker=host.state_dir / "publishing",
+    )
     with site_lock(host.state_dir, site.id, wait=True, reason=reason):
         try:
-            pub = publish_tree(files, objects, owner=site.id.owner, name=site.id.name,
-                               base_url=site.base_url, store=store, ledger=None)  # type: ignore[arg-type]  # fmt: skip
+            pub = publish_tree(
+                files,
+                objects,
+                owner=site.id.owner,
+                name=site.id.name,
+                base_url=site.base_url,
+                store=store,
+                ledger=None,
+            )  # type: ignore[arg-type]
         except Abandoned:
             return Report(outcome=Outcome.abandoned, seconds=time.monotonic() - started)
     return Report(

@@ -61,10 +61,13 @@ TEMPLATES = {
 
 ROUTES = (
     {"path": "/", "template": "index.html"},
-    {"path": "/items/{slug}/", "query": "select id, slug, title, body from items",
-     "template": "item.html"},
+    {
+        "path": "/items/{slug}/",
+        "query": "select id, slug, title, body from items",
+        "template": "item.html",
+    },
     {"path": "/cheap/", "template": "cheap.html"},
-)  # fmt: skip
+)
 
 
 def site_spec(sql: Sequence[str] = SCHEMA) -> SiteSpec:
@@ -89,19 +92,30 @@ def scratch_tree(tmp_path: Path, host: Host, name: str) -> dict[str, str]:
 EDITS = [
     # (what, statements, the pages that must be rendered again)
     ("a column no query reads", ["update items set notes = 'changed' where id = 3"], set()),
-    ("a body: only that item's page", ["update items set body = 'New body.' where id = 3"],
-     {"/items/item-3/"}),
+    (
+        "a body: only that item's page",
+        ["update items set body = 'New body.' where id = 3"],
+        {"/items/item-3/"},
+    ),
     ("a price: the view's page", ["update items set price = 1 where id = 6"], {"/cheap/"}),
-    ("a hidden flag: the view's page", ["update items set hidden = 0 where id = 4"],
-     {"/cheap/"}),
-    ("a label in a table without rowid", ["update labels set label = 'x' where item_id = 7"],
-     {"/items/item-7/"}),
-    ("a new row", ["insert into items values (13, 'item-13', 'Item 13', 'B.', 99, 0, '')"],
-     {"/", "/items/item-13/"}),
+    ("a hidden flag: the view's page", ["update items set hidden = 0 where id = 4"], {"/cheap/"}),
+    (
+        "a label in a table without rowid",
+        ["update labels set label = 'x' where item_id = 7"],
+        {"/items/item-7/"},
+    ),
+    (
+        "a new row",
+        ["insert into items values (13, 'item-13', 'Item 13', 'B.', 99, 0, '')"],
+        {"/", "/items/item-13/"},
+    ),
     ("a deleted row", ["delete from items where id = 10"], {"/", "/cheap/"}),
-    ("a title", ["update items set title = 'Renamed' where id = 2"],
-     {"/", "/items/item-2/", "/cheap/"}),
-]  # fmt: skip
+    (
+        "a title",
+        ["update items set title = 'Renamed' where id = 2"],
+        {"/", "/items/item-2/", "/cheap/"},
+    ),
+]
 
 
 def test_each_edit_rerenders_exactly_the_pages_that_read_it_and_matches_a_fresh_build(
@@ -199,9 +213,7 @@ def test_a_schema_change_counts_as_a_change_everywhere(tmp_path: Path) -> None:
         "select current_timestamp as t",
     ],
 )
-def test_functions_that_vary_between_runs_always_count_as_changed(
-    tmp_path: Path, sql: str
-) -> None:
+def test_functions_that_vary_between_runs_always_count_as_changed(tmp_path: Path, sql: str) -> None:
     with snapshots(tmp_path) as (changes, runner):
         assert changes.unchanged(reads(runner, QUERIES["titles"]))
         assert not changes.unchanged(reads(runner, sql))

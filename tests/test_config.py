@@ -163,7 +163,10 @@ def test_secrets_never_show_in_a_repr() -> None:
 
 def test_routes_cannot_write_into_render_own_folder(tmp_path: Path) -> None:
     host = load_host(host_at(tmp_path))
-    folder = site_at(tmp_path, '[site]\nbase_url = "https://a.example"\n[[routes]]\npath = "/_render/x.json"\ntemplate = "x.json"\n')
+    folder = site_at(
+        tmp_path,
+        '[site]\nbase_url = "https://a.example"\n[[routes]]\npath = "/_render/x.json"\ntemplate = "x.json"\n',
+    )
     with pytest.raises(ConfigError) as caught:
         load_site(folder, host=host)
     assert caught.value.problems == [

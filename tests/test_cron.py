@@ -45,11 +45,18 @@ def test_weekday_zero_and_seven_are_sunday(dow: str) -> None:
 def test_weekday_ranges_and_steps_count_from_sunday() -> None:
     week = datetime(2026, 11, 22, tzinfo=UTC), datetime(2026, 11, 28, 23, 59, tzinfo=UTC)  # Sun-Sat
     assert [wall(f, "UTC")[:3] for f in fires("0 3 * * 1-5", "UTC", *week)] == [
-        "Mon", "Tue", "Wed", "Thu", "Fri",
-    ]  # fmt: skip
+        "Mon",
+        "Tue",
+        "Wed",
+        "Thu",
+        "Fri",
+    ]
     assert [wall(f, "UTC")[:3] for f in fires("0 3 * * */2", "UTC", *week)] == [
-        "Sun", "Tue", "Thu", "Sat",
-    ]  # fmt: skip
+        "Sun",
+        "Tue",
+        "Thu",
+        "Sat",
+    ]
     assert [wall(f, "UTC")[:3] for f in fires("0 3 * * 5-7", "UTC", *week)] == ["Sun", "Fri", "Sat"]
 
 
@@ -58,9 +65,12 @@ def test_day_of_month_or_weekday_when_both_are_restricted() -> None:
     month = datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 31, 23, 59, tzinfo=UTC)
     got = [wall(f, "UTC") for f in fires("0 3 13 * 5", "UTC", *month)]
     assert got == [
-        "Fri 2026-12-04 03:00", "Fri 2026-12-11 03:00", "Sun 2026-12-13 03:00",
-        "Fri 2026-12-18 03:00", "Fri 2026-12-25 03:00",
-    ]  # fmt: skip
+        "Fri 2026-12-04 03:00",
+        "Fri 2026-12-11 03:00",
+        "Sun 2026-12-13 03:00",
+        "Fri 2026-12-18 03:00",
+        "Fri 2026-12-25 03:00",
+    ]
     # with a wildcard weekday, the day of month alone decides
     assert [wall(f, "UTC") for f in fires("0 3 13 * *", "UTC", *month)] == ["Sun 2026-12-13 03:00"]
 

@@ -38,7 +38,9 @@ def test_demo_scores_and_a_rerun_carries_scores_without_a_new_version(tmp_path: 
         for category in ("accessibility", "best-practices", "seo"):
             score = audit.scores[category]
             assert score is not None and score >= 0.95, (audit.path, category, score)
-        assert audit.scores["performance"] is not None  # recorded, not asserted: it is the machine's
+        assert (
+            audit.scores["performance"] is not None
+        )  # recorded, not asserted: it is the machine's
         assert audit.metrics.get("largest-contentful-paint") is not None or audit.metrics
     assert first.build is not None and first.version is not None
     # the live version holds no Lighthouse report and no findings file: they are stored beside it
@@ -59,7 +61,9 @@ def test_demo_scores_and_a_rerun_carries_scores_without_a_new_version(tmp_path: 
     assert again.outcome is Outcome.unchanged
     assert again.checks is not None
     assert all(a.reused for a in again.checks.lighthouse.audits)
-    assert [a.report_hash for a in again.checks.lighthouse.audits] == [a.report_hash for a in audits]
+    assert [a.report_hash for a in again.checks.lighthouse.audits] == [
+        a.report_hash for a in audits
+    ]
 
     # a one-row edit re-audits the page that shows it and uploads no report into the site's tree
     post = next(a for a in audits if a.path.startswith("posts/") and a.path != "posts/index.html")

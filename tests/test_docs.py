@@ -43,7 +43,10 @@ def test_every_command_is_in_the_readme() -> None:
 
 
 def test_every_config_key_is_in_the_readme_table_with_its_doc() -> None:
-    rows = {m.group(1): m.group(2).strip() for m in re.finditer(r"^\| [\w.]+ \| `([\w.\[\]]+)` \| `[^`]*` \| (.+) \|$", README, re.M)}
+    rows = {
+        m.group(1): m.group(2).strip()
+        for m in re.finditer(r"^\| [\w.]+ \| `([\w.\[\]]+)` \| `[^`]*` \| (.+) \|$", README, re.M)
+    }
     missing = []
     for section, cls in SECTIONS.items():
         for key, doc in config.field_docs(cls).items():
@@ -56,5 +59,9 @@ def test_exported_members_are_what_all_says() -> None:
     assert render.__all__ == sorted(render.__all__)
     for name in render.__all__:
         assert hasattr(render, name), name
-    public = {n for n in dir(render) if not n.startswith("_") and not isinstance(getattr(render, n), type(render))}
+    public = {
+        n
+        for n in dir(render)
+        if not n.startswith("_") and not isinstance(getattr(render, n), type(render))
+    }
     assert public <= set(render.__all__), public - set(render.__all__)

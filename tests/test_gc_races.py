@@ -71,8 +71,12 @@ class Hooked:
         when: str = "before",
     ) -> None:
         self._inner, self._method, self._part, self._hook, self._when = (
-            inner, method, part, hook, when,
-        )  # fmt: skip
+            inner,
+            method,
+            part,
+            hook,
+            when,
+        )
         self.fired = False
 
     def __getattr__(self, name: str) -> object:
@@ -142,8 +146,13 @@ def series(store: Store, tmp_path: Path, editions: Sequence[str]) -> list[str]:
     """Publish one version per edition; each has 3 posts and a stylesheet of its own."""
     out = []
     for edition in editions:
-        out.append(publish(make_build(tmp_path / f"s-{edition}", edition_files(edition)),
-                           store=store, ledger=None).version)  # fmt: skip
+        out.append(
+            publish(
+                make_build(tmp_path / f"s-{edition}", edition_files(edition)),
+                store=store,
+                ledger=None,
+            ).version
+        )
     return out
 
 
@@ -183,10 +192,20 @@ def test_a_publish_that_read_the_root_before_gc_began_uploads_again_what_gc_took
         assert go.wait(30)
 
     def start_gc() -> None:  # the publish read the root; gc begins and lists the blobs
-        gc_store = Hooked(store, method="list", part="/blobs/", hook=pause_after_listing,
-                          when="after")  # fmt: skip
-        gc_run.append(in_thread(lambda: gc(gc_store, owner="acme", name="blog", keep=1,  # type: ignore[arg-type]
-                                           now=LATER)))  # fmt: skip
+        gc_store = Hooked(
+            store, method="list", part="/blobs/", hook=pause_after_listing, when="after"
+        )
+        gc_run.append(
+            in_thread(
+                lambda: gc(
+                    gc_store,
+                    owner="acme",
+                    name="blog",
+                    keep=1,  # type: ignore[arg-type]
+                    now=LATER,
+                )
+            )
+        )
         assert listed.wait(30)
 
     def let_gc_delete() -> None:  # every blob is up again; gc deletes what it listed as old
@@ -195,8 +214,12 @@ def test_a_publish_that_read_the_root_before_gc_began_uploads_again_what_gc_took
         thread.join(30)
 
     files = edition_files("a") | {"posts/new/index.html": b"<!doctype html><title>New</title>"}
-    publisher = Hooked(Hooked(store, method="put_file", part="/blobs/", hook=start_gc),  # type: ignore[arg-type]
-                       method="put", part="/versions/", hook=let_gc_delete)  # fmt: skip
+    publisher = Hooked(
+        Hooked(store, method="put_file", part="/blobs/", hook=start_gc),  # type: ignore[arg-type]
+        method="put",
+        part="/versions/",
+        hook=let_gc_delete,
+    )
     pub = publish(make_build(tmp_path / "new", files), store=publisher, ledger=None)  # type: ignore[arg-type]
 
     (report,) = gc_run[0][1]
@@ -216,8 +239,16 @@ def test_a_publish_that_starts_while_gc_holds_its_lease_waits_for_it(
     files = edition_files("a")
 
     def publish_now() -> None:  # gc listed the blobs and has not deleted yet
-        runs.append(in_thread(lambda: publish(make_build(tmp_path / "new", files), store=watched,  # type: ignore[arg-type]
-                                              ledger=None), waiting_or_done))  # fmt: skip
+        runs.append(
+            in_thread(
+                lambda: publish(
+                    make_build(tmp_path / "new", files),
+                    store=watched,  # type: ignore[arg-type]
+                    ledger=None,
+                ),
+                waiting_or_done,
+            )
+        )
         assert waiting_or_done.wait(30)
         assert runs[0][1] == [], "the publish went on while gc held its lease"
 
@@ -242,8 +273,12 @@ def test_a_rollback_that_starts_while_gc_holds_its_lease_finds_its_version_gone(
     runs: list[tuple[threading.Thread, list[object]]] = []
 
     def roll_back_now() -> None:
-        runs.append(in_thread(lambda: rollback(watched, owner="acme", name="blog", to=old[0]),  # type: ignore[arg-type]
-                              waiting_or_done))  # fmt: skip
+        runs.append(
+            in_thread(
+                lambda: rollback(watched, owner="acme", name="blog", to=old[0]),  # type: ignore[arg-type]
+                waiting_or_done,
+            )
+        )
         assert waiting_or_done.wait(30)
         assert runs[0][1] == [], "the rollback went on while gc held its lease"
 
@@ -291,8 +326,13 @@ def test_gc_deletes_nothing_when_the_root_changed_while_it_listed(tmp_path: Path
         raw = store.get_tagged(root_key("acme", "blog"))
         assert raw is not None
         root = Root.from_bytes(raw[0], key="root")
-        back = Root(version=old[0], site=root.site, base_url=root.base_url, previous=old[3],
-                    published=root.published)  # fmt: skip
+        back = Root(
+            version=old[0],
+            site=root.site,
+            base_url=root.base_url,
+            previous=old[3],
+            published=root.published,
+        )
         switch_root(store, owner="acme", name="blog", root=back, tag=raw[1])
 
     gc_store = Hooked(store, method="list", part="/blobs/", hook=old_style_rollback, when="after")
@@ -317,8 +357,13 @@ def test_two_gc_runs_of_one_site_do_not_overlap(tmp_path: Path) -> None:
         except PublishError as exc:
             second.append(exc)
 
-    gc(Hooked(store, method="list", part="/blobs/", hook=gc_again), owner="acme", name="blog",  # type: ignore[arg-type]
-       keep=1, now=LATER)  # fmt: skip
+    gc(
+        Hooked(store, method="list", part="/blobs/", hook=gc_again),
+        owner="acme",
+        name="blog",  # type: ignore[arg-type]
+        keep=1,
+        now=LATER,
+    )
     (error,) = second
     assert isinstance(error, PublishError)
     lease = live(store).gc
@@ -333,8 +378,13 @@ def test_a_lease_left_by_a_killed_gc_holds_nothing_once_it_expired(tmp_path: Pat
     from render.publish.manifest import GcLease
 
     store = LocalStore(tmp_path / "store")
-    expired = GcLease(id="0" * 16, host="gone", pid=1, started="2026-01-01T00:00:00Z",
-                      expires="2026-01-01T00:15:00Z")  # fmt: skip
+    expired = GcLease(
+        id="0" * 16,
+        host="gone",
+        pid=1,
+        started="2026-01-01T00:00:00Z",
+        expires="2026-01-01T00:15:00Z",
+    )
 
     def killed_gc_left_its_lease() -> None:
         raw = store.get_tagged(root_key("acme", "blog"))
@@ -366,8 +416,9 @@ def test_a_lost_response_to_the_lease_write_is_read_back_not_taken_for_another_g
         proxy.rules.append(lose_the_lease_write)
         mark = proxy.mark()
         report = gc(store, owner="acme", name="blog", keep=1, now=LATER)
-        root_calls = [(e.method, e.status) for e in proxy.entries(mark)
-                      if e.path.endswith("/root.json")]  # fmt: skip
+        root_calls = [
+            (e.method, e.status) for e in proxy.entries(mark) if e.path.endswith("/root.json")
+        ]
         store.close()
     # read; lease written but answered 503; the retry meets If-Match -> 412; read back: ours
     assert root_calls[:4] == [("GET", 200), ("PUT", 503), ("PUT", 412), ("GET", 200)]

@@ -137,9 +137,15 @@ def test_a_named_query_over_its_limit_fails_naming_the_template_line_and_the_lim
 def test_results_under_the_limits_build_as_before(tmp_path: Path) -> None:
     spec = SiteSpec(
         sql=TEXT_ROWS,
-        routes=[{"path": "/", "template": "index.html"}, _route("/p/{id}/", "select id, a from t where id <= 3")],
-        templates={"index.html": html("<p>home</p>"), "row.html": html("<p>{{ row.a|length }}</p>")},
-    )  # fmt: skip
+        routes=[
+            {"path": "/", "template": "index.html"},
+            _route("/p/{id}/", "select id, a from t where id <= 3"),
+        ],
+        templates={
+            "index.html": html("<p>home</p>"),
+            "row.html": html("<p>{{ row.a|length }}</p>"),
+        },
+    )
     host = make_host(tmp_path, limits=LIMITS, sites={BLOG: spec})
     publish_first(host)
     out = tmp_path / "out"
@@ -152,8 +158,12 @@ def test_results_under_the_limits_build_as_before(tmp_path: Path) -> None:
 POSTS = [
     {"path": "/", "template": "index.html"},
     {"path": "/posts/", "query": "select slug from posts order by slug", "template": "list.html"},
-    {"path": "/posts/{slug}/", "query": "select slug from posts order by slug", "template": "post.html"},
-]  # fmt: skip
+    {
+        "path": "/posts/{slug}/",
+        "query": "select slug from posts order by slug",
+        "template": "post.html",
+    },
+]
 POST_TEMPLATES = {
     "index.html": html("<p>home</p>"),
     "list.html": html("<p>{{ rows|length }} posts</p>"),
@@ -227,11 +237,14 @@ def test_a_file_that_is_also_a_folder_is_refused_naming_both_writers(
     ("paths", "clash"),
     [
         (["a", "a-b/index.html", "a.c", "a/index.html", "b"], ("a", "a/index.html")),
-        (["posts/index.html", "posts/index.html/index.html"], ("posts/index.html", "posts/index.html/index.html")),
+        (
+            ["posts/index.html", "posts/index.html/index.html"],
+            ("posts/index.html", "posts/index.html/index.html"),
+        ),
         (["a/b/c/d.txt", "a/b/c.txt", "a/bc/index.html", "ab/index.html"], None),
         (["index.html", "x/index.html", "x/index.html.bak"], None),
     ],
-)  # fmt: skip
+)
 def test_file_and_folder_finds_a_path_that_is_also_a_folder(
     paths: list[str], clash: tuple[str, str] | None
 ) -> None:
@@ -269,9 +282,14 @@ def run_python(
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     return subprocess.run(
-        [sys.executable, *args], preexec_fn=limit, env=env, capture_output=True, text=True,
-        timeout=120, check=False,
-    )  # fmt: skip
+        [sys.executable, *args],
+        preexec_fn=limit,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.fixture

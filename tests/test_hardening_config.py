@@ -203,8 +203,10 @@ def _cli(host: Host, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "render", *args, "--config", str(host.config_path)],
         env={**os.environ, "PYTHONPATH": package_parent, "COLUMNS": "200"},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_fifo_site_toml_fails_its_site_and_nightly_builds_the_others(tmp_path: Path) -> None:
@@ -362,8 +364,10 @@ def test_a_folder_name_that_is_not_a_site_id_fails_that_site(tmp_path: Path, fol
     with pytest.raises(ConfigError) as caught:
         load_site(host.site_dir(folder), host=host.config)
     assert (caught.value.site, caught.value.problems, caught.value.hint) == (
-        folder, [problem], "rename the folder",
-    )  # fmt: skip
+        folder,
+        [problem],
+        "rename the folder",
+    )
     result = host.cli("nightly")
     assert result.exit_code == 1
     assert result.stderr == f"Error: {folder}: config: {problem}\nHint: rename the folder\n"
@@ -427,9 +431,13 @@ def _put(
 ) -> str:
     """Publish a new version of ``owner/name`` (its pages name the base_url, as real ones do)."""
     return publish_files(
-        store, site_files(f"{owner}-{name}-{base_url.split('/')[2]}"), objects=tmp_path / "objects",
-        owner=owner, name=name, base_url=base_url,
-    )  # fmt: skip
+        store,
+        site_files(f"{owner}-{name}-{base_url.split('/')[2]}"),
+        objects=tmp_path / "objects",
+        owner=owner,
+        name=name,
+        base_url=base_url,
+    )
 
 
 def _refused(store: Store, tmp_path: Path, owner: str, name: str, **kw: str) -> PublishError:
@@ -491,8 +499,14 @@ def test_a_claim_whose_site_never_went_live_is_free_after_the_grace(
 ) -> None:
     store = LocalStore(tmp_path / "store")
     # acme/blog claimed the host, then its publish stopped before the root switch
-    hosts.claim(store, host=H, site="acme/blog", version="20260101T000000Z-00000000",
-                grace_hours=48, now=datetime.now(UTC) - timedelta(hours=hours))  # fmt: skip
+    hosts.claim(
+        store,
+        host=H,
+        site="acme/blog",
+        version="20260101T000000Z-00000000",
+        grace_hours=48,
+        now=datetime.now(UTC) - timedelta(hours=hours),
+    )
     if free:
         _put(store, tmp_path, "zeta", "blog")
         assert hosts.holder(store, H) == "zeta/blog"
@@ -565,8 +579,12 @@ def test_mirror_and_serve_give_a_shared_host_to_its_holder(tmp_path: Path) -> No
     root, _ = read_root(store, owner="aaa", name="blog")
     assert root is not None
     legacy = dataclasses.replace(root, base_url=f"http://{H}/")
-    store.put(root_key("aaa", "blog"), legacy.to_bytes(), content_type="application/json",
-              cache_control="no-cache")  # fmt: skip
+    store.put(
+        root_key("aaa", "blog"),
+        legacy.to_bytes(),
+        content_type="application/json",
+        cache_control="no-cache",
+    )
     mirror_root = tmp_path / "mirror"
     mirror.sync(store, mirror_root)
     assert (mirror_root / "hosts.map").read_text().splitlines()[1:] == ["blog.test zeta/blog;"]

@@ -128,8 +128,10 @@ def test_props_and_data_in_attributes_and_scripts_cannot_break_out(tmp_path: Pat
         assert sorted(island.attrib) == ["component", "hydrate", "props"]
         assert (island.get("component"), island.get("hydrate")) == ("Counter", "visible")
         assert json.loads(island.get("props")) == {
-            "v": payload, "n": number * 10, "nested": {"list": [payload, 1, None, True]},
-        }  # fmt: skip
+            "v": payload,
+            "n": number * 10,
+            "nested": {"list": [payload, 1, None, True]},
+        }
         assert island.find("button").text == payload
         (para,) = body.iter("p")
         assert dict(para.attrib) == {"title": payload} and para.text == payload
@@ -139,8 +141,14 @@ def test_props_and_data_in_attributes_and_scripts_cannot_break_out(tmp_path: Pat
         # the standard library's parser sees the same elements and attributes
         tags = _inventory(page)
         assert [t for t, _ in tags if t not in ("html", "head", "meta", "title", "link")] == [
-            "script", "body", "h1", "p", "render-island", "button", "script",
-        ]  # fmt: skip
+            "script",
+            "body",
+            "h1",
+            "p",
+            "render-island",
+            "button",
+            "script",
+        ]
         island_attrs = next(a for t, a in tags if t == "render-island")
         assert set(island_attrs) == {"component", "hydrate", "props"}
         assert json.loads(island_attrs["props"] or "") == json.loads(island.get("props"))

@@ -20,75 +20,96 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "render"
 
 LAYERS: list[tuple[str, list[list[str]]]] = [
-    ("0 foundations", [
-        # ``render`` itself: its body imports nothing from render; the public names
-        # are loaded on first use through importlib (no import statement), so any
-        # module may read ``render.__version__``.
-        ["render", "errors", "_spawn_main"],
-        # leaves that need at most errors: paths (route patterns -> safe output
-        # paths, which config validates), cron (schedule strings), demo (``render init``)
-        # files: the file-system guarantees (atomic or durable replace, flock, UTC stamps)
-        ["paths", "cron", "demo", "files"],
-        # run: a run's bookkeeping (per-site locks, log lines, the ledger), which any
-        # stage may take part in and which needs nothing of theirs
-        ["run", "run.locks", "run.buildlog", "run.ledger"],
-    ]),
+    (
+        "0 foundations",
+        [
+            # ``render`` itself: its body imports nothing from render; the public names
+            # are loaded on first use through importlib (no import statement), so any
+            # module may read ``render.__version__``.
+            ["render", "errors", "_spawn_main"],
+            # leaves that need at most errors: paths (route patterns -> safe output
+            # paths, which config validates), cron (schedule strings), demo (``render init``)
+            # files: the file-system guarantees (atomic or durable replace, flock, UTC stamps)
+            ["paths", "cron", "demo", "files"],
+            # run: a run's bookkeeping (per-site locks, log lines, the ledger), which any
+            # stage may take part in and which needs nothing of theirs
+            ["run", "run.locks", "run.buildlog", "run.ledger"],
+        ],
+    ),
     ("1 config", [["config"]]),
-    ("2 build", [
-        # sitefiles: reading a site's static/ and templates/ without following links
-        ["build", "build.gcpause", "build.snapshot", "build.objects", "build.sitefiles"],
-        ["build.tree"],
-        # pagefacts is per-page SEO work done inside the render worker
-        ["build.sandbox", "build.workers", "islands", "build.pagefacts"],
-        # changes: which columns changed since the last build (reads sandbox's reads);
-        # record: what the last complete build made and read
-        ["build.changes", "build.renderer", "build.record"],
-        # onrequest: pages ``render origin`` rendered since the last build, for the next one
-        ["build.onrequest"],
-        # sources: templates and static hashed; plan: routes -> page specs;
-        # reuse: what the record lets this build keep
-        ["build.sources", "build.plan", "build.reuse"],
-        ["builder"],
-    ]),
-    ("3 check", [
-        # loopback: serving a built tree on 127.0.0.1 (audits, and ``render serve``)
-        ["check", "check.loopback"],
-        ["check.sitemap", "check.jsparity", "check.lhrunner", "check.auditworker"],
-        ["seo", "lighthouse"],
-        ["check.gate"],
-    ]),
-    ("4 publish", [
-        ["publish", "publish.manifest", "publish.store"],
-        ["publish.hosts"],  # which site holds a host name: claims in the store
-        # reports: a version's audit output, stored beside it; gc collects it with it
-        ["publish.reports"],
-        ["publish.versions"],
-        # repair: the live version's blobs read back, the bad ones uploaded again
-        ["publish.purge", "publish.repair"],
-    ]),
-    ("5 mirror and serve", [
-        ["mirror", "mirror.sync", "serve", "serve.routing", "serve.live"],
-        ["mirror.status"],
-        # origin: the production origin; fresh re-renders stale pages through the builder
-        ["origin", "origin.cache"],
-        ["origin.fresh"],
-        ["origin.app"],
-        ["origin.server"],
-    ]),
-    ("6 report", [
-        # the report document reads the ledger; the dashboard, the terminal tables and the
-        # metrics are drawn from it; serve puts the dashboard beside the live sites
-        ["report", "report.document"],
-        ["report.terminal", "report.dashboard", "report.metrics"],
-        ["report.serve"],
-    ]),
+    (
+        "2 build",
+        [
+            # sitefiles: reading a site's static/ and templates/ without following links
+            ["build", "build.gcpause", "build.snapshot", "build.objects", "build.sitefiles"],
+            ["build.tree"],
+            # pagefacts is per-page SEO work done inside the render worker
+            ["build.sandbox", "build.workers", "islands", "build.pagefacts"],
+            # changes: which columns changed since the last build (reads sandbox's reads);
+            # record: what the last complete build made and read
+            ["build.changes", "build.renderer", "build.record"],
+            # onrequest: pages ``render origin`` rendered since the last build, for the next one
+            ["build.onrequest"],
+            # sources: templates and static hashed; plan: routes -> page specs;
+            # reuse: what the record lets this build keep
+            ["build.sources", "build.plan", "build.reuse"],
+            ["builder"],
+        ],
+    ),
+    (
+        "3 check",
+        [
+            # loopback: serving a built tree on 127.0.0.1 (audits, and ``render serve``)
+            ["check", "check.loopback"],
+            ["check.sitemap", "check.jsparity", "check.lhrunner", "check.auditworker"],
+            ["seo", "lighthouse"],
+            ["check.gate"],
+        ],
+    ),
+    (
+        "4 publish",
+        [
+            ["publish", "publish.manifest", "publish.store"],
+            ["publish.hosts"],  # which site holds a host name: claims in the store
+            # reports: a version's audit output, stored beside it; gc collects it with it
+            ["publish.reports"],
+            ["publish.versions"],
+            # repair: the live version's blobs read back, the bad ones uploaded again
+            ["publish.purge", "publish.repair"],
+        ],
+    ),
+    (
+        "5 mirror and serve",
+        [
+            ["mirror", "mirror.sync", "serve", "serve.routing", "serve.live"],
+            ["mirror.status"],
+            # origin: the production origin; fresh re-renders stale pages through the builder
+            ["origin", "origin.cache"],
+            ["origin.fresh"],
+            ["origin.app"],
+            ["origin.server"],
+        ],
+    ),
+    (
+        "6 report",
+        [
+            # the report document reads the ledger; the dashboard, the terminal tables and the
+            # metrics are drawn from it; serve puts the dashboard beside the live sites
+            ["report", "report.document"],
+            ["report.terminal", "report.dashboard", "report.metrics"],
+            ["report.serve"],
+        ],
+    ),
     ("7 pipeline", [["pipeline"]]),
-    ("8 entry points", [
-        ["scheduler", "cli._common"],
-        ["cli.build", "cli.mirror", "cli.origin", "cli.publish", "cli.report", "cli.scheduler"],
-        ["cli"],
-        ["__main__"],
-    ]),
+    (
+        "8 entry points",
+        [
+            ["scheduler", "cli._common"],
+            ["cli.build", "cli.mirror", "cli.origin", "cli.publish", "cli.report", "cli.scheduler"],
+            ["cli"],
+            ["__main__"],
+        ],
+    ),
 ]
 
 # The stage packages: every module of one lies in that package's layer, so the folder

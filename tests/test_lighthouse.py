@@ -155,9 +155,7 @@ def test_unchanged_pages_carry_their_scores_forward(tmp_path: Path) -> None:
     assert home is not None and home.reused and home.scores == SCORES
     assert home.measured_version == first.files["index.html"].hash
     assert home.report == "lighthouse/index.html"
-    assert again.reports["lighthouse/index.html"].startswith(
-        b"<!doctype html><title>report /"
-    )
+    assert again.reports["lighthouse/index.html"].startswith(b"<!doctype html><title>report /")
     edited = again.audit("posts/one/index.html")
     assert edited is not None and edited.state is AuditState.fresh and edited.scores["seo"] == 0.5
     assert edited.measured_version == second.files["posts/one/index.html"].hash
@@ -479,6 +477,8 @@ def test_a_changed_style_or_script_audits_every_sampled_page_again(tmp_path: Pat
     runner = FakeRunner()
     again = check(second, config=config, previous=previous, runner=runner)
     assert [(j.url, j.runs, j.parity) for j in runner.asked] == [
-        ("/", 1, True), ("/posts/one/", 1, True), ("/tags/a/", 1, True),
-    ]  # fmt: skip
+        ("/", 1, True),
+        ("/posts/one/", 1, True),
+        ("/tags/a/", 1, True),
+    ]
     assert {a.state for a in again.audits} == {AuditState.fresh}

@@ -198,13 +198,17 @@ def test_nightly_goes_on_past_sites_that_hit_their_limits_and_exits_1(
     assert os.getpid() == pid  # the parent is the same, living process
     assert result.stderr == (
         "Error: acme/loops: build: templates/index.html, line 2: rendering / ran past its limit of 1 CPU seconds\n"
-        f"    {LOOPS}\n" + CPU_HINT
+        f"    {LOOPS}\n"
+        + CPU_HINT
         + "Error: acme/memory: build: templates/index.html, line 2: rendering / ran out of memory\n"
         f"    {DOUBLING}\n" + MEMORY_HINT
-    )  # fmt: skip
+    )
     assert result.exit_code == 1
-    table = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.stdout.splitlines()
-             if line.startswith("│") and line.split("│")[1].strip()}  # fmt: skip
+    table = {
+        line.split("│")[1].strip(): line.split("│")[2].strip()
+        for line in result.stdout.splitlines()
+        if line.startswith("│") and line.split("│")[1].strip()
+    }
     assert table == {
         "acme/loops": "failed",
         "acme/memory": "failed",

@@ -59,7 +59,11 @@ def _spec() -> SiteSpec:
             {"path": "/posts/{slug}/", "template": "post.html", "query": "select * from posts"},
         ],
         templates={"index.html": INDEX, "post.html": POST},
-        static={"big.txt": "0123456789" * 1000, "app.css": "body{}", "app.css.gz": b"gzipped bytes"},
+        static={
+            "big.txt": "0123456789" * 1000,
+            "app.css": "body{}",
+            "app.css.gz": b"gzipped bytes",
+        },
     )
 
 
@@ -67,11 +71,15 @@ def _host(
     tmp_path: Path, *, max_wait_ms: int = 20000, max_pending: int = 64, folder: str = "host"
 ) -> Host:
     return make_host(
-        tmp_path, folder=folder, sites={SITE: _spec()},
+        tmp_path,
+        folder=folder,
+        sites={SITE: _spec()},
         limits={"template_cpu_seconds": 30},
-        extra_toml=(f"[origin]\nmax_wait_ms = {max_wait_ms}\nmax_pending = {max_pending}\n"
-                    "refresh_seconds = 0.1\n[mirror]\nenabled = false\n"),
-    )  # fmt: skip
+        extra_toml=(
+            f"[origin]\nmax_wait_ms = {max_wait_ms}\nmax_pending = {max_pending}\n"
+            "refresh_seconds = 0.1\n[mirror]\nenabled = false\n"
+        ),
+    )
 
 
 def _free_port() -> int:
@@ -86,8 +94,14 @@ class Origin:
     port: int
     log: Path
 
-    def get(self, path: str, *, host: str = HOST, method: str = "GET",
-            headers: dict[str, str] | None = None) -> http.client.HTTPResponse:  # fmt: skip
+    def get(
+        self,
+        path: str,
+        *,
+        host: str = HOST,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+    ) -> http.client.HTTPResponse:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=DEADLINE)
         conn.request(method, path, headers={"Host": host, **(headers or {})})
         reply = conn.getresponse()
@@ -105,10 +119,21 @@ def origin(host: Host) -> Iterator[Origin]:
     log = host.root / f"origin-{port}.log"
     with open(log, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "render", "origin", "--config", str(host.config_path),
-             "--bind", f"127.0.0.1:{port}", "--no-access-log"],
-            stdout=subprocess.DEVNULL, stderr=err, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "render",
+                "origin",
+                "--config",
+                str(host.config_path),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--no-access-log",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+        )
     running = Origin(proc, port, log)
     try:
         give_up = time.monotonic() + DEADLINE
@@ -144,8 +169,12 @@ def _sql(host: Host, *statements: str) -> None:
 
 def _fresh_build(tmp_path: Path, host: Host) -> dict[str, bytes]:
     """Every file of a build from scratch of ``host``'s database as it is now."""
-    other = make_host(tmp_path, folder=f"fresh-{time.monotonic_ns()}", sites={SITE: _spec()},
-                      limits={"template_cpu_seconds": 30})  # fmt: skip
+    other = make_host(
+        tmp_path,
+        folder=f"fresh-{time.monotonic_ns()}",
+        sites={SITE: _spec()},
+        limits={"template_cpu_seconds": 30},
+    )
     shutil.copy(host.site_dir(SITE) / "site.db", other.site_dir(SITE) / "site.db")
     build = other.build(SITE)
     objects = Objects(build.objects)
@@ -208,13 +237,20 @@ def test_stale_new_and_deleted_pages_are_a_fresh_builds_bytes(tmp_path: Path) ->
     host.run(SITE)
     with origin(host) as o:
         before = o.get("/posts/p2/").body  # type: ignore[attr-defined]
-        _sql(host, "update posts set body = 'Edited body' where slug = 'p1'",
-             "update posts set title = 'New title' where slug = 'p2'",
-             "insert into posts (slug, title, body) values ('p9', 'Nine', 'Body nine')",
-             "delete from posts where slug = 'p3'")  # fmt: skip
+        _sql(
+            host,
+            "update posts set body = 'Edited body' where slug = 'p1'",
+            "update posts set title = 'New title' where slug = 'p2'",
+            "insert into posts (slug, title, body) values ('p9', 'Nine', 'Body nine')",
+            "delete from posts where slug = 'p3'",
+        )
         fresh = _fresh_build(tmp_path, host)
-        for url, path in [("/posts/p1/", "posts/p1/index.html"), ("/posts/p2/", "posts/p2/index.html"),
-                          ("/", "index.html"), ("/posts/p9/", "posts/p9/index.html")]:  # fmt: skip
+        for url, path in [
+            ("/posts/p1/", "posts/p1/index.html"),
+            ("/posts/p2/", "posts/p2/index.html"),
+            ("/", "index.html"),
+            ("/posts/p9/", "posts/p9/index.html"),
+        ]:
             reply = o.get(url)
             assert reply.status == 200, url
             assert reply.getheader("X-Render-Page") == "fresh", url

@@ -132,9 +132,15 @@ def test_facts_of_a_realistic_page() -> None:
     assert facts["img_no_alt_count"] == 1
     assert facts["links"] == ["/", "/abs/", "/café/", "/posts/", "/posts/hello/other/", "/pr/"]
     assert facts["assets"] == [
-        "/c.png", "/img/1.jpg", "/img/1.webp", "/img/2.webp", "/posts/hello/b.png",
-        "/static/a.png", "/static/app.js", "/static/site.css",
-    ]  # fmt: skip
+        "/c.png",
+        "/img/1.jpg",
+        "/img/1.webp",
+        "/img/2.webp",
+        "/posts/hello/b.png",
+        "/static/a.png",
+        "/static/app.js",
+        "/static/site.css",
+    ]
     assert facts["noindex"] is False
     assert facts["ldjson"] == 1 and facts["ldjson_errors"] == []
     assert facts["viewport"] is True

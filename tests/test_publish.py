@@ -66,7 +66,11 @@ def test_first_publish_writes_blobs_tree_and_root_last(
     root, _ = read_root(target.store, owner="acme", name="blog")
     assert root is not None
     assert (root.version, root.site, root.base_url, root.previous) == (
-        pub.version, "acme/blog", "https://blog.example.com", None)  # fmt: skip
+        pub.version,
+        "acme/blog",
+        "https://blog.example.com",
+        None,
+    )
     raw = target.store.get(version_key("acme", "blog", pub.version))
     assert raw is not None
     tree = json.loads(raw)
@@ -197,8 +201,12 @@ def _in_thread(
 def test_two_publishers_racing_cannot_both_win(target: Target, tmp_path: Path) -> None:
     base = publish(make_build(tmp_path / "b0", site_files(3)), store=target.store, ledger=None)
     slow = _GateStore(target.store, stop_in="put_if")
-    thread, out = _in_thread(publish, make_build(tmp_path / "slow", site_files(3, edition="nightly")),
-                             store=slow, ledger=None)  # fmt: skip
+    thread, out = _in_thread(
+        publish,
+        make_build(tmp_path / "slow", site_files(3, edition="nightly")),
+        store=slow,
+        ledger=None,
+    )
     assert slow.reached.wait(30)  # the nightly read the root and uploaded; it is about to switch
     fast = publish(
         make_build(tmp_path / "fast", site_files(3, edition="force")),
@@ -349,8 +357,12 @@ def test_a_corrupt_root_or_tree_is_reported_not_replaced(
 
 def test_serve_shows_each_live_version_by_host_and_by_path(target: Target, tmp_path: Path) -> None:
     publish(make_build(tmp_path / "a", site_files(2)), store=target.store, ledger=None)
-    docs = make_build(tmp_path / "d", {"index.html": b"docs home", "guide/index.html": b"the guide"},
-                      name="docs", base_url="https://docs.example.org/")  # fmt: skip
+    docs = make_build(
+        tmp_path / "d",
+        {"index.html": b"docs home", "guide/index.html": b"the guide"},
+        name="docs",
+        base_url="https://docs.example.org/",
+    )
     publish(docs, store=target.store, ledger=None)
     live = LiveSites(target.store, cache=tmp_path / "cache", refresh_seconds=0)
 
@@ -436,8 +448,11 @@ def test_cli_missing_bucket_is_one_line_and_nothing_goes_live(
     )
     with Ledger(tmp_path / "ledger.sqlite") as led:
         with pytest.raises(PublishError, match="does not exist"):
-            publish(make_build(tmp_path / "b", site_files(1)),
-                    store=S3Store(s3_config(moto_url, "absent")), ledger=led)  # fmt: skip
+            publish(
+                make_build(tmp_path / "b", site_files(1)),
+                store=S3Store(s3_config(moto_url, "absent")),
+                ledger=led,
+            )
         assert led.live_version("acme", "blog") is None
 
 
@@ -453,6 +468,11 @@ def test_version_ids_sort_by_time_and_never_collide() -> None:
     )
     later = new_version_id(now=now, after="20261127T030005Z-00000000")  # a clock behind the parent
     assert later > "20261127T030005Z-ffffffff" and later.startswith("20261127T030006Z-")
-    assert Root.from_bytes(Root(version=later, site="a/b", base_url="", previous=None,
-                                published="").to_bytes(), key="k").version == later  # fmt: skip
+    assert (
+        Root.from_bytes(
+            Root(version=later, site="a/b", base_url="", previous=None, published="").to_bytes(),
+            key="k",
+        ).version
+        == later
+    )
     assert StoredObject(key="k", size=1, modified=0.0).key == "k"

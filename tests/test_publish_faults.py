@@ -239,10 +239,22 @@ def test_sigkill_after_half_the_blobs_then_a_rerun_uploads_the_rest(
 
     proxy.rules.append(stall_after_half)
     script = tmp_path / "child.py"
-    script.write_text(_CHILD.format(tests=str(Path(__file__).parent), work=str(tmp_path / "child"), pages=PAGES,
-                                    url=proxy.url, bucket=bucket, ledger=str(ledger.path)))  # fmt: skip
-    child = subprocess.Popen([sys.executable, str(script)], env=dict(os.environ),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    script.write_text(
+        _CHILD.format(
+            tests=str(Path(__file__).parent),
+            work=str(tmp_path / "child"),
+            pages=PAGES,
+            url=proxy.url,
+            bucket=bucket,
+            ledger=str(ledger.path),
+        )
+    )
+    child = subprocess.Popen(
+        [sys.executable, str(script)],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while not (

@@ -35,8 +35,13 @@ OK = {"success": True, "errors": [], "messages": [], "result": {"id": ZONE}}
 
 
 def cdn(**overrides: Any) -> CdnConfig:
-    values: dict[str, Any] = {"kind": "cloudflare", "zone_id": ZONE, "api_url": API,
-                              "min_interval": 0.0, **overrides}  # fmt: skip
+    values: dict[str, Any] = {
+        "kind": "cloudflare",
+        "zone_id": ZONE,
+        "api_url": API,
+        "min_interval": 0.0,
+        **overrides,
+    }
     return CdnConfig(**values)
 
 
@@ -67,12 +72,20 @@ class Site:
 
     def publish(self, files: dict[str, bytes]) -> Publication:
         entries = {
-            path: FileEntry(hash=write_object(self.objects, data), size=len(data),
-                            type=content_type(path))  # fmt: skip
+            path: FileEntry(
+                hash=write_object(self.objects, data), size=len(data), type=content_type(path)
+            )
             for path, data in files.items()
         }
-        return publish_tree(entries, self.objects, owner="acme", name="blog", base_url=BASE,
-                            store=self.store, ledger=None)  # fmt: skip
+        return publish_tree(
+            entries,
+            self.objects,
+            owner="acme",
+            name="blog",
+            base_url=BASE,
+            store=self.store,
+            ledger=None,
+        )
 
 
 def site_files(**changes: bytes) -> dict[str, bytes]:
@@ -90,10 +103,19 @@ def site_files(**changes: bytes) -> dict[str, bytes]:
 
 def publication(*paths: str, outcome: PublishOutcome = PublishOutcome.published) -> Publication:
     return Publication(
-        site="acme/blog", outcome=outcome, version="v2", parent="v1", files=1, bytes=1,
-        uploaded_blobs=0, uploaded_bytes=0, requests=0, seconds=0.0, store="test",
+        site="acme/blog",
+        outcome=outcome,
+        version="v2",
+        parent="v1",
+        files=1,
+        bytes=1,
+        uploaded_blobs=0,
+        uploaded_bytes=0,
+        requests=0,
+        seconds=0.0,
+        store="test",
         diff=Diff(added=(), changed=tuple(sorted(paths)), removed=()),
-    )  # fmt: skip
+    )
 
 
 # --- plan ---------------------------------------------------------------------
@@ -112,10 +134,13 @@ def test_a_one_page_change_plans_exactly_that_pages_urls(tmp_path: Path) -> None
 def test_the_sitemap_and_home_page_are_purged_when_they_changed(tmp_path: Path) -> None:
     site = Site(tmp_path)
     site.publish(site_files())
-    second = site.publish(site_files(
-        index_dot_html=b"<h1>home 2</h1>", posts__b__index_dot_html=b"<h1>b2</h1>",
-        sitemap_dot_xml=b"<urlset>2</urlset>",
-    ))  # fmt: skip
+    second = site.publish(
+        site_files(
+            index_dot_html=b"<h1>home 2</h1>",
+            posts__b__index_dot_html=b"<h1>b2</h1>",
+            sitemap_dot_xml=b"<urlset>2</urlset>",
+        )
+    )
     assert urls_to_purge(second, base_url=BASE) == [
         f"{BASE}/",
         f"{BASE}/index.html",
@@ -131,8 +156,12 @@ def test_added_and_removed_pages_are_purged_unchanged_ones_are_not(tmp_path: Pat
     files = site_files(posts__c__index_dot_html=b"<h1>c</h1>")
     del files["posts/a/index.html"]
     urls = urls_to_purge(site.publish(files), base_url=BASE)
-    assert urls == [f"{BASE}/posts/a/", f"{BASE}/posts/a/index.html",
-                    f"{BASE}/posts/c/", f"{BASE}/posts/c/index.html"]  # fmt: skip
+    assert urls == [
+        f"{BASE}/posts/a/",
+        f"{BASE}/posts/a/index.html",
+        f"{BASE}/posts/c/",
+        f"{BASE}/posts/c/index.html",
+    ]
 
 
 def test_an_unchanged_publish_plans_nothing_and_calls_nothing(
@@ -167,8 +196,9 @@ def test_urls_go_in_batches_of_files_per_request_with_the_bearer_token(
         api.post(ENDPOINT, json=OK)
     urls = [f"{BASE}/p{i}/" for i in range(5)]
     sleeps = Sleeps()
-    report = purge(urls, config=cdn(files_per_request=2, min_interval=0.5), environ=ENV,
-                   sleep=sleeps)  # fmt: skip
+    report = purge(
+        urls, config=cdn(files_per_request=2, min_interval=0.5), environ=ENV, sleep=sleeps
+    )
     assert sent(api) == [{"files": urls[0:2]}, {"files": urls[2:4]}, {"files": urls[4:]}]
     assert {c.request.headers["Authorization"] for c in api.calls} == {f"Bearer {TOKEN}"}
     assert (report.ok, report.batches, report.requests, report.purged) == (True, 3, 3, 5)
@@ -190,21 +220,30 @@ def test_more_than_max_urls_purges_the_sites_host_in_one_request(
     urls = [f"{BASE}/p{i}/" for i in range(11)]
     report = purge(urls, config=cdn(max_urls=10), root=BASE, environ=ENV, sleep=Sleeps())
     assert sent(api) == [{"hosts": ["blog.example.com"]}]
-    assert (report.mode, report.targets, report.purged) == (PurgeMode.hosts, ("blog.example.com",), 1)
+    assert (report.mode, report.targets, report.purged) == (
+        PurgeMode.hosts,
+        ("blog.example.com",),
+        1,
+    )
 
 
 def test_a_site_under_a_path_is_purged_by_prefix_not_by_host(api: responses.RequestsMock) -> None:
     api.post(ENDPOINT, json=OK)
     urls = [f"https://example.com/blog/p{i}/" for i in range(3)]
-    report = purge(urls, config=cdn(max_urls=2), root="https://example.com/blog", environ=ENV,
-                   sleep=Sleeps())  # fmt: skip
+    report = purge(
+        urls, config=cdn(max_urls=2), root="https://example.com/blog", environ=ENV, sleep=Sleeps()
+    )
     assert sent(api) == [{"prefixes": ["example.com/blog"]}]
     assert report.mode is PurgeMode.prefixes and report.ok
 
 
 def test_a_429_is_retried_after_its_retry_after(api: responses.RequestsMock) -> None:
-    api.post(ENDPOINT, status=429, headers={"Retry-After": "7"},
-             json={"success": False, "errors": [{"code": 971, "message": "rate limited"}]})  # fmt: skip
+    api.post(
+        ENDPOINT,
+        status=429,
+        headers={"Retry-After": "7"},
+        json={"success": False, "errors": [{"code": 971, "message": "rate limited"}]},
+    )
     api.post(ENDPOINT, json=OK)
     sleeps = Sleeps()
     report = purge([f"{BASE}/"], config=cdn(), environ=ENV, sleep=sleeps)
@@ -224,17 +263,28 @@ def test_a_5xx_is_retried_with_backoff(api: responses.RequestsMock) -> None:
 
 def test_persistent_failure_is_reported_not_raised(api: responses.RequestsMock) -> None:
     for _ in range(3):
-        api.post(ENDPOINT, status=500, json={"success": False,
-                                             "errors": [{"code": 10000, "message": "internal"}]})
+        api.post(
+            ENDPOINT,
+            status=500,
+            json={"success": False, "errors": [{"code": 10000, "message": "internal"}]},
+        )
     api.post(ENDPOINT, json=OK)  # the second batch still goes out
     urls = [f"{BASE}/a/", f"{BASE}/b/"]
-    report = purge(urls, config=cdn(files_per_request=1, max_attempts=3), environ=ENV,
-                   sleep=Sleeps())  # fmt: skip
+    report = purge(
+        urls, config=cdn(files_per_request=1, max_attempts=3), environ=ENV, sleep=Sleeps()
+    )
     assert not report.ok
     (failure,) = report.failures
     assert (failure.batch, failure.items, failure.status, failure.attempts) == (
-        0, (f"{BASE}/a/",), 500, 3)  # fmt: skip
-    assert failure.message == "HTTP 500: internal (code 10000) (gave up after 3 attempts, cdn.max_attempts)"
+        0,
+        (f"{BASE}/a/",),
+        500,
+        3,
+    )
+    assert (
+        failure.message
+        == "HTTP 500: internal (code 10000) (gave up after 3 attempts, cdn.max_attempts)"
+    )
     assert (report.requests, report.purged) == (4, 1)
     assert "1 not purged: HTTP 500: internal" in report.summary()
 
@@ -246,13 +296,19 @@ def test_a_retry_after_beyond_max_wait_stops_without_waiting(api: responses.Requ
     report = purge(urls, config=cdn(files_per_request=1, max_wait=60), environ=ENV, sleep=sleeps)
     assert sleeps == [] and len(api.calls) == 1  # the second batch is not sent into the block
     assert [f.batch for f in report.failures] == [0, 1]
-    assert "a retry would wait 300 s, more than the 60 s left of cdn.max_wait" in report.failures[0].message
+    assert (
+        "a retry would wait 300 s, more than the 60 s left of cdn.max_wait"
+        in report.failures[0].message
+    )
     assert report.failures[1].message.startswith("not sent: HTTP 429")
 
 
 def test_a_refused_token_is_not_retried_and_says_what_to_check(api: responses.RequestsMock) -> None:
-    api.post(ENDPOINT, status=403,
-             json={"success": False, "errors": [{"code": 10000, "message": "Authentication error"}]})
+    api.post(
+        ENDPOINT,
+        status=403,
+        json={"success": False, "errors": [{"code": 10000, "message": "Authentication error"}]},
+    )
     report = purge([f"{BASE}/"], config=cdn(), environ=ENV, sleep=Sleeps())
     assert len(api.calls) == 1
     assert report.failures[0].message == (
@@ -271,8 +327,13 @@ def test_the_token_never_shows_in_messages_reprs_or_reports(api: responses.Reque
     report = purge([f"{BASE}/"], config=cdn(), environ=ENV, sleep=Sleeps())
     assert report.requests == 2 and not report.ok
     assert "Bearer **********" in report.failures[0].message
-    texts = [repr(report), str(report), report.summary(), repr(token(cdn(), environ=ENV)),
-             str(token(cdn(), environ=ENV))]  # fmt: skip
+    texts = [
+        repr(report),
+        str(report),
+        report.summary(),
+        repr(token(cdn(), environ=ENV)),
+        str(token(cdn(), environ=ENV)),
+    ]
     assert all(TOKEN not in text for text in texts)
 
 
@@ -321,8 +382,9 @@ def test_purge_publication_purges_the_changed_pages(
     host = load_host(tmp_path / "render.toml")
     site = load_site(folder, host=host)
     api.post(ENDPOINT, json=OK)
-    report = purge_publication(publication("posts/a/index.html"), site=site, host=host,
-                               environ=ENV, sleep=Sleeps())  # fmt: skip
+    report = purge_publication(
+        publication("posts/a/index.html"), site=site, host=host, environ=ENV, sleep=Sleeps()
+    )
     assert report is not None and report.ok
     assert sent(api) == [{"files": [f"{BASE}/posts/a/", f"{BASE}/posts/a/index.html"]}]
     assert report.summary() == "cdn purge: 2 URLs in 1 request(s)"
@@ -332,7 +394,10 @@ def test_purge_publication_purges_the_changed_pages(
     ("table", "problem"),
     [
         ('kind = "cloudflare"', "render.toml: cdn.zone_id: required when cdn.kind = 'cloudflare'"),
-        ("files_per_request = 500", "render.toml: cdn.files_per_request: must be between 1 and 100, got 500"),
+        (
+            "files_per_request = 500",
+            "render.toml: cdn.files_per_request: must be between 1 and 100, got 500",
+        ),
         ('api_url = "cf.test"', "render.toml: cdn.api_url: must be an http(s) URL, got 'cf.test'"),
     ],
 )
@@ -341,4 +406,3 @@ def test_bad_cdn_config_is_refused_by_key(tmp_path: Path, table: str, problem: s
     with pytest.raises(ConfigError) as exc:
         load_host(tmp_path / "render.toml")
     assert exc.value.problems == [problem]
-

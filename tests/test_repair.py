@@ -23,10 +23,15 @@ SITE = "acme/blog"
 
 @pytest.fixture
 def host(tmp_path: Path) -> Iterator[Host]:
-    yield make_host(tmp_path, sites={SITE: SiteSpec(
-        templates={"index.html": html("<p>first</p>")},
-        static={"logo.svg": b'<svg xmlns="http://www.w3.org/2000/svg"/>\n'},
-    )})  # fmt: skip
+    yield make_host(
+        tmp_path,
+        sites={
+            SITE: SiteSpec(
+                templates={"index.html": html("<p>first</p>")},
+                static={"logo.svg": b'<svg xmlns="http://www.w3.org/2000/svg"/>\n'},
+            )
+        },
+    )
 
 
 def served(host: Host) -> str:
@@ -81,7 +86,6 @@ def test_build_catches_the_mirror_up_when_nothing_changed(host: Host, stop: str)
     ]
 
 
-
 # --- render repair -------------------------------------------------------------
 
 
@@ -97,7 +101,9 @@ def test_repair_uploads_again_what_the_mirror_refused(
     host: Host, tmp_path: Path, problem: str
 ) -> None:
     version = host.run(SITE).version
-    blobs = len(read_tree(open_store(host.config), owner="acme", name="blog", version=live(host)).hashes())
+    blobs = len(
+        read_tree(open_store(host.config), owner="acme", name="blog", version=live(host)).hashes()
+    )
     blob = blob_of(host, "logo.svg")
     good = blob.read_bytes()
     if problem == "corrupt":
@@ -156,12 +162,18 @@ def test_repair_on_s3(moto_url: str, tmp_path: Path) -> None:
     build = make_build(tmp_path / "b", site_files(3))
     publish(build, store=store, ledger=None)
     digest = build.files["static/site.css"].hash
-    admin_client(moto_url).put_object(Bucket=bucket, Key=f"sites/{SITE}/blobs/{digest}",  # type: ignore[attr-defined]
-                                      Body=b"rot")  # fmt: skip
+    admin_client(moto_url).put_object(
+        Bucket=bucket,
+        Key=f"sites/{SITE}/blobs/{digest}",  # type: ignore[attr-defined]
+        Body=b"rot",
+    )
     before = sync_site(store, tmp_path / "mirror", "acme", "blog")
-    assert before.outcome is SyncOutcome.refused and "does not match its hash" in (before.error or "")
-    done = repair(store, owner="acme", name="blog", objects=build.objects,
-                  scratch=tmp_path / "scratch")  # fmt: skip
+    assert before.outcome is SyncOutcome.refused and "does not match its hash" in (
+        before.error or ""
+    )
+    done = repair(
+        store, owner="acme", name="blog", objects=build.objects, scratch=tmp_path / "scratch"
+    )
     assert [(b.path, b.problem) for b in done.repaired] == [("static/site.css", "corrupt")]
     assert done.checked == 6 and not (tmp_path / "scratch").exists()
     after = sync_site(store, tmp_path / "mirror", "acme", "blog")

@@ -27,18 +27,19 @@ def _spec(site: str) -> SiteSpec:
     owner, name = site.split("/")
     return SiteSpec(
         base_url=f"https://{name}.example.com",  # a host name belongs to one site
-        templates={"index.html": html(f"<h1>{site}</h1><p>hello</p>"),
-                   "404.html": html("<p>gone</p>")},
+        templates={
+            "index.html": html(f"<h1>{site}</h1><p>hello</p>"),
+            "404.html": html("<p>gone</p>"),
+        },
         routes=[{"path": "/", "template": "index.html"}],
         extra_toml="[lighthouse.budgets]\nperformance = 0.9\n",
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Host:
     """Two sites: real builds first, then 90 builds each through the ledger's API."""
-    made = make_host(tmp_path_factory.mktemp("report"),
-                     sites={s: _spec(s) for s in SITES})  # fmt: skip
+    made = make_host(tmp_path_factory.mktemp("report"), sites={s: _spec(s) for s in SITES})
     for site in SITES:
         report = made.run(site)
         assert report.version is not None
@@ -90,9 +91,15 @@ def test_report_tables_show_stages_findings_and_scores(host: Host) -> None:
     result = host.cli("report", "acme/blog")
     assert result.exit_code == 0, result.output
     out = result.output
-    for text in ("acme/blog: latest build", "Seconds per stage", "description-missing",
-                 "Lighthouse (budgets: perf 0.90)", "posts/first/index.html",
-                 "Read with JavaScript off", "12 of 40 words"):  # fmt: skip
+    for text in (
+        "acme/blog: latest build",
+        "Seconds per stage",
+        "description-missing",
+        "Lighthouse (budgets: perf 0.90)",
+        "posts/first/index.html",
+        "Read with JavaScript off",
+        "12 of 40 words",
+    ):
         assert text in out, text
 
 
@@ -111,12 +118,17 @@ def test_metrics_parse_with_prometheus_client(host: Host) -> None:
         (s.labels["site"], s.labels["category"]): s.value
         for s in families["render_lighthouse_score"].samples
     }
-    assert set(scores) == {(site, c) for site in SITES
-                           for c in ("performance", "accessibility", "best-practices", "seo")}  # fmt: skip
+    assert set(scores) == {
+        (site, c)
+        for site in SITES
+        for c in ("performance", "accessibility", "best-practices", "seo")
+    }
     success = {s.labels["site"]: s.value for s in families["render_last_build_success"].samples}
     assert success == {"acme/blog": 1.0, "zed/shop": 1.0}
-    findings = {(s.labels["site"], s.labels["kind"], s.labels["level"]): s.value
-                for s in families["render_findings"].samples}  # fmt: skip
+    findings = {
+        (s.labels["site"], s.labels["kind"], s.labels["level"]): s.value
+        for s in families["render_findings"].samples
+    }
     assert findings[("acme/blog", "no_javascript", "warning")] == 1
     stages = {s.labels["stage"] for s in families["render_last_build_stage_seconds"].samples}
     assert "lighthouse" in stages
@@ -132,9 +144,13 @@ def test_dashboard_writes_data_json_and_a_csv_per_metric(host: Host, tmp_path: P
     assert "wrote the dashboard of 2 site(s)" in result.output
     doc = json.loads((out / "data.json").read_text())
     _validate(doc)
-    rows = list(csv.DictReader(io.StringIO((out / "csv" / "lighthouse_performance.csv").read_text())))
+    rows = list(
+        csv.DictReader(io.StringIO((out / "csv" / "lighthouse_performance.csv").read_text()))
+    )
     assert len(rows) == 2 * BUILDS and {r["site"] for r in rows} == set(SITES)
-    assert (out / "csv" / "stage_seconds.csv").is_file() and (out / "csv" / "seo_errors.csv").is_file()
+    assert (out / "csv" / "stage_seconds.csv").is_file() and (
+        out / "csv" / "seo_errors.csv"
+    ).is_file()
     for site in SITES:
         page = (out / "sites" / site / "index.html").read_text()
         assert "<script" not in page, "the dashboard carries no script"
@@ -179,10 +195,17 @@ def test_the_dashboard_answers_only_to_loopback_names(host: Host, tmp_path: Path
     assert page.status == 200 and b"SEO dashboard" in page.body
     assert resolver("blog.example.com", "/_dashboard/").body == b"site 404"
     assert resolver("localhost:1", "/_dashboard/../render.toml").status == 404
-    assert resolver("localhost:1", "/_dashboard/data.json").content_type.startswith("application/json")
-    assert [is_loopback_host(h) for h in ("127.0.0.1:80", "x.y.localhost:9", "[::1]:80", "evil.test")] == [
-        True, True, True, False,
-    ]  # fmt: skip
+    assert resolver("localhost:1", "/_dashboard/data.json").content_type.startswith(
+        "application/json"
+    )
+    assert [
+        is_loopback_host(h) for h in ("127.0.0.1:80", "x.y.localhost:9", "[::1]:80", "evil.test")
+    ] == [
+        True,
+        True,
+        True,
+        False,
+    ]
 
 
 def test_charts_are_drawn_by_pygal_with_one_vertex_per_build(host: Host, tmp_path: Path) -> None:
@@ -194,7 +217,9 @@ def test_charts_are_drawn_by_pygal_with_one_vertex_per_build(host: Host, tmp_pat
 
 
 def test_the_grafana_dashboard_reads_metrics_render_exports(host: Host) -> None:
-    grafana = json.loads((Path(__file__).parent.parent / "ovh/grafana/render-dashboard.json").read_text())
+    grafana = json.loads(
+        (Path(__file__).parent.parent / "ovh/grafana/render-dashboard.json").read_text()
+    )
     exported = {f.name for f in text_string_to_metric_families(host.cli("metrics").output)}
     exprs = [t["expr"] for p in grafana["panels"] for t in p["targets"]]
     assert exprs

@@ -27,8 +27,9 @@ CHROMIUM = os.environ.get("RENDER_CHROMIUM", "/usr/bin/chromium")
 BUILDS = 90
 SITES = ("acme/blog", "zed/shop")
 # where the screenshot is kept for a person to look at (CI keeps the folder's files)
-ARTIFACTS = Path(os.environ.get("RENDER_TEST_ARTIFACTS",
-                                Path(tempfile.gettempdir()) / "render-test-artifacts"))  # fmt: skip
+ARTIFACTS = Path(
+    os.environ.get("RENDER_TEST_ARTIFACTS", Path(tempfile.gettempdir()) / "render-test-artifacts")
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,10 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Host:
     def spec(site: str) -> SiteSpec:
         return SiteSpec(
             base_url=f"https://{site.split('/')[1]}.example.com",  # one site per host name
-            templates={"index.html": html("<h1>Home</h1><p>hello</p>"), "404.html": html("<p>no</p>")},
+            templates={
+                "index.html": html("<h1>Home</h1><p>hello</p>"),
+                "404.html": html("<p>no</p>"),
+            },
             routes=[{"path": "/", "template": "index.html"}],
         )
 
@@ -74,7 +78,9 @@ def test_the_dashboard_lists_both_sites_and_charts_every_build(
     folder = tmp_path / "served"
     resolver = WithDashboard(_not_a_site, host=host.config, folder=folder)
     with serve(resolver) as running:
-        context = browser.new_context(java_script_enabled=False, viewport={"width": 1400, "height": 900})
+        context = browser.new_context(
+            java_script_enabled=False, viewport={"width": 1400, "height": 900}
+        )
         try:
             page = context.new_page()
             page.goto(f"{running.url}/_dashboard/")
@@ -85,8 +91,10 @@ def test_the_dashboard_lists_both_sites_and_charts_every_build(
                 row = page.locator(f'tr[data-site="{site["site"]}"]')
                 cells = row.locator("td").all_inner_texts()
                 latest = site["history"][-1]["scores"]
-                expected = [f"{latest[c] * 100:.0f}" for c in
-                            ("performance", "accessibility", "best-practices", "seo")]  # fmt: skip
+                expected = [
+                    f"{latest[c] * 100:.0f}"
+                    for c in ("performance", "accessibility", "best-practices", "seo")
+                ]
                 assert cells[2:6] == expected, (site["site"], cells)
                 assert cells[0] == site["live_version"]
                 assert row.locator(".trend svg").count() == 1

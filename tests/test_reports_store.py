@@ -61,13 +61,24 @@ def test_the_next_build_drops_the_old_report_files_from_the_tree(tmp_path: Path)
     for path, data in old.items():
         (objects / sha256(data)).write_bytes(data)
         files[path] = FileEntry(hash=sha256(data), size=len(data), type="text/html")
-    first = publish_tree(files, objects, owner="acme", name="blog", base_url="https://x.test/",
-                         store=store, ledger=None)  # fmt: skip
+    first = publish_tree(
+        files,
+        objects,
+        owner="acme",
+        name="blog",
+        base_url="https://x.test/",
+        store=store,
+        ledger=None,
+    )
 
     report = host.run("acme/blog")
     assert report.publication is not None and report.publication.parent == first.version
     removed = set(report.publication.diff.removed)
-    assert {"_render/seo.json", "_render/lighthouse.json", "_render/lighthouse/index.html"} <= removed
+    assert {
+        "_render/seo.json",
+        "_render/lighthouse.json",
+        "_render/lighthouse/index.html",
+    } <= removed
     root, _ = read_root(store, owner="acme", name="blog")
     assert root is not None
     tree = read_tree(store, owner="acme", name="blog", version=root.version)
@@ -78,7 +89,11 @@ def test_html_reports_upload_once_and_go_with_the_last_version_naming_them(tmp_p
     store = LocalStore(tmp_path / "store")
     a, b, c = b"<html>report a</html>", b"<html>report b</html>", b"<html>report c</html>"
     ha, hb, hc = sha256(a), sha256(b), sha256(c)
-    v1, v2, v3 = "20261101T000000Z-00000001", "20261102T000000Z-00000002", "20261103T000000Z-00000003"
+    v1, v2, v3 = (
+        "20261101T000000Z-00000001",
+        "20261102T000000Z-00000002",
+        "20261103T000000Z-00000003",
+    )
     files = {"seo.json": b"{}\n"}
     first = store_reports(store, owner="o", name="s", version=v1, files=files, html={ha: a, hb: b})
     assert (first.uploaded_html, first.uploaded_bytes) == (2, len(a) + len(b) + 3)
@@ -91,15 +106,17 @@ def test_html_reports_upload_once_and_go_with_the_last_version_naming_them(tmp_p
     store.put(html_key("o", "s", sha256(late)), late, content_type="text/html", cache_control="")
 
     cutoff = time.time() - 48 * 3600
-    dry = collect(store, owner="o", name="s", kept={v2, v3}, dropped={v1}, cutoff=cutoff,
-                  dry_run=True)  # fmt: skip
+    dry = collect(
+        store, owner="o", name="s", kept={v2, v3}, dropped={v1}, cutoff=cutoff, dry_run=True
+    )
     assert store.exists(report_key("o", "s", v1, "seo.json"))
     done = collect(store, owner="o", name="s", kept={v2, v3}, dropped={v1}, cutoff=cutoff)
     assert done.keys == dry.keys
     assert set(done.keys) == {
-        report_key("o", "s", v1, "seo.json"), report_key("o", "s", v1, "index.json"),
+        report_key("o", "s", v1, "seo.json"),
+        report_key("o", "s", v1, "index.json"),
         html_key("o", "s", hb),
-    }  # fmt: skip
+    }
     assert done.keys[-1] == report_key("o", "s", v1, "index.json")  # the index goes last
     for key in (html_key("o", "s", ha), html_key("o", "s", hc), html_key("o", "s", sha256(late))):
         assert store.exists(key), key

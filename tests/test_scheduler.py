@@ -93,10 +93,13 @@ def test_two_sites_run_at_their_own_cron_times(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="render")
-    config = write_host(tmp_path, sites={
-        "acme/even": {"schedule": "*/4 * * * * *"},       # seconds 0, 4, 8, ...
-        "acme/odd": {"schedule": "2-59/4 * * * * *"},     # seconds 2, 6, 10, ...
-    })  # fmt: skip
+    config = write_host(
+        tmp_path,
+        sites={
+            "acme/even": {"schedule": "*/4 * * * * *"},  # seconds 0, 4, 8, ...
+            "acme/odd": {"schedule": "2-59/4 * * * * *"},  # seconds 2, 6, 10, ...
+        },
+    )
     state = tmp_path / "state"
 
     def both_ran_twice() -> bool:
@@ -128,8 +131,9 @@ def test_restart_keeps_the_jobs_and_runs_a_missed_run_once(tmp_path: Path) -> No
     with daemon(config) as d:
         wait_for(
             lambda: any(r["reason"] == "schedule" for r in runs(state)[before:]),
-            timeout=20, what="a scheduled run after the restart",
-        )  # fmt: skip
+            timeout=20,
+            what="a scheduled run after the restart",
+        )
         assert list(d.planned()) == ["acme/blog"]
     after = runs(state)[before:]
     assert [r["reason"] for r in after][:2] == ["catch-up", "schedule"]
@@ -144,16 +148,25 @@ def test_jobs_follow_the_sites_folder(tmp_path: Path, caplog: pytest.LogCaptureF
     with daemon(config, reconcile=0.3) as d:
         assert list(d.planned()) == ["acme/blog"]
         write_site(tmp_path, "acme/shop", {"schedule": "* * * * * *"})  # a new site
-        wait_for(lambda: [r for r in runs(state) if r["site"] == "acme/shop"], timeout=20,
-                 what="the new site's first build")  # fmt: skip
+        wait_for(
+            lambda: [r for r in runs(state) if r["site"] == "acme/shop"],
+            timeout=20,
+            what="the new site's first build",
+        )
         write_site(tmp_path, "acme/blog", {"schedule": "* * * * * *"})  # a schedule change
-        wait_for(lambda: [r for r in runs(state) if r["site"] == "acme/blog"], timeout=20,
-                 what="the rescheduled site's build")  # fmt: skip
+        wait_for(
+            lambda: [r for r in runs(state) if r["site"] == "acme/blog"],
+            timeout=20,
+            what="the rescheduled site's build",
+        )
         (tmp_path / "sites/acme/shop/site.toml").unlink()  # a removed site
         wait_for(lambda: list(d.planned()) == ["acme/blog"], timeout=20, what="the job removed")
         count = len([r for r in runs(state) if r["site"] == "acme/shop"])
-        wait_for(lambda: len([r for r in runs(state) if r["site"] == "acme/blog"]) >= 3,
-                 timeout=20, what="more builds of the remaining site")  # fmt: skip
+        wait_for(
+            lambda: len([r for r in runs(state) if r["site"] == "acme/blog"]) >= 3,
+            timeout=20,
+            what="more builds of the remaining site",
+        )
         assert len([r for r in runs(state) if r["site"] == "acme/shop"]) <= count + 1
     assert [e["site"] for e in events(caplog, "job.added")] == ["acme/blog", "acme/shop"]
     assert [e["site"] for e in events(caplog, "job.changed")] == ["acme/blog"]
@@ -165,10 +178,13 @@ def test_a_broken_site_is_reported_and_the_others_keep_running(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="render")
-    config = write_host(tmp_path, sites={
-        "acme/good": {"schedule": "* * * * * *"},
-        "acme/bad": {"schedule": "* * * * * *"},
-    })  # fmt: skip
+    config = write_host(
+        tmp_path,
+        sites={
+            "acme/good": {"schedule": "* * * * * *"},
+            "acme/bad": {"schedule": "* * * * * *"},
+        },
+    )
     bad = tmp_path / "sites/acme/bad/site.toml"
     bad.write_text(
         '[site]\nbase_url = "https://x.example"\nschedule = "0 3 * *"\ntimezon = "UTC"\n'
@@ -198,8 +214,11 @@ def test_a_site_broken_after_it_was_scheduled_fails_its_builds_alone(
     with daemon(config, reconcile=0.3):
         wait_for(lambda: runs(state), timeout=20, what="a first build")
         (tmp_path / "sites/acme/blog/site.toml").write_text("[site\n")
-        wait_for(lambda: [e for e in events(caplog, "build.end") if e["outcome"] == "failed"],
-                 timeout=20, what="a failed build")  # fmt: skip
+        wait_for(
+            lambda: [e for e in events(caplog, "build.end") if e["outcome"] == "failed"],
+            timeout=20,
+            what="a failed build",
+        )
     failed = [e for e in events(caplog, "build.end") if e["outcome"] == "failed"][0]
     assert str(failed["error"]).startswith(
         "acme/blog: config: sites/acme/blog/site.toml: invalid TOML"
@@ -220,8 +239,11 @@ WRITER = textwrap.dedent(
 
 
 def test_auto_mode_turns_a_burst_of_writes_into_one_build(tmp_path: Path) -> None:
-    config = write_host(tmp_path, sites={"acme/blog": {"schedule": NEVER, "auto": True}},
-                        schedule={"poll": 1, "debounce": 2})  # fmt: skip
+    config = write_host(
+        tmp_path,
+        sites={"acme/blog": {"schedule": NEVER, "auto": True}},
+        schedule={"poll": 1, "debounce": 2},
+    )
     database = tmp_path / "sites/acme/blog/site.db"
     with sqlite3.connect(database) as db:
         db.execute("create table posts (id integer primary key, title text)")
@@ -229,8 +251,13 @@ def test_auto_mode_turns_a_burst_of_writes_into_one_build(tmp_path: Path) -> Non
     state = tmp_path / "state"
 
     def write(count: int) -> float:
-        done = subprocess.run([sys.executable, "-c", WRITER, str(database), str(count)],
-                              capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", WRITER, str(database), str(count)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         return float(done.stdout)
 
     def auto_runs() -> list[dict[str, object]]:
@@ -250,10 +277,14 @@ def test_auto_mode_turns_a_burst_of_writes_into_one_build(tmp_path: Path) -> Non
 
 
 def test_next_run_and_running_for_status(tmp_path: Path) -> None:
-    config = write_host(tmp_path, sites={
-        "acme/blog": {"schedule": "0 3 * * 0", "timezone": "Europe/Berlin"},
-        "acme/shop": {},
-    }, schedule={"jitter": 600, "default": "30 4 * * *"})  # fmt: skip
+    config = write_host(
+        tmp_path,
+        sites={
+            "acme/blog": {"schedule": "0 3 * * 0", "timezone": "Europe/Berlin"},
+            "acme/shop": {},
+        },
+        schedule={"jitter": 600, "default": "30 4 * * *"},
+    )
     host = load_host(config)
     blog = load_site(tmp_path / "sites/acme/blog", host=host)
     shop = load_site(tmp_path / "sites/acme/shop", host=host)
@@ -280,11 +311,23 @@ def start_cli(
 ) -> subprocess.Popen[str]:
     code = "import sys; from render.cli import main; sys.exit(main())"
     return subprocess.Popen(
-        [sys.executable, "-c", code, "scheduler", "--config", str(config), "--log-format", "json",
-         "--runner", runner],
+        [
+            sys.executable,
+            "-c",
+            code,
+            "scheduler",
+            "--config",
+            str(config),
+            "--log-format",
+            "json",
+            "--runner",
+            runner,
+        ],
         env={**os.environ, "PYTHONPATH": str(TESTS), **(env or {})},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def stop_cli(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> list[dict[str, object]]:
@@ -296,8 +339,9 @@ def stop_cli(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> list[dic
 
 
 def test_forced_and_scheduled_builds_never_overlap(tmp_path: Path) -> None:
-    config = write_host(tmp_path, sites={"acme/blog": {"schedule": "* * * * * *"}},
-                        schedule={"workers": 1})  # fmt: skip
+    config = write_host(
+        tmp_path, sites={"acme/blog": {"schedule": "* * * * * *"}}, schedule={"workers": 1}
+    )
     state = tmp_path / "state"
     env = {"SCHEDKIT_HOLD": "0.3"}
     proc = start_cli(config, "schedkit:record_runner", env=env)
@@ -307,15 +351,24 @@ def test_forced_and_scheduled_builds_never_overlap(tmp_path: Path) -> None:
         )
         force = subprocess.run(
             [sys.executable, str(TESTS / "schedkit.py"), "force", str(config), "acme/blog", "6"],
-            env={**os.environ, **env, "PYTHONPATH": str(TESTS)}, timeout=60,
-        )  # fmt: skip
+            env={**os.environ, **env, "PYTHONPATH": str(TESTS)},
+            timeout=60,
+        )
         assert force.returncode == 0
         # a second daemon on the same state folder refuses to start
         second = subprocess.run(
-            [sys.executable, "-c", "import sys; from render.cli import main; sys.exit(main())",
-             "scheduler", "--config", str(config)],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-c",
+                "import sys; from render.cli import main; sys.exit(main())",
+                "scheduler",
+                "--config",
+                str(config),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert second.returncode == 1
         assert second.stderr.startswith(
             f"Error: lock: a scheduler is already running: pid {proc.pid} on "
@@ -335,13 +388,21 @@ def test_forced_and_scheduled_builds_never_overlap(tmp_path: Path) -> None:
 
 
 def test_sigterm_mid_publish_keeps_one_whole_version_live(tmp_path: Path) -> None:
-    config = write_host(tmp_path, sites={"acme/blog": {"schedule": "* * * * * *"}},
-                        schedule={"workers": 1})  # fmt: skip
+    config = write_host(
+        tmp_path, sites={"acme/blog": {"schedule": "* * * * * *"}}, schedule={"workers": 1}
+    )
     host = load_host(config)
     store = LocalStore(host.store_path)
     objects = tmp_path / "v1-objects"
-    first = publish_tree(version_files(objects, "v1", 40), objects, owner="acme", name="blog",
-                         base_url="https://blog.example", store=store, ledger=None)  # fmt: skip
+    first = publish_tree(
+        version_files(objects, "v1", 40),
+        objects,
+        owner="acme",
+        name="blog",
+        base_url="https://blog.example",
+        store=store,
+        ledger=None,
+    )
 
     def live() -> tuple[str, set[bytes]]:
         """The live version and the bytes a reader gets by following root -> tree -> blobs."""

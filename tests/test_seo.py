@@ -107,8 +107,11 @@ def test_sitemap_index_past_the_url_limit_read_by_usp(tmp_path: Path, served: An
     build = seo.generate(make_build(tmp_path, pages, static=STATIC, base_url=url), max_urls=3)
     holder["build"] = build
     assert sorted(p for p in build.files if p.startswith("sitemap")) == [
-        "sitemap-1.xml", "sitemap-2.xml", "sitemap-3.xml", "sitemap.xml",
-    ]  # fmt: skip
+        "sitemap-1.xml",
+        "sitemap-2.xml",
+        "sitemap-3.xml",
+        "sitemap.xml",
+    ]
     for name in ("sitemap.xml", "sitemap-1.xml", "sitemap-2.xml", "sitemap-3.xml"):
         validate(build.read(name))
     assert [len(locs(build.read(f"sitemap-{n}.xml"))) for n in (1, 2, 3)] == [3, 3, 1]
@@ -136,10 +139,22 @@ def _bare_build(tmp_path: Path, count: int) -> Build:
     facts = {"v": seo.FACTS_VERSION, "noindex": False}
     entry = FileEntry(hash="0" * 64, size=1, type="text/html; charset=utf-8")
     records = tuple(
-        PageRecord(path=f"p/{i}/index.html", url=f"/p/{i}/", route=0, template="t", fingerprint="",
-                   hash="0" * 64, size=1, reads=(), islands=(), lastmod=None, changed=CHANGED, facts=facts)
+        PageRecord(
+            path=f"p/{i}/index.html",
+            url=f"/p/{i}/",
+            route=0,
+            template="t",
+            fingerprint="",
+            hash="0" * 64,
+            size=1,
+            reads=(),
+            islands=(),
+            lastmod=None,
+            changed=CHANGED,
+            facts=facts,
+        )
         for i in range(count)
-    )  # fmt: skip
+    )
     files = types.MappingProxyType({r.path: entry for r in records})
     return Build(**{**base.__dict__, "pages": records, "files": files})
 
@@ -475,9 +490,11 @@ def test_report_json_summary_and_blocking_error(tmp_path: Path) -> None:
     assert data["errors"] == 5 and data["warnings"] == 1 and data["blocking"] is True
     assert data["counts"] == {"img-alt-missing": 5, "title-too-long": 1}
     assert data["findings"][0] == {
-        "rule": "img-alt-missing", "level": "error", "path": "/bad0/",
+        "rule": "img-alt-missing",
+        "level": "error",
+        "path": "/bad0/",
         "message": "1 <img> without alt: /static/site.css",
-    }  # fmt: skip
+    }
     assert seo.summary_lines(report) == [
         "SEO: 12 pages, 5 errors, 1 warning",
         "  error    img-alt-missing      5  /bad0/, /bad1/, /bad2/ (+2 more)",

@@ -142,8 +142,12 @@ def test_more_slow_connections_than_workers_start_no_more_threads() -> None:
 def _two_sites(store: LocalStore, work: Path) -> str:
     """Publish acme/blog and acme/docs; return blog's live version."""
     blog = publish(make_build(work / "blog", site_files(1)), store=store, ledger=None)
-    docs = make_build(work / "docs", {"index.html": b"docs home"}, name="docs",
-                      base_url="https://docs.example.org/")  # fmt: skip
+    docs = make_build(
+        work / "docs",
+        {"index.html": b"docs home"},
+        name="docs",
+        base_url="https://docs.example.org/",
+    )
     publish(docs, store=store, ledger=None)
     return blog.version
 
@@ -174,7 +178,9 @@ def test_a_broken_site_answers_503_alone_and_comes_back_when_fixed(
             assert _get(f"{running.url}/", host="docs.example.org") == (200, b"docs home")
             assert _get(f"{running.url}/acme/docs/") == (200, b"docs home")
             assert _get(f"{running.url}/acme/blog/") == (
-                503, f"acme/blog is unavailable: {problem}\n".encode())  # fmt: skip
+                503,
+                f"acme/blog is unavailable: {problem}\n".encode(),
+            )
             assert _get(f"{running.url}/", host="blog.acme.localhost")[0] == 503
         if damage == "unreadable root":
             path.rmdir()
@@ -229,10 +235,21 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     store.put(root_key("acme", "blog"), b"{", content_type="application/json", cache_control="x")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "render", "serve", "--config", str(tmp_path / "render.toml"),
-         "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "render",
+            "serve",
+            "--config",
+            str(tmp_path / "render.toml"),
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()

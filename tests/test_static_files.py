@@ -31,7 +31,9 @@ from render.pipeline import Options, run_site
 
 SECRET = b"root:x:0:0:TOP-SECRET-4111:/root:/bin/bash\n"
 OWN = b"tenant's own file\n"
-LINK_HINT = "Hint: replace the link with a copy of what it points to (render follows no links in static/)\n"
+LINK_HINT = (
+    "Hint: replace the link with a copy of what it points to (render follows no links in static/)\n"
+)
 
 
 def _host(tmp_path: Path, static: dict[str, str | bytes], **limits: int) -> Host:
@@ -355,7 +357,10 @@ def test_an_nfd_named_template_is_read_under_its_own_name(tmp_path: Path) -> Non
         tmp_path,
         sites={
             "acme/blog": SiteSpec(
-                templates={"index.html": html(f'{{% include "{NFD}.html" %}}'), f"{NFD}.html": "menu"},
+                templates={
+                    "index.html": html(f'{{% include "{NFD}.html" %}}'),
+                    f"{NFD}.html": "menu",
+                },
             )
         },
     )

@@ -35,8 +35,12 @@ def test_get_put_list_delete_round_trip(store: Store, tmp_path: Path) -> None:
     store.put("sites/a/b/blobs/x", b"hello", content_type="text/plain", cache_control="no-cache")
     source = tmp_path / "file.bin"
     source.write_bytes(b"\x00" * 1000)
-    store.put_file("sites/a/b/blobs/y", source, content_type="application/octet-stream",
-                   cache_control="no-cache")  # fmt: skip
+    store.put_file(
+        "sites/a/b/blobs/y",
+        source,
+        content_type="application/octet-stream",
+        cache_control="no-cache",
+    )
     assert store.get("sites/a/b/blobs/x") == b"hello"
     assert store.exists("sites/a/b/blobs/y")
     dest = tmp_path / "out.bin"

@@ -32,10 +32,17 @@ def run_vnu(paths: Sequence[Path], *, timeout: float = 240) -> list[dict[str, An
     if not paths:
         return []
     command = [
-        "java", "-Xss4m", "-jar", str(VNU_JAR),
-        "--format", "json", "--stdout", "--exit-zero-always", "--skip-non-html",
+        "java",
+        "-Xss4m",
+        "-jar",
+        str(VNU_JAR),
+        "--format",
+        "json",
+        "--stdout",
+        "--exit-zero-always",
+        "--skip-non-html",
         *(str(p) for p in paths),
-    ]  # fmt: skip
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0 or not done.stdout.strip():
         raise AssertionError(f"vnu failed (exit {done.returncode}): {done.stderr.strip()[:2000]}")

@@ -124,7 +124,9 @@ class Changes:
         missing = wanted - known.keys()
         if missing:  # one scan: what the last build needed of this table comes along
             missing |= self._before_columns.get(table, {}).keys() & self.names(table)
-            found = _hash_columns(self._connection(), table, sorted(missing - {""}), self.names(table))
+            found = _hash_columns(
+                self._connection(), table, sorted(missing - {""}), self.names(table)
+            )
             if found is None:
                 self._hashes[table] = None
                 return None

@@ -38,7 +38,6 @@ FACTS_VERSION = 1
 """Bumped when the facts change shape; the lint re-reads pages with older facts."""
 
 
-
 class PageFacts(TypedDict):
     """What the SEO lint knows about one page; a plain dict, stored as JSON in the build record.
 
@@ -75,9 +74,25 @@ def current(facts: Mapping[str, object]) -> TypeGuard[PageFacts]:
 _MAX_LISTED = 20  # images without alt listed per page (the count is kept whole)
 
 _TAGS = (
-    "html", "title", "meta", "link", "h1", "a", "area", "img", "source",
-    "script", "iframe", "video", "audio", "embed", "object", "input", "svg", "base",
-)  # fmt: skip
+    "html",
+    "title",
+    "meta",
+    "link",
+    "h1",
+    "a",
+    "area",
+    "img",
+    "source",
+    "script",
+    "iframe",
+    "video",
+    "audio",
+    "embed",
+    "object",
+    "input",
+    "svg",
+    "base",
+)
 _SKIP_LINK_RELS = frozenset({"preconnect", "dns-prefetch"})
 _PAGE_LINK_RELS = frozenset({"canonical", "alternate", "next", "prev", "author", "help", "license"})
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")

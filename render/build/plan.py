@@ -99,11 +99,15 @@ def plan(
                 lastmod = row.get(route.lastmod) if route.lastmod else None
                 add(
                     PageSpec(
-                        path=output_path(url), url=url, route=route.index, template=route.template,
-                        row=row, lastmod=None if lastmod is None else str(lastmod),
+                        path=output_path(url),
+                        url=url,
+                        route=route.index,
+                        template=route.template,
+                        row=row,
+                        lastmod=None if lastmod is None else str(lastmod),
                     ),
                     who,
-                )  # fmt: skip
+                )
             continue
         rows = [dict(zip(names, tup, strict=True)) for tup in values]
         url = normalize_url(route.path)
@@ -137,11 +141,16 @@ def plan(
             ]
             add(
                 PageSpec(
-                    path=output_path(page_url), url=page_url, route=route.index, template=route.template,
-                    rows=chunk, pagination=pagination, lastmod=max(lastmods) if lastmods else None,
+                    path=output_path(page_url),
+                    url=page_url,
+                    route=route.index,
+                    template=route.template,
+                    rows=chunk,
+                    pagination=pagination,
+                    lastmod=max(lastmods) if lastmods else None,
                 ),
                 f"{where} page {number}",
-            )  # fmt: skip
+            )
     if "404.html" in templates and "404.html" not in owners:
         specs.append(PageSpec(path="404.html", url="/404.html", route=-1, template="404.html"))
     return specs
@@ -254,9 +263,16 @@ def fingerprint(spec: PageSpec, *, route_key: str) -> str:
     """
     if spec.row is not None and spec.pagination is None:
         return _row_fingerprint(_row_head(route_key, list(spec.row)), tuple(spec.row.values()))
-    head = repr((route_key, spec.url, spec.path, spec.template,
-                 None if spec.pagination is None else tuple(spec.pagination.items()),
-                 spec.lastmod))  # fmt: skip
+    head = repr(
+        (
+            route_key,
+            spec.url,
+            spec.path,
+            spec.template,
+            None if spec.pagination is None else tuple(spec.pagination.items()),
+            spec.lastmod,
+        )
+    )
     parts = [head]
     if spec.row is not None:
         parts.append("row\x1c" + _row_text(spec.row.items()))

@@ -46,7 +46,9 @@ class Previous:
     input_hash: str | None = None
     tables: Mapping[str, str] = field(default_factory=dict)  # the snapshot's table hashes
     queries: Mapping[str, str] = field(default_factory=dict)  # [queries] as they were
-    columns: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # see render.build.changes
+    columns: Mapping[str, Mapping[str, str]] = field(
+        default_factory=dict
+    )  # see render.build.changes
     routes: Mapping[int, tuple[str, tuple[Read, ...]]] = field(default_factory=dict)  # key, reads
     buckets: tuple[tuple[Mapping[str, PageRecord], str], ...] = ()  # page groups and file names
 
@@ -59,7 +61,15 @@ def load_previous(folder: Path) -> Previous:
     try:
         with open(folder / RECORD, "rb") as fh:
             data = pickle.load(fh)
-    except (OSError, ValueError, pickle.UnpicklingError, EOFError, AttributeError, TypeError, ImportError):
+    except (
+        OSError,
+        ValueError,
+        pickle.UnpicklingError,
+        EOFError,
+        AttributeError,
+        TypeError,
+        ImportError,
+    ):
         # ImportError: a record written by an older layout names classes that moved
         return Previous()
     if not isinstance(data, dict):
@@ -75,10 +85,18 @@ def load_previous(folder: Path) -> Previous:
             merged.update(group)
         pages = {path: merged[path] for path in data["order"]}
     except (
-        OSError, KeyError, TypeError, ValueError, AttributeError, ImportError,
-        pickle.UnpicklingError, EOFError,
+        OSError,
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        ImportError,
+        pickle.UnpicklingError,
+        EOFError,
     ):
-        return Previous()  # damaged, or written by an older layout: the next build renders everything
+        return (
+            Previous()
+        )  # damaged, or written by an older layout: the next build renders everything
     return Previous(
         pages=pages,
         buckets=buckets,
@@ -95,9 +113,7 @@ def _bucket(path: str) -> int:
     return zlib.crc32(path.encode("utf-8", "surrogatepass")) % BUCKETS
 
 
-def _save_groups(
-    where: Path, recorded: Mapping[str, PageRecord], previous: Previous
-) -> list[str]:
+def _save_groups(where: Path, recorded: Mapping[str, PageRecord], previous: Previous) -> list[str]:
     """Write the page records in ``BUCKETS`` pickled groups; return their file names in order.
 
     A group whose records are the very ones loaded from the last build keeps

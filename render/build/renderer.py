@@ -45,8 +45,19 @@ class PageSpec:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # positional, so that pickling skips dataclasses' per-object field walk
-        return (PageSpec, (self.path, self.url, self.route, self.template, self.row,
-                           self.rows, self.pagination, self.lastmod))  # fmt: skip
+        return (
+            PageSpec,
+            (
+                self.path,
+                self.url,
+                self.route,
+                self.template,
+                self.row,
+                self.rows,
+                self.pagination,
+                self.lastmod,
+            ),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +71,10 @@ class PageDone:
     offset: int = 0  # where in the pack
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (PageDone, (self.hash, self.size, self.deps, self.islands, self.facts,
-                           self.pack, self.offset))  # fmt: skip
+        return (
+            PageDone,
+            (self.hash, self.size, self.deps, self.islands, self.facts, self.pack, self.offset),
+        )
 
 
 @dataclass(frozen=True, slots=True)

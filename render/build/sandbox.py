@@ -77,7 +77,9 @@ class SiteLoader(BaseLoader):
 
     def _read(self, template: str, path: Path) -> bytes:
         try:
-            with SiteFolder(self.folder, inside=self.folder.parent, label=self.folder.name) as folder:
+            with SiteFolder(
+                self.folder, inside=self.folder.parent, label=self.folder.name
+            ) as folder:
                 return folder.read_bytes(path.relative_to(self.folder).parts)
         except BuildError:
             raise TemplateNotFound(template) from None
@@ -197,11 +199,25 @@ VOLATILE = ""
 # count whatever their arguments: only 'now' varies, but telling needs the values.
 VOLATILE_FUNCTIONS = frozenset(
     {
-        "random", "randomblob", "date", "time", "datetime", "julianday", "unixepoch",
-        "strftime", "timediff", "current_date", "current_time", "current_timestamp",
-        "changes", "total_changes", "last_insert_rowid", "sqlite_version", "sqlite_source_id",
+        "random",
+        "randomblob",
+        "date",
+        "time",
+        "datetime",
+        "julianday",
+        "unixepoch",
+        "strftime",
+        "timediff",
+        "current_date",
+        "current_time",
+        "current_timestamp",
+        "changes",
+        "total_changes",
+        "last_insert_rowid",
+        "sqlite_version",
+        "sqlite_source_id",
     }
-)  # fmt: skip
+)
 
 
 def result_hash(names: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> str:

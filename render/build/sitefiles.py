@@ -145,8 +145,12 @@ class SiteFolder:
             os.close(fd)
         return sorted(found, key=lambda item: item[0])
 
-    def _file(self, names: tuple[str, ...], on_disk: tuple[str, ...], st: os.stat_result) -> SiteFile:
-        return SiteFile(rel="/".join(names), names=on_disk, size=st.st_size, mtime_ns=st.st_mtime_ns)
+    def _file(
+        self, names: tuple[str, ...], on_disk: tuple[str, ...], st: os.stat_result
+    ) -> SiteFile:
+        return SiteFile(
+            rel="/".join(names), names=on_disk, size=st.st_size, mtime_ns=st.st_mtime_ns
+        )
 
     def _inside(self, names: tuple[str, ...]) -> SiteFile | None:
         """The regular file a link inside the folder leads to, named as the link; None otherwise."""

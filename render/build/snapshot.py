@@ -174,9 +174,12 @@ def take(
         partial.unlink(missing_ok=True)
         if is_disk_full(exc):
             raise DiskFullError.of(
-                exc, writing=f"the snapshot {final}", folder=final.parent, stage="snapshot",
+                exc,
+                writing=f"the snapshot {final}",
+                folder=final.parent,
+                stage="snapshot",
                 site=str(site.id),
-            ) from exc  # fmt: skip
+            ) from exc
         raise SnapshotError(
             f"cannot copy {site.site.database}: {exc}",
             site=str(site.id),

@@ -19,7 +19,9 @@ class SourceState:
     templates: Mapping[str, str]  # name -> sha256 of the source
     static: Mapping[str, tuple[int, int, str]]  # rel path (NFC) -> (size, mtime_ns, sha256)
     config: str  # sha256 of site.toml
-    static_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # NFC rel -> as on disk
+    static_names: Mapping[str, tuple[str, ...]] = field(
+        default_factory=dict
+    )  # NFC rel -> as on disk
 
     def input_hash(self, snapshot: Snapshot) -> str:
         parts = [

@@ -168,11 +168,17 @@ def _cli_audit(
     """One Lighthouse CLI run; ``port=None`` lets it launch its own Chromium."""
     base = html.with_suffix("")
     argv = [
-        spec["node"], str(Path(spec["lighthouse"]) / "cli" / "index.js"), url,
-        "--output=json", "--output=html", f"--output-path={base}", "--quiet",
+        spec["node"],
+        str(Path(spec["lighthouse"]) / "cli" / "index.js"),
+        url,
+        "--output=json",
+        "--output=html",
+        f"--output-path={base}",
+        "--quiet",
         f"--only-categories={','.join(CATEGORIES)}",
-        "--disable-full-page-screenshot", "--skip-audits=bf-cache",  # as the Node driver does
-    ]  # fmt: skip
+        "--disable-full-page-screenshot",
+        "--skip-audits=bf-cache",  # as the Node driver does
+    ]
     if spec["form_factor"] == "desktop":
         argv.append("--preset=desktop")
     env = dict(os.environ)
@@ -323,9 +329,12 @@ def _job(
         html = Path(spec["out"]) / f"report-{uuid.uuid4().hex}-{n}.html"
         if driver is not None:
             driver.start(
-                url, port=debug_port, form_factor=spec["form_factor"],
-                settle_ms=spec["settle_ms"], html=html,
-            )  # fmt: skip
+                url,
+                port=debug_port,
+                form_factor=spec["form_factor"],
+                settle_ms=spec["settle_ms"],
+                html=html,
+            )
             if job["parity"] and parity is None:  # in tabs of its own while Lighthouse scores
                 driver.traced()
                 timings["traced"] = time.monotonic() - started
@@ -368,9 +377,11 @@ def main(spec_path: str) -> int:
             stack.callback(driver.close)
         browser = stack.enter_context(_browser(spec, flags, debug_port))
         reader = _Reader(
-            browser, origin=server.url, timeout_ms=int(spec["nav_timeout"] * 1000),
+            browser,
+            origin=server.url,
+            timeout_ms=int(spec["nav_timeout"] * 1000),
             settle_ms=spec["settle_ms"],
-        )  # fmt: skip
+        )
         _reply(out, {"ready": True, "url": server.url, "seconds": time.monotonic() - started})
         for line in sys.stdin:
             if not line.strip():

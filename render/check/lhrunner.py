@@ -160,7 +160,9 @@ def find_tools(config: LighthouseConfig) -> Tools:
 def find_lighthouse() -> Path | None:
     """$RENDER_LIGHTHOUSE, else node_modules/lighthouse of the checkout, else of the cwd."""
     candidates = [os.environ.get("RENDER_LIGHTHOUSE", "")]
-    candidates += [str(Path(__file__).resolve().parent.parent.parent / "node_modules" / "lighthouse")]
+    candidates += [
+        str(Path(__file__).resolve().parent.parent.parent / "node_modules" / "lighthouse")
+    ]
     candidates += [str(Path.cwd() / "node_modules" / "lighthouse")]
     for candidate in candidates:
         if candidate and (Path(candidate) / "core" / "index.js").is_file():
@@ -343,9 +345,10 @@ class ChromiumRunner:
                 prefix = namespace_prefix()
                 if prefix is None:
                     raise RenderError(
-                        "cannot make a network namespace here", stage="check",
+                        "cannot make a network namespace here",
+                        stage="check",
                         hint="leave the network method to render (browser settings are used)",
-                    )  # fmt: skip
+                    )
                 argv = [*prefix, *argv]
 
             live: set[_AuditWorker] = set()

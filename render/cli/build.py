@@ -54,14 +54,29 @@ def init(demo: bool, folder: Path) -> None:
 def _build_options(func: F) -> F:
     for option in reversed(
         [
-            click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-                         help="Also write the finished static tree to this folder."),
-            click.option("--allow-seo-errors", is_flag=True, help="Publish even when the SEO lint finds errors."),
-            click.option("--skip-lighthouse", is_flag=True, help="Do not run Lighthouse and the no-JavaScript read."),
-            click.option("--no-wait", is_flag=True,
-                         help="Fail at once (exit 1) when this site is being built by another process."),
+            click.option(
+                "--out",
+                type=click.Path(file_okay=False, path_type=Path),
+                default=None,
+                help="Also write the finished static tree to this folder.",
+            ),
+            click.option(
+                "--allow-seo-errors",
+                is_flag=True,
+                help="Publish even when the SEO lint finds errors.",
+            ),
+            click.option(
+                "--skip-lighthouse",
+                is_flag=True,
+                help="Do not run Lighthouse and the no-JavaScript read.",
+            ),
+            click.option(
+                "--no-wait",
+                is_flag=True,
+                help="Fail at once (exit 1) when this site is being built by another process.",
+            ),
         ]
-    ):  # fmt: skip
+    ):
         func = option(func)
     return func
 
@@ -126,9 +141,13 @@ def force(
     """
     host = host_from(config_path)
     options = Options(
-        force=True, out=out, allow_seo_errors=allow_seo_errors, skip_lighthouse=skip_lighthouse,
-        full_audit=full_audit, wait=not no_wait,
-    )  # fmt: skip
+        force=True,
+        out=out,
+        allow_seo_errors=allow_seo_errors,
+        skip_lighthouse=skip_lighthouse,
+        full_audit=full_audit,
+        wait=not no_wait,
+    )
     _run_one(host, site_from(host, site_name), reason="force", options=options)
 
 

@@ -16,12 +16,24 @@ _BIND = re.compile(r"^(?:\[[0-9a-fA-F:]+\]|[^:\s]*):\d{1,5}$")
 
 @click.command("origin")
 @config_option
-@click.option("--bind", default=None, metavar="ADDR:PORT",
-              help="Address and port to listen on; default [origin] bind.")  # fmt: skip
-@click.option("--workers", type=click.IntRange(1, 64), default=None,
-              help="Server processes, each with its own caches; default [origin] workers.")  # fmt: skip
-@click.option("--access-log/--no-access-log", default=True, show_default=True,
-              help="One log line per request (render's log format).")  # fmt: skip
+@click.option(
+    "--bind",
+    default=None,
+    metavar="ADDR:PORT",
+    help="Address and port to listen on; default [origin] bind.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Server processes, each with its own caches; default [origin] workers.",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="One log line per request (render's log format).",
+)
 @click.option(
     "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
 )

@@ -47,8 +47,9 @@ def _site_lock(
     host: HostConfig, owner: str, name: str, *, wait: bool, reason: str
 ) -> AbstractContextManager[locks.Holder]:
     """The lock builds take: gc, rollback and repair never run beside a build of the site here."""
-    return locks.site_lock(host.state_dir, f"{owner}/{name}", wait=wait, on_wait=console.print,
-                           reason=reason)  # fmt: skip
+    return locks.site_lock(
+        host.state_dir, f"{owner}/{name}", wait=wait, on_wait=console.print, reason=reason
+    )
 
 
 _no_wait = click.option(
@@ -91,8 +92,14 @@ def versions(config_path: str | None, site_name: str, limit: int) -> None:
         table.add_column(column, justify="right" if right else "left", no_wrap=True)
     for v in infos:
         created = v.created.replace("T", " ")[:16]
-        table.add_row(v.version, created, str(v.files), _size(v.bytes), str(v.new_blobs),
-                      "live" if v.live else "")  # fmt: skip
+        table.add_row(
+            v.version,
+            created,
+            str(v.files),
+            _size(v.bytes),
+            str(v.new_blobs),
+            "live" if v.live else "",
+        )
     console.print(table)
 
 
@@ -118,9 +125,10 @@ def rollback_command(
     host = host_from(config_path)
     store = open_store(host)
     owner, name = _site_id(host, store, site_name)
-    with _site_lock(host, owner, name, wait=not no_wait, reason="rollback"), open_ledger(
-        host.state_dir
-    ) as ledger:
+    with (
+        _site_lock(host, owner, name, wait=not no_wait, reason="rollback"),
+        open_ledger(host.state_dir) as ledger,
+    ):
         done = rollback(store, owner=owner, name=name, to=version, ledger=ledger)
     if done.version == done.previous:
         console.print(f"{done.site}: {done.version} is already live")
@@ -131,8 +139,13 @@ def rollback_command(
 @click.command("gc")
 @config_option
 @click.argument("site_names", metavar="[SITE]...", nargs=-1)
-@click.option("--keep", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Versions kept per site (the live one always).")  # fmt: skip
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Versions kept per site (the live one always).",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing.")
 @_no_wait
 @handle_errors
@@ -156,8 +169,14 @@ def gc_command(
     freed = 0
     for owner, name in targets:
         with _site_lock(host, owner, name, wait=not no_wait, reason="gc"):
-            report = gc(store, owner=owner, name=name, keep=keep,
-                        grace_hours=host.store.gc_grace_hours, dry_run=dry_run)  # fmt: skip
+            report = gc(
+                store,
+                owner=owner,
+                name=name,
+                keep=keep,
+                grace_hours=host.store.gc_grace_hours,
+                dry_run=dry_run,
+            )
         freed += report.freed_bytes
         for v in report.removed_versions:
             console.print(f"{report.site}: {verb} version {v}")
@@ -191,13 +210,17 @@ def repair_command(config_path: str | None, site_name: str, no_wait: bool) -> No
         render repair acme/blog
     """
     host = host_from(config_path)
-    done, synced = repair_site(site_from(host, site_name), host=host, wait=not no_wait,
-                               on_wait=console.print)  # fmt: skip
+    done, synced = repair_site(
+        site_from(host, site_name), host=host, wait=not no_wait, on_wait=console.print
+    )
     for bad in done.repaired:
-        console.print(f"{done.site}: {bad.path}: blob {bad.hash[:12]} was {bad.problem};"
-                      " uploaded again")  # fmt: skip
-    console.print(f"{done.site}: checked {done.checked} blobs of {done.version};"
-                  f" {len(done.repaired)} uploaded again")  # fmt: skip
+        console.print(
+            f"{done.site}: {bad.path}: blob {bad.hash[:12]} was {bad.problem}; uploaded again"
+        )
+    console.print(
+        f"{done.site}: checked {done.checked} blobs of {done.version};"
+        f" {len(done.repaired)} uploaded again"
+    )
     if synced is not None and synced.outcome is SyncOutcome.switched:
         console.print(f"{done.site}: the mirror folder now serves {synced.version}")
 
@@ -222,12 +245,19 @@ def serve_command(config_path: str | None, port: int) -> None:
     """
     host = host_from(config_path)
     store = open_store(host)
-    live = LiveSites(store, cache=host.state_dir / "serve-cache",
-                     refresh_seconds=2.0 if host.store.kind == "local" else 30.0,
-                     report=lambda line: click.echo(line, err=True))  # fmt: skip
+    live = LiveSites(
+        store,
+        cache=host.state_dir / "serve-cache",
+        refresh_seconds=2.0 if host.store.kind == "local" else 30.0,
+        report=lambda line: click.echo(line, err=True),
+    )
     sites = live.sites()
-    resolver = WithDashboard(live, host=host, folder=host.state_dir / "serve-dashboard",
-                             budgets=lambda: configured_budgets(host))  # fmt: skip
+    resolver = WithDashboard(
+        live,
+        host=host,
+        folder=host.state_dir / "serve-dashboard",
+        budgets=lambda: configured_budgets(host),
+    )
 
     def ready(running: Running) -> None:
         console.print(f"Serving {len(sites)} site(s) from {store.description} at {running.url}/")
@@ -247,8 +277,9 @@ def serve_command(config_path: str | None, port: int) -> None:
     except KeyboardInterrupt:
         pass
     except OSError as exc:
-        raise UsageError(f"cannot listen on {LOOPBACK}:{port}: {exc.strerror}",
-                         hint="pick another --port") from None  # fmt: skip
+        raise UsageError(
+            f"cannot listen on {LOOPBACK}:{port}: {exc.strerror}", hint="pick another --port"
+        ) from None
 
 
 COMMANDS = [versions, rollback_command, gc_command, repair_command, serve_command]

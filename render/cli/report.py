@@ -34,20 +34,32 @@ def _resolve(host: HostConfig, name: str, known: list[tuple[str, str]]) -> tuple
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
-            raise ConfigError(f"site name {name!r} is ambiguous",
-                              hint="name it as owner/name: " + ", ".join(f"{o}/{n}" for o, n in found))  # fmt: skip
-    raise ConfigError(f"no site {name!r} in {host.sites_dir} or the ledger",
-                      hint="'render status' lists the sites")  # fmt: skip
+            raise ConfigError(
+                f"site name {name!r} is ambiguous",
+                hint="name it as owner/name: " + ", ".join(f"{o}/{n}" for o, n in found),
+            )
+    raise ConfigError(
+        f"no site {name!r} in {host.sites_dir} or the ledger",
+        hint="'render status' lists the sites",
+    )
 
 
 @click.command("report")
 @config_option
 @site_argument
-@click.option("--json", "as_json", is_flag=True, help="Print the report document (schema 1) as JSON.")
-@click.option("--history", type=click.IntRange(min=0, max=HISTORY), default=None,
-              help=f"Builds in the JSON's history (default {HISTORY}; the tables show the latest).")  # fmt: skip
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the report document (schema 1) as JSON."
+)
+@click.option(
+    "--history",
+    type=click.IntRange(min=0, max=HISTORY),
+    default=None,
+    help=f"Builds in the JSON's history (default {HISTORY}; the tables show the latest).",
+)
 @handle_errors
-def report_command(config_path: str | None, site_name: str, as_json: bool, history: int | None) -> None:
+def report_command(
+    config_path: str | None, site_name: str, as_json: bool, history: int | None
+) -> None:
     """The site's latest build: stages, pages, what was published, SEO findings, Lighthouse.
 
     --json prints one document whose shape is render/report/schema-1.json.
@@ -61,8 +73,12 @@ def report_command(config_path: str | None, site_name: str, as_json: bool, histo
     with open_ledger(host.state_dir) as ledger:
         owner, name = _resolve(host, site_name, site_ids(ledger))
         budgets = configured_budgets(host)
-        doc = document(ledger, [(owner, name)],
-                       history=HISTORY if history is None else history, budgets=budgets)  # fmt: skip
+        doc = document(
+            ledger,
+            [(owner, name)],
+            history=HISTORY if history is None else history,
+            budgets=budgets,
+        )
     if as_json:
         click.echo(json.dumps(doc, indent=1, sort_keys=True))
         return
@@ -72,8 +88,13 @@ def report_command(config_path: str | None, site_name: str, as_json: bool, histo
 
 @click.command("dashboard")
 @config_option
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder to write (default <state>/dashboard).")  # fmt: skip
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder to write (default <state>/dashboard).",
+)
 @handle_errors
 def dashboard_command(config_path: str | None, out: Path | None) -> None:
     """Write the static HTML dashboard: every site, and a page per site with its last 90 builds.
@@ -98,8 +119,13 @@ def dashboard_command(config_path: str | None, out: Path | None) -> None:
 
 @click.command("metrics")
 @config_option
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write to this file atomically (node-exporter's textfile collector) instead of stdout.")  # fmt: skip
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file atomically (node-exporter's textfile collector) instead of stdout.",
+)
 @handle_errors
 def metrics_command(config_path: str | None, out: Path | None) -> None:
     """Print each site's last build as Prometheus metrics (text format).

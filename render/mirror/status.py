@@ -82,7 +82,7 @@ def mirror_status(
                 waiting_seconds=waiting,
                 last_sync=str(last.get("synced")) if last else None,
                 last_error=error,
-            )  # fmt: skip
+            )
         )
     return rows
 

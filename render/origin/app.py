@@ -71,9 +71,11 @@ class Origin:
         self.cache = BytesCache(host.origin.cache_mb << 20)
         # roots are re-read by a thread of their own (``_refresh``), never on a request's path
         self.live = LiveSites(
-            store, cache=host.state_dir / "origin-cache", refresh_seconds=float("inf"),
+            store,
+            cache=host.state_dir / "origin-cache",
+            refresh_seconds=float("inf"),
             report=lambda line: log_event("origin.site", note=line),
-        )  # fmt: skip
+        )
         self.refresh_seconds = host.origin.refresh_seconds
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
@@ -83,8 +85,12 @@ class Origin:
                 try:
                     load_site(folder, host=host)
                 except RenderError as exc:
-                    log_event("origin.config_error", 30, site=f"{folder.parent.name}/{folder.name}",
-                              error=exc.message)  # fmt: skip
+                    log_event(
+                        "origin.config_error",
+                        30,
+                        site=f"{folder.parent.name}/{folder.name}",
+                        error=exc.message,
+                    )
                     continue
                 self.fresh[(folder.parent.name, folder.name)] = SiteFresh(
                     folder, host=host, max_pending=host.origin.max_pending
@@ -100,10 +106,15 @@ class Origin:
             status, size, note = await self._http(scope, send)
             if self.access_log:
                 log_event(
-                    "origin.request", method=scope["method"], host=_header(scope, b"host"),
-                    path=scope["path"], status=status, bytes=size,
-                    ms=round((time.perf_counter() - started) * 1000, 2), note=note,
-                )  # fmt: skip
+                    "origin.request",
+                    method=scope["method"],
+                    host=_header(scope, b"host"),
+                    path=scope["path"],
+                    status=status,
+                    bytes=size,
+                    ms=round((time.perf_counter() - started) * 1000, 2),
+                    note=note,
+                )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -153,8 +164,17 @@ class Origin:
         method = scope["method"]
         head = method == "HEAD"
         if method not in ("GET", "HEAD"):
-            return await _send(send, 405, b"method not allowed\n", {"Allow": "GET, HEAD",
-                               "Content-Type": "text/plain; charset=utf-8"}, head=False), 0, ""  # fmt: skip
+            return (
+                await _send(
+                    send,
+                    405,
+                    b"method not allowed\n",
+                    {"Allow": "GET, HEAD", "Content-Type": "text/plain; charset=utf-8"},
+                    head=False,
+                ),
+                0,
+                "",
+            )
         host = _header(scope, b"host").split(":")[0].lower()
         path = scope["path"]
         try:
@@ -195,8 +215,13 @@ class Origin:
         answer = await self._answer(site, key)
         status = 200
         if answer.kind == "gone" or (answer.kind == "published" and key not in site.files):
-            if (answer.kind == "published" and rel and not rel.endswith("/")
-                    and not is_file_url(path) and f"{rel}/index.html" in site.files):  # fmt: skip
+            if (
+                answer.kind == "published"
+                and rel
+                and not rel.endswith("/")
+                and not is_file_url(path)
+                and f"{rel}/index.html" in site.files
+            ):
                 location = f"{prefix}{path}/"
                 if scope.get("query_string"):
                     location += "?" + scope["query_string"].decode("latin-1")

@@ -182,8 +182,11 @@ class SiteFresh:
             )
             st.matches[version] = known
             if not known:
-                self._tell("origin.record_not_live", version=version,
-                           note="the last build is not the live version; serving published pages")  # fmt: skip
+                self._tell(
+                    "origin.record_not_live",
+                    version=version,
+                    note="the last build is not the live version; serving published pages",
+                )
         return known
 
     def read(self, digest: str) -> bytes:
@@ -232,15 +235,25 @@ class SiteFresh:
             merged = onrequest.merged(record, self.build)
             stale = builder.pending(site, snap, host=self.host, previous=merged, objects=scratch)
         if not stale.same_sources:
-            self._tell("origin.sources_changed", logging.WARNING,
-                       note="templates or routes changed since the last build; the next build renders them")  # fmt: skip
+            self._tell(
+                "origin.sources_changed",
+                logging.WARNING,
+                note="templates or routes changed since the last build; the next build renders them",
+            )
             return _State(key=key, usable=False, reason="sources changed")
         pool = None
         if stale.render:
             pool = workers.Pool(stale.setup, limits=stale.limits)
             pool.grow(1)  # a render process is up before the first request for a stale page
-        return _State(key=key, usable=True, record=record, record_id=record_id,  # type: ignore[arg-type]
-                      stale=stale, overlay=overlay, pool=pool)  # fmt: skip
+        return _State(
+            key=key,
+            usable=True,
+            record=record,
+            record_id=record_id,  # type: ignore[arg-type]
+            stale=stale,
+            overlay=overlay,
+            pool=pool,
+        )
 
     def _render(self, st: _State, path: str) -> None:
         assert st.stale is not None
@@ -250,9 +263,10 @@ class SiteFresh:
                 st.pool = workers.Pool(st.stale.setup, limits=st.stale.limits)
             try:
                 (result,) = st.pool.run(
-                    [spec], describe=lambda _i: f"{spec.url} (template {spec.template})",
+                    [spec],
+                    describe=lambda _i: f"{spec.url} (template {spec.template})",
                     is_error=lambda r: isinstance(r, PageFailed),
-                )  # fmt: skip
+                )
             except BaseException:
                 st.pool.close()  # a worker was stopped: start afresh next time
                 st.pool = None
@@ -261,8 +275,9 @@ class SiteFresh:
                 raise result.error()
             data = self._bytes(st.stale.setup.objects, result)
             self.objects.write(data, result.hash)
-            page = builder.page_record(spec, fingerprint, result, old=st.record.pages.get(path),
-                                       now=utc_stamp())  # fmt: skip
+            page = builder.page_record(
+                spec, fingerprint, result, old=st.record.pages.get(path), now=utc_stamp()
+            )
             onrequest.add(self.build, {path: page}, against=st.record_id)
             self.renders += 1
             with self._lock:

@@ -56,11 +56,19 @@ def run(host: HostConfig, *, bind: str, workers: int, access_log: bool) -> None:
         signal.signal(number, _after_shutdown)
     address, _, port = bind.rpartition(":")
     options: dict[str, object] = dict(
-        host=address.strip("[]") or "127.0.0.1", port=int(port), http="httptools", loop="uvloop",
-        lifespan="on", access_log=False, server_header=False, date_header=True,
-        timeout_graceful_shutdown=GRACE_SECONDS, backlog=2048, log_level="warning",
+        host=address.strip("[]") or "127.0.0.1",
+        port=int(port),
+        http="httptools",
+        loop="uvloop",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        date_header=True,
+        timeout_graceful_shutdown=GRACE_SECONDS,
+        backlog=2048,
+        log_level="warning",
         timeout_keep_alive=15,
-    )  # fmt: skip
+    )
     if workers > 1:
         os.environ["RENDER_CONFIG"] = str(host.path)
         os.environ["RENDER_ORIGIN_ACCESS_LOG"] = "1" if access_log else "0"

@@ -183,8 +183,14 @@ class GcLease:
         return f"pid {self.pid} on {self.host} since {self.started.replace('T', ' ')[:-1]} UTC"
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "host": self.host, "pid": self.pid, "started": self.started,
-                "expires": self.expires, "done": self.done}  # fmt: skip
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "started": self.started,
+            "expires": self.expires,
+            "done": self.done,
+        }
 
     @classmethod
     def from_json(cls, data: object, *, key: str) -> GcLease:
@@ -198,8 +204,14 @@ class GcLease:
         pid, done = data.get("pid"), data.get("done", False)
         if not isinstance(pid, int) or not isinstance(done, bool):
             raise _corrupt(key, "'gc' is not {id, host, pid, started, expires, done}")
-        return cls(id=data["id"], host=data["host"], pid=pid, started=data["started"],
-                   expires=data["expires"], done=done)  # fmt: skip
+        return cls(
+            id=data["id"],
+            host=data["host"],
+            pid=pid,
+            started=data["started"],
+            expires=data["expires"],
+            done=done,
+        )
 
 
 LEASE_SKEW_SECONDS = 300.0

@@ -157,8 +157,17 @@ def purge(
     more than ``config.max_urls`` URLs (without it, the URLs' common folder).
     """
     urls = tuple(dict.fromkeys(urls))
-    empty = PurgeReport(zone=config.zone_id, mode=PurgeMode.none, urls=urls, targets=(),
-                        batches=0, requests=0, purged=0, waited=0.0, failures=())  # fmt: skip
+    empty = PurgeReport(
+        zone=config.zone_id,
+        mode=PurgeMode.none,
+        urls=urls,
+        targets=(),
+        batches=0,
+        requests=0,
+        purged=0,
+        waited=0.0,
+        failures=(),
+    )
     if config.kind != "cloudflare" or not urls:
         return empty
     if len(urls) > config.max_urls:
@@ -177,9 +186,17 @@ def purge(
             PurgeFailure(batch=i, items=b, status=None, attempts=0, message=message)
             for i, b in enumerate(batches)
         )
-        return PurgeReport(zone=config.zone_id, mode=mode, urls=urls, targets=targets,
-                           batches=len(batches), requests=0, purged=0, waited=0.0,
-                           failures=failures)  # fmt: skip
+        return PurgeReport(
+            zone=config.zone_id,
+            mode=mode,
+            urls=urls,
+            targets=targets,
+            batches=len(batches),
+            requests=0,
+            purged=0,
+            waited=0.0,
+            failures=failures,
+        )
     own = session is None
     http = requests.Session() if session is None else session
     try:
@@ -190,10 +207,16 @@ def purge(
             http.close()
     failures = tuple(failures_list)
     return PurgeReport(
-        zone=config.zone_id, mode=mode, urls=urls, targets=targets, batches=len(batches),
-        requests=sender.requests, waited=sender.waited, failures=failures,
+        zone=config.zone_id,
+        mode=mode,
+        urls=urls,
+        targets=targets,
+        batches=len(batches),
+        requests=sender.requests,
+        waited=sender.waited,
+        failures=failures,
         purged=len(targets) - sum(len(f.items) for f in failures),
-    )  # fmt: skip
+    )
 
 
 def purge_publication(
@@ -209,17 +232,23 @@ def purge_publication(
     if host.cdn.kind == "none":
         return None
     urls = urls_to_purge(publication, base_url=site.base_url)
-    return purge(urls, config=host.cdn, session=session, sleep=sleep, root=site.base_url,
-                 environ=environ)  # fmt: skip
+    return purge(
+        urls, config=host.cdn, session=session, sleep=sleep, root=site.base_url, environ=environ
+    )
 
 
 class _Sender:
     """Sends batches one by one: paced, retried, within one waiting budget."""
 
     def __init__(
-        self, *, config: CdnConfig, secret: Secret, http: requests.Session, sleep: Sleep,
+        self,
+        *,
+        config: CdnConfig,
+        secret: Secret,
+        http: requests.Session,
+        sleep: Sleep,
         mode: PurgeMode,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.config = config
         self.secret = secret
         self.http = http
@@ -234,8 +263,13 @@ class _Sender:
 
     def send(self, index: int, items: tuple[str, ...]) -> PurgeFailure | None:
         def failed(status: int | None, attempts: int, message: str) -> PurgeFailure:
-            return PurgeFailure(batch=index, items=items, status=status, attempts=attempts,
-                                message=self._scrub(message))  # fmt: skip
+            return PurgeFailure(
+                batch=index,
+                items=items,
+                status=status,
+                attempts=attempts,
+                message=self._scrub(message),
+            )
 
         if self.exhausted is not None:
             return failed(None, 0, f"not sent: {self.exhausted}")
@@ -248,9 +282,11 @@ class _Sender:
             self.last_sent = time.monotonic()
             try:
                 response = self.http.post(
-                    self.url, json=body, timeout=_TIMEOUT,
+                    self.url,
+                    json=body,
+                    timeout=_TIMEOUT,
                     headers={"Authorization": f"Bearer {self.secret.reveal()}"},
-                )  # fmt: skip
+                )
             except requests.RequestException as exc:
                 status, message = None, f"network error: {type(exc).__name__}: {exc}"
                 delay: float | None = _backoff(attempt)

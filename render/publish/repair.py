@@ -66,24 +66,32 @@ def repair(
     try:
         root, _ = read_root(store, owner=owner, name=name)
         if root is None:
-            raise PublishError("nothing is published yet; there is nothing to repair",
-                               hint="publish with 'render force SITE'")  # fmt: skip
+            raise PublishError(
+                "nothing is published yet; there is nothing to repair",
+                hint="publish with 'render force SITE'",
+            )
         tree = read_tree(store, owner=owner, name=name, version=root.version)
         first_path: dict[str, str] = {}
         for path in sorted(tree.files):
             first_path.setdefault(tree.files[path].hash, path)
         scratch.mkdir(parents=True, exist_ok=True)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render-verify") as pool:
-            problems = list(pool.map(
-                lambda digest: _problem(store, blob_key(owner, name, digest), digest, scratch),
-                first_path,
-            ))  # fmt: skip
-        bad = [BadBlob(hash=d, path=first_path[d], problem=p)
-               for d, p in zip(first_path, problems, strict=True) if p is not None]  # fmt: skip
+            problems = list(
+                pool.map(
+                    lambda digest: _problem(store, blob_key(owner, name, digest), digest, scratch),
+                    first_path,
+                )
+            )
+        bad = [
+            BadBlob(hash=d, path=first_path[d], problem=p)
+            for d, p in zip(first_path, problems, strict=True)
+            if p is not None
+        ]
         build = Objects(objects)
         good = {b.hash: tree.files[b.path] for b in bad if _good_copy(build, b.hash)}
-        upload_blobs(store, good, objects, owner=owner, name=name, concurrency=workers,
-                     progress=None)  # fmt: skip
+        upload_blobs(
+            store, good, objects, owner=owner, name=name, concurrency=workers, progress=None
+        )
         lost = [b for b in bad if b.hash not in good]
         if lost:
             named = ", ".join(f"{b.path} ({b.problem})" for b in lost[:5])
@@ -98,9 +106,14 @@ def repair(
         raise exc.with_site(site) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return Repair(site=site, version=root.version, checked=len(first_path), repaired=tuple(bad),
-                  requests=store.request_count() - requests_before,
-                  seconds=time.monotonic() - started)  # fmt: skip
+    return Repair(
+        site=site,
+        version=root.version,
+        checked=len(first_path),
+        repaired=tuple(bad),
+        requests=store.request_count() - requests_before,
+        seconds=time.monotonic() - started,
+    )
 
 
 def _problem(store: Store, key: str, digest: str, scratch: Path) -> str | None:
@@ -116,8 +129,10 @@ def _problem(store: Store, key: str, digest: str, scratch: Path) -> str | None:
     except FileNotFoundError:
         return "missing"
     except OSError as exc:
-        raise PublishError(f"{store.description}: cannot read {key}: {exc.strerror or exc}",
-                           hint="check the store folder's permissions") from None  # fmt: skip
+        raise PublishError(
+            f"{store.description}: cannot read {key}: {exc.strerror or exc}",
+            hint="check the store folder's permissions",
+        ) from None
     finally:
         if downloaded:
             path.unlink(missing_ok=True)

@@ -88,8 +88,12 @@ def store_reports(
             uploaded_bytes += len(data)
         index = {"version": version, "files": sorted(files), "html": sorted(html)}
         data = (json.dumps(index, indent=1, sort_keys=True) + "\n").encode()
-        store.put(report_key(owner, name, version, INDEX), data,
-                  content_type=JSON_TYPE, cache_control=REPORT_CACHE)  # fmt: skip
+        store.put(
+            report_key(owner, name, version, INDEX),
+            data,
+            content_type=JSON_TYPE,
+            cache_control=REPORT_CACHE,
+        )
     except PublishError as exc:
         raise PublishError(
             f"version {version} is live, but its reports were not stored: {exc.message}",

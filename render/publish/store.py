@@ -521,8 +521,14 @@ class S3Store:
                 f"no usable credentials for {self.description}: {exc}",
                 hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or [store] profile",
             )
-        if name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError",
-                    "ReadTimeoutError", "ProxyConnectionError", "SSLError"):  # fmt: skip
+        if name in (
+            "EndpointConnectionError",
+            "ConnectTimeoutError",
+            "ConnectionClosedError",
+            "ReadTimeoutError",
+            "ProxyConnectionError",
+            "SSLError",
+        ):
             return PublishError(
                 f"cannot reach {self.endpoint} for bucket {self.bucket!r} ({name}) on {action} {key}",
                 hint="check [store] endpoint_url and the network; a re-run uploads only what is missing",

@@ -171,11 +171,20 @@ def publish_tree(
     requests_before = store.request_count()
     try:
         return _publish(
-            files, objects, owner=owner, name=name, base_url=base_url, store=store,
-            ledger=ledger, concurrency=concurrency or store.concurrency,
-            grace_hours=grace_hours, progress=progress, now=now,
-            started=started, requests_before=requests_before,
-        )  # fmt: skip
+            files,
+            objects,
+            owner=owner,
+            name=name,
+            base_url=base_url,
+            store=store,
+            ledger=ledger,
+            concurrency=concurrency or store.concurrency,
+            grace_hours=grace_hours,
+            progress=progress,
+            now=now,
+            started=started,
+            requests_before=requests_before,
+        )
     except PublishError as exc:
         raise exc.with_site(site) from None
 
@@ -205,21 +214,40 @@ def _publish(
         outcome: PublishOutcome, version: str, parent: str | None, **kw: object
     ) -> Publication:
         return Publication(
-            site=site, outcome=outcome, version=version, parent=parent, files=len(files),
-            bytes=total_bytes, requests=store.request_count() - requests_before,
-            seconds=time.monotonic() - started, store=store.description, **kw,  # type: ignore[arg-type]
-        )  # fmt: skip
+            site=site,
+            outcome=outcome,
+            version=version,
+            parent=parent,
+            files=len(files),
+            bytes=total_bytes,
+            requests=store.request_count() - requests_before,
+            seconds=time.monotonic() - started,
+            store=store.description,
+            **kw,  # type: ignore[arg-type]
+        )
 
     if root is not None and root.files_hash == digest:
         _ledger_live(ledger, owner, name, root.version)
-        return result(PublishOutcome.unchanged, root.version, root.previous,
-                      uploaded_blobs=0, uploaded_bytes=0, diff=diff(files, files))  # fmt: skip
+        return result(
+            PublishOutcome.unchanged,
+            root.version,
+            root.previous,
+            uploaded_blobs=0,
+            uploaded_bytes=0,
+            diff=diff(files, files),
+        )
     live = read_tree(store, owner=owner, name=name, version=root.version) if root else None
     live_files: Mapping[str, FileEntry] = live.files if live else {}
     if live is not None and root is not None and dict(live.files) == dict(files):
         _ledger_live(ledger, owner, name, root.version)
-        return result(PublishOutcome.unchanged, root.version, root.previous,
-                      uploaded_blobs=0, uploaded_bytes=0, diff=diff(files, files))  # fmt: skip
+        return result(
+            PublishOutcome.unchanged,
+            root.version,
+            root.previous,
+            uploaded_blobs=0,
+            uploaded_bytes=0,
+            diff=diff(files, files),
+        )
 
     parent = root.version if root else None
     version = new_version_id(now=now, after=parent)
@@ -242,21 +270,40 @@ def _publish(
             missing = {h: e for h, e in missing.items() if h not in present}
         ledger.begin_publish(owner, name, store=store.description, version=version)
 
-    upload_blobs(store, missing, objects, owner=owner, name=name, concurrency=concurrency,
-                 progress=progress)  # fmt: skip
+    upload_blobs(
+        store, missing, objects, owner=owner, name=name, concurrency=concurrency, progress=progress
+    )
     tree = VersionTree(version=version, parent=parent, created=created, files=files)
-    store.put(version_key(owner, name, version), tree.to_bytes(),
-              content_type=JSON_TYPE, cache_control=BLOB_CACHE)  # fmt: skip
-    new_root = Root(version=version, site=site, base_url=base_url, previous=parent,
-                    published=created, files_hash=digest)  # fmt: skip
+    store.put(
+        version_key(owner, name, version),
+        tree.to_bytes(),
+        content_type=JSON_TYPE,
+        cache_control=BLOB_CACHE,
+    )
+    new_root = Root(
+        version=version,
+        site=site,
+        base_url=base_url,
+        previous=parent,
+        published=created,
+        files_hash=digest,
+    )
 
     def upload_again() -> None:  # a gc that began after the root was read may have taken them
-        upload_blobs(store, missing, objects, owner=owner, name=name, concurrency=concurrency,
-                     progress=None)  # fmt: skip
+        upload_blobs(
+            store, missing, objects, owner=owner, name=name, concurrency=concurrency, progress=None
+        )
 
     try:
-        _switch_past_gc(store, owner=owner, name=name, root=new_root, tag=tag,
-                        on_top_of=parent, again=upload_again)  # fmt: skip
+        _switch_past_gc(
+            store,
+            owner=owner,
+            name=name,
+            root=new_root,
+            tag=tag,
+            on_top_of=parent,
+            again=upload_again,
+        )
     except ConflictError:
         with contextlib.suppress(PublishError):  # the loser's tree would only confuse a listing
             store.delete([version_key(owner, name, version)])
@@ -268,13 +315,27 @@ def _publish(
     seconds = time.monotonic() - started
     if ledger is not None:
         ledger.record_version(
-            owner, name, version=version, parent=parent, created=created, files=len(files),
-            bytes=total_bytes, new_blobs=len(missing), new_bytes=uploaded_bytes,
-            seconds=seconds, live=True,
-        )  # fmt: skip
+            owner,
+            name,
+            version=version,
+            parent=parent,
+            created=created,
+            files=len(files),
+            bytes=total_bytes,
+            new_blobs=len(missing),
+            new_bytes=uploaded_bytes,
+            seconds=seconds,
+            live=True,
+        )
         ledger.end_publish(owner, name, store=store.description)
-    return result(PublishOutcome.published, version, parent, uploaded_blobs=len(missing),
-                  uploaded_bytes=uploaded_bytes, diff=diff(live_files, files))  # fmt: skip
+    return result(
+        PublishOutcome.published,
+        version,
+        parent,
+        uploaded_blobs=len(missing),
+        uploaded_bytes=uploaded_bytes,
+        diff=diff(live_files, files),
+    )
 
 
 def _ledger_live(ledger: VersionLedger | None, owner: str, name: str, version: str) -> None:
@@ -478,7 +539,7 @@ def list_versions(store: Store, *, owner: str, name: str, limit: int = 50) -> li
                 new_blobs=len(fresh),
                 new_bytes=sum(e.size for e in fresh.values()),
                 live=root is not None and root.version == v,
-            )  # fmt: skip
+            )
         )
     return out
 
@@ -526,8 +587,14 @@ def rollback(
         if target == root.version:
             return Rollback(site=site, version=target, previous=root.version)
         tree = read_tree(store, owner=owner, name=name, version=target)
-        new_root = Root(version=target, site=site, base_url=root.base_url, previous=root.version,
-                        published=utc_now_iso(now), files_hash=files_digest(tree.files))  # fmt: skip
+        new_root = Root(
+            version=target,
+            site=site,
+            base_url=root.base_url,
+            previous=root.version,
+            published=utc_now_iso(now),
+            files_hash=files_digest(tree.files),
+        )
         live = root.version
 
         def still_there() -> None:  # a gc keeps the trees of what it keeps whole, blobs included
@@ -538,8 +605,9 @@ def rollback(
                     hint="'render versions SITE' lists the versions that are left",
                 )
 
-        _switch_past_gc(store, owner=owner, name=name, root=new_root, tag=tag,
-                        on_top_of=live, again=still_there)  # fmt: skip
+        _switch_past_gc(
+            store, owner=owner, name=name, root=new_root, tag=tag, on_top_of=live, again=still_there
+        )
     except PublishError as exc:
         raise exc.with_site(site) from None
     if ledger is not None:
@@ -613,25 +681,37 @@ def gc(
             plan = _gc_plan(store, root, owner=owner, name=name, keep=keep, cutoff=cutoff)
         else:
             with _HeldLease.taken(store, root, tag, owner=owner, name=name) as lease:
-                plan = _gc_plan(store, lease.root, owner=owner, name=name, keep=keep,
-                                cutoff=cutoff)  # fmt: skip
+                plan = _gc_plan(store, lease.root, owner=owner, name=name, keep=keep, cutoff=cutoff)
                 deadline = lease.renew()
-                _delete_before(store, [version_key(owner, name, v) for v in plan.drop_versions],
-                               deadline=deadline)  # fmt: skip
+                _delete_before(
+                    store,
+                    [version_key(owner, name, v) for v in plan.drop_versions],
+                    deadline=deadline,
+                )
                 _delete_before(store, [o.key for o in plan.drop_blobs], deadline=deadline)
                 live = lease.root.version
         # a version's reports go with it (after it: a crash in between leaves only reports)
-        collected = reports.collect(store, owner=owner, name=name, kept={*plan.kept, live},
-                                    dropped=set(plan.drop_versions), cutoff=cutoff,
-                                    dry_run=dry_run)  # fmt: skip
+        collected = reports.collect(
+            store,
+            owner=owner,
+            name=name,
+            kept={*plan.kept, live},
+            dropped=set(plan.drop_versions),
+            cutoff=cutoff,
+            dry_run=dry_run,
+        )
     except PublishError as exc:
         raise exc.with_site(site) from None
     return GcReport(
-        site=site, kept=plan.kept, removed_versions=plan.drop_versions,
+        site=site,
+        kept=plan.kept,
+        removed_versions=plan.drop_versions,
         removed_blobs=len(plan.drop_blobs),
         freed_bytes=sum(o.size for o in plan.drop_blobs) + collected.bytes,
-        young_blobs=plan.young_blobs, dry_run=dry_run, removed_reports=len(collected.keys),
-    )  # fmt: skip
+        young_blobs=plan.young_blobs,
+        dry_run=dry_run,
+        removed_reports=len(collected.keys),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -737,8 +817,9 @@ class _HeldLease:
         # Read back either way: the new tag is the store's to make (an S3 ETag), and a
         # write whose response was lost comes back from the client's retry as a failed
         # condition. The lease's random id makes these bytes ours alone.
-        self.store.put_if(key, data, tag=self.tag or None, content_type=JSON_TYPE,
-                          cache_control=ROOT_CACHE)  # fmt: skip
+        self.store.put_if(
+            key, data, tag=self.tag or None, content_type=JSON_TYPE, cache_control=ROOT_CACHE
+        )
         got = self.store.get_tagged(key)
         if got is None or got[0] != data:
             return False
@@ -753,5 +834,10 @@ def _new_lease() -> GcLease:
     def stamp(t: float) -> str:
         return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    return GcLease(id=secrets.token_hex(8), host=socket.gethostname(), pid=os.getpid(),
-                   started=stamp(started), expires=stamp(started + GC_LEASE_SECONDS))  # fmt: skip
+    return GcLease(
+        id=secrets.token_hex(8),
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        started=stamp(started),
+        expires=stamp(started + GC_LEASE_SECONDS),
+    )

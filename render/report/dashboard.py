@@ -169,9 +169,7 @@ def _write(doc: Document, folder: Path, *, host: HostConfig, workers: int | None
     return files
 
 
-def _site_pages(
-    sites: Sequence[Document], stored: set[str], *, workers: int | None
-) -> list[str]:
+def _site_pages(sites: Sequence[Document], stored: set[str], *, workers: int | None) -> list[str]:
     """Each site's page; over many sites, in processes (charts are CPU-bound pure Python)."""
     jobs = [(site, sorted(stored)) for site in sites]
     count = workers if workers is not None else min(os.cpu_count() or 1, 4)
@@ -226,8 +224,16 @@ def csv_files(doc: Document) -> dict[str, str]:
         for site in doc["sites"]:
             for p in site["history"]:
                 v = value(p)
-                writer.writerow([site["site"], p["run"], p["finished"], p["version"] or "",
-                                 p["outcome"], "" if v is None else v])  # fmt: skip
+                writer.writerow(
+                    [
+                        site["site"],
+                        p["run"],
+                        p["finished"],
+                        p["version"] or "",
+                        p["outcome"],
+                        "" if v is None else v,
+                    ]
+                )
         out[metric] = buffer.getvalue()
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -235,8 +241,17 @@ def csv_files(doc: Document) -> dict[str, str]:
     for site in doc["sites"]:
         for p in site["history"]:
             for stage, seconds in p["timings"].items():
-                writer.writerow([site["site"], p["run"], p["finished"], p["version"] or "",
-                                 p["outcome"], stage, seconds])  # fmt: skip
+                writer.writerow(
+                    [
+                        site["site"],
+                        p["run"],
+                        p["finished"],
+                        p["version"] or "",
+                        p["outcome"],
+                        stage,
+                        seconds,
+                    ]
+                )
     out["stage_seconds"] = buffer.getvalue()
     return out
 
@@ -276,7 +291,7 @@ def overview(doc: Document) -> str:
     built = [s for s in sites if s["latest"] is not None]
     head = (
         f"<header><h1>SEO dashboard</h1><p>{len(sites)} site{'s' * (len(sites) != 1)},"
-        f" generated {_e(doc['generated'])}. Data: <a href=\"data.json\">data.json</a>"
+        f' generated {_e(doc["generated"])}. Data: <a href="data.json">data.json</a>'
         ' (schema 1), <a href="csv/">CSV per metric</a>.</p></header>'
     )
     if not built:
@@ -305,7 +320,7 @@ def overview(doc: Document) -> str:
         )
     table = (
         '<table class="overview"><thead><tr><th>site</th><th>live version</th><th>last result</th>'
-        '<th>perf</th><th>a11y</th><th>best pr.</th><th>SEO</th><th>trend (scores)</th>'
+        "<th>perf</th><th>a11y</th><th>best pr.</th><th>SEO</th><th>trend (scores)</th>"
         "<th>SEO errors</th><th>SEO warnings</th><th>last build</th></tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table>"
@@ -319,10 +334,21 @@ def _trend(site: Document) -> str:
     if not any(p["scores"]["performance"] is not None for p in history):
         return "-"
     chart = pygal.Line(
-        js=[], style=_STYLE, width=160, height=36, show_legend=False, show_x_labels=False,
-        show_y_labels=False, show_dots=False, range=(0, 1), margin=0, spacing=0,
-        explicit_size=True, disable_xml_declaration=True, stroke_style={"width": 1.5},
-    )  # fmt: skip
+        js=[],
+        style=_STYLE,
+        width=160,
+        height=36,
+        show_legend=False,
+        show_x_labels=False,
+        show_y_labels=False,
+        show_dots=False,
+        range=(0, 1),
+        margin=0,
+        spacing=0,
+        explicit_size=True,
+        disable_xml_declaration=True,
+        stroke_style={"width": 1.5},
+    )
     for category in CATEGORIES:
         chart.add(category, [p["scores"][category] for p in history])
     svg = _no_script(chart.render_sparkline(is_unicode=True, disable_xml_declaration=True))
@@ -362,18 +388,29 @@ def _chart(
     every = max(1, len(history) // 6)
     labels = [p["finished"][5:10] if i % every == 0 else "" for i, p in enumerate(history)]
     chart = cls(
-        js=[], style=_STYLE, width=720, height=280, show_dots=False, fill=kind == "stacked",
-        x_labels_major=[label for label in labels if label], show_minor_x_labels=False,
-        truncate_label=-1, disable_xml_declaration=True, legend_at_bottom=True,
-        legend_at_bottom_columns=4, explicit_size=False,
-        range=y_range, allow_interruptions=True, include_x_axis=kind == "stacked",
+        js=[],
+        style=_STYLE,
+        width=720,
+        height=280,
+        show_dots=False,
+        fill=kind == "stacked",
+        x_labels_major=[label for label in labels if label],
+        show_minor_x_labels=False,
+        truncate_label=-1,
+        disable_xml_declaration=True,
+        legend_at_bottom=True,
+        legend_at_bottom_columns=4,
+        explicit_size=False,
+        range=y_range,
+        allow_interruptions=True,
+        include_x_axis=kind == "stacked",
         value_formatter=_short_number,
-    )  # fmt: skip
+    )
     chart.x_labels = labels
     for name, value, secondary in series:
         chart.add(name, [value(p) for p in history], secondary=secondary)
     svg = _no_script(chart.render(is_unicode=True))
-    caption = _e(title) + (f' <small>{_e(note)}</small>' if note else "")
+    caption = _e(title) + (f" <small>{_e(note)}</small>" if note else "")
     return (
         f'<figure class="chart" data-points="{len(history)}"><figcaption>{caption}</figcaption>'
         f'<div role="img" aria-label="{_e(title)}">{svg}</div></figure>'
@@ -388,37 +425,65 @@ def site_page(site: Document, stored: set[str]) -> str:
         f"<p>Live version <code>{_e(site['live_version'] or '-')}</code>.</p></header>"
     )
     if latest is None:
-        return _page(title, head + '<main><p class="empty">There are no builds yet.</p></main>',
-                     root="../../../")  # fmt: skip
+        return _page(
+            title,
+            head + '<main><p class="empty">There are no builds yet.</p></main>',
+            root="../../../",
+        )
     history = site["history"]
     stages = sorted({s for p in history for s in p["timings"]}, key=stage_order)
-    charts = "".join([
-        _chart("Lighthouse scores", history,
-               [(c, _score_of(c), False) for c in CATEGORIES],
-               y_range=(0, 1), note="mean of the audited pages"),
-        _chart("LCP (ms) and CLS", history,
-               [("LCP ms", lambda p: p["lcp"], False), ("CLS", lambda p: p["cls"], True)],
-               note="worst audited page; CLS on the right axis"),
-        _chart("SEO findings by severity", history,
-               [("errors", lambda p: p["seo_errors"], False),
-                ("warnings", lambda p: p["seo_warnings"], False)]),
-        _chart("Seconds per stage", history,
-               [(s, _stage_of(s), False) for s in stages],
-               kind="stacked"),
-        _chart("Objects and bytes published", history,
-               [("objects", lambda p: p["objects"], False),
-                ("KB", lambda p: p["bytes"] / 1000, True)],
-               note="bytes (KB) on the right axis"),
-    ])  # fmt: skip
+    charts = "".join(
+        [
+            _chart(
+                "Lighthouse scores",
+                history,
+                [(c, _score_of(c), False) for c in CATEGORIES],
+                y_range=(0, 1),
+                note="mean of the audited pages",
+            ),
+            _chart(
+                "LCP (ms) and CLS",
+                history,
+                [("LCP ms", lambda p: p["lcp"], False), ("CLS", lambda p: p["cls"], True)],
+                note="worst audited page; CLS on the right axis",
+            ),
+            _chart(
+                "SEO findings by severity",
+                history,
+                [
+                    ("errors", lambda p: p["seo_errors"], False),
+                    ("warnings", lambda p: p["seo_warnings"], False),
+                ],
+            ),
+            _chart(
+                "Seconds per stage",
+                history,
+                [(s, _stage_of(s), False) for s in stages],
+                kind="stacked",
+            ),
+            _chart(
+                "Objects and bytes published",
+                history,
+                [
+                    ("objects", lambda p: p["objects"], False),
+                    ("KB", lambda p: p["bytes"] / 1000, True),
+                ],
+                note="bytes (KB) on the right axis",
+            ),
+        ]
+    )
     summary = (
         f"<p>Last build {_outcome(latest['outcome'])} at <time>{_e(latest['finished'])}</time>"
         f" ({_e(latest['reason'])}, {latest['seconds']:.1f} s)"
         + (f": {_e(latest['stage'] or '')}: {_e(latest['message'])}" if latest["message"] else "")
-        + (f"; {latest['pages']} pages, {latest['rendered']} rendered, {latest['reused']} reused"
-           if latest["pages"] is not None else "")
+        + (
+            f"; {latest['pages']} pages, {latest['rendered']} rendered, {latest['reused']} reused"
+            if latest["pages"] is not None
+            else ""
+        )
         + f"; published {latest['published']['objects']} objects,"
         f" {_e(size(latest['published']['bytes']))}.</p>"
-    )  # fmt: skip
+    )
     body = (
         head
         + "<main>"
@@ -440,7 +505,7 @@ def _stage_of(stage: str) -> Callable[[Document], float | None]:
 
 
 def _findings(site: Document, latest: Document, stored: set[str]) -> str:
-    parts = ['<section><h2>Latest findings</h2>']
+    parts = ["<section><h2>Latest findings</h2>"]
     seo = latest["seo"]
     parts.append(f"<h3>SEO: {seo['errors']} errors, {seo['warnings']} warnings</h3>")
     if seo["rules"]:
@@ -449,8 +514,10 @@ def _findings(site: Document, latest: Document, stored: set[str]) -> str:
             f'<td class="num">{r["count"]}</td><td>{_e(", ".join(p or "(site)" for p in r["pages"]))}</td></tr>'
             for r in seo["rules"]
         )
-        parts.append("<table><thead><tr><th>level</th><th>rule</th><th>pages</th>"
-                     f"<th>first pages</th></tr></thead><tbody>{rule_rows}</tbody></table>")  # fmt: skip
+        parts.append(
+            "<table><thead><tr><th>level</th><th>rule</th><th>pages</th>"
+            f"<th>first pages</th></tr></thead><tbody>{rule_rows}</tbody></table>"
+        )
     lh = latest["lighthouse"]
     parts.append("<h3>Lighthouse</h3>")
     if lh["pages"]:

@@ -72,8 +72,9 @@ def document(
         "schema": SCHEMA,
         "generated": generated,
         "sites": [
-            site_document(ledger, owner, name, history=history,
-                          budgets=(budgets or {}).get((owner, name)))  # fmt: skip
+            site_document(
+                ledger, owner, name, history=history, budgets=(budgets or {}).get((owner, name))
+            )
             for owner, name in chosen
         ],
     }
@@ -175,23 +176,25 @@ def _history(
     for run in runs:
         lh = scores.get(run["id"])
         published = _published(run, versions)
-        out.append({
-            "run": run["id"],
-            "finished": iso(run["finished"]),
-            "outcome": run["outcome"],
-            "version": run["version"],
-            "seconds": _seconds(run),
-            "timings": _timings(run),
-            "pages": run["pages"],
-            "rendered": run["rendered"],
-            "objects": published["objects"],
-            "bytes": published["bytes"],
-            "scores": {c: _round(lh[c.replace("-", "_")]) if lh else None for c in CATEGORIES},
-            "lcp": _round(lh["lcp"]) if lh else None,
-            "cls": _round(lh["cls"], 4) if lh else None,
-            "seo_errors": counts.get(run["id"], {}).get("error", 0),
-            "seo_warnings": counts.get(run["id"], {}).get("warning", 0),
-        })  # fmt: skip
+        out.append(
+            {
+                "run": run["id"],
+                "finished": iso(run["finished"]),
+                "outcome": run["outcome"],
+                "version": run["version"],
+                "seconds": _seconds(run),
+                "timings": _timings(run),
+                "pages": run["pages"],
+                "rendered": run["rendered"],
+                "objects": published["objects"],
+                "bytes": published["bytes"],
+                "scores": {c: _round(lh[c.replace("-", "_")]) if lh else None for c in CATEGORIES},
+                "lcp": _round(lh["lcp"]) if lh else None,
+                "cls": _round(lh["cls"], 4) if lh else None,
+                "seo_errors": counts.get(run["id"], {}).get("error", 0),
+                "seo_warnings": counts.get(run["id"], {}).get("warning", 0),
+            }
+        )
     return out
 
 
@@ -241,14 +244,16 @@ def _latest(
         (owner, name, run["id"]),
     ):
         metrics = json.loads(a["metrics"] or "{}")
-        pages.append({
-            "path": a["path"],
-            "measured_version": a["measured_version"],
-            "scores": {c: _round(a[c.replace("-", "_")]) for c in CATEGORIES},
-            "metrics": {m: _round(metrics.get(m), 4) for m in METRICS},
-            "report": a["report"],
-            "under_budget": sorted(under.get(a["path"], [])),
-        })  # fmt: skip
+        pages.append(
+            {
+                "path": a["path"],
+                "measured_version": a["measured_version"],
+                "scores": {c: _round(a[c.replace("-", "_")]) for c in CATEGORIES},
+                "metrics": {m: _round(metrics.get(m), 4) for m in METRICS},
+                "report": a["report"],
+                "under_budget": sorted(under.get(a["path"], [])),
+            }
+        )
     version = run["version"]
     stored = version if run["outcome"] in ("published", "unchanged") else None
     return {

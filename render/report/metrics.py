@@ -57,34 +57,69 @@ class _Gauges:
 
 def _site_samples(g: _Gauges, site: str, latest: dict[str, Any], point: dict[str, Any]) -> None:
     s = [("site", site)]
-    g.add("last_build_timestamp_seconds", "When the last build finished (Unix time)", s,
-          _unix(latest["finished"]))  # fmt: skip
+    g.add(
+        "last_build_timestamp_seconds",
+        "When the last build finished (Unix time)",
+        s,
+        _unix(latest["finished"]),
+    )
     g.add("last_build_seconds", "Seconds the last build took", s, latest["seconds"])
-    g.add("last_build_success", "1 when the last build published or found nothing to change", s,
-          1 if latest["outcome"] in OK else 0)  # fmt: skip
-    g.add("last_build_outcome", "The last build's outcome (1 for the outcome it had)",
-          [*s, ("outcome", latest["outcome"])], 1)  # fmt: skip
+    g.add(
+        "last_build_success",
+        "1 when the last build published or found nothing to change",
+        s,
+        1 if latest["outcome"] in OK else 0,
+    )
+    g.add(
+        "last_build_outcome",
+        "The last build's outcome (1 for the outcome it had)",
+        [*s, ("outcome", latest["outcome"])],
+        1,
+    )
     for stage, seconds in latest["timings"].items():
-        g.add("last_build_stage_seconds", "Seconds per stage of the last build",
-              [*s, ("stage", stage)], seconds)  # fmt: skip
+        g.add(
+            "last_build_stage_seconds",
+            "Seconds per stage of the last build",
+            [*s, ("stage", stage)],
+            seconds,
+        )
     g.add("last_build_pages", "Pages in the last build", s, latest["pages"])
     g.add("last_build_pages_rendered", "Pages the last build rendered", s, latest["rendered"])
     g.add("last_build_pages_reused", "Pages the last build reused", s, latest["reused"])
-    g.add("last_build_published_objects", "Objects the last build uploaded", s,
-          latest["published"]["objects"])  # fmt: skip
-    g.add("last_build_published_bytes", "Bytes the last build uploaded", s,
-          latest["published"]["bytes"])  # fmt: skip
+    g.add(
+        "last_build_published_objects",
+        "Objects the last build uploaded",
+        s,
+        latest["published"]["objects"],
+    )
+    g.add(
+        "last_build_published_bytes",
+        "Bytes the last build uploaded",
+        s,
+        latest["published"]["bytes"],
+    )
     for category in CATEGORIES:
-        g.add("lighthouse_score", "Lighthouse score of the last build, mean of its audited pages",
-              [*s, ("category", category)], point["scores"][category])  # fmt: skip
+        g.add(
+            "lighthouse_score",
+            "Lighthouse score of the last build, mean of its audited pages",
+            [*s, ("category", category)],
+            point["scores"][category],
+        )
     for page in latest["lighthouse"]["pages"]:
         for category in CATEGORIES:
-            g.add("lighthouse_page_score", "Lighthouse score of one audited page",
-                  [*s, ("page", page["path"]), ("category", category)],
-                  page["scores"][category])  # fmt: skip
+            g.add(
+                "lighthouse_page_score",
+                "Lighthouse score of one audited page",
+                [*s, ("page", page["path"]), ("category", category)],
+                page["scores"][category],
+            )
     lcp = point["lcp"]
-    g.add("lighthouse_lcp_seconds", "Largest Contentful Paint of the slowest audited page", s,
-          None if lcp is None else lcp / 1000)  # fmt: skip
+    g.add(
+        "lighthouse_lcp_seconds",
+        "Largest Contentful Paint of the slowest audited page",
+        s,
+        None if lcp is None else lcp / 1000,
+    )
     g.add("lighthouse_cls", "Cumulative Layout Shift of the worst audited page", s, point["cls"])
     seo = latest["seo"]
     lighthouse = latest["lighthouse"]["findings"]
@@ -95,8 +130,12 @@ def _site_samples(g: _Gauges, site: str, latest: dict[str, Any], point: dict[str
         ("lighthouse", "warning", sum(f["level"] == "warning" for f in lighthouse)),
         ("no_javascript", "warning", len(latest["no_javascript"])),
     ):
-        g.add("findings", "Findings of the last build by kind and severity",
-              [*s, ("kind", kind), ("level", level)], count)  # fmt: skip
+        g.add(
+            "findings",
+            "Findings of the last build by kind and severity",
+            [*s, ("kind", kind), ("level", level)],
+            count,
+        )
 
 
 def _unix(text: str) -> float:

@@ -72,8 +72,9 @@ class WithDashboard:
         kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         if kind.startswith("text/") or kind == "application/json":
             kind += "; charset=utf-8"
-        return Response(body=target.read_bytes(), content_type=kind,
-                        headers={"Cache-Control": "no-cache"})  # fmt: skip
+        return Response(
+            body=target.read_bytes(), content_type=kind, headers={"Cache-Control": "no-cache"}
+        )
 
     def refresh(self) -> None:
         """Rewrite the dashboard when the ledger has a build it does not show."""

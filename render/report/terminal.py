@@ -41,7 +41,9 @@ def renderables(site: dict[str, Any]) -> Iterator[RenderableType]:
         for stage in latest["timings"]:
             stages.add_column(stage, justify="right")
         stages.add_column("total", justify="right")
-        stages.add_row(*[f"{v:.2f}" for v in latest["timings"].values()], f"{latest['seconds']:.2f}")
+        stages.add_row(
+            *[f"{v:.2f}" for v in latest["timings"].values()], f"{latest['seconds']:.2f}"
+        )
         yield stages
     seo = latest["seo"]
     title = f"SEO: {seo['errors']} errors, {seo['warnings']} warnings"
@@ -52,7 +54,9 @@ def renderables(site: dict[str, Any]) -> Iterator[RenderableType]:
         for rule in seo["rules"]:
             style = "red" if rule["level"] == "error" else "yellow"
             more = rule["count"] - len(rule["pages"])
-            first = ", ".join(p or "(site)" for p in rule["pages"]) + (f" (+{more})" if more else "")
+            first = ", ".join(p or "(site)" for p in rule["pages"]) + (
+                f" (+{more})" if more else ""
+            )
             rules.add_row(Text(rule["level"], style=style), rule["rule"], str(rule["count"]), first)
         yield rules
     else:
@@ -128,5 +132,7 @@ def _lighthouse(latest: dict[str, Any]) -> Iterator[RenderableType]:
         table.add_row(*cells)
     yield table
     for f in lh["findings"]:
-        yield Text(f"  {f['level']}: {f['path']}: {f['message']}",
-                   style="red" if f["level"] == "error" else "yellow")  # fmt: skip
+        yield Text(
+            f"  {f['level']}: {f['path']}: {f['message']}",
+            style="red" if f["level"] == "error" else "yellow",
+        )

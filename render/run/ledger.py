@@ -217,10 +217,18 @@ class Ledger:
             "update runs set finished=?, outcome=?, stage=?, message=?, pages=?, rendered=?,"
             " reused=?, version=?, timings=? where id=?",
             (
-                time.time(), outcome, stage, message, pages, rendered, reused, version,
-                json.dumps(dict(timings or {}), sort_keys=True), run_id,
+                time.time(),
+                outcome,
+                stage,
+                message,
+                pages,
+                rendered,
+                reused,
+                version,
+                json.dumps(dict(timings or {}), sort_keys=True),
+                run_id,
             ),
-        )  # fmt: skip
+        )
 
     def last_run(self, owner: str, site: str) -> RunRow | None:
         row = self._db.execute(
@@ -354,15 +362,22 @@ class Ledger:
                 " values (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
-                        run_id, owner, site, a["path"], a.get("measured_version"),
-                        a["scores"].get("performance"), a["scores"].get("accessibility"),
-                        a["scores"].get("best-practices"), a["scores"].get("seo"),
-                        json.dumps(a.get("metrics", {}), sort_keys=True), a.get("report"),
+                        run_id,
+                        owner,
+                        site,
+                        a["path"],
+                        a.get("measured_version"),
+                        a["scores"].get("performance"),
+                        a["scores"].get("accessibility"),
+                        a["scores"].get("best-practices"),
+                        a["scores"].get("seo"),
+                        json.dumps(a.get("metrics", {}), sort_keys=True),
+                        a.get("report"),
                         None if a.get("carry") is None else json.dumps(a["carry"], sort_keys=True),
                     )
                     for a in audits
                 ],
-            )  # fmt: skip
+            )
 
     def last_lighthouse(self, owner: str, site: str) -> list[AuditRow]:
         """The latest audit of each page of a site, in ``record_lighthouse``'s shape, by path.
@@ -382,15 +397,17 @@ class Ledger:
                 "path": r["path"],
                 "measured_version": r["measured_version"],
                 "scores": {
-                    "performance": r["performance"], "accessibility": r["accessibility"],
-                    "best-practices": r["best_practices"], "seo": r["seo"],
+                    "performance": r["performance"],
+                    "accessibility": r["accessibility"],
+                    "best-practices": r["best_practices"],
+                    "seo": r["seo"],
                 },
                 "metrics": json.loads(r["metrics"] or "{}"),
                 "report": r["report"],
                 "carry": json.loads(r["carry"]) if r["carry"] else None,
             }
             for r in rows
-        ]  # fmt: skip
+        ]
 
     # --- reading for reports (render.report) ------------------------------------
 

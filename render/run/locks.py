@@ -114,8 +114,14 @@ def site_lock(
 def daemon_lock(state_dir: Path) -> Iterator[Holder]:
     """One ``render scheduler`` per state folder; ``LockedError`` naming the running one."""
     path = Path(state_dir) / "locks" / "scheduler.lock"
-    with _hold(path, None, what="a scheduler is already running", wait=False, on_wait=None,
-               reason="scheduler") as me:  # fmt: skip
+    with _hold(
+        path,
+        None,
+        what="a scheduler is already running",
+        wait=False,
+        on_wait=None,
+        reason="scheduler",
+    ) as me:
         yield me
 
 

@@ -149,9 +149,13 @@ class LiveSites:
         local = self.store.local_path(blob_key(owner, name, "x"))
         objects = local.parent if local is not None else self.cache / owner / name
         return LiveSite(
-            owner=owner, name=name, version=root.version, base_host=base_host,
-            files=tree.files, objects=objects,
-        )  # fmt: skip
+            owner=owner,
+            name=name,
+            version=root.version,
+            base_host=base_host,
+            files=tree.files,
+            objects=objects,
+        )
 
     def _tell_change(self, old: LiveSite | BrokenSite | None, new: LiveSite | BrokenSite) -> None:
         site = f"{new.owner}/{new.name}"
@@ -172,9 +176,7 @@ class LiveSites:
         site, rest, prefix = found
         return self._resolve(site, rest, prefix=prefix)
 
-    def route(
-        self, host: str, path: str
-    ) -> tuple[LiveSite | BrokenSite, str, str] | Response:
+    def route(self, host: str, path: str) -> tuple[LiveSite | BrokenSite, str, str] | Response:
         """The site a request is for, with its path inside the site and the prefix taken off.
 
         A ``Response`` when no site is meant (the index of sites, a 404, the
@@ -212,8 +214,12 @@ class LiveSites:
             return _unavailable(site.prefix[1:], exc.message)
         headers = dict(response.headers)
         headers["X-Render-Version"] = site.version
-        return Response(status=response.status, body=response.body,
-                        content_type=response.content_type, headers=headers)  # fmt: skip
+        return Response(
+            status=response.status,
+            body=response.body,
+            content_type=response.content_type,
+            headers=headers,
+        )
 
     def _index(self, *, title: str = "Published sites") -> bytes:
         items = "".join(
