@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 # Debian's python3 keeps venv's pip bootstrap (ensurepip) in python3-venv.
 VENV_PACKAGE := $(shell $(PYTHON) -c 'import ensurepip' 2>/dev/null || echo python3-venv)
 # fonts-liberation: chromium recommends it; the checks were written against its metrics
-APT_PACKAGES := chromium fonts-liberation nginx-light default-jre-headless redis-server $(VENV_PACKAGE)
+APT_PACKAGES := chromium fonts-liberation nginx-light default-jre-headless redis-server wrk $(VENV_PACKAGE)
 STAMP := $(VENV)/.render-setup
 NODE_STAMP := node_modules/.render-setup
 

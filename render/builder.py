@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from render import islands
-from render.build import gcpause, workers
+from render.build import gcpause, onrequest, workers
 from render.build.changes import Changes
 from render.build.objects import INCOMPLETE, Location, Objects
 from render.build.plan import Known, fingerprint, plan, template_closures
@@ -132,7 +132,7 @@ def _build(
     now = utc_stamp()
     folder = build_dir(host, site)
     objects = Objects(folder / "objects")
-    previous = previous if previous is not None else load_previous(folder)
+    previous = onrequest.merged(previous if previous is not None else load_previous(folder), folder)
     marker = _begin(objects, previous)
     sources = sources or scan_sources(site, previous, limits=host.limits)
     input_hash = sources.input_hash(snapshot)
@@ -182,6 +182,7 @@ def _build(
         "static": {k: list(v) for k, v in sources.static.items()},
     }
     groups = save_record(folder, facts, recorded, previous)
+    onrequest.clear(folder)  # the pages rendered on request are in the record now
     Objects(folder / GROUPS).prune(set(groups))
     step("record")
     objects.prune({e.hash for e in files.values()} | set(keep))
@@ -203,6 +204,66 @@ def _build(
             "parent": round(time.process_time() - step.cpu_started, 3),
             "workers": round(pool.cpu_seconds, 3),
         },
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stale:
+    """What a build of ``snapshot`` would render now, found as a build finds it (``pending``)."""
+
+    render: Mapping[str, tuple[PageSpec, str]]  # page path -> its spec and fingerprint
+    paths: frozenset[str]  # every page the build would write (rendered or reused)
+    same_sources: bool  # templates and route settings are the last build's
+    setup: RenderSetup  # for render processes that write into ``objects``
+    limits: workers.Limits
+
+
+def pending(
+    site: SiteConfig,
+    snapshot: Snapshot,
+    *,
+    host: HostConfig,
+    previous: Previous,
+    objects: Path,
+) -> Stale:
+    """The pages a build of ``snapshot`` would render, the same decision the build makes.
+
+    ``previous`` is the last build's record (with the pages rendered on request
+    since, ``onrequest.merged``); ``objects`` is where render processes made with
+    ``Stale.setup`` write. Nothing is rendered here.
+    """
+    step = _Steps()
+    folder = build_dir(host, site)
+    sources = scan_sources(site, previous, limits=host.limits)
+    available = _island_modules(sources)
+    setup, worker_limits = _render_setup(site, snapshot, objects, available, host.limits)
+    route_keys = _route_keys(site, sources, available)
+    changes = Changes(snapshot, tables=previous.tables, columns=previous.columns)
+    try:
+        chosen = _choose(
+            site,
+            snapshot,
+            sources,
+            previous,
+            route_keys,
+            changes,
+            Objects(folder / "objects"),
+            step,
+            host.limits,
+        )
+    finally:
+        changes.close()
+    same = all(previous.routes.get(i, ("",))[0] == key for i, key in route_keys.items() if i >= 0)
+    paths = set(chosen.taken)
+    paths.update(item.path for item in chosen.planned)
+    return Stale(
+        render={
+            chosen.specs[i].path: (chosen.specs[i], chosen.fingerprints[i]) for i in chosen.todo
+        },
+        paths=frozenset(paths),
+        same_sources=same and bool(previous.routes),
+        setup=setup,
+        limits=worker_limits,
     )
 
 
@@ -412,28 +473,32 @@ def _pages(
                 pages.append(old)
                 recorded[spec.path] = old
                 continue
-            done = rendered[i]
-            changed = old.changed if old is not None and old.hash == done.hash else now
-            pages.append(
-                PageRecord(
-                    path=spec.path,
-                    url=spec.url,
-                    route=spec.route,
-                    template=spec.template,
-                    fingerprint=chosen.fingerprints[i],
-                    hash=done.hash,
-                    size=done.size,
-                    reads=_reads(spec, done),
-                    islands=done.islands,
-                    lastmod=spec.lastmod,
-                    changed=changed,
-                    facts=done.facts,
-                    deps=done.deps,
-                    rendered=True,
-                )
-            )
+            pages.append(page_record(spec, chosen.fingerprints[i], rendered[i], old=old, now=now))
             recorded[spec.path] = pages[-1].as_reused()
     return pages, recorded
+
+
+def page_record(
+    spec: PageSpec, fingerprint: str, done: PageDone, *, old: PageRecord | None, now: str
+) -> PageRecord:
+    """The record of a page just rendered (``old``: the last build's record of its path)."""
+    changed = old.changed if old is not None and old.hash == done.hash else now
+    return PageRecord(
+        path=spec.path,
+        url=spec.url,
+        route=spec.route,
+        template=spec.template,
+        fingerprint=fingerprint,
+        hash=done.hash,
+        size=done.size,
+        reads=_reads(spec, done),
+        islands=done.islands,
+        lastmod=spec.lastmod,
+        changed=changed,
+        facts=done.facts,
+        deps=done.deps,
+        rendered=True,
+    )
 
 
 def _reads(spec: PageSpec, done: PageDone) -> tuple[str, ...]:

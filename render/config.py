@@ -135,6 +135,34 @@ class MirrorConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class OriginConfig:
+    bind: str = setting(
+        "127.0.0.1:8100", "render origin: address and port it listens on (nginx in front)"
+    )
+    workers: int = setting(
+        1,
+        "render origin: server processes (each keeps its own caches and renders)",
+        between=(1, 64),
+    )
+    max_wait_ms: int = setting(
+        2000,
+        "a request for a stale page waits this long for its render, then gets the last published page",
+        between=(0, 600_000),
+    )
+    max_pending: int = setting(
+        64,
+        "renders on request queued per site; past it the last published page is served at once",
+        between=(1, 100_000),
+    )
+    cache_mb: int = setting(
+        256, "bytes of pages and files the origin keeps in memory", between=(1, 1 << 20)
+    )
+    refresh_seconds: float = setting(
+        2.0, "how often root.json is re-read (a publish shows within this)", between=(0.1, 3600)
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class CdnConfig:
     kind: str = setting("none", "'none' or 'cloudflare'")
     zone_id: str = setting("", "cloudflare: zone id")
@@ -237,6 +265,7 @@ class HostConfig:
     host: HostSection
     store: StoreConfig
     mirror: MirrorConfig
+    origin: OriginConfig
     cdn: CdnConfig
     schedule: ScheduleConfig
     limits: LimitsConfig
@@ -399,6 +428,7 @@ def load_host(path: str | os.PathLike[str] | None = None) -> HostConfig:
         ("host", HostSection),
         ("store", StoreConfig),
         ("mirror", MirrorConfig),
+        ("origin", OriginConfig),
         ("cdn", CdnConfig),
         ("schedule", ScheduleConfig),
         ("limits", LimitsConfig),

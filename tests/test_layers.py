@@ -50,6 +50,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
             # changes: which columns changed since the last build (reads sandbox's reads);
             # record: what the last complete build made and read
             ["build.changes", "build.renderer", "build.record"],
+            # onrequest: pages ``render origin`` rendered since the last build, for the next one
+            ["build.onrequest"],
             # sources: templates and static hashed; plan: routes -> page specs;
             # reuse: what the record lets this build keep
             ["build.sources", "build.plan", "build.reuse"],
@@ -91,6 +93,11 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
             ["mirror.status"],
             # the edge Worker's routing table (generated from serve.routing) and its deploy plan
             ["edge", "edge.routing", "edge.deploy"],
+            # origin: the production origin; fresh re-renders stale pages through the builder
+            ["origin", "origin.cache"],
+            ["origin.fresh"],
+            ["origin.app"],
+            ["origin.server"],
         ],
     ),
     (
@@ -129,6 +136,7 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
                 "cli.build",
                 "cli.edge",
                 "cli.mirror",
+                "cli.origin",
                 "cli.publish",
                 "cli.report",
                 "cli.scheduler",
@@ -150,6 +158,7 @@ PACKAGE_LAYERS = {
     "mirror": "5 mirror and serve",
     "serve": "5 mirror and serve",
     "edge": "5 mirror and serve",
+    "origin": "5 mirror and serve",
     "report": "6 report",
     "distribute": "7b distribute",
     "cli": "8 entry points",

@@ -26,12 +26,13 @@ def _register() -> None:
     from render.cli import build as _build
     from render.cli import edge as _edge
     from render.cli import mirror as _mirror
+    from render.cli import origin as _origin
     from render.cli import publish as _publish
     from render.cli import report as _report
     from render.cli import scheduler as _scheduler
     from render.cli import worker as _worker
 
-    for module in (_build, _edge, _mirror, _publish, _report, _scheduler, _worker):
+    for module in (_build, _edge, _mirror, _origin, _publish, _report, _scheduler, _worker):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -186,21 +186,33 @@ class LiveSites:
             self.report(line)
 
     def __call__(self, host: str, path: str) -> Response:
+        found = self.route(host, path)
+        if isinstance(found, Response):
+            return found
+        site, rest, prefix = found
+        return self._resolve(site, rest, prefix=prefix)
+
+    def route(self, host: str, path: str) -> tuple[LiveSite | BrokenSite, str, str] | Response:
+        """The site a request is for, with its path inside the site and the prefix taken off.
+
+        A ``Response`` when no site is meant (the index of sites, a 404, the
+        redirect that adds the slash to a bare ``/<owner>/<name>``).
+        """
         self.refresh()
         sites = self._sites
         if host in self._hosts:
-            return self._resolve(self._hosts[host], path, prefix="")
+            return self._hosts[host], path, ""
         for site in sites.values():
             if host and host == f"{site.name}.{site.owner}.localhost":
-                return self._resolve(site, path, prefix="")
+                return site, path, ""
         for site in sites.values():
             if path == site.prefix:
                 return Response(status=301, body=b"", headers={"Location": f"{site.prefix}/"})
             if path.startswith(f"{site.prefix}/"):
-                return self._resolve(site, path[len(site.prefix) :], prefix=site.prefix)
+                return site, path[len(site.prefix) :], site.prefix
         if len(sites) == 1:
             (only,) = sites.values()
-            return self._resolve(only, path, prefix="")
+            return only, path, ""
         if path == "/":
             return Response(body=self._index())
         return Response(status=404, body=self._index(title="Not found"))

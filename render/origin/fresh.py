@@ -1,0 +1,317 @@
+"""Pages whose data changed since the last build, rendered when a visitor asks for one.
+
+Per site, the origin keeps the last build's record (``render.build.record``)
+and a cheap key of the database's state: size, mtime and inode of the database
+file and of its ``-wal``, and which build record is current. When the key
+changes, the site's one worker thread copies the database (``snapshot.take``)
+and asks ``builder.pending`` what a build of that copy would render: the same
+column-level decision the incremental build makes (``render.build.changes``,
+``render.build.reuse``). Until the next change that answer says, per path:
+
+- stale or new (a new row): render it, once, in the sandboxed render processes
+  (``render.build.workers``, the build's limits), on the first request for it;
+  concurrent requests share that render (single-flight);
+- gone (its row was deleted): 404;
+- anything else: the published page, without waiting and without SQLite.
+
+A page rendered here is written into the build's objects folder under its hash
+and its record into ``onrequest.pickle`` (``render.build.onrequest``): the next
+build reuses it and publishes it. Nothing is served fresh when the build record
+is not the live version's (a failed check, a rollback) or when templates or
+routes changed since the build: those changes go through a build's checks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from render import builder
+from render.build import onrequest, snapshot, workers
+from render.build.objects import PACKS, Objects
+from render.build.record import Previous, build_dir, load_previous
+from render.build.renderer import PageDone, PageFailed
+from render.build.tree import FileEntry, PageRecord, content_type
+from render.config import HostConfig, load_site
+from render.errors import RenderError
+from render.files import utc_stamp
+from render.run.buildlog import log_event
+
+StateKey = tuple[object, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Answer:
+    """What to serve for one path of a site."""
+
+    kind: str  # "published": the live tree's file; "fresh": ``hash``; "gone": 404
+    hash: str = ""
+    type: str = ""
+    note: str = ""  # why the published page: "timeout", "failed", "busy"; "rendered" for fresh
+
+
+PUBLISHED = Answer(kind="published")
+
+
+@dataclass(kw_only=True)
+class _State:
+    key: StateKey
+    usable: bool
+    reason: str = ""
+    record: Previous = field(default_factory=Previous)
+    record_id: tuple[int, int, int] | None = None
+    stale: builder.Stale | None = None  # None: the database is as the last build read it
+    overlay: Mapping[str, PageRecord] = field(default_factory=dict)
+    pool: workers.Pool | None = None
+    done: dict[str, str] = field(default_factory=dict)  # path -> hash of its fresh bytes
+    failed: dict[str, str] = field(default_factory=dict)  # path -> the error
+    inflight: dict[str, Future[None]] = field(default_factory=dict)
+    matches: dict[str, bool] = field(default_factory=dict)  # live version -> record is its build
+
+
+class SiteFresh:
+    """One site's stale pages: found when its database changes, rendered on request."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        host: HostConfig,
+        max_pending: int,
+        on_render: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.folder = folder  # sites/<owner>/<name>
+        self.host = host
+        self.max_pending = max_pending
+        self.on_render = on_render  # (path, hash): a page rendered on request
+        site = load_site(folder, host=host)
+        self.id = str(site.id)
+        self.database = site.database
+        self.build = build_dir(host, site)
+        self.objects = Objects(self.build / "objects")
+        self.work = host.site_state("origin", site.id)
+        self.renders = 0  # pages rendered on request, for tests and metrics
+        self.analyses = 0
+        self._flip = False
+        self._state: _State | None = None
+        self._analysing: tuple[StateKey, Future[None]] | None = None
+        self._wanted: set[str] = set()  # paths asked for while the state was being found
+        self._lock = threading.Lock()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"render-origin-{self.id}")
+        self._closed = False
+
+    # --- the request side (event loop; never blocks) -------------------------
+
+    def key(self) -> StateKey:
+        parts: list[object] = [onrequest.record_id(self.build)]
+        for path in (self.database, self.database.with_name(self.database.name + "-wal")):
+            try:
+                st = os.stat(path)
+                parts.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                parts.append(None)
+        return tuple(parts)
+
+    def poke(self) -> None:
+        """Start finding what changed when the database did, before anyone asks (the watcher)."""
+        key = self.key()
+        with self._lock:
+            st = self._state
+            known = st is not None and st.key == key
+            under_way = self._analysing is not None and self._analysing[0] == key
+            if not known and not under_way and not self._closed:
+                self._analysing = (key, self._thread.submit(self._analyse, key))
+
+    def lookup(
+        self, path: str, *, version: str, files: Mapping[str, FileEntry]
+    ) -> Answer | Future[None]:
+        """The answer for ``path``, or a future to wait on before asking again."""
+        key = self.key()
+        with self._lock:
+            st = self._state
+            if st is None or st.key != key:
+                if self._closed:
+                    return PUBLISHED
+                if self._analysing is None or self._analysing[0] != key:
+                    self._analysing = (key, self._thread.submit(self._analyse, key))
+                if len(self._wanted) < self.max_pending:
+                    self._wanted.add(path)  # rendered once known stale, even if nobody waits
+                return self._analysing[1]
+            if not st.usable or st.stale is None or not self._is_live(st, version, files):
+                return PUBLISHED
+            if path in st.stale.render:
+                if path in st.done:
+                    return Answer(
+                        kind="fresh", hash=st.done[path], type=content_type(path), note="rendered"
+                    )
+                if path in st.failed:
+                    return Answer(kind="published", note="failed")
+                future = st.inflight.get(path) or self._queue(st, path)
+                return future if future is not None else Answer(kind="published", note="busy")
+            old = st.record.pages.get(path) or st.overlay.get(path)
+            if old is not None and path not in st.stale.paths:
+                return Answer(kind="gone")
+            kept = st.overlay.get(path)
+            if kept is not None and (path not in files or files[path].hash != kept.hash):
+                return Answer(
+                    kind="fresh", hash=kept.hash, type=content_type(path), note="rendered"
+                )
+            return PUBLISHED
+
+    def _queue(self, st: _State, path: str) -> Future[None] | None:
+        """Queue the render of ``path`` (lock held); None past ``max_pending``."""
+        if len(st.inflight) >= self.max_pending or self._closed:
+            return None
+        future = self._thread.submit(self._render, st, path)
+        st.inflight[path] = future
+        return future
+
+    def _is_live(self, st: _State, version: str, files: Mapping[str, FileEntry]) -> bool:
+        """The build record is the live version's build (not a failed check's, not a rollback's)."""
+        known = st.matches.get(version)
+        if known is None:
+            known = all(
+                (entry := files.get(p)) is not None and entry.hash == page.hash
+                for p, page in st.record.pages.items()
+            )
+            st.matches[version] = known
+            if not known:
+                self._tell(
+                    "origin.record_not_live",
+                    version=version,
+                    note="the last build is not the live version; serving published pages",
+                )
+        return known
+
+    def read(self, digest: str) -> bytes:
+        """Bytes rendered here (or by the build) from the build's objects folder."""
+        return self.objects.read(digest)
+
+    # --- the site's thread -------------------------------------------------------
+
+    def _analyse(self, key: StateKey) -> None:
+        self.analyses += 1
+        old = self._state
+        try:
+            st = self._find(key)
+        except Exception as exc:  # noqa: BLE001 - any failure: the published pages stay
+            message = exc.message if isinstance(exc, RenderError) else repr(exc)
+            st = _State(key=key, usable=False, reason=message)
+            self._tell("origin.stale_unknown", logging.WARNING, error=message)
+        with self._lock:
+            self._state = st
+            self._analysing = None
+            wanted, self._wanted = self._wanted, set()
+            if st.stale is not None and st.usable:
+                for path in sorted(wanted & st.stale.render.keys()):
+                    self._queue(st, path)
+        if st.stale is not None:
+            gone = len((st.record.pages.keys() | st.overlay.keys()) - st.stale.paths)
+            self._tell("origin.analysed", stale=len(st.stale.render), gone=gone, usable=st.usable)
+        if old is not None and old.pool is not None and old.pool is not st.pool:
+            old.pool.close()
+
+    def _find(self, key: StateKey) -> _State:
+        site = load_site(self.folder, host=self.host)
+        record = load_previous(self.build)
+        record_id = key[0]
+        if not record.pages:
+            return _State(key=key, usable=False, reason="no build record yet")
+        overlay = onrequest.load(self.build)
+        self._flip = not self._flip
+        into = self.work / ("a" if self._flip else "b")  # the other one's processes may still run
+        scratch = into / "objects"  # where render processes write; kept pages are copied out
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        with snapshot.take(site, into=into) as snap:
+            if snap.table_hashes and dict(snap.table_hashes) == dict(record.tables):
+                return _State(key=key, usable=True, record=record, record_id=record_id)  # type: ignore[arg-type]
+            merged = onrequest.merged(record, self.build)
+            stale = builder.pending(site, snap, host=self.host, previous=merged, objects=scratch)
+        if not stale.same_sources:
+            self._tell(
+                "origin.sources_changed",
+                logging.WARNING,
+                note="templates or routes changed since the last build; the next build renders them",
+            )
+            return _State(key=key, usable=False, reason="sources changed")
+        pool = None
+        if stale.render:
+            pool = workers.Pool(stale.setup, limits=stale.limits)
+            pool.grow(1)  # a render process is up before the first request for a stale page
+        return _State(
+            key=key,
+            usable=True,
+            record=record,
+            record_id=record_id,  # type: ignore[arg-type]
+            stale=stale,
+            overlay=overlay,
+            pool=pool,
+        )
+
+    def _render(self, st: _State, path: str) -> None:
+        assert st.stale is not None
+        spec, fingerprint = st.stale.render[path]
+        try:
+            if st.pool is None:
+                st.pool = workers.Pool(st.stale.setup, limits=st.stale.limits)
+            try:
+                (result,) = st.pool.run(
+                    [spec],
+                    describe=lambda _i: f"{spec.url} (template {spec.template})",
+                    is_error=lambda r: isinstance(r, PageFailed),
+                )
+            except BaseException:
+                st.pool.close()  # a worker was stopped: start afresh next time
+                st.pool = None
+                raise
+            if isinstance(result, PageFailed):
+                raise result.error()
+            data = self._bytes(st.stale.setup.objects, result)
+            self.objects.write(data, result.hash)
+            page = builder.page_record(
+                spec, fingerprint, result, old=st.record.pages.get(path), now=utc_stamp()
+            )
+            onrequest.add(self.build, {path: page}, against=st.record_id)
+            self.renders += 1
+            with self._lock:
+                st.done[path] = result.hash
+            if self.on_render is not None:
+                self.on_render(path, result.hash)
+            self._tell("origin.rendered", path=path, hash=result.hash[:12])
+        except Exception as exc:  # a template or query error, a limit: the published page stays
+            message = exc.message if isinstance(exc, RenderError) else repr(exc)
+            with self._lock:
+                st.failed[path] = message
+            self._tell("origin.render_failed", logging.WARNING, path=path, error=message)
+        finally:
+            with self._lock:
+                st.inflight.pop(path, None)
+
+    @staticmethod
+    def _bytes(objects: Path, done: PageDone) -> bytes:
+        if done.pack is None:
+            return (objects / done.hash).read_bytes()
+        fd = os.open(objects / PACKS / done.pack, os.O_RDONLY)
+        try:
+            return os.pread(fd, done.size, done.offset)
+        finally:
+            os.close(fd)
+
+    def _tell(self, event: str, level: int = logging.INFO, /, **fields: object) -> None:
+        log_event(event, level, site=self.id, **fields)
+
+    def close(self) -> None:
+        """Let the render under way finish, drop the queued ones, stop the render processes."""
+        with self._lock:
+            self._closed = True
+        self._thread.shutdown(wait=True, cancel_futures=True)
+        st = self._state
+        if st is not None and st.pool is not None:
+            st.pool.close()
