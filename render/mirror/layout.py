@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -17,7 +18,8 @@ from pathlib import Path
 
 from render.errors import LockedError, MirrorError
 from render.files import flocked, replace_durably
-from render.publish.manifest import is_version_id
+from render.publish.manifest import Root, VersionTree, is_version_id
+from render.serve.versioned import live_document, tree_document
 
 MAP_FILE = "hosts.map"
 STATUS_FILE = "status.json"
@@ -129,3 +131,39 @@ def syncfs(path: Path) -> None:
             os.sync()
     finally:
         os.close(fd)
+
+
+def write_versioned(lay: Layout, live: Root) -> None:
+    """The ``tree.json`` of each kept release that lacks one, and ``live.json``.
+
+    A sync with nothing new reads no tree: each file is there and names the
+    served version.
+    """
+    parents: dict[str, str | None] = {}
+    for version in lay.kept():
+        target = lay.meta(version) / "tree.json"
+        if target.exists():
+            continue
+        try:
+            raw = lay.tree_file(version).read_bytes()
+        except FileNotFoundError:  # a release from before .trees: served, but not under /_v/
+            continue
+        tree = VersionTree.from_bytes(raw, key=str(lay.tree_file(version)))
+        parents[version] = tree.parent
+        write_file(target, tree_document(version=version, parent=tree.parent, files=tree.files))
+    live_file = lay.site_dir / "live.json"
+    try:
+        old = json.loads(live_file.read_bytes())
+    except (FileNotFoundError, ValueError):
+        old = {}
+    if old.get("version") == live.version and old.get("tree") == live.files_hash:
+        return
+    if live.version not in parents:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            parents[live.version] = json.loads((lay.meta(live.version) / "tree.json").read_bytes())[
+                "parent"
+            ]
+    data = live_document(
+        version=live.version, parent=parents.get(live.version), tree=live.files_hash
+    )
+    write_file(live_file, data)

@@ -57,6 +57,7 @@ from render.mirror.layout import (
     sync_lock,
     syncfs,
     write_file,
+    write_versioned,
 )
 from render.publish import hosts
 from render.publish.hosts import HOST_RE, host_of
@@ -68,7 +69,6 @@ from render.publish.manifest import (
     root_key,
     version_key,
 )
-from render.serve.versioned import live_document, tree_document
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def _sync_site(
     served = lay.served()
     if served == live.version:
         _write_site_info(lay, live, host)
-        _write_versioned(lay, live)
+        write_versioned(lay, live)
         return SiteSync(
             site=lay.site, outcome=SyncOutcome.unchanged, version=live.version, served=served
         )
@@ -239,7 +239,7 @@ def _sync_site(
                 write_file(lay.meta(tree.version) / "delta" / f"{tree.parent}.json", delta)
     _switch(lay, live.version)
     _write_site_info(lay, live, host)
-    _write_versioned(lay, live)
+    write_versioned(lay, live)
     removed = _prune(lay, keep=keep)
     return SiteSync(
         site=lay.site,
@@ -480,42 +480,6 @@ def _prune(lay: Layout, *, keep: int) -> tuple[str, ...]:
 
 
 # --- host map, site info, status ---------------------------------------------
-
-
-def _write_versioned(lay: Layout, live: Root) -> None:
-    """The ``tree.json`` of each kept release that lacks one, and ``live.json``.
-
-    A sync with nothing new reads no tree: each file is there and names the
-    served version.
-    """
-    parents: dict[str, str | None] = {}
-    for version in lay.kept():
-        target = lay.meta(version) / "tree.json"
-        if target.exists():
-            continue
-        try:
-            raw = lay.tree_file(version).read_bytes()
-        except FileNotFoundError:  # a release from before .trees: served, but not under /_v/
-            continue
-        tree = VersionTree.from_bytes(raw, key=str(lay.tree_file(version)))
-        parents[version] = tree.parent
-        write_file(target, tree_document(version=version, parent=tree.parent, files=tree.files))
-    live_file = lay.site_dir / "live.json"
-    try:
-        old = json.loads(live_file.read_bytes())
-    except (FileNotFoundError, ValueError):
-        old = {}
-    if old.get("version") == live.version and old.get("tree") == live.files_hash:
-        return
-    if live.version not in parents:
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            parents[live.version] = json.loads((lay.meta(live.version) / "tree.json").read_bytes())[
-                "parent"
-            ]
-    data = live_document(
-        version=live.version, parent=parents.get(live.version), tree=live.files_hash
-    )
-    write_file(live_file, data)
 
 
 def _write_site_info(lay: Layout, live: Root, host: str) -> None:

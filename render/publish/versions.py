@@ -263,23 +263,13 @@ def _publish(
     upload_blobs(
         store, missing, objects, owner=owner, name=name, concurrency=concurrency, progress=progress
     )
-    tree = VersionTree(version=version, parent=parent, created=created, files=files)
-    store.put(
-        version_key(owner, name, version),
-        tree.to_bytes(),
-        content_type=JSON_TYPE,
-        cache_control=BLOB_CACHE,
+    _put_tree(
+        store,
+        VersionTree(version=version, parent=parent, created=created, files=files),
+        live=live,
+        owner=owner,
+        name=name,
     )
-    if live is not None and parent is not None:  # what a client on the parent fetches to catch up
-        delta = Delta.between(
-            live.files, files, version=version, older=parent, older_parent=live.parent
-        )
-        store.put(
-            delta_key(owner, name, version, parent),
-            delta.to_bytes(),
-            content_type=JSON_TYPE,
-            cache_control=BLOB_CACHE,
-        )
     new_root = Root(
         version=version,
         site=site,
@@ -319,6 +309,32 @@ def _publish(
         uploaded_bytes=uploaded_bytes,
         diff=diff(live_files, files),
     )
+
+
+def _put_tree(
+    store: Store, tree: VersionTree, *, live: VersionTree | None, owner: str, name: str
+) -> None:
+    """The new version's tree, and the delta a client on the live version fetches to catch up."""
+    store.put(
+        version_key(owner, name, tree.version),
+        tree.to_bytes(),
+        content_type=JSON_TYPE,
+        cache_control=BLOB_CACHE,
+    )
+    if live is not None and tree.parent is not None:
+        delta = Delta.between(
+            live.files,
+            tree.files,
+            version=tree.version,
+            older=tree.parent,
+            older_parent=live.parent,
+        )
+        store.put(
+            delta_key(owner, name, tree.version, tree.parent),
+            delta.to_bytes(),
+            content_type=JSON_TYPE,
+            cache_control=BLOB_CACHE,
+        )
 
 
 def _go_live(
