@@ -25,8 +25,9 @@ from render.check.auditworker import BROWSER_FLAGS
 from render.check.loopback import Response, serve
 from render.config import load_host, load_site, site_dirs
 from render.demo import init_host
+from render.publish.gc import gc
 from render.publish.store import LocalStore
-from render.publish.versions import gc, publish
+from render.publish.versions import publish
 from render.serve.live import LiveSites
 
 pytestmark = pytest.mark.browser

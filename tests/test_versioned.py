@@ -13,9 +13,10 @@ from pathlib import Path
 from s3server import make_build, site_files
 
 from render.check.loopback import serve
+from render.publish.gc import gc
 from render.publish.manifest import delta_key
 from render.publish.store import LocalStore
-from render.publish.versions import gc, publish
+from render.publish.versions import publish
 from render.serve.live import LiveSites
 
 HOST = "blog.acme.localhost"
