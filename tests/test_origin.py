@@ -8,6 +8,7 @@ Waits are polls with generous deadlines; nothing asserts on speed (``bench/``).
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -25,10 +26,13 @@ from pathlib import Path
 from sitekit import Host, SiteSpec, html, make_host
 
 from render.build.objects import Objects
+from render.publish.gc import gc
+from render.publish.store import open_store
 
 DEADLINE = 60.0  # seconds: only ever reached when something is wrong
 SITE = "acme/blog"
 HOST = "example.com"
+IMMUTABLE = "public, max-age=31536000, immutable"
 
 POST = html(
     "<article>{{ row.body }}</article>"
@@ -227,6 +231,56 @@ def test_live_version_by_host_etag_head_range_and_root_reread(tmp_path: Path) ->
         assert o.get("/new.txt").getheader("X-Render-Version") == second.version
         o.proc.send_signal(signal.SIGTERM)
         assert o.proc.wait(timeout=DEADLINE) == 0
+
+
+def test_versioned_paths_answer_every_kept_version_as_render_serve_does(tmp_path: Path) -> None:
+    host = _host(tmp_path)
+    first = host.run(SITE)
+    (host.site_dir(SITE) / "static" / "new.txt").write_text("new file")
+    second = host.run(SITE)
+    v1, v2 = first.version, second.version
+    assert v1 and v2 and v1 != v2
+    with origin(host) as o:
+        live = o.get("/_render/live.json")
+        assert live.status == 200 and live.getheader("Cache-Control") == "no-cache"
+        doc = json.loads(live.body)  # type: ignore[attr-defined]
+        assert (doc["version"], doc["parent"]) == (v2, v1)
+        worker = o.get("/sw.js")
+        assert worker.status == 200 and worker.getheader("Cache-Control") == "no-cache"
+        assert worker.getheader("X-Render-Version") == v2
+        # an old kept version's files, immutable, under its own prefix
+        old = o.get(f"/_v/{v1}/posts/p1/")
+        assert old.status == 200 and b"Body 1" in old.body  # type: ignore[attr-defined]
+        assert old.getheader("Cache-Control") == IMMUTABLE
+        assert old.getheader("X-Render-Version") == v1
+        assert o.get(f"/_v/{v1}/new.txt").status == 404
+        assert o.get(f"/_v/{v2}/new.txt").body == b"new file"  # type: ignore[attr-defined]
+        assert o.get(f"/_v/{v1}/posts/p1").getheader("Location") == f"/_v/{v1}/posts/p1/"
+        head = o.get(f"/_v/{v1}/posts/p1/", method="HEAD")
+        assert head.status == 200 and head.body == b""  # type: ignore[attr-defined]
+        tree = o.get(f"/_v/{v2}/_render/tree.json")
+        assert tree.getheader("Cache-Control") == IMMUTABLE
+        assert "new.txt" in json.loads(tree.body)["files"]  # type: ignore[attr-defined]
+        delta = json.loads(o.get(f"/_v/{v2}/_render/delta/{v1}.json").body)  # type: ignore[attr-defined]
+        assert (delta["version"], delta["from"], list(delta["added"])) == (v2, v1, ["new.txt"])
+        # a fresh page is the live public path's; /_v/<live>/ keeps the published bytes
+        _sql(host, "update posts set body = 'Edited' where slug = 'p1'")
+        _until(lambda: b"Edited" in o.get("/posts/p1/").body, "the fresh page")  # type: ignore[attr-defined]
+        pinned = o.get(f"/_v/{v2}/posts/p1/")
+        assert b"Body 1" in pinned.body and pinned.getheader("X-Render-Page") is None  # type: ignore[attr-defined]
+        # a publish: live.json names it; a version gc collects answers 404
+        v3 = host.run(SITE).version
+        assert v3 and v3 != v2
+        _until(
+            lambda: json.loads(o.get("/_render/live.json").body)["version"] == v3,  # type: ignore[attr-defined]
+            "live.json names the new version",
+        )
+        assert b"Edited" in o.get(f"/_v/{v3}/posts/p1/").body  # type: ignore[attr-defined]
+        gc(open_store(host.config), owner="acme", name="blog", keep=1, grace_hours=0)
+        _until(lambda: o.get(f"/_v/{v1}/posts/p1/").status == 404, "v1 is collected")
+        gone = o.get(f"/_v/{v1}/posts/p1/")
+        assert b"not kept" in gone.body and gone.getheader("Cache-Control") == "no-cache"  # type: ignore[attr-defined]
+        assert o.get(f"/_v/{v3}/posts/p1/").status == 200
 
 
 # --- fresh pages ------------------------------------------------------------------

@@ -7,7 +7,11 @@ are cached in memory by content hash, within ``[origin] cache_mb``. Responses
 carry the mirror's headers (``ovh/nginx/render-mirror.conf``), an ``ETag`` made
 of the content hash (``If-None-Match`` gives 304), and honour ``HEAD`` and a
 single ``Range``; a ``.br`` or ``.gz`` file beside a file in the tree is sent
-to a client that accepts it.
+to a client that accepts it. The versioned URL space (``/_v/<version>/...``,
+``/_render/live.json``, ``/sw.js``) is answered as ``render serve`` answers it
+(``render.serve.versioned``), from every version the store keeps: fresh pages
+apply to the live version's public paths only, and ``/_v/<live>/`` serves the
+published bytes.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from render.paths import is_file_url
 from render.publish.manifest import blob_key
 from render.publish.store import Store
 from render.run.buildlog import log_event
+from render.serve import versioned
 from render.serve.live import BrokenSite, LiveSite, LiveSites
 
 Scope = MutableMapping[str, Any]
@@ -205,6 +210,19 @@ class Origin:
                 len(body),
                 "",
             )
+        if versioned.claims(rest):  # as render serve answers it; never rendered on request
+            answer = await asyncio.to_thread(self.live.versioned, site, rest, prefix=prefix)
+            if answer is not None:
+                headers = {
+                    "Content-Type": answer.content_type,
+                    "X-Content-Type-Options": "nosniff",
+                    **answer.headers,
+                }
+                return (
+                    await _send(send, answer.status, answer.body, headers, head=head),
+                    len(answer.body),
+                    "",
+                )
         return await self._page(scope, send, site, rest, prefix, head=head)
 
     async def _page(

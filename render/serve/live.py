@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 from render.build.tree import FileEntry
 from render.check.loopback import Response, resolve_in_tree
@@ -68,6 +69,8 @@ class BrokenSite:
     def prefix(self) -> str:
         return f"/{self.owner}/{self.name}"
 
+
+_R = TypeVar("_R", Response, Response | None)
 
 Report = Callable[[str], None]
 """Where a site that breaks or comes back is told, one line each time."""
@@ -220,22 +223,11 @@ class LiveSites:
     def _resolve(self, site: LiveSite | BrokenSite, path: str, *, prefix: str) -> Response:
         if isinstance(site, BrokenSite):
             return _unavailable(site.prefix[1:], site.problem)
+        answer = self.versioned(site, path, prefix=prefix)
+        if answer is not None:
+            return answer
         blobs = _Blobs(self.store, site)
-
-        def resolve(files: Mapping[str, FileEntry], rel: str, base: str) -> Response:
-            return resolve_in_tree(files, blobs, rel, prefix=base)
-
-        try:
-            answer = versioned.respond(_Versions(self, site), path, resolve=resolve, prefix=prefix)
-            if answer is not None:
-                return answer
-            response = resolve_in_tree(site.files, blobs, path, prefix=prefix)
-        except _BlobMissing:
-            return Response(
-                status=502, body=b"blob missing from the store\n", content_type="text/plain"
-            )
-        except RenderError as exc:  # the store cannot be read just now
-            return _unavailable(site.prefix[1:], exc.message)
+        response = _guarded(site, lambda: resolve_in_tree(site.files, blobs, path, prefix=prefix))
         headers = dict(response.headers)
         headers["X-Render-Version"] = site.version
         return Response(
@@ -243,6 +235,19 @@ class LiveSites:
             body=response.body,
             content_type=response.content_type,
             headers=headers,
+        )
+
+    def versioned(self, site: LiveSite, path: str, *, prefix: str) -> Response | None:
+        """The answer when ``path`` is in the versioned URL space (``render.serve.versioned``),
+        from the versions the store keeps; None for a path of the live tree. May read the store."""
+        blobs = _Blobs(self.store, site)
+
+        def resolve(files: Mapping[str, FileEntry], rel: str, base: str) -> Response:
+            return resolve_in_tree(files, blobs, rel, prefix=base)
+
+        return _guarded(
+            site,
+            lambda: versioned.respond(_Versions(self, site), path, resolve=resolve, prefix=prefix),
         )
 
     def tree(self, site: LiveSite, version: str) -> VersionTree | None:
@@ -305,6 +310,18 @@ def _host_of(url: str) -> str:
 def _unavailable(site: str, problem: str) -> Response:
     body = f"{site} is unavailable: {problem}\n".encode()
     return Response(status=503, body=body, content_type="text/plain; charset=utf-8")
+
+
+def _guarded(site: LiveSite, answer: Callable[[], _R]) -> _R | Response:
+    """``answer()``, or the 502 or 503 a missing blob or an unreadable store gives."""
+    try:
+        return answer()
+    except _BlobMissing:
+        return Response(
+            status=502, body=b"blob missing from the store\n", content_type="text/plain"
+        )
+    except RenderError as exc:  # the store cannot be read just now
+        return _unavailable(site.prefix[1:], exc.message)
 
 
 class _BlobMissing(Exception):

@@ -57,6 +57,11 @@ def split(path: str) -> Versioned | None:
     return Versioned(version=version, path="/" + rest if slash else "/")
 
 
+def claims(path: str) -> bool:
+    """Whether ``path`` is in the versioned URL space (``respond`` answers it, not the live tree)."""
+    return path in (LIVE, WORKER) or path.startswith(PREFIX)
+
+
 def versioned_path(version: str, path: str) -> str:
     return f"{PREFIX}{version}/{path.lstrip('/')}"
 
