@@ -93,11 +93,6 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
             ["mirror.status"],
             # the edge Worker's routing table (generated from serve.routing) and its deploy plan
             ["edge", "edge.routing", "edge.deploy"],
-            # origin: the production origin; fresh re-renders stale pages through the builder
-            ["origin", "origin.cache"],
-            ["origin.fresh"],
-            ["origin.app"],
-            ["origin.server"],
         ],
     ),
     (
@@ -109,6 +104,12 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
             ["report.terminal", "report.dashboard", "report.metrics"],
             ["report.serve"],
         ],
+    ),
+    (
+        # origin: the production origin (it shows the report's dashboard to loopback);
+        # fresh re-renders stale pages through the builder
+        "6b origin",
+        [["origin", "origin.cache"], ["origin.fresh"], ["origin.app"], ["origin.server"]],
     ),
     ("7 pipeline", [["pipeline"]]),
     (
@@ -158,7 +159,7 @@ PACKAGE_LAYERS = {
     "mirror": "5 mirror and serve",
     "serve": "5 mirror and serve",
     "edge": "5 mirror and serve",
-    "origin": "5 mirror and serve",
+    "origin": "6b origin",
     "report": "6 report",
     "distribute": "7b distribute",
     "cli": "8 entry points",

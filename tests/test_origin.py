@@ -26,6 +26,7 @@ from pathlib import Path
 from sitekit import Host, SiteSpec, html, make_host
 
 from render.build.objects import Objects
+from render.origin.app import from_loopback
 from render.publish.gc import gc
 from render.publish.store import open_store
 
@@ -194,7 +195,7 @@ def test_live_version_by_host_etag_head_range_and_root_reread(tmp_path: Path) ->
     assert first.version
     with origin(host) as o:
         page = o.get("/posts/p1/")
-        assert page.status == 200
+        assert page.status == 200, o.log.read_text()[-3000:]  # the origin says why
         assert b"Body 1" in page.body  # type: ignore[attr-defined]
         assert page.getheader("X-Render-Version") == first.version
         assert page.getheader("Cache-Control") == "public, max-age=60"
@@ -432,3 +433,24 @@ def test_byte_cache_is_bounded() -> None:
     assert cache.get("k0") is None and cache.get("k19") == bytes(100)
     cache.put("huge", bytes(101))  # over an eighth of the bound: never kept
     assert cache.get("huge") is None
+
+
+# --- the operator's dashboard ---------------------------------------------------
+
+
+def test_the_dashboard_shows_to_a_loopback_client_by_a_loopback_name_only(tmp_path: Path) -> None:
+    host = _host(tmp_path)
+    assert host.run(SITE).version
+    with origin(host) as o:
+        page = o.get("/_dashboard/", host="localhost")
+        assert page.status == 200, o.log.read_text()[-3000:]  # the origin says why
+        assert page.getheader("Cache-Control") == "no-cache"
+        assert b"acme/blog" in page.body  # type: ignore[attr-defined]
+        assert o.get("/_dashboard", host="127.0.0.1").getheader("Location") == "/_dashboard/"
+        # under a site's own host name the path is the site's (no such page)
+        assert o.get("/_dashboard/", host=HOST).status == 404
+    # a client that is not on this machine never sees it, whatever Host it sends
+    assert from_loopback({"client": ("127.0.0.1", 50000)})
+    assert from_loopback({"client": ("::1", 50000)})
+    assert not from_loopback({"client": ("203.0.113.7", 50000)})
+    assert not from_loopback({"client": None})

@@ -247,3 +247,14 @@ def test_a_failed_build_is_the_latest_with_its_stage_and_message(tmp_path: Path)
     assert "failed" in out and "build: " in out
     metrics = {f.name: f for f in text_string_to_metric_families(made.cli("metrics").output)}
     assert metrics["render_last_build_success"].samples[0].value == 0
+
+
+def test_a_site_without_audits_gets_a_dashboard_too(tmp_path: Path) -> None:
+    """A build that ran no Lighthouse leaves the scores' axis empty; the charts still draw."""
+    made = make_host(tmp_path, sites={"acme/blog": _spec("acme/blog")})
+    made.run("acme/blog", skip_lighthouse=True)
+    out = tmp_path / "dash"
+    result = made.cli("dashboard", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    page = (out / "sites" / "acme" / "blog" / "index.html").read_text()
+    assert page.count('<figure class="chart" data-points="1">') == 5

@@ -33,6 +33,9 @@ from render.origin.fresh import PUBLISHED, Answer, SiteFresh
 from render.paths import is_file_url
 from render.publish.manifest import blob_key
 from render.publish.store import Store
+from render.report.dashboard import configured_budgets
+from render.report.serve import PREFIX as DASHBOARD
+from render.report.serve import WithDashboard, is_loopback_host
 from render.run.buildlog import log_event
 from render.serve import versioned
 from render.serve.live import BrokenSite, LiveSite, LiveSites
@@ -82,6 +85,13 @@ class Origin:
             report=lambda line: log_event("origin.site", note=line),
         )
         self.refresh_seconds = host.origin.refresh_seconds
+        # the operator's dashboard: for a loopback client asking by a loopback name only
+        self.dashboard = WithDashboard(
+            lambda _host, _path: Response(status=404, body=b"not found\n"),
+            host=host,
+            folder=host.state_dir / "origin-dashboard",
+            budgets=lambda: configured_budgets(host),
+        )
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
         self.fresh: dict[tuple[str, str], SiteFresh] = {}
@@ -180,8 +190,18 @@ class Origin:
                 0,
                 "",
             )
-        host = _header(scope, b"host").split(":")[0].lower()
+        host_header = _header(scope, b"host")
+        host = host_header.split(":")[0].lower()
         path = scope["path"]
+        dashboard = path == DASHBOARD or path.startswith(DASHBOARD + "/")
+        if dashboard and from_loopback(scope) and is_loopback_host(host_header):
+            shown = await asyncio.to_thread(self.dashboard, host_header, path)
+            headers = {"Content-Type": shown.content_type, **shown.headers}
+            return (
+                await _send(send, shown.status, shown.body, headers, head=head),
+                len(shown.body),
+                "dashboard",
+            )
         try:
             found = self.live.route(host, path)
         except RenderError as exc:
@@ -364,6 +384,12 @@ class Origin:
 
 def _wrap(future: Future[None]) -> asyncio.Future[None]:
     return asyncio.wrap_future(future)
+
+
+def from_loopback(scope: Scope) -> bool:
+    """The client is on this machine (the origin may listen on a public address)."""
+    client = scope.get("client")
+    return client is not None and str(client[0]) in ("127.0.0.1", "::1")
 
 
 def _header(scope: Scope, name: bytes) -> str:

@@ -408,7 +408,9 @@ def _chart(
     )
     chart.x_labels = labels
     for name, value, secondary in series:
-        chart.add(name, [value(p) for p in history], secondary=secondary)
+        values = [value(p) for p in history]
+        # a second axis with no point at all (no audits yet) has no range: pygal fails on it
+        chart.add(name, values, secondary=secondary and any(v is not None for v in values))
     svg = _no_script(chart.render(is_unicode=True))
     caption = _e(title) + (f" <small>{_e(note)}</small>" if note else "")
     return (
