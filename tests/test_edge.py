@@ -388,6 +388,12 @@ def test_edge_serves_every_kept_version_under_v_as_render_serve_does(tmp_path: P
         assert (delta.status, delta.body) == (200, store.get(delta_key("acme", "blog", v2, v1)))
         assert delta.header("cache-control") == IMMUTABLE
         assert json.loads(delta.body)["from"] == v1
+        # one no publish wrote (v1 is not v3's parent): computed, as render serve computes it
+        assert store.get(delta_key("acme", "blog", v3, v1)) is None
+        far = edge.get(f"/_v/{v3}/_render/delta/{v1}.json", host=HOST)
+        python = serve(HOST, f"/_v/{v3}/_render/delta/{v1}.json")
+        assert (far.status, far.body) == (python.status, python.body) == (200, python.body)
+        assert json.loads(far.body)["removed"] == ["assets/app-one.css"]
 
         # /sw.js: the live tree's worker, the bytes of render/assets/sw.js, no-cache
         worker = edge.get("/sw.js", host=HOST)

@@ -15,7 +15,7 @@
 //   /_render/live.json                        {"version", "parent", "tree"}      no-cache
 //   /_v/<version>/<path>                      a kept version's file               immutable
 //   /_v/<version>/_render/tree.json           {"version", "parent", "files": {path: hash}}
-//   /_v/<version>/_render/delta/<older>.json  sites/<o>/<s>/deltas/<version>/<older>.json
+//   /_v/<version>/_render/delta/<older>.json  sites/<o>/<s>/deltas/<version>/<older>.json, else computed
 //   /sw.js                                    the live tree's file (render/assets/sw.js)  no-cache
 // A version is kept while versions/<version>.json is in the bucket; one that is not is a
 // plain 404 without X-Render-Version. Version ids are checked before any read.
@@ -290,6 +290,19 @@ function byCodePoint(a, b) {
   return x.length - y.length;
 }
 
+/** render/publish/manifest.py's Delta.between(...).to_bytes(): the paths whose hash changed. */
+function deltaDocument(old, kept, version, older) {
+  const added = {};
+  const changed = {};
+  for (const name of [...kept.files.keys()].sort(byCodePoint)) {
+    const was = old.files.get(name);
+    if (!was) added[name] = kept.files.get(name).hash;
+    else if (was.hash !== kept.files.get(name).hash) changed[name] = kept.files.get(name).hash;
+  }
+  const removed = [...old.files.keys()].filter((name) => !kept.files.has(name)).sort(byCodePoint);
+  return pyJson({ version, from: older, from_parent: old.parent, added, changed, removed });
+}
+
 function json(request, body, cache, version) {
   const bytes = new TextEncoder().encode(body);
   return new Response(request.method === "HEAD" ? null : bytes, {
@@ -335,6 +348,9 @@ async function serveFromBucket(request, env, ctx, host, path) {
     if (VERSION_RE.test(older)) {
       const object = await env.BUCKET.get(prefixed(env, `sites/${live.site}/deltas/${version}/${older}.json`));
       if (object !== null) return json(request, await object.text(), IMMUTABLE, version);
+      // no publish wrote it (older is not the parent): computed from the two trees, as render serve does
+      const old = older === live.version ? current : await keptTree(env, ctx, host, live.site, older);
+      if (old !== null) return json(request, deltaDocument(old, kept, version, older), IMMUTABLE, version);
     }
   }
   return serveFile(request, env, live.site, version, kept.files, inner, (status) =>
