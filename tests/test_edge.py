@@ -3,6 +3,7 @@ R2 bucket loaded from the local store: the bytes, the headers, switches and refu
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -16,11 +17,14 @@ from test_routing import CASES
 from render.config import load_host, load_site, site_dirs
 from render.demo import init_host
 from render.edge.routing import routing_js
+from render.islands import worker_source
 from render.pipeline import Options, run_site
+from render.publish.gc import gc
 from render.publish.history import rollback
-from render.publish.manifest import blob_key
+from render.publish.manifest import blob_key, delta_key
 from render.publish.store import LocalStore
 from render.publish.versions import read_root, read_tree
+from render.serve.live import LiveSites
 from render.serve.routing import Target
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +36,9 @@ ASSET = re.compile(
 
 
 def mirror_cache_control(url: str) -> str:
-    """ovh/nginx/render-mirror.conf's map, in the same order."""
+    """ovh/nginx/render-mirror.conf's maps, in the same order."""
+    if url == "/sw.js":
+        return "no-cache"
     if HASHED.search(url):
         return "public, max-age=31536000, immutable"
     if ASSET.search(url):
@@ -332,3 +338,111 @@ def test_edge_reads_four_objects_cold_and_one_warm(tmp_path: Path) -> None:
         assert edge.ops() == [
             f"get sites/acme/blog/blobs/{tree.files['posts/hello/index.html'].hash}"
         ]
+
+
+# --- the versioned URL space (render/serve/versioned.py, issue 13) ---------------------
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+def with_worker(tag: str) -> dict[str, bytes]:
+    return {**site_files(tag), "sw.js": worker_source()}
+
+
+def test_edge_serves_every_kept_version_under_v_as_render_serve_does(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    objects = tmp_path / "objects"
+    by_version = {}
+    for tag in ("one", "two", "three"):
+        files = with_worker(tag)
+        by_version[publish_files(store, files, objects=objects)] = files
+    v1, v2, v3 = by_version
+    serve = LiveSites(store, cache=tmp_path / "cache", refresh_seconds=0)
+    with edge_runtime(tmp_path / "store", ttl=0) as edge:
+        for version in (v1, v2):
+            tree = read_tree(store, owner="acme", name="blog", version=version)
+            for path, entry in tree.files.items():
+                reply = edge.get(f"/_v/{version}/{path.removesuffix('index.html')}", host=HOST)
+                expected = store.get(blob_key("acme", "blog", entry.hash))
+                assert (reply.status, reply.body) == (200, expected), (version, path)
+                assert expected == by_version[version][path]
+                assert reply.header("cache-control") == IMMUTABLE
+                assert reply.header("x-render-version") == version
+                assert reply.header("content-type") == entry.type
+            bare = edge.get(f"/_v/{version}/posts/hello", host=HOST)
+            assert (bare.status, bare.header("location")) == (301, f"/_v/{version}/posts/hello/")
+            missing = edge.get(f"/_v/{version}/no/such/", host=HOST)
+            assert (missing.status, missing.body) == (404, by_version[version]["404.html"])
+            assert missing.header("cache-control") == "no-cache"
+
+            # tree.json: the bytes render serve answers for the same version
+            reply = edge.get(f"/_v/{version}/_render/tree.json", host=HOST)
+            python = serve(HOST, f"/_v/{version}/_render/tree.json")
+            assert (reply.status, reply.body) == (python.status, python.body)
+            assert reply.header("cache-control") == python.headers["Cache-Control"] == IMMUTABLE
+            assert reply.header("x-render-version") == version
+            assert reply.header("content-type") == "application/json"
+
+        # the delta each publish wrote, as stored
+        delta = edge.get(f"/_v/{v2}/_render/delta/{v1}.json", host=HOST)
+        assert (delta.status, delta.body) == (200, store.get(delta_key("acme", "blog", v2, v1)))
+        assert delta.header("cache-control") == IMMUTABLE
+        assert json.loads(delta.body)["from"] == v1
+        # one no publish wrote (v1 is not v3's parent): computed, as render serve computes it
+        assert store.get(delta_key("acme", "blog", v3, v1)) is None
+        far = edge.get(f"/_v/{v3}/_render/delta/{v1}.json", host=HOST)
+        python = serve(HOST, f"/_v/{v3}/_render/delta/{v1}.json")
+        assert (far.status, far.body) == (python.status, python.body) == (200, python.body)
+        assert json.loads(far.body)["removed"] == ["assets/app-one.css"]
+
+        # /sw.js: the live tree's worker, the bytes of render/assets/sw.js, no-cache
+        worker = edge.get("/sw.js", host=HOST)
+        assert (worker.status, worker.body) == (200, worker_source())
+        assert worker.header("cache-control") == "no-cache"
+        assert worker.header("x-render-version") == v3
+        assert worker.body == serve(HOST, "/sw.js").body
+
+        # a version gc collected (and names that are no version) answer a plain 404
+        edge.get(f"/_v/{v1}/", host=HOST)  # its tree is now cached in the isolate
+        gc(store, owner="acme", name="blog", keep=2, grace_hours=0)
+        assert store.get(f"sites/acme/blog/versions/{v1}.json") is None
+        edge.sync()
+        for path in (f"/_v/{v1}/", f"/_v/{v1}/_render/tree.json", f"/_v/{v1}/static/logo.svg"):
+            gone = edge.get(path, host=HOST)
+            assert gone.status == 404 == serve(HOST, path).status, path
+            assert gone.body == f"version {v1} is not kept here\n".encode()
+            assert gone.header("x-render-version") == ""
+            assert gone.header("cache-control") == "no-cache"
+        edge.ops()
+        for bad in ("/_v/latest/", "/_v/20261127T030000Z-XYZ/", "/_v/"):
+            reply = edge.get(bad, host=HOST)
+            assert reply.status in (400, 404) and reply.header("x-render-version") == "", bad
+        reads = [op for op in edge.ops() if "/versions/" in op or "/deltas/" in op]
+        assert reads == [], reads  # invalid ids read nothing under versions/ or deltas/
+
+
+def test_edge_live_json_follows_a_publish(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    objects = tmp_path / "objects"
+    first = publish_files(store, with_worker("one"), objects=objects)
+    serve = LiveSites(store, cache=tmp_path / "cache", refresh_seconds=0)
+    with edge_runtime(tmp_path / "store", ttl=0) as edge:
+        live = edge.get("/_render/live.json", host=HOST)
+        assert (live.status, live.body) == (200, serve(HOST, "/_render/live.json").body)
+        assert json.loads(live.body)["version"] == first
+        assert live.header("cache-control") == "no-cache"
+        assert live.header("content-type") == "application/json"
+        second = publish_files(store, with_worker("two"), objects=objects)
+        edge.sync()
+        after = edge.get("/_render/live.json", host=HOST)
+        root, _ = read_root(store, owner="acme", name="blog")
+        assert root is not None
+        assert json.loads(after.body) == {
+            "version": second,
+            "parent": first,
+            "tree": root.files_hash,
+        }
+        assert after.body == serve(HOST, "/_render/live.json").body
+        assert after.header("x-render-version") == second
+        head = edge.get("/_render/live.json", host=HOST, method="HEAD")
+        assert (head.status, head.body) == (200, b"")

@@ -9,6 +9,16 @@
 // the isolate and in the Cache API), the tree (cached by version: immutable) and
 // one blob. Requests with the session cookie (and writes) go to the origin: the
 // rule is render/serve/routing.py's, generated into ./routing.js.
+//
+// Beside the live tree it answers the versioned URL space of render/serve/versioned.py
+// (README: "What a visitor sees when a site changes"), with the same bytes as `render serve`:
+//   /_render/live.json                        {"version", "parent", "tree"}      no-cache
+//   /_v/<version>/<path>                      a kept version's file               immutable
+//   /_v/<version>/_render/tree.json           {"version", "parent", "files": {path: hash}}
+//   /_v/<version>/_render/delta/<older>.json  sites/<o>/<s>/deltas/<version>/<older>.json, else computed
+//   /sw.js                                    the live tree's file (render/assets/sw.js)  no-cache
+// A version is kept while versions/<version>.json is in the bucket; one that is not is a
+// plain 404 without X-Render-Version. Version ids are checked before any read.
 
 import { routeRequest } from "./routing.js";
 
@@ -29,6 +39,13 @@ const CACHE_RULES = [
   [/^\/(?:robots\.txt|sitemap[^/]*\.xml)$/, "public, max-age=3600"],
 ];
 const DEFAULT_CACHE = "public, max-age=60";
+const IMMUTABLE = "public, max-age=31536000, immutable";
+const NO_CACHE = "no-cache";
+const VERSIONED = "/_v/";
+const LIVE_JSON = "/_render/live.json";
+const TREE_JSON = "/_render/tree.json";
+const DELTA = "/_render/delta/";
+const SERVICE_WORKER = "/sw.js";
 
 export function cacheControl(path) {
   for (const [re, value] of CACHE_RULES) if (re.test(path)) return value;
@@ -147,7 +164,9 @@ async function readPointer(env, ctx, host, key) {
   return value;
 }
 
-async function readTree(env, ctx, host, site, version) {
+/** A version's tree as {files: Map(path -> entry), parent}; with `optional`, null when the
+ * bucket does not hold it (a version not kept), else a missing tree is a StoreError. */
+async function readTree(env, ctx, host, site, version, optional = false) {
   const id = `${site}@${version}`;
   const held = trees.get(id);
   if (held) {
@@ -164,7 +183,10 @@ async function readTree(env, ctx, host, site, version) {
     data = await hit.json();
   } else {
     const object = await env.BUCKET.get(key);
-    if (object === null) throw new StoreError(`${key} is missing from the bucket`);
+    if (object === null) {
+      if (optional) return null;
+      throw new StoreError(`${key} is missing from the bucket`);
+    }
     const text = await object.text();
     try {
       data = JSON.parse(text);
@@ -178,7 +200,13 @@ async function readTree(env, ctx, host, site, version) {
       ctx.waitUntil(cache.put(cacheKey, copy).catch(() => {}));
     }
   }
-  if (!data || data.version !== version || typeof data.files !== "object" || data.files === null) {
+  if (
+    !data ||
+    data.version !== version ||
+    typeof data.files !== "object" ||
+    data.files === null ||
+    (data.parent != null && typeof data.parent !== "string")
+  ) {
     throw new StoreError(`${key} in the bucket is not a version tree`);
   }
   const files = new Map();
@@ -188,8 +216,20 @@ async function readTree(env, ctx, host, site, version) {
     }
     files.set(path, entry);
   }
-  keep(trees, id, files, TREES_KEPT);
-  return files;
+  const tree = { files, parent: data.parent ?? null };
+  keep(trees, id, tree, TREES_KEPT);
+  return tree;
+}
+
+/** A version other than the live one, or null when the bucket no longer keeps it. Its tree
+ * may still be cached (isolate, Cache API) after gc removed it, so one HEAD checks first. */
+async function keptTree(env, ctx, host, site, version) {
+  const held = await env.BUCKET.head(prefixed(env, `sites/${site}/versions/${version}.json`));
+  if (held === null) {
+    trees.delete(`${site}@${version}`);
+    return null;
+  }
+  return readTree(env, ctx, host, site, version, true);
 }
 
 class StoreError extends Error {}
@@ -208,7 +248,8 @@ async function liveSite(env, ctx, host) {
     return null;
   }
   if (rootHost !== host) return null;
-  return { site: claim.site, version: root.version };
+  const tree = typeof root.files_hash === "string" ? root.files_hash : "";
+  return { site: claim.site, version: root.version, tree };
 }
 
 // --- responses --------------------------------------------------------------
@@ -236,13 +277,95 @@ function plain(status, text, extra = {}) {
   });
 }
 
+/** JSON as Python's json.dumps writes it (ensure_ascii): the same bytes as `render serve`. */
+function pyJson(value) {
+  return JSON.stringify(value).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
+/** Python's sort order of str (by code point), not JavaScript's (by UTF-16 unit). */
+function byCodePoint(a, b) {
+  const x = Array.from(a, (c) => c.codePointAt(0));
+  const y = Array.from(b, (c) => c.codePointAt(0));
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i] - y[i];
+  return x.length - y.length;
+}
+
+/** render/publish/manifest.py's Delta.between(...).to_bytes(): the paths whose hash changed. */
+function deltaDocument(old, kept, version, older) {
+  const added = {};
+  const changed = {};
+  for (const name of [...kept.files.keys()].sort(byCodePoint)) {
+    const was = old.files.get(name);
+    if (!was) added[name] = kept.files.get(name).hash;
+    else if (was.hash !== kept.files.get(name).hash) changed[name] = kept.files.get(name).hash;
+  }
+  const removed = [...old.files.keys()].filter((name) => !kept.files.has(name)).sort(byCodePoint);
+  return pyJson({ version, from: older, from_parent: old.parent, added, changed, removed });
+}
+
+function json(request, body, cache, version) {
+  const bytes = new TextEncoder().encode(body);
+  return new Response(request.method === "HEAD" ? null : bytes, {
+    headers: {
+      "content-type": "application/json",
+      "content-length": String(bytes.length),
+      "cache-control": cache,
+      "x-render-version": version,
+      "x-content-type-options": "nosniff",
+    },
+  });
+}
+
+function notKept(version) {
+  return plain(404, `version ${version} is not kept here\n`, { "cache-control": NO_CACHE });
+}
+
 async function serveFromBucket(request, env, ctx, host, path) {
   const live = await liveSite(env, ctx, host);
   if (live === null) return plain(404, "no site is published at this host name\n");
-  const files = await readTree(env, ctx, host, live.site, live.version);
+  const current = await readTree(env, ctx, host, live.site, live.version);
+  if (path === LIVE_JSON) {
+    const body = `{"version": ${pyJson(live.version)}, "parent": ${pyJson(current.parent)}, "tree": ${pyJson(live.tree)}}`;
+    return json(request, body, NO_CACHE, live.version);
+  }
+  if (path === SERVICE_WORKER) return serveFile(request, env, live.site, live.version, current.files, path, NO_CACHE);
+  if (!path.startsWith(VERSIONED)) return serveFile(request, env, live.site, live.version, current.files, path);
+
+  const rest = path.slice(VERSIONED.length);
+  const slash = rest.indexOf("/");
+  const version = slash < 0 ? rest : rest.slice(0, slash);
+  const inner = slash < 0 ? "/" : rest.slice(slash);
+  if (!VERSION_RE.test(version)) return notKept(version);
+  const kept = version === live.version ? current : await keptTree(env, ctx, host, live.site, version);
+  if (kept === null) return notKept(version);
+  if (inner === TREE_JSON) {
+    const files = {};
+    for (const name of [...kept.files.keys()].sort(byCodePoint)) files[name] = kept.files.get(name).hash;
+    return json(request, pyJson({ version, parent: kept.parent, files }), IMMUTABLE, version);
+  }
+  if (inner.startsWith(DELTA) && inner.endsWith(".json")) {
+    const older = inner.slice(DELTA.length, -".json".length);
+    if (VERSION_RE.test(older)) {
+      const object = await env.BUCKET.get(prefixed(env, `sites/${live.site}/deltas/${version}/${older}.json`));
+      if (object !== null) return json(request, await object.text(), IMMUTABLE, version);
+      // no publish wrote it (older is not the parent): computed from the two trees, as render serve does
+      const old = older === live.version ? current : await keptTree(env, ctx, host, live.site, older);
+      if (old !== null) return json(request, deltaDocument(old, kept, version, older), IMMUTABLE, version);
+    }
+  }
+  return serveFile(request, env, live.site, version, kept.files, inner, (status) =>
+    status === 200 || status === 206 || status === 304 ? IMMUTABLE : NO_CACHE,
+  );
+}
+
+/** One file of a tree (or its 404 page, or the slash redirect); `cache` overrides the
+ * mirror's Cache-Control: a value, or a function of the status. */
+async function serveFile(request, env, site, version, files, path, cache = null) {
   const url = new URL(request.url);
   const head = request.method === "HEAD";
-  const common = { "x-render-version": live.version, "x-content-type-options": "nosniff" };
+  const common = { "x-render-version": version, "x-content-type-options": "nosniff" };
+  const cacheFor = (status, cachePath) =>
+    cache === null ? cacheControl(cachePath) : typeof cache === "function" ? cache(status) : cache;
 
   const rel = path.replace(/^\/+/, "");
   let status = 200;
@@ -252,7 +375,7 @@ async function serveFromBucket(request, env, ctx, host, path) {
     if (rel && !rel.endsWith("/") && !isFileUrl(path) && files.has(`${rel}/index.html`)) {
       return new Response(null, {
         status: 301,
-        headers: { ...common, location: `${url.pathname}/${url.search}`, "cache-control": cacheControl(path) },
+        headers: { ...common, location: `${url.pathname}/${url.search}`, "cache-control": cacheFor(301, path) },
       });
     }
     status = 404;
@@ -261,7 +384,7 @@ async function serveFromBucket(request, env, ctx, host, path) {
     if (!entry) {
       return new Response(head ? null : "<!doctype html><title>Not found</title><h1>Not found</h1>\n", {
         status: 404,
-        headers: { ...common, "content-type": "text/html; charset=utf-8", "cache-control": cacheControl(cachePath) },
+        headers: { ...common, "content-type": "text/html; charset=utf-8", "cache-control": cacheFor(404, cachePath) },
       });
     }
   }
@@ -270,7 +393,7 @@ async function serveFromBucket(request, env, ctx, host, path) {
     ...common,
     "content-type": entry.type,
     etag,
-    "cache-control": cacheControl(cachePath),
+    "cache-control": cacheFor(status, cachePath),
     "accept-ranges": "bytes",
   };
   if (status === 200 && matches(request.headers.get("if-none-match"), etag)) {
@@ -288,7 +411,7 @@ async function serveFromBucket(request, env, ctx, host, path) {
   if (head) {
     return new Response(null, { status, headers: { ...headers, "content-length": String(length) } });
   }
-  const key = prefixed(env, `sites/${live.site}/blobs/${entry.hash}`);
+  const key = prefixed(env, `sites/${site}/blobs/${entry.hash}`);
   const object = await env.BUCKET.get(key, range ? { range: { offset: range.offset, length: range.length } } : {});
   if (object === null) return plain(502, `blob ${entry.hash} is missing from the bucket\n`, common);
   return new Response(object.body, { status, headers: { ...headers, "content-length": String(length) } });
