@@ -87,5 +87,6 @@ def test_edge_wrangler_toml_binds_the_bucket_the_worker_reads() -> None:
     assert reference["main"] == "src/worker.js"
     assert reference["r2_buckets"][0]["binding"] == "BUCKET"
     worker = (REPO / "edge" / "src" / "worker.js").read_text()
+    assert reference["vars"], "the Worker's settings are in [vars]"
     for name in reference["vars"]:
         assert f"env.{name}" in worker, name

@@ -409,10 +409,25 @@ def test_sigterm_during_a_render_ends_cleanly(tmp_path: Path) -> None:
         o.get("/")
         _sql(host, "update posts set body = 'Slow', slow = 3000 where slug = 'p1'")
         assert o.get("/posts/p1/").getheader("X-Render-Page") == "published; timeout"
+        # the render processes, seen while their parent lives (after it exits they are re-parented)
+        workers = [
+            int(p) for p in os.listdir("/proc") if p.isdigit() and _is_worker_of(int(p), o.proc.pid)
+        ]
+        assert workers, "a render is under way in a render process"
         o.proc.send_signal(signal.SIGTERM)  # the render is under way
         assert o.proc.wait(timeout=DEADLINE) == 0
     assert "Traceback" not in o.log.read_text()
-    assert not [p for p in os.listdir("/proc") if p.isdigit() and _is_worker_of(int(p), o.proc.pid)]
+    # they end with it (a moment after: they see their pipe to it close)
+    _until(lambda: not [pid for pid in workers if _alive(pid)], "the render processes end")
+
+
+def _alive(pid: int) -> bool:
+    """Still running (a zombie counts as gone: it has ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _is_worker_of(pid: int, parent: int) -> bool:

@@ -157,6 +157,7 @@ def test_dashboard_writes_data_json_and_a_csv_per_metric(host: Host, tmp_path: P
         assert page.count('<figure class="chart"') == 5
     # the latest build's Lighthouse reports are reachable from the dashboard, copied from the store
     latest = doc["sites"][0]["latest"]
+    assert [p["path"] for p in latest["lighthouse"]["pages"]] == sorted(PAGES)
     for audit in latest["lighthouse"]["pages"]:
         assert (out / "reports" / "acme" / "blog" / f"{audit['report']}.html").is_file()
     # written again over itself; a folder that is not a dashboard is refused
