@@ -31,14 +31,13 @@ from render.errors import RenderError
 from render.origin.cache import BytesCache
 from render.origin.fresh import PUBLISHED, Answer, SiteFresh
 from render.paths import is_file_url
-from render.publish.manifest import blob_key
 from render.publish.store import Store
 from render.report.dashboard import configured_budgets
 from render.report.serve import PREFIX as DASHBOARD
 from render.report.serve import WithDashboard, is_loopback_host
 from render.run.buildlog import log_event
 from render.serve import versioned
-from render.serve.live import BrokenSite, LiveSite, LiveSites
+from render.serve.live import BlobMissing, Blobs, BrokenSite, LiveSite, LiveSites
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -274,7 +273,7 @@ class Origin:
             elif key not in site.files:
                 headers = {
                     "Content-Type": "text/html; charset=utf-8",
-                    "X-Render-Version": site.version,
+                    versioned.VERSION_HEADER: site.version,
                 }
                 return (
                     await _send(send, 404, _NOT_FOUND, headers, head=head),
@@ -292,7 +291,7 @@ class Origin:
             "Content-Type": entry.type,
             "ETag": f'"{entry.hash}"',
             "Cache-Control": cache_control(path),
-            "X-Render-Version": site.version,
+            versioned.VERSION_HEADER: site.version,
             "X-Content-Type-Options": "nosniff",
             "Accept-Ranges": "bytes",
         }
@@ -371,15 +370,10 @@ class Origin:
         return data
 
     def _blob(self, site: LiveSite, digest: str) -> bytes:
-        path = site.objects / digest
         try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            pass
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.store.download(blob_key(site.owner, site.name, digest), path):
-            raise FileNotFoundError(digest)
-        return path.read_bytes()
+            return Blobs(self.store, site).read(digest)
+        except BlobMissing:  # the page's answer for a file it cannot read
+            raise FileNotFoundError(digest) from None
 
 
 def _wrap(future: Future[None]) -> asyncio.Future[None]:

@@ -136,16 +136,18 @@ def claim(
     """Make ``site`` the holder of ``host``, or raise ``PublishError`` naming the holder."""
     moment = now or datetime.now(UTC)
     key = claim_key(host)
+    checked_live = False  # the other sites' roots are read once: a racing claim shows in the tag
     for _ in range(_ATTEMPTS):
         got = store.get_tagged(key)
         current, tag = (Claim.from_bytes(got[0], host=host), got[1]) if got else (None, None)
         held_by = current.site if current is not None else None
         if held_by not in (None, site) and _still_held(store, current, moment, grace_hours):
             raise _taken(host, held_by)
-        if held_by != site:
+        if held_by != site and not checked_live:
             live = _live_elsewhere(store, host, site, store.sites())
             if live is not None:
                 raise _taken(host, live)
+            checked_live = True
         mine = Claim(host=host, site=site, version=version, claimed=utc_now_iso(moment))
         if store.put_if(
             key, mine.to_bytes(), tag=tag, content_type=JSON_TYPE, cache_control=ROOT_CACHE

@@ -104,6 +104,8 @@ class LiveSites:
         return sorted(self._sites.values(), key=lambda s: (s.owner, s.name))
 
     def refresh(self, *, force: bool = False) -> None:
+        if not force and time.monotonic() - self._checked < self.refresh_seconds:
+            return  # not due: a request never waits on the lock a refresh under way holds
         with self._lock:
             if not force and time.monotonic() - self._checked < self.refresh_seconds:
                 return
@@ -155,6 +157,8 @@ class LiveSites:
             if root is None:
                 return None
             base_host = _host_of(root.base_url)
+            # listed on every refresh: after gc the root's bytes (and so its tag) are the same
+            # as before it, so nothing cheaper says which versions it took
             kept = frozenset(version_ids(self.store, owner=owner, name=name)) | {root.version}
             old = self._sites.get((owner, name))
             if isinstance(old, LiveSite) and old.version == root.version:
@@ -226,10 +230,10 @@ class LiveSites:
         answer = self.versioned(site, path, prefix=prefix)
         if answer is not None:
             return answer
-        blobs = _Blobs(self.store, site)
+        blobs = Blobs(self.store, site)
         response = _guarded(site, lambda: resolve_in_tree(site.files, blobs, path, prefix=prefix))
         headers = dict(response.headers)
-        headers["X-Render-Version"] = site.version
+        headers[versioned.VERSION_HEADER] = site.version
         return Response(
             status=response.status,
             body=response.body,
@@ -240,7 +244,7 @@ class LiveSites:
     def versioned(self, site: LiveSite, path: str, *, prefix: str) -> Response | None:
         """The answer when ``path`` is in the versioned URL space (``render.serve.versioned``),
         from the versions the store keeps; None for a path of the live tree. May read the store."""
-        blobs = _Blobs(self.store, site)
+        blobs = Blobs(self.store, site)
 
         def resolve(files: Mapping[str, FileEntry], rel: str, base: str) -> Response:
             return resolve_in_tree(files, blobs, rel, prefix=base)
@@ -301,10 +305,8 @@ def _state(site: LiveSite | BrokenSite) -> str:
 
 
 def _host_of(url: str) -> str:
-    try:
-        return host_of(url) or ""
-    except ValueError:  # not a URL: the site answers only under its path and .localhost name
-        return ""
+    """ "" for a base_url with no usable host: the site answers under its path and .localhost name."""
+    return host_of(url) or ""
 
 
 def _unavailable(site: str, problem: str) -> Response:
@@ -316,7 +318,7 @@ def _guarded(site: LiveSite, answer: Callable[[], _R]) -> _R | Response:
     """``answer()``, or the 502 or 503 a missing blob or an unreadable store gives."""
     try:
         return answer()
-    except _BlobMissing:
+    except BlobMissing:
         return Response(
             status=502, body=b"blob missing from the store\n", content_type="text/plain"
         )
@@ -324,11 +326,11 @@ def _guarded(site: LiveSite, answer: Callable[[], _R]) -> _R | Response:
         return _unavailable(site.prefix[1:], exc.message)
 
 
-class _BlobMissing(Exception):
+class BlobMissing(Exception):
     """A tree names a blob the store does not have."""
 
 
-class _Blobs:
+class Blobs:
     """A live site's blobs: the local store's files, or downloaded once into the cache."""
 
     def __init__(self, store: Store, site: LiveSite) -> None:
@@ -343,5 +345,5 @@ class _Blobs:
             pass
         path.parent.mkdir(parents=True, exist_ok=True)
         if not self.store.download(blob_key(self.site.owner, self.site.name, digest), path):
-            raise _BlobMissing(digest)
+            raise BlobMissing(digest)
         return path.read_bytes()

@@ -28,17 +28,17 @@ from typing import Protocol
 
 from render.build.tree import FileEntry
 from render.check.loopback import Response
-from render.publish.manifest import Delta, is_version_id
+from render.publish.manifest import BLOB_CACHE, JSON_TYPE, Delta, is_version_id
 
 PREFIX = "/_v/"
 LIVE = "/_render/live.json"
 WORKER = "/sw.js"
 TREE = "/_render/tree.json"  # under /_v/<version>
 DELTA = "/_render/delta/"  # under /_v/<version>: <older>.json
-IMMUTABLE = "public, max-age=31536000, immutable"
+IMMUTABLE = BLOB_CACHE  # a version's file never changes
 NO_CACHE = "no-cache"
 VERSION_HEADER = "X-Render-Version"
-JSON = "application/json"
+JSON = JSON_TYPE
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,10 +60,6 @@ def split(path: str) -> Versioned | None:
 def claims(path: str) -> bool:
     """Whether ``path`` is in the versioned URL space (``respond`` answers it, not the live tree)."""
     return path in (LIVE, WORKER) or path.startswith(PREFIX)
-
-
-def versioned_path(version: str, path: str) -> str:
-    return f"{PREFIX}{version}/{path.lstrip('/')}"
 
 
 def live_document(*, version: str, parent: str | None, tree: str) -> bytes:
