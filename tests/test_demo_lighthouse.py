@@ -41,7 +41,7 @@ def test_demo_scores_and_a_rerun_carries_scores_without_a_new_version(tmp_path: 
         assert (
             audit.scores["performance"] is not None
         )  # recorded, not asserted: it is the machine's
-        assert audit.metrics.get("largest-contentful-paint") is not None, audit.metrics
+        assert audit.metrics.get("lcp") is not None, audit.metrics  # largest-contentful-paint
     assert first.build is not None and first.version is not None
     # the live version holds no Lighthouse report and no findings file: they are stored beside it
     assert [p for p in first.build.files if p.startswith("_render/")] == [
