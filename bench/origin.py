@@ -8,7 +8,10 @@ article URLs (cached pages: every URL was fetched once before). Then it edits
 one article's body at a time and measures the time to the first byte of that
 article's page from the origin: first right after the edit (the origin finds
 what changed, then renders the page) and then with the change already found
-(the render alone). Not a test: numbers, not assertions.
+(the render alone), and the time to the first byte of another article's page,
+not stale, asked for right after an edit (it waits while the origin plans the
+article route again: the edited column is in it). Not a test: numbers, not
+assertions.
 
     python bench/origin.py                     # 10,000 articles, 30 s, 200 connections
     python bench/origin.py --articles 2000 --seconds 10
@@ -330,10 +333,17 @@ def main() -> None:
             return log.read_text().count("origin.analysed")
 
         db_path = host_root / "sites" / "bench" / "articles" / "site.db"
-        slugs = [u.split("/")[2] for u in urls if u.count("/") == 3][: args.edits * 2]
-        after_edit, render_only = [], []
+        slugs = [u.split("/")[2] for u in urls if u.count("/") == 3][: args.edits * 4]
+        after_edit: list[float] = []
+        render_only: list[float] = []
+        other_after_edit: list[float] = []
         for n in range(args.edits):
-            for slug, into in ((slugs[2 * n], after_edit), (slugs[2 * n + 1], render_only)):
+            edited, found_first, edited_too, other = slugs[4 * n : 4 * n + 4]
+            for slug, into in (
+                (edited, after_edit),
+                (found_first, render_only),
+                (edited_too, other_after_edit),
+            ):
                 db = sqlite3.connect(db_path)
                 db.execute("update articles set body = body || ' edited' where slug = ?", (slug,))
                 db.commit()
@@ -343,6 +353,12 @@ def main() -> None:
                     _ttfb(origin_port, "/robots.txt")
                     while found() == before:
                         time.sleep(0.05)
+                if into is other_after_edit:  # an article that is not stale, asked for first
+                    ms, how = _ttfb(origin_port, f"/posts/{other}/")
+                    into.append(round(ms, 2))
+                    if how != "published":
+                        print(f"note: /posts/{other}/ was served {how}", file=sys.stderr)
+                    into = []
                 ms, how = _ttfb(origin_port, f"/posts/{slug}/")
                 into.append(round(ms, 2))
                 if "fresh" not in how:
@@ -361,6 +377,12 @@ def main() -> None:
                 "right_after_edit": after_edit,
                 "change_already_found_p50": statistics.median(render_only),
                 "change_already_found": render_only,
+            },
+            # a page that is not stale, asked for right after another article's edit: it
+            # waits while the origin plans the article route again (the change is in it)
+            "other_article_right_after_edit_ttfb_ms": {
+                "p50": statistics.median(other_after_edit),
+                "each": other_after_edit,
             },
         }
         print(json.dumps(result, indent=2))

@@ -225,12 +225,15 @@ def pending(
     host: HostConfig,
     previous: Previous,
     objects: Path,
+    kept: Callable[[frozenset[str]], None] | None = None,
 ) -> Stale:
     """The pages a build of ``snapshot`` would render, the same decision the build makes.
 
     ``previous`` is the last build's record (with the pages rendered on request
     since, ``onrequest.merged``); ``objects`` is where render processes made with
-    ``Stale.setup`` write. Nothing is rendered here.
+    ``Stale.setup`` write. Nothing is rendered here. ``kept`` hears, as soon as
+    the column-level changes are read and before any route is planned again,
+    the paths of the routes kept whole: those pages are as last built.
     """
     step = _Steps()
     folder = build_dir(host, site)
@@ -250,6 +253,7 @@ def pending(
             Objects(folder / "objects"),
             step,
             host.limits,
+            kept=kept,
         )
     finally:
         changes.close()
@@ -358,6 +362,8 @@ def _choose(
     objects: Objects,
     step: _Steps,
     limits: LimitsConfig,
+    *,
+    kept: Callable[[frozenset[str]], None] | None = None,
 ) -> _Plan:
     """Decide what to keep, plan again, reuse and render (steps ``changes`` and ``plan``)."""
     runner = QueryRunner(
@@ -371,13 +377,15 @@ def _choose(
     try:
         stored = objects.hashes()
         calls, read_sets = query_results(previous, site, runner, changes)
-        kept = kept_routes(site, previous, route_keys, changes, calls, stored)
+        whole = kept_routes(site, previous, route_keys, changes, calls, stored)
         step("changes")
         taken = {
             path: f"routes[{index}] ({site.routes[index].path})"
-            for index, paths in kept.items()
+            for index, paths in whole.items()
             for path in paths
         }
+        if kept is not None:
+            kept(frozenset(taken))
         by_fingerprint = {
             old.fingerprint: old.path
             for old in previous.pages.values()
@@ -387,14 +395,14 @@ def _choose(
             site,
             runner,
             sources.templates,
-            skip=kept.keys(),
+            skip=whole.keys(),
             taken=taken,
             route_keys=route_keys,
             known=by_fingerprint.get if by_fingerprint else None,
         )
         route_reads = {
             r.index: previous.routes[r.index][1]
-            if r.index in kept
+            if r.index in whole
             else ((runner.reads_of(r.query) or ()) if r.query else ())
             for r in site.routes
         }
@@ -413,7 +421,7 @@ def _choose(
     read_sets.update(route_reads.values())
     return _Plan(
         planned=planned,
-        kept=kept,
+        kept=whole,
         taken=taken,
         specs=specs,
         fingerprints=fps,

@@ -49,7 +49,8 @@ INDEX = html(
 def _spec() -> SiteSpec:
     return SiteSpec(
         sql=[
-            "create table posts (id integer primary key, slug text, title text, body text, slow int default 0)",
+            "create table posts (id integer primary key, slug text, title text, body text,"
+            " slow int default 0, weight int default 0)",
             *(
                 f"insert into posts (slug, title, body) values ('p{i}', 'Title {i}', 'Body {i}')"
                 for i in range(1, 6)
@@ -61,7 +62,13 @@ def _spec() -> SiteSpec:
                 "template": "index.html",
                 "query": "select slug, title from posts order by id",
             },
-            {"path": "/posts/{slug}/", "template": "post.html", "query": "select * from posts"},
+            {
+                "path": "/posts/{slug}/",
+                "template": "post.html",
+                # ``weight`` makes planning the route again slow (a count, within query_seconds)
+                "query": "select p.*, (with recursive c(x) as (select 1 union all select x + 1"
+                " from c where x < p.weight) select count(*) from c) as counted from posts p",
+            },
         ],
         templates={"index.html": INDEX, "post.html": POST},
         static={
@@ -329,6 +336,24 @@ def test_stale_new_and_deleted_pages_are_a_fresh_builds_bytes(tmp_path: Path) ->
         )
         assert o.get("/posts/p1/").body == fresh["posts/p1/index.html"]  # type: ignore[attr-defined]
         assert o.get("/posts/p3/").status == 404
+
+
+def test_pages_of_unchanged_routes_do_not_wait_while_a_change_is_read(tmp_path: Path) -> None:
+    host = _host(tmp_path)
+    host.run(SITE)
+    with origin(host) as o:
+        published = o.get("/").body  # type: ignore[attr-defined]
+        assert not o.lines("origin.analysed")
+        # the post route reads ``weight``: planning it again takes a while; the index does not
+        _sql(host, "update posts set body = 'Heavy', weight = 6000000 where slug = 'p1'")
+        index = o.get("/")
+        assert index.body == published  # type: ignore[attr-defined]
+        assert index.getheader("X-Render-Page") is None
+        assert not o.lines("origin.analysed"), "the index waited for the post route's analysis"
+        post = o.get("/posts/p1/")
+        assert post.getheader("X-Render-Page") == "fresh"
+        assert b"Heavy" in post.body  # type: ignore[attr-defined]
+        assert len(o.lines("origin.analysed")) == 1
 
 
 def test_concurrent_requests_share_one_render(tmp_path: Path) -> None:

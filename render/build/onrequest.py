@@ -76,7 +76,11 @@ def add(
 
 def merged(previous: Previous, folder: Path) -> Previous:
     """The last build's record with the pages rendered on request since put in."""
-    pages = load(folder)
+    return merge(previous, load(folder))
+
+
+def merge(previous: Previous, pages: Mapping[str, PageRecord]) -> Previous:
+    """``previous`` with ``pages`` (rendered on request against it) put in."""
     if not pages or not previous.pages:
         return previous
     return dataclasses.replace(previous, pages={**previous.pages, **pages})

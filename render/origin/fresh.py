@@ -14,6 +14,14 @@ column-level decision the incremental build makes (``render.build.changes``,
 - gone (its row was deleted): 404;
 - anything else: the published page, without waiting and without SQLite.
 
+While the change is being read, a request waits for the answer only when its
+page may be stale: the analysis first reads which tables and columns changed
+(``render.build.changes``) and at once lets through every page of a route
+that read none of them (``builder.pending``'s ``kept``); pages of the routes
+that did wait for those routes to be planned again (on the 10,000-article
+bench site, a fraction of a second: ``bench/origin.py`` prints it). The last
+build's record is read once per build, not once per change.
+
 A page rendered here is written into the build's objects folder under its hash
 and its record into ``onrequest.pickle`` (``render.build.onrequest``): the next
 build reuses it and publishes it. Nothing is served fresh when the build record
@@ -59,6 +67,27 @@ class Answer:
 PUBLISHED = Answer(kind="published")
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Early:
+    """What a change being read already says: these pages are as the last build made them."""
+
+    record: Previous
+    overlay: Mapping[str, PageRecord]
+    unchanged: frozenset[str]
+    matches: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class _Job:
+    """The analysis of one database state: ``early`` resolves when the kept routes are known
+    (or when it ends), ``done`` when it ends."""
+
+    key: StateKey
+    done: Future[None]
+    early: Future[None] = field(default_factory=Future)
+    found: _Early | None = None
+
+
 @dataclass(kw_only=True)
 class _State:
     key: StateKey
@@ -100,7 +129,8 @@ class SiteFresh:
         self.analyses = 0
         self._flip = False
         self._state: _State | None = None
-        self._analysing: tuple[StateKey, Future[None]] | None = None
+        self._analysing: _Job | None = None
+        self._record: tuple[object, Previous] | None = None  # (record id, the record): read once
         self._wanted: set[str] = set()  # paths asked for while the state was being found
         self._lock = threading.Lock()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"render-origin-{self.id}")
@@ -123,10 +153,17 @@ class SiteFresh:
         key = self.key()
         with self._lock:
             st = self._state
-            known = st is not None and st.key == key
-            under_way = self._analysing is not None and self._analysing[0] == key
-            if not known and not under_way and not self._closed:
-                self._analysing = (key, self._thread.submit(self._analyse, key))
+            if (st is None or st.key != key) and not self._closed:
+                self._job(key)
+
+    def _job(self, key: StateKey) -> _Job:
+        """The analysis of ``key``, started when it is not under way (lock held)."""
+        job = self._analysing
+        if job is None or job.key != key:
+            job = _Job(key=key, done=Future())
+            job.done = self._thread.submit(self._analyse, job)
+            self._analysing = job
+        return job
 
     def lookup(
         self, path: str, *, version: str, files: Mapping[str, FileEntry]
@@ -138,12 +175,20 @@ class SiteFresh:
             if st is None or st.key != key:
                 if self._closed:
                     return PUBLISHED
-                if self._analysing is None or self._analysing[0] != key:
-                    self._analysing = (key, self._thread.submit(self._analyse, key))
+                job = self._job(key)
+                found = job.found
+                if found is not None and path in found.unchanged:
+                    if not self._is_live(found.record, found.matches, version, files):
+                        return PUBLISHED
+                    return _as_built(found.overlay, path, files)
                 if len(self._wanted) < self.max_pending:
                     self._wanted.add(path)  # rendered once known stale, even if nobody waits
-                return self._analysing[1]
-            if not st.usable or st.stale is None or not self._is_live(st, version, files):
+                return job.done if found is not None else job.early
+            if (
+                not st.usable
+                or st.stale is None
+                or not self._is_live(st.record, st.matches, version, files)
+            ):
                 return PUBLISHED
             if path in st.stale.render:
                 if path in st.done:
@@ -157,12 +202,7 @@ class SiteFresh:
             old = st.record.pages.get(path) or st.overlay.get(path)
             if old is not None and path not in st.stale.paths:
                 return Answer(kind="gone")
-            kept = st.overlay.get(path)
-            if kept is not None and (path not in files or files[path].hash != kept.hash):
-                return Answer(
-                    kind="fresh", hash=kept.hash, type=content_type(path), note="rendered"
-                )
-            return PUBLISHED
+            return _as_built(st.overlay, path, files)
 
     def _queue(self, st: _State, path: str) -> Future[None] | None:
         """Queue the render of ``path`` (lock held); None past ``max_pending``."""
@@ -172,15 +212,21 @@ class SiteFresh:
         st.inflight[path] = future
         return future
 
-    def _is_live(self, st: _State, version: str, files: Mapping[str, FileEntry]) -> bool:
+    def _is_live(
+        self,
+        record: Previous,
+        matches: dict[str, bool],
+        version: str,
+        files: Mapping[str, FileEntry],
+    ) -> bool:
         """The build record is the live version's build (not a failed check's, not a rollback's)."""
-        known = st.matches.get(version)
+        known = matches.get(version)
         if known is None:
             known = all(
                 (entry := files.get(p)) is not None and entry.hash == page.hash
-                for p, page in st.record.pages.items()
+                for p, page in record.pages.items()
             )
-            st.matches[version] = known
+            matches[version] = known
             if not known:
                 self._tell(
                     "origin.record_not_live",
@@ -195,18 +241,22 @@ class SiteFresh:
 
     # --- the site's thread -------------------------------------------------------
 
-    def _analyse(self, key: StateKey) -> None:
+    def _analyse(self, job: _Job) -> None:
         self.analyses += 1
         old = self._state
+        key = job.key
         try:
-            st = self._find(key)
+            st = self._find(job)
         except Exception as exc:  # noqa: BLE001 - any failure: the published pages stay
             message = exc.message if isinstance(exc, RenderError) else repr(exc)
             st = _State(key=key, usable=False, reason=message)
             self._tell("origin.stale_unknown", logging.WARNING, error=message)
         with self._lock:
             self._state = st
-            self._analysing = None
+            if self._analysing is job:
+                self._analysing = None
+            if not job.early.done():
+                job.early.set_result(None)
             wanted, self._wanted = self._wanted, set()
             if st.stale is not None and st.usable:
                 for path in sorted(wanted & st.stale.render.keys()):
@@ -217,10 +267,26 @@ class SiteFresh:
         if old is not None and old.pool is not None and old.pool is not st.pool:
             old.pool.close()
 
-    def _find(self, key: StateKey) -> _State:
+    def _early(
+        self, job: _Job, record: Previous, overlay: Mapping[str, PageRecord]
+    ) -> Callable[[frozenset[str]], None]:
+        """Let requests for pages of the routes kept whole through (``builder.pending``)."""
+
+        def heard(unchanged: frozenset[str]) -> None:
+            with self._lock:
+                job.found = _Early(record=record, overlay=overlay, unchanged=unchanged)
+                if not job.early.done():
+                    job.early.set_result(None)
+
+        return heard
+
+    def _find(self, job: _Job) -> _State:
+        key = job.key
         site = load_site(self.folder, host=self.host)
-        record = load_previous(self.build)
         record_id = key[0]
+        if self._record is None or self._record[0] != record_id or record_id is None:
+            self._record = (record_id, load_previous(self.build))
+        record = self._record[1]
         if not record.pages:
             return _State(key=key, usable=False, reason="no build record yet")
         overlay = onrequest.load(self.build)
@@ -232,8 +298,15 @@ class SiteFresh:
         with snapshot.take(site, into=into) as snap:
             if snap.table_hashes and dict(snap.table_hashes) == dict(record.tables):
                 return _State(key=key, usable=True, record=record, record_id=record_id)  # type: ignore[arg-type]
-            merged = onrequest.merged(record, self.build)
-            stale = builder.pending(site, snap, host=self.host, previous=merged, objects=scratch)
+            merged = onrequest.merge(record, overlay)
+            stale = builder.pending(
+                site,
+                snap,
+                host=self.host,
+                previous=merged,
+                objects=scratch,
+                kept=self._early(job, record, overlay),
+            )
         if not stale.same_sources:
             self._tell(
                 "origin.sources_changed",
@@ -315,3 +388,13 @@ class SiteFresh:
         st = self._state
         if st is not None and st.pool is not None:
             st.pool.close()
+
+
+def _as_built(
+    overlay: Mapping[str, PageRecord], path: str, files: Mapping[str, FileEntry]
+) -> Answer:
+    """A page as the last build made it, or as rendered on request since when that differs."""
+    kept = overlay.get(path)
+    if kept is not None and (path not in files or files[path].hash != kept.hash):
+        return Answer(kind="fresh", hash=kept.hash, type=content_type(path), note="rendered")
+    return PUBLISHED
