@@ -126,7 +126,7 @@ class Origin:
 
 
 @contextmanager
-def origin(host: Host) -> Iterator[Origin]:
+def origin(host: Host, *, workers: int = 1) -> Iterator[Origin]:
     port = _free_port()
     log = host.root / f"origin-{port}.log"
     with open(log, "w") as err:
@@ -141,6 +141,8 @@ def origin(host: Host) -> Iterator[Origin]:
                 "--bind",
                 f"127.0.0.1:{port}",
                 "--no-access-log",
+                "--workers",
+                str(workers),
             ],
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -380,6 +382,32 @@ def test_concurrent_requests_share_one_render(tmp_path: Path) -> None:
         assert len(o.lines("origin.rendered")) == 1
 
 
+def test_processes_of_one_origin_share_one_render_of_a_page(tmp_path: Path) -> None:
+    host = _host(tmp_path)
+    host.run(SITE)
+    with origin(host, workers=2) as o:
+        _sql(host, "update posts set body = 'Shared', slow = 1500 where slug = 'p1'")
+        bodies: list[bytes] = []
+        lock = threading.Lock()
+
+        def fetch() -> None:
+            reply = o.get("/posts/p1/")
+            with lock:
+                bodies.append(reply.body)  # type: ignore[attr-defined]
+
+        threads = [threading.Thread(target=fetch) for _ in range(100)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(DEADLINE)
+        assert len(bodies) == 100
+        assert len(set(bodies)) == 1 and b"Shared" in bodies[0]
+        rendered = [line for line in o.lines("origin.rendered") if "elsewhere" not in line]
+        assert len(rendered) == 1, rendered
+    left = list((host.state_dir / "origin").rglob("p*"))
+    assert not left, f"stopped processes left their scratch folders: {left}"
+
+
 def test_slow_render_serves_the_published_page_then_the_fresh_one(tmp_path: Path) -> None:
     host = _host(tmp_path, max_wait_ms=50)
     host.run(SITE)
@@ -434,11 +462,19 @@ def test_sigterm_during_a_render_ends_cleanly(tmp_path: Path) -> None:
         o.get("/")
         _sql(host, "update posts set body = 'Slow', slow = 3000 where slug = 'p1'")
         assert o.get("/posts/p1/").getheader("X-Render-Page") == "published; timeout"
-        # the render processes, seen while their parent lives (after it exits they are re-parented)
-        workers = [
-            int(p) for p in os.listdir("/proc") if p.isdigit() and _is_worker_of(int(p), o.proc.pid)
-        ]
-        assert workers, "a render is under way in a render process"
+        # the render processes, seen while their parent lives (after it exits they are re-parented);
+        # they start once the change is found (a moment after the request under load)
+        workers: list[int] = []
+
+        def started() -> bool:
+            workers[:] = [
+                int(p)
+                for p in os.listdir("/proc")
+                if p.isdigit() and _is_worker_of(int(p), o.proc.pid)
+            ]
+            return bool(workers) and bool(o.lines("origin.analysed"))
+
+        _until(started, "a render is under way in a render process")
         o.proc.send_signal(signal.SIGTERM)  # the render is under way
         assert o.proc.wait(timeout=DEADLINE) == 0
     assert "Traceback" not in o.log.read_text()

@@ -63,7 +63,13 @@ def origin_command(
         raise UsageError(f"--bind {bind!r}: expected ADDR:PORT, e.g. 127.0.0.1:8100")
     configure_logging(log_format)
     console.print(f"render origin: serving the live versions on http://{bind}/ (uvicorn)")
-    server.run(host, bind=bind, workers=workers or host.origin.workers, access_log=access_log)
+    server.run(
+        host,
+        bind=bind,
+        workers=workers or host.origin.workers,
+        access_log=access_log,
+        log_format=log_format,
+    )
 
 
 COMMANDS = [origin_command]

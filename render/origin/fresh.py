@@ -49,6 +49,7 @@ from render.build.tree import FileEntry, PageRecord, content_type
 from render.config import HostConfig, load_site
 from render.errors import RenderError
 from render.files import utc_stamp
+from render.origin.shared import Shared
 from render.run.buildlog import log_event
 
 StateKey = tuple[object, ...]
@@ -65,6 +66,7 @@ class Answer:
 
 
 PUBLISHED = Answer(kind="published")
+_MOVED = "the database changed while it was copied"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,7 +126,7 @@ class SiteFresh:
         self.database = site.database
         self.build = build_dir(host, site)
         self.objects = Objects(self.build / "objects")
-        self.work = host.site_state("origin", site.id)
+        self.shared = Shared(host.site_state("origin", site.id))
         self.renders = 0  # pages rendered on request, for tests and metrics
         self.analyses = 0
         self._flip = False
@@ -257,7 +259,10 @@ class SiteFresh:
                 self._analysing = None
             if not job.early.done():
                 job.early.set_result(None)
-            wanted, self._wanted = self._wanted, set()
+            if st.reason != _MOVED:  # else the next analysis, of the state now, takes them
+                wanted, self._wanted = self._wanted, set()
+            else:
+                wanted = set()
             if st.stale is not None and st.usable:
                 for path in sorted(wanted & st.stale.render.keys()):
                     self._queue(st, path)
@@ -291,11 +296,13 @@ class SiteFresh:
             return _State(key=key, usable=False, reason="no build record yet")
         overlay = onrequest.load(self.build)
         self._flip = not self._flip
-        into = self.work / ("a" if self._flip else "b")  # the other one's processes may still run
+        into = self.shared.scratch / ("a" if self._flip else "b")  # the other's may still run
         scratch = into / "objects"  # where render processes write; kept pages are copied out
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
         with snapshot.take(site, into=into) as snap:
+            if self.key() != key:  # the copy may hold a later state than ``key``: look again
+                return _State(key=key, usable=False, reason=_MOVED)
             if snap.table_hashes and dict(snap.table_hashes) == dict(record.tables):
                 return _State(key=key, usable=True, record=record, record_id=record_id)  # type: ignore[arg-type]
             merged = onrequest.merge(record, overlay)
@@ -330,34 +337,13 @@ class SiteFresh:
 
     def _render(self, st: _State, path: str) -> None:
         assert st.stale is not None
-        spec, fingerprint = st.stale.render[path]
         try:
-            if st.pool is None:
-                st.pool = workers.Pool(st.stale.setup, limits=st.stale.limits)
-            try:
-                (result,) = st.pool.run(
-                    [spec],
-                    describe=lambda _i: f"{spec.url} (template {spec.template})",
-                    is_error=lambda r: isinstance(r, PageFailed),
-                )
-            except BaseException:
-                st.pool.close()  # a worker was stopped: start afresh next time
-                st.pool = None
-                raise
-            if isinstance(result, PageFailed):
-                raise result.error()
-            data = self._bytes(st.stale.setup.objects, result)
-            self.objects.write(data, result.hash)
-            page = builder.page_record(
-                spec, fingerprint, result, old=st.record.pages.get(path), now=utc_stamp()
-            )
-            onrequest.add(self.build, {path: page}, against=st.record_id)
-            self.renders += 1
+            with self.shared.page(path):  # another origin process may be rendering it
+                digest = self._rendered_elsewhere(st, path) or self._render_here(st, path)
             with self._lock:
-                st.done[path] = result.hash
+                st.done[path] = digest
             if self.on_render is not None:
-                self.on_render(path, result.hash)
-            self._tell("origin.rendered", path=path, hash=result.hash[:12])
+                self.on_render(path, digest)
         except Exception as exc:  # a template or query error, a limit: the published page stays
             message = exc.message if isinstance(exc, RenderError) else repr(exc)
             with self._lock:
@@ -366,6 +352,41 @@ class SiteFresh:
         finally:
             with self._lock:
                 st.inflight.pop(path, None)
+
+    def _rendered_elsewhere(self, st: _State, path: str) -> str | None:
+        """The hash of ``path`` as another origin process rendered it from this same state."""
+        page = onrequest.rendered(self.build, path, state=st.key)
+        if page is None or not self.objects.has(page.hash):
+            return None
+        self._tell("origin.rendered_elsewhere", path=path, hash=page.hash[:12])
+        return str(page.hash)
+
+    def _render_here(self, st: _State, path: str) -> str:
+        assert st.stale is not None
+        spec, fingerprint = st.stale.render[path]
+        if st.pool is None:
+            st.pool = workers.Pool(st.stale.setup, limits=st.stale.limits)
+        try:
+            (result,) = st.pool.run(
+                [spec],
+                describe=lambda _i: f"{spec.url} (template {spec.template})",
+                is_error=lambda r: isinstance(r, PageFailed),
+            )
+        except BaseException:
+            st.pool.close()  # a worker was stopped: start afresh next time
+            st.pool = None
+            raise
+        if isinstance(result, PageFailed):
+            raise result.error()
+        data = self._bytes(st.stale.setup.objects, result)
+        digest = self.objects.write(data, result.hash)
+        page = builder.page_record(
+            spec, fingerprint, result, old=st.record.pages.get(path), now=utc_stamp()
+        )
+        onrequest.add(self.build, {path: page}, against=st.record_id, state=st.key)
+        self.renders += 1
+        self._tell("origin.rendered", path=path, hash=digest[:12])
+        return digest
 
     @staticmethod
     def _bytes(objects: Path, done: PageDone) -> bytes:
@@ -388,6 +409,7 @@ class SiteFresh:
         st = self._state
         if st is not None and st.pool is not None:
             st.pool.close()
+        self.shared.close()
 
 
 def _as_built(

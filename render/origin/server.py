@@ -20,6 +20,7 @@ import uvicorn
 from render.config import HostConfig, load_host
 from render.origin.app import Origin
 from render.publish.store import open_store
+from render.run.buildlog import configure_logging
 
 GRACE_SECONDS = 30
 """Longest wait for requests under way after SIGTERM (systemd's TimeoutStopSec is above it)."""
@@ -28,6 +29,7 @@ GRACE_SECONDS = 30
 def make_app() -> Origin:
     """The application, for uvicorn's worker processes (``RENDER_CONFIG`` names the host)."""
     host = load_host(os.environ.get("RENDER_CONFIG"))
+    configure_logging(os.environ.get("RENDER_ORIGIN_LOG_FORMAT", "text"))  # a process of its own
     access_log = os.environ.get("RENDER_ORIGIN_ACCESS_LOG", "1") == "1"
     return Origin(host, open_store(host), access_log=access_log)
 
@@ -48,7 +50,9 @@ asgi = _Lazy()
 """``render.origin.server:asgi`` for ASGI servers that take an import path."""
 
 
-def run(host: HostConfig, *, bind: str, workers: int, access_log: bool) -> None:
+def run(
+    host: HostConfig, *, bind: str, workers: int, access_log: bool, log_format: str = "text"
+) -> None:
     """Serve until SIGTERM or SIGINT; return (exit 0) once the shutdown is complete."""
     # uvicorn re-raises the signal it caught once it has shut down, to the handler that
     # was in place before it started: this one, so the process ends with 0, not -15
@@ -72,6 +76,7 @@ def run(host: HostConfig, *, bind: str, workers: int, access_log: bool) -> None:
     if workers > 1:
         os.environ["RENDER_CONFIG"] = str(host.path)
         os.environ["RENDER_ORIGIN_ACCESS_LOG"] = "1" if access_log else "0"
+        os.environ["RENDER_ORIGIN_LOG_FORMAT"] = log_format
         uvicorn.run("render.origin.server:make_app", factory=True, workers=workers, **options)  # type: ignore[arg-type]
         return
     app = Origin(host, open_store(host), access_log=access_log)
