@@ -109,7 +109,12 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
         # origin: the production origin (it shows the report's dashboard to loopback);
         # fresh re-renders stale pages through the builder
         "6b origin",
-        [["origin", "origin.cache"], ["origin.fresh"], ["origin.app"], ["origin.server"]],
+        [
+            ["origin", "origin.cache", "origin.shared"],
+            ["origin.fresh"],
+            ["origin.app"],
+            ["origin.server"],
+        ],
     ),
     ("7 pipeline", [["pipeline"]]),
     (

@@ -23,12 +23,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from s3server import moto_url, new_bucket, s3_env
 from sitekit import Host, SiteSpec, html, make_host
 
 from render.build.objects import Objects
 from render.origin.app import from_loopback
 from render.publish.gc import gc
 from render.publish.store import open_store
+
+__all__ = ["moto_url", "s3_env"]  # fixtures used by name below
 
 DEADLINE = 60.0  # seconds: only ever reached when something is wrong
 SITE = "acme/blog"
@@ -80,7 +83,12 @@ def _spec() -> SiteSpec:
 
 
 def _host(
-    tmp_path: Path, *, max_wait_ms: int = 20000, max_pending: int = 64, folder: str = "host"
+    tmp_path: Path,
+    *,
+    max_wait_ms: int = 20000,
+    max_pending: int = 64,
+    folder: str = "host",
+    store: str = "",
 ) -> Host:
     return make_host(
         tmp_path,
@@ -89,7 +97,7 @@ def _host(
         limits={"template_cpu_seconds": 30},
         extra_toml=(
             f"[origin]\nmax_wait_ms = {max_wait_ms}\nmax_pending = {max_pending}\n"
-            "refresh_seconds = 0.1\n[mirror]\nenabled = false\n"
+            "refresh_seconds = 0.1\n[mirror]\nenabled = false\n" + store
         ),
     )
 
@@ -241,6 +249,36 @@ def test_live_version_by_host_etag_head_range_and_root_reread(tmp_path: Path) ->
         assert o.get("/new.txt").getheader("X-Render-Version") == second.version
         o.proc.send_signal(signal.SIGTERM)
         assert o.proc.wait(timeout=DEADLINE) == 0
+
+
+def test_the_live_version_and_fresh_pages_with_an_s3_store(tmp_path: Path, moto_url: str) -> None:
+    bucket = new_bucket(moto_url)
+    host = _host(
+        tmp_path,
+        store=f'[store]\nkind = "s3"\nbucket = "{bucket}"\nendpoint_url = "{moto_url}"\n'
+        'region = "us-east-1"\n',
+    )
+    first = host.run(SITE)
+    assert first.version
+    store = open_store(host.config)
+    with origin(host) as o:  # the test's fake credentials are in the environment it inherits
+        page = o.get("/posts/p1/")
+        assert page.status == 200, o.log.read_text()[-3000:]
+        assert page.getheader("X-Render-Version") == first.version
+        digest = page.getheader("ETag").strip('"')
+        assert store.get(f"sites/{SITE}/blobs/{digest}") == page.body  # type: ignore[attr-defined]
+        assert o.get("/big.txt", headers={"Range": "bytes=10-19"}).body == b"0123456789"  # type: ignore[attr-defined]
+        _sql(host, "update posts set body = 'From the bucket' where slug = 'p1'")
+        fresh = o.get("/posts/p1/")
+        assert fresh.getheader("X-Render-Page") == "fresh"
+        assert b"From the bucket" in fresh.body  # type: ignore[attr-defined]
+        second = host.run(SITE)
+        assert second.rendered == 0 and second.version != first.version
+        _until(
+            lambda: o.get("/").getheader("X-Render-Version") == second.version, "the new version"
+        )
+        assert o.get("/posts/p1/").body == fresh.body  # type: ignore[attr-defined]
+        assert o.get("/posts/p1/").getheader("X-Render-Page") is None  # published now
 
 
 def test_versioned_paths_answer_every_kept_version_as_render_serve_does(tmp_path: Path) -> None:
