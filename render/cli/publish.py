@@ -205,7 +205,9 @@ def repair_command(config_path: str | None, site_name: str, no_wait: bool) -> No
     The bytes come from the site's last build on this host, checked against
     their hash. Run it when the mirror refuses a blob ("does not match its
     hash") or misses one: a publish never uploads a blob the live version
-    already names. The embedded mirror is synced after.
+    already names. It also points the host claim at the live version (the
+    edge Worker serves what the claim names). The embedded mirror is synced
+    after.
 
     \b
     Example:
