@@ -4,7 +4,7 @@ pages through the local Workers runtime (workerd via Miniflare) against ``render
 Publishes a synthetic site with the real publish code into a local store, loads it into
 the runtime's R2 bucket (``edge/test/harness.mjs``), and counts the Worker's R2
 operations per view: cold (a fresh isolate), warm (the same isolate, another page), and
-after the root's TTL. Then the same keep-alive client sends the same pages to the Worker
+after the live version's TTL (``ROOT_TTL_SECONDS``: the host claim that names it). Then the same keep-alive client sends the same pages to the Worker
 and to ``render serve`` (``render.serve.live`` in its own process), one after the other.
 Not a test: numbers, not assertions.
 
@@ -171,7 +171,7 @@ def main() -> None:
             cold = edge.view(pages[0])
             warm = edge.view(pages[1])
             head_ops = edge.ops()
-            time.sleep(2.1)  # past the root's TTL: the pointers are read again
+            time.sleep(2.1)  # past the TTL: the host claim is read again
             stale = edge.view(pages[2])
             edge.command("reload")
             cold_cached = edge.view(

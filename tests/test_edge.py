@@ -172,8 +172,9 @@ def test_edge_reads_one_object_per_warm_view_and_few_cold(demo_edge: EdgeRuntime
     demo_edge.ops()
     demo_edge.get("/", host=DEMO_HOST)
     cold = demo_edge.ops()
-    # a new isolate: the host claim, root and tree, unless the Cache API holds them; the blob
-    assert 1 <= len(cold) <= 4 and "/blobs/" in cold[-1], cold
+    # a new isolate: the host claim and tree, unless the Cache API holds them; the blob
+    assert 1 <= len(cold) <= 3 and "/blobs/" in cold[-1], cold
+    assert not any(op.endswith("/root.json") for op in cold), cold
     demo_edge.get("/", host=DEMO_HOST)
     warm = demo_edge.ops()
     assert len(warm) == 1 and "/blobs/" in warm[0], warm
@@ -287,19 +288,30 @@ def test_edge_answers_byte_ranges(demo_store: Path, demo_edge: EdgeRuntime) -> N
     assert (stale.status, stale.body) == (200, whole)
 
 
-def test_edge_answers_503_for_a_corrupt_root_and_recovers(tmp_path: Path) -> None:
+def test_edge_answers_503_for_a_corrupt_claim_or_root_and_recovers(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     files = site_files("one")
     version = publish_files(store, files, objects=tmp_path / "objects")
+    claim = tmp_path / "store" / "hosts" / f"{HOST}.json"
     root = tmp_path / "store" / "sites" / "acme" / "blog" / "root.json"
-    good = root.read_bytes()
+    good_claim, good_root = claim.read_bytes(), root.read_bytes()
     with edge_runtime(tmp_path / "store", ttl=0) as edge:
+        claim.write_bytes(b"{not json")
+        edge.sync()
+        broken = edge.get("/", host=HOST)
+        assert broken.status == 503
+        assert f"hosts/{HOST}.json".encode() in broken.body
+        # a claim without its pointer (older publishers) sends the Worker to root.json
+        legacy = json.loads(good_claim)
+        del legacy["live"]
+        claim.write_text(json.dumps(legacy))
         root.write_bytes(b"{not json")
         edge.sync()
         broken = edge.get("/", host=HOST)
         assert broken.status == 503
         assert b"sites/acme/blog/root.json" in broken.body
-        root.write_bytes(good)
+        claim.write_bytes(good_claim)
+        root.write_bytes(good_root)
         edge.sync()
         back = edge.get("/", host=HOST)
         assert (back.status, back.body, back.header("x-render-version")) == (
@@ -320,7 +332,8 @@ def test_edge_answers_502_when_the_origin_is_down(tmp_path: Path) -> None:
         assert edge.get("/", host=HOST).status == 200  # newcomers are still served from R2
 
 
-def test_edge_reads_four_objects_cold_and_one_warm(tmp_path: Path) -> None:
+def test_edge_reads_three_objects_cold_and_one_warm(tmp_path: Path) -> None:
+    """The host claim names the live version: a cold view never reads root.json."""
     store = LocalStore(tmp_path / "store")
     files = site_files("one")
     version = publish_files(store, files, objects=tmp_path / "objects")
@@ -330,7 +343,6 @@ def test_edge_reads_four_objects_cold_and_one_warm(tmp_path: Path) -> None:
         assert edge.get("/", host=HOST).body == files["index.html"]
         assert edge.ops() == [
             f"get hosts/{HOST}.json",
-            "get sites/acme/blog/root.json",
             f"get sites/acme/blog/versions/{version}.json",
             f"get sites/acme/blog/blobs/{tree.files['index.html'].hash}",
         ]

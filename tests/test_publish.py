@@ -80,9 +80,10 @@ def test_first_publish_writes_blobs_tree_and_root_last(
     assert tree["files"]["posts/p1/index.html"] == build.files["posts/p1/index.html"].to_json()
     for path, entry in build.files.items():
         assert target.store.get(f"sites/acme/blog/blobs/{entry.hash}") == build.read(path)
-    if target.proxy is not None:  # the root is the very last write
+    if target.proxy is not None:  # the root is the version's last write; then the edge pointer
         writes = [e.path for e in target.proxy.entries() if e.method == "PUT"]
-        assert writes[-1].endswith("/root.json") and writes[-2].endswith(
+        assert writes[-1].endswith("/hosts/blog.example.com.json")
+        assert writes[-2].endswith("/root.json") and writes[-3].endswith(
             f"/versions/{pub.version}.json"
         )
     assert ledger.live_version("acme", "blog") == pub.version
@@ -103,11 +104,12 @@ def test_republish_after_one_page_changed_costs_exactly_what_changed(
     assert pub.parent == first.version and pub.version > first.version
     assert (pub.uploaded_blobs, pub.uploaded_bytes) == (1, len(changed["posts/p7/index.html"]))
     assert pub.diff.paths == ("posts/p7/index.html",)
-    # two reads (root, live tree) + the changed blob + the version tree + its delta + the root
-    assert pub.requests == 6
+    # two reads (root, live tree) + the changed blob + the version tree + its delta + the root,
+    # and the host claim read before the switch and pointed at the new version after it
+    assert pub.requests == 8
     if target.proxy is not None:
         sent = [
-            (e.method, e.path.split("/sites/acme/blog/")[1], e.query)
+            (e.method, e.path.partition("/sites/acme/blog/")[2] or e.path.split("/", 2)[2], e.query)
             for e in target.proxy.entries(mark)
         ]
         blob = pub_blob = (
@@ -119,7 +121,9 @@ def test_republish_after_one_page_changed_costs_exactly_what_changed(
             ("PUT", pub_blob, ""),
             ("PUT", f"versions/{pub.version}.json", ""),
             ("PUT", f"deltas/{pub.version}/{first.version}.json", ""),
+            ("GET", "hosts/blog.example.com.json", ""),
             ("PUT", "root.json", ""),
+            ("PUT", "hosts/blog.example.com.json", ""),
         ]
         assert blob
     assert ledger.live_version("acme", "blog") == pub.version
@@ -243,7 +247,9 @@ def test_rollback_makes_the_previous_version_live_in_one_write(
     done = rollback(target.store, owner="acme", name="blog", ledger=ledger)
     assert (done.version, done.previous) == (v1.version, v2.version)
     if target.proxy is not None:
-        assert [e.method for e in target.proxy.entries(mark) if e.method != "GET"] == ["PUT"]
+        puts = [e.path for e in target.proxy.entries(mark) if e.method != "GET"]
+        assert len(puts) == 2  # the root, then the host claim's pointer
+        assert puts[0].endswith("/root.json") and puts[1].endswith("/hosts/blog.example.com.json")
     assert ledger.live_version("acme", "blog") == v1.version
     infos = list_versions(target.store, owner="acme", name="blog")
     assert [(v.version, v.live) for v in infos] == [(v2.version, False), (v1.version, True)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,3 +180,27 @@ def test_repair_on_s3(moto_url: str, tmp_path: Path) -> None:
     after = sync_site(store, tmp_path / "mirror", "acme", "blog")
     assert after.outcome is SyncOutcome.switched, after.error
     store.close()
+
+
+def test_repair_points_a_lagging_host_claim_at_the_live_version(host: Host) -> None:
+    """A crash between a root switch and the claim's pointer write: the edge serves the version
+    before (whole) until ``render repair`` points the claim again."""
+    first = host.run(SITE).version
+    claim = host.config.store_path / "hosts" / "example.com.json"
+    lagging = claim.read_bytes()
+    assert json.loads(lagging)["live"]["version"] == first
+    edit(host, "second")
+    second = host.run(SITE).version
+    assert second is not None and second != first
+    claim.write_bytes(lagging)  # as the crash left it
+    store = open_store(host.config)
+    blobs = len(read_tree(store, owner="acme", name="blog", version=second).hashes())
+    result = host.cli("repair", SITE)
+    assert result.exit_code == 0, result.output
+    assert lines(result.output) == [
+        f"{SITE}: hosts/example.com.json now points the edge at {second}",
+        f"{SITE}: checked {blobs} blobs of {second}; 0 uploaded again",
+    ]
+    assert json.loads(claim.read_bytes())["live"]["version"] == second
+    again = host.cli("repair", SITE)
+    assert lines(again.output) == [f"{SITE}: checked {blobs} blobs of {second}; 0 uploaded again"]

@@ -1,13 +1,18 @@
 // render's edge Worker: serves each site's live version straight from the R2 bucket.
 //
 // The bucket holds the store's content-addressed layout (render/publish/manifest.py):
-//   hosts/<host>.json                         which site holds a host name (render/publish/hosts.py)
-//   sites/<owner>/<site>/root.json            the live version
+//   hosts/<host>.json                         which site holds a host name, and its live
+//                                             version there ("live") (render/publish/hosts.py)
+//   sites/<owner>/<site>/root.json            the live version (the truth the claim follows)
 //   sites/<owner>/<site>/versions/<v>.json    a version's tree: path -> {hash, size, type}
 //   sites/<owner>/<site>/blobs/<sha256>       the bytes
-// A page view reads the host claim and root.json (cached for ROOT_TTL_SECONDS, in
-// the isolate and in the Cache API), the tree (cached by version: immutable) and
-// one blob. Requests with the session cookie (and writes) go to the origin: the
+// A page view reads the host claim (cached for ROOT_TTL_SECONDS, in the isolate and in
+// the Cache API), the tree of the version it names (cached by version: immutable) and
+// one blob: 3 reads cold, 1 warm. Every root switch points the claim at the version it
+// made live; a claim without "live" (older publishers, a host being moved away from),
+// or naming a version the bucket no longer keeps, sends the Worker to root.json, whose
+// base_url must name the host (a claim left behind serves nothing): 4 reads cold.
+// Requests with the session cookie (and writes) go to the origin: the
 // rule is render/serve/routing.py's, generated into ./routing.js.
 //
 // Beside the live tree it answers the versioned URL space of render/serve/versioned.py
@@ -30,7 +35,7 @@ const VERSION_RE = /^\d{8}T\d{6}Z-[0-9a-f]{8}$/;
 const SITE_RE = /^[a-z0-9][a-z0-9_-]{0,62}\/[a-z0-9][a-z0-9_-]{0,62}$/;
 const CACHE_PATH = "/.render-edge-cache/"; // Cache API keys: under the request's own host (zone)
 const TREES_KEPT = 8; // parsed trees per isolate (a 10,000-page tree is a few MB)
-const POINTERS_KEPT = 1000; // host claims and roots per isolate
+const POINTERS_KEPT = 1000; // host claims (and roots, for claims without a pointer) per isolate
 
 // The mirror's Cache-Control (ovh/nginx/render-mirror.conf, map $uri $render_cache_control).
 const CACHE_RULES = [
@@ -105,11 +110,13 @@ function seconds(value, fallback) {
   return (Number.isFinite(n) && n >= 0 ? n : fallback) * 1000;
 }
 
-/** How long a pointer may be served from cache: root.json ROOT_TTL_SECONDS, host claims
- * HOST_TTL_SECONDS (they change hands rarely, and a claim is checked against the root). */
-function ttlMs(env, key) {
+/** How long a pointer may be served from cache: ROOT_TTL_SECONDS for root.json and for a
+ * claim that names the live version; HOST_TTL_SECONDS for a claim that names none (a
+ * host without a site, or one checked against root.json: they change hands rarely). */
+function ttlMs(env, key, value) {
   const root = seconds(env.ROOT_TTL_SECONDS, 5);
-  return key.endsWith("/root.json") ? root : Math.max(root, seconds(env.HOST_TTL_SECONDS, 60));
+  if (key.endsWith("/root.json") || livePointer(value) !== null) return root;
+  return Math.max(root, seconds(env.HOST_TTL_SECONDS, 60));
 }
 
 async function cacheApi() {
@@ -121,21 +128,20 @@ async function cacheApi() {
 }
 
 /** A small JSON pointer (a host claim, a root) no older than the TTL; null when absent. */
-async function readPointer(env, ctx, host, key) {
-  const ttl = ttlMs(env, key);
-  key = prefixed(env, key);
+async function readPointer(env, ctx, host, name) {
+  const key = prefixed(env, name);
   const now = Date.now();
   const held = pointers.get(key);
-  if (held && now - held.fetched < ttl) return held.value;
-  const cache = ttl > 0 ? await cacheApi() : null;
+  if (held && now - held.fetched < ttlMs(env, name, held.value)) return held.value;
+  const cache = await cacheApi();
   const cacheKey = `https://${host}${CACHE_PATH}${key}`;
   if (cache) {
     const hit = await cache.match(cacheKey);
     if (hit) {
       const fetched = Number(hit.headers.get("x-render-fetched"));
+      const value = await hit.json();
       // never go back to a copy older than the one this isolate had (no flapping between versions)
-      if (now - fetched < ttl && (!held || fetched > held.fetched)) {
-        const value = await hit.json();
+      if (now - fetched < ttlMs(env, name, value) && (!held || fetched > held.fetched)) {
         keep(pointers, key, { fetched, value }, POINTERS_KEPT);
         return value;
       }
@@ -151,7 +157,8 @@ async function readPointer(env, ctx, host, key) {
     }
   }
   keep(pointers, key, { fetched: now, value }, POINTERS_KEPT);
-  if (cache) {
+  const ttl = ttlMs(env, name, value);
+  if (cache && ttl > 0) {
     const copy = new Response(JSON.stringify(value), {
       headers: {
         "content-type": "application/json",
@@ -234,11 +241,29 @@ async function keptTree(env, ctx, host, site, version) {
 
 class StoreError extends Error {}
 
-/** The site holding `host` and its live root, or null when the host serves no site. */
+/** A claim's pointer to the live version ({version, files_hash}), or null when it names none. */
+function livePointer(claim) {
+  const live = claim && typeof claim === "object" ? claim.live : null;
+  if (!live || typeof live !== "object" || typeof live.version !== "string") return null;
+  return VERSION_RE.test(live.version) ? live : null;
+}
+
+/** The site holding `host` and its live version ({site, version, tree, pointed}), or null
+ * when the host serves no site. `pointed`: the version is the claim's, not root.json's. */
 async function liveSite(env, ctx, host) {
   const claim = await readPointer(env, ctx, host, `hosts/${host}.json`);
   if (!claim || claim.host !== host || typeof claim.site !== "string" || !SITE_RE.test(claim.site)) return null;
-  const root = await readPointer(env, ctx, host, `sites/${claim.site}/root.json`);
+  const live = livePointer(claim);
+  if (live !== null) {
+    const tree = typeof live.files_hash === "string" ? live.files_hash : "";
+    return { site: claim.site, version: live.version, tree, pointed: true };
+  }
+  return rootSite(env, ctx, host, claim.site);
+}
+
+/** `site`'s live version by its root.json, or null when its base_url is not at `host`. */
+async function rootSite(env, ctx, host, site) {
+  const root = await readPointer(env, ctx, host, `sites/${site}/root.json`);
   if (!root || typeof root.version !== "string" || !VERSION_RE.test(root.version)) return null;
   // a claim left behind by a site whose live version moved to another host serves nothing
   let rootHost = null;
@@ -249,7 +274,7 @@ async function liveSite(env, ctx, host) {
   }
   if (rootHost !== host) return null;
   const tree = typeof root.files_hash === "string" ? root.files_hash : "";
-  return { site: claim.site, version: root.version, tree };
+  return { site, version: root.version, tree, pointed: false };
 }
 
 // --- responses --------------------------------------------------------------
@@ -321,9 +346,16 @@ function notKept(version) {
 }
 
 async function serveFromBucket(request, env, ctx, host, path) {
-  const live = await liveSite(env, ctx, host);
+  let live = await liveSite(env, ctx, host);
   if (live === null) return plain(404, "no site is published at this host name\n");
-  const current = await readTree(env, ctx, host, live.site, live.version);
+  let current = await readTree(env, ctx, host, live.site, live.version, live.pointed);
+  if (current === null) {
+    // the claim names a version the bucket no longer keeps (gc'd after a crash left it
+    // behind): root.json decides, as for a claim without a pointer
+    live = await rootSite(env, ctx, host, live.site);
+    if (live === null) return plain(404, "no site is published at this host name\n");
+    current = await readTree(env, ctx, host, live.site, live.version);
+  }
   if (path === LIVE_JSON) {
     const body = `{"version": ${pyJson(live.version)}, "parent": ${pyJson(current.parent)}, "tree": ${pyJson(live.tree)}}`;
     return json(request, body, NO_CACHE, live.version);

@@ -49,7 +49,7 @@ const options = {
 
 const mf = new Miniflare(options);
 const url = await mf.ready;
-const bucket = await mf.getR2Bucket("BUCKET");
+let bucket = await mf.getR2Bucket("BUCKET"); // again after each reload: old stubs are dead
 
 async function* walk(folder, prefix = "") {
   let entries;
@@ -106,6 +106,7 @@ for await (const line of lines) {
     else if (command === "reload") {
       await mf.setOptions(options);
       await mf.ready;
+      bucket = await mf.getR2Bucket("BUCKET");
       console.log("reloaded");
     } else if (command) console.log(`error unknown command ${command}`);
   } catch (err) {

@@ -20,6 +20,7 @@ from render.config import HostConfig
 from render.errors import UsageError
 from render.mirror.sync import SyncOutcome
 from render.pipeline import repair_site
+from render.publish import hosts
 from render.publish.gc import gc
 from render.publish.history import list_versions, rollback
 from render.publish.store import Store, open_store
@@ -204,7 +205,9 @@ def repair_command(config_path: str | None, site_name: str, no_wait: bool) -> No
     The bytes come from the site's last build on this host, checked against
     their hash. Run it when the mirror refuses a blob ("does not match its
     hash") or misses one: a publish never uploads a blob the live version
-    already names. The embedded mirror is synced after.
+    already names. It also points the host claim at the live version (the
+    edge Worker serves what the claim names). The embedded mirror is synced
+    after.
 
     \b
     Example:
@@ -217,6 +220,11 @@ def repair_command(config_path: str | None, site_name: str, no_wait: bool) -> No
     for bad in done.repaired:
         console.print(
             f"{done.site}: {bad.path}: blob {bad.hash[:12]} was {bad.problem}; uploaded again"
+        )
+    if done.pointer is hosts.Pointed.pointed:
+        console.print(
+            f"{done.site}: hosts/{done.host}.json now points the edge at {done.version}",
+            soft_wrap=True,
         )
     console.print(
         f"{done.site}: checked {done.checked} blobs of {done.version};"

@@ -6,9 +6,11 @@ Worker's main module given as an absolute path, written to
 ``<state>/edge/wrangler.toml``. Before either, ``edge/src/routing.js`` is
 written again from ``render.serve.routing`` so the Worker routes as nginx does.
 
-The Worker finds a site by its host claim (``hosts/<host>.json``, which every
-publish that takes a new host writes). Sites published before claims existed
-have none: a deploy claims their hosts first (``unclaimed``, ``claim_all``).
+The Worker finds a site, and its live version, by its host claim
+(``hosts/<host>.json``, which every publish that takes a new host writes and
+every root switch points at the version it made live). Sites published before
+claims existed have none: a deploy claims their hosts first and points them
+(``unclaimed``, ``claim_all``).
 """
 
 from __future__ import annotations
@@ -133,8 +135,10 @@ def unclaimed(store: Store) -> list[Unclaimed]:
 
 
 def claim_all(store: Store, missing: list[Unclaimed], *, grace_hours: float) -> None:
-    """Write the missing claims (the same conditional claim a publish makes)."""
+    """Write the missing claims (the same conditional claim a publish makes), then point
+    each at its site's live version, as a publish's root switch does."""
     for item in missing:
         hosts.claim(
             store, host=item.host, site=item.site, version=item.version, grace_hours=grace_hours
         )
+        hosts.point(store, host=item.host, site=item.site)

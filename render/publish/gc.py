@@ -5,7 +5,9 @@ and rollbacks on this machine, and a lease written into ``root.json`` with a
 compare-and-swap against every other machine: publishes and rollbacks that see
 a running lease wait for it (``render.publish.versions``), and gc deletes
 nothing if the root changed while it listed. A version's stored reports
-(``render.publish.reports``) go with it.
+(``render.publish.reports``) go with it. The version the site's host claim
+points the edge at (``render.publish.hosts``; one behind the root after a
+crash between a switch and its pointer write) is kept like the live one.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from render.errors import ConflictError, PublishError
-from render.publish import reports
+from render.publish import hosts, reports
 from render.publish.manifest import (
     JSON_TYPE,
     ROOT_CACHE,
@@ -150,7 +152,7 @@ def _gc_plan(
     listed = store.list(f"{prefix}versions/")
     by_id = {o.key[len(prefix) + 9 : -5]: o for o in listed if o.key.endswith(".json")}
     ids = sorted(by_id, reverse=True)
-    kept = set(ids[: max(keep, 1)]) | {root.version}
+    kept = set(ids[: max(keep, 1)]) | {root.version} | _edge_pointer(store, root, f"{owner}/{name}")
     kept |= {v for v in ids if by_id[v].modified >= cutoff}
     named: set[str] = set()
     for v in sorted(kept):
@@ -170,6 +172,20 @@ def _gc_plan(
         young_blobs=len(unnamed) - len(drop_blobs),
         drop_deltas=drop_deltas,
     )
+
+
+def _edge_pointer(store: Store, root: Root, site: str) -> set[str]:
+    """The version the claim on the root's host names for the edge (what the Worker serves)."""
+    host = hosts.host_of(root.base_url)
+    if host is None:
+        return set()
+    try:
+        held = hosts.read_claim(store, host)
+    except PublishError:
+        return set()  # a corrupt claim points nowhere: the Worker serves nothing from it
+    if held is None or held.claim.site != site or held.claim.live is None:
+        return set()
+    return {held.claim.live.version}
 
 
 def _delta_kept(rest: str, kept: set[str]) -> bool:

@@ -1,7 +1,8 @@
 """A site's versions in the store: listing them, and making an earlier one live (rollback).
 
 A rollback is one write of ``root.json`` (compare-and-swap on the root it read),
-under the site lock, and it waits out a running gc's lease like a publish does.
+under the site lock, and it waits out a running gc's lease like a publish does;
+then the host claim is pointed at the version it made live (``hosts.point``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from render.publish.versions import (
     after_gc,
     read_root,
     read_tree,
-    switch_past_gc,
+    switch_and_point,
 )
 
 
@@ -140,7 +141,7 @@ def rollback(
                     hint="'render versions SITE' lists the versions that are left",
                 )
 
-        switch_past_gc(
+        switch_and_point(
             store, owner=owner, name=name, root=new_root, tag=tag, on_top_of=live, again=still_there
         )
     except PublishError as exc:

@@ -4,7 +4,8 @@ A site's host is the host name of its ``base_url``. The store records who
 holds each one, so every publisher of the store, the mirror and ``render
 serve`` see the same answer::
 
-    hosts/<host>.json   {"host", "site": "owner/name" or null when released, "version", "claimed"}
+    hosts/<host>.json   {"host", "site": "owner/name" or null when released, "version", "claimed",
+                         "live": {"version", "files_hash"}, "nonce" (when a pointer was written)}
 
 A publish whose base_url names a host its live version does not have yet
 claims it before uploading anything (``claim``): it fails, naming the holder,
@@ -18,20 +19,43 @@ A claim whose site's live version no longer uses the host (a publish that
 stopped before its root switch, or a crash before the release) is free again
 after the grace period of gc: a publish in flight renews its claim first, so
 nothing can take a host from under it.
+
+The claim is also the edge Worker's pointer to the live version (``live``),
+so a cold page view reads the claim, the tree and the blob, not root.json
+too. After every root switch (publish, rollback) the writer points the claim
+of the root's host at the version it made live (``point``); ``root.json``
+stays the truth, and the pointer only ever names a version that was live
+at that host. A claim without ``live`` (written by ``claim``, by older code,
+or cleared) sends the Worker back to ``root.json``. The write is a
+conditional put on the claim's tag read *before* the root it names was read
+(or switched), so of two racing writers the last to write saw the newest
+root: they converge on it. A crash between the switch and the pointer leaves
+the claim naming the previous version, which gc keeps and the Worker serves
+whole; the next publish or ``render repair`` points it again. A site whose
+base_url moves clears its old host's pointer before the switch (``unpoint``).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from render.errors import PublishError
-from render.publish.manifest import JSON_TYPE, ROOT_CACHE, Root, root_key, utc_now_iso
+from render.publish.manifest import (
+    JSON_TYPE,
+    ROOT_CACHE,
+    Root,
+    is_version_id,
+    root_key,
+    utc_now_iso,
+)
 from render.publish.store import Store
 
 HOST_RE = re.compile(
@@ -56,21 +80,42 @@ def claim_key(host: str) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Live:
+    """A claim's ``live``: the version its site made live at the host (what the edge serves)."""
+
+    version: str
+    files_hash: str  # root.json's files_hash of that version (the Worker's live.json "tree")
+
+    @classmethod
+    def of(cls, root: Root) -> Live:
+        return cls(version=root.version, files_hash=root.files_hash)
+
+    def names(self, root: Root) -> bool:
+        return self.version == root.version and self.files_hash == root.files_hash
+
+
+@dataclass(frozen=True, kw_only=True)
 class Claim:
-    """``hosts/<host>.json``: which site holds a host name."""
+    """``hosts/<host>.json``: which site holds a host name, and its live version there."""
 
     host: str
     site: str | None  # "owner/name"; None once released
     version: str  # the version whose publish wrote the claim: every write differs
     claimed: str  # UTC, when it was written
+    live: Live | None = None  # the site's live version at this host; None: read root.json
+    nonce: str = ""  # random, from each pointer write: its bytes are its own, no tag comes back
 
     def to_bytes(self) -> bytes:
-        data = {
+        data: dict[str, object] = {
             "host": self.host,
             "site": self.site,
             "version": self.version,
             "claimed": self.claimed,
         }
+        if self.live is not None:
+            data["live"] = {"version": self.live.version, "files_hash": self.live.files_hash}
+        if self.nonce:
+            data["nonce"] = self.nonce
         return json.dumps(data, sort_keys=True, indent=1).encode() + b"\n"
 
     @classmethod
@@ -87,16 +132,34 @@ class Claim:
             or not isinstance(data.get("version"), str)
             or not isinstance(data.get("claimed"), str)
             or _parse_time(data["claimed"]) is None
+            or (data.get("live") is not None and _live(data["live"]) is None)
+            or not isinstance(data.get("nonce", ""), str)
         ):
             raise PublishError(
                 f"{key} in the store is corrupt",
                 hint=f"it was left as it is; delete {key} to release the host {host}",
             )
-        return cls(host=host, site=data["site"], version=data["version"], claimed=data["claimed"])
+        return cls(
+            host=host,
+            site=data["site"],
+            version=data["version"],
+            claimed=data["claimed"],
+            live=_live(data.get("live")),
+            nonce=data.get("nonce", ""),
+        )
 
     def age(self, now: datetime) -> timedelta:
         claimed = _parse_time(self.claimed)
         return now - claimed if claimed is not None else timedelta(0)
+
+
+def _live(data: object) -> Live | None:
+    if not isinstance(data, dict):
+        return None
+    version, files_hash = data.get("version"), data.get("files_hash")
+    if not (isinstance(version, str) and is_version_id(version) and isinstance(files_hash, str)):
+        return None
+    return Live(version=version, files_hash=files_hash)
 
 
 class ClaimReader(Protocol):
@@ -171,6 +234,108 @@ def release(
     store.put_if(
         key, freed.to_bytes(), tag=got[1], content_type=JSON_TYPE, cache_control=ROOT_CACHE
     )
+
+
+class Pointed(Enum):
+    pointed = "pointed"  # the claim now names the live version (it named another, or none)
+    current = "current"  # it already named it (or, off its host, named none)
+    cleared = "cleared"  # the live version is not at this host any more: the pointer is gone
+    not_held = "not_held"  # no claim, a released one or another site's: left as it is
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeldClaim:
+    """A claim as read, with the tag a conditional write of it needs."""
+
+    claim: Claim
+    tag: str
+
+
+def read_claim(store: Store, host: str) -> HeldClaim | None:
+    got = store.get_tagged(claim_key(host))
+    return None if got is None else HeldClaim(claim=Claim.from_bytes(got[0], host=host), tag=got[1])
+
+
+def point(
+    store: Store,
+    *,
+    host: str,
+    site: str,
+    switched: Root | None = None,
+    before: HeldClaim | None = None,
+) -> Pointed:
+    """Make ``site``'s claim on ``host`` name the site's live version (its ``root.json``'s).
+
+    Only a claim ``site`` holds is written, and only with a version whose root
+    uses ``host``: else its pointer is cleared. ``switched`` is a root this
+    writer just switched to, and ``before`` the claim as it read it before that
+    switch (None: there was none): the first try writes on that tag without
+    reading anything again, since the switch came after the claim was read.
+    A lost race reads the claim, then the root, and decides again.
+    """
+    owner, _, name = site.partition("/")
+    held, root = before, switched
+    fresh = switched is None
+    for _ in range(_ATTEMPTS):
+        if fresh:
+            held = read_claim(store, host)
+            root = _read_root(store, owner, name) if held and held.claim.site == site else None
+        fresh = True
+        if held is None or held.claim.site != site:
+            return Pointed.not_held
+        now_live = held.claim.live
+        if root is None or host_of(root.base_url) != host:
+            if now_live is None:
+                return Pointed.current
+            if _put(store, held, None):
+                return Pointed.cleared
+            continue
+        if now_live is not None and now_live.names(root):
+            return Pointed.current
+        if _put(store, held, Live.of(root)):
+            return Pointed.pointed
+    raise PublishError(
+        f"the claim on the host {host} kept changing while it was pointed at {site}'s live version",
+        hint=f"the edge serves the version it named before; run 'render repair {site}'",
+    )
+
+
+def unpoint(store: Store, *, host: str, site: str) -> Pointed:
+    """Clear ``site``'s pointer on ``host`` before a switch that moves its base_url away.
+
+    The Worker then reads ``root.json`` for the host (which names the old host
+    until the switch, and another after it), so a crash before the release
+    serves nothing there rather than the version left behind.
+    """
+    for _ in range(_ATTEMPTS):
+        held = read_claim(store, host)
+        if held is None or held.claim.site != site:
+            return Pointed.not_held
+        if held.claim.live is None:
+            return Pointed.current
+        if _put(store, held, None):
+            return Pointed.cleared
+    raise PublishError(
+        f"the claim on the host {host} kept changing while this publish moved {site} away from it",
+        hint="another publisher is writing the same claim; run the publish again",
+    )
+
+
+def _put(store: Store, held: HeldClaim, live: Live | None) -> bool:
+    """Write ``held``'s claim with ``live`` if it still carries its tag."""
+    new = replace(held.claim, live=live, nonce=secrets.token_hex(8))
+    return store.put_if(
+        claim_key(new.host),
+        new.to_bytes(),
+        tag=held.tag,
+        content_type=JSON_TYPE,
+        cache_control=ROOT_CACHE,
+    )
+
+
+def _read_root(store: Store, owner: str, name: str) -> Root | None:
+    raw = store.get(root_key(owner, name))
+    return None if raw is None else Root.from_bytes(raw, key=root_key(owner, name))
 
 
 def _taken(host: str, holder_site: str) -> PublishError:

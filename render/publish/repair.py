@@ -8,6 +8,10 @@ hashes it (a local store's file in place; an S3 object downloaded into a
 scratch folder), then uploads the missing and corrupt ones again from the
 site's last build on this host, whose bytes are checked against their hash
 first. What that build does not hold is named in the error, with what to do.
+
+It also points the host claim at the live version again (``hosts.point``):
+after a crash between a root switch and its pointer write, the edge Worker
+keeps serving the version before until a publish or a repair does that.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from pathlib import Path
 
 from render.build.objects import Objects, sha256
 from render.errors import PublishError
+from render.publish import hosts
+from render.publish.hosts import host_of
 from render.publish.manifest import blob_key
 from render.publish.store import Store
 from render.publish.versions import read_root, read_tree, upload_blobs
@@ -41,6 +47,8 @@ class Repair:
     version: str  # the live version it checked
     checked: int  # blobs read back and hashed
     repaired: tuple[BadBlob, ...]  # missing or corrupt, uploaded again
+    host: str | None  # the live version's host name (None: its base_url has none)
+    pointer: hosts.Pointed | None  # what became of the edge pointer in that host's claim
     requests: int
     seconds: float
 
@@ -92,6 +100,8 @@ def repair(
         upload_blobs(
             store, good, objects, owner=owner, name=name, concurrency=workers, progress=None
         )
+        host = host_of(root.base_url)
+        pointer = None if host is None else hosts.point(store, host=host, site=site)
         lost = [b for b in bad if b.hash not in good]
         if lost:
             named = ", ".join(f"{b.path} ({b.problem})" for b in lost[:5])
@@ -111,6 +121,8 @@ def repair(
         version=root.version,
         checked=len(first_path),
         repaired=tuple(bad),
+        host=host,
+        pointer=pointer,
         requests=store.request_count() - requests_before,
         seconds=time.monotonic() - started,
     )

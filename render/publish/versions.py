@@ -9,7 +9,9 @@ The protocol, per site (keys in ``render.publish.manifest``):
    another site holds fails the publish here, before any upload;
 3. upload, concurrently, each blob the live tree does not name;
 4. write ``versions/<new>.json``;
-5. write ``root.json`` last, as a compare-and-swap on the tag read in 1.
+5. write ``root.json`` last, as a compare-and-swap on the tag read in 1;
+6. point the host claim at the new version (``hosts.point``: the edge Worker's
+   pointer, one GET of the claim before the switch and one conditional PUT after).
 
 Nothing is LISTed, except to recover after a publish from this host that
 started and never finished (the ledger remembers it): then one listing of the
@@ -349,8 +351,11 @@ def _go_live(
 ) -> None:
     """Switch the root to the new version (past a running gc), then free the host it left."""
     owner, name = root.site.split("/")
+    moved = old_host is not None and old_host != host
+    if old_host is not None and moved:  # the old host's edge pointer goes first: see hosts.unpoint
+        hosts.unpoint(store, host=old_host, site=root.site)
     try:
-        switch_past_gc(
+        switch_and_point(
             store,
             owner=owner,
             name=name,
@@ -366,7 +371,7 @@ def _go_live(
                 + ([delta_key(owner, name, root.version, root.previous)] if root.previous else [])
             )
         raise
-    if old_host is not None and old_host != host:
+    if old_host is not None and moved:
         with contextlib.suppress(PublishError):  # a claim left behind is free after the grace
             hosts.release(store, host=old_host, site=root.site, version=root.version, now=now)
 
@@ -550,3 +555,34 @@ def switch_past_gc(
                     hint="run it again once 'render gc' of this site is done",
                 ) from None
         again()
+
+
+def switch_and_point(
+    store: Store,
+    *,
+    owner: str,
+    name: str,
+    root: Root,
+    tag: str | None,
+    on_top_of: str | None,
+    again: Callable[[], None],
+) -> None:
+    """``switch_past_gc``, then the claim of the root's host pointed at it (``hosts.point``).
+
+    The claim is read before the switch, so the pointer write on its tag needs
+    no second read when no one else wrote the claim meanwhile. The version is
+    live once the root is switched: a pointer that cannot be written is left
+    naming the version before, which the edge keeps serving whole until the
+    next publish or ``render repair`` points it again.
+    """
+    host = host_of(root.base_url)
+    before: hosts.HeldClaim | None = None
+    if host is not None:
+        with contextlib.suppress(PublishError):  # a corrupt claim is not written: not_held
+            before = hosts.read_claim(store, host)
+    switch_past_gc(
+        store, owner=owner, name=name, root=root, tag=tag, on_top_of=on_top_of, again=again
+    )
+    if host is not None and before is not None:
+        with contextlib.suppress(PublishError):
+            hosts.point(store, host=host, site=root.site, switched=root, before=before)
