@@ -206,6 +206,26 @@ def test_the_site_lock_in_redis_waits_expires_and_says_when_it_is_lost(tmp_path:
             client.close()
 
 
+def _set_body(sites: Path, key: str, row: int, body: str) -> None:
+    db = sqlite3.connect(sites / key / "site.db")
+    with db:
+        db.execute("update posts set body = ? where id = ?", (body, row))
+    db.close()
+
+
+def _build_on(
+    app: object, paths: dict[str, Path], name: str, url: str, key: str
+) -> enqueue.RemoteRun:
+    """One build of ``key`` with only worker ``name`` running."""
+    with worker(paths[name], name=name, broker=url, env={"RENDER_BROKER_URL": url}):
+        return enqueue.collect(
+            enqueue.submit(app, key, reason="nightly"),  # type: ignore[arg-type]
+            key=key,
+            reason="nightly",
+            timeout=120,
+        )
+
+
 def test_a_worker_with_empty_state_restores_the_record_and_builds_incrementally(
     tmp_path: Path,
 ) -> None:
@@ -213,41 +233,49 @@ def test_a_worker_with_empty_state_restores_the_record_and_builds_incrementally(
         paths = _layout(tmp_path, redis.url)
         key = "acme/blog"
         write_sites(paths["sites"], {key: small_site(50, word="blog")})
-        env = {"RENDER_BROKER_URL": redis.url}
         host = load_host(paths["main"])
+        private = paths["store"] / "sites" / key / "private"
         app = broker.make_app(host)
         try:
-            with worker(paths["w1"], name="w1", broker=redis.url, env=env):
-                first = enqueue.collect(
-                    enqueue.submit(app, key, reason="nightly"),
-                    key=key,
-                    reason="nightly",
-                    timeout=120,
-                )
+            first = _build_on(app, paths, "w1", redis.url, key)
             assert first.outcome is not None and first.rendered == 51, first
-            assert (paths["store"] / "sites" / key / "private" / "build-record.tar.gz").is_file()
-            db = sqlite3.connect(paths["sites"] / key / "site.db")
-            with db:
-                db.execute("update posts set body = 'changed' where id = 7")
-            db.close()
+            assert (private / "build-record.pickle").is_file()
+            groups_after_first = {p.name for p in (private / "record").iterdir()}
+            _set_body(paths["sites"], key, 7, "changed")
             assert not (paths["w2"].parent / ".render").exists()
-            with worker(paths["w2"], name="w2", broker=redis.url, env=env):
-                second = enqueue.collect(
-                    enqueue.submit(app, key, reason="nightly"),
-                    key=key,
-                    reason="nightly",
-                    timeout=120,
-                )
+            second = _build_on(app, paths, "w2", redis.url, key)
+            assert second.error is None, second.error
+            restored = second.summary["restored"]
+            assert (restored["pages"], restored["blobs"], restored["missing"]) == (51, 51, 0)
+            assert second.outcome is not None and second.outcome.value == "published"
+            assert (second.pages, second.rendered, second.reused) == (51, 1, 50)
+            # one page rendered: one group of page records replaced in the store, not the record
+            groups_after_second = {p.name for p in (private / "record").iterdir()}
+            assert len(groups_after_second - groups_after_first) == 1
+            assert len(groups_after_first - groups_after_second) == 1
+
+            # back on w1, whose own record is older than the store's: it takes the store's
+            # (one group fetched) and renders only the page changed since w2's build
+            _set_body(paths["sites"], key, 9, "changed too")
+            third = _build_on(app, paths, "w1", redis.url, key)
+            assert third.error is None, third.error
+            assert third.summary["restored"]["groups"] == 1
+            assert (third.rendered, third.reused) == (1, 50)
+
+            # w2 now holds a stale record and a stale ledger; the database goes back to
+            # what w2 last built from. That is not the live version: w2 must build it
+            _set_body(paths["sites"], key, 9, "body 9")
+            fourth = _build_on(app, paths, "w2", redis.url, key)
+            assert fourth.error is None, fourth.error
+            assert fourth.outcome is not None and fourth.outcome.value == "published"
+            assert (fourth.rendered, fourth.reused) == (1, 50)
+            assert _root_version(paths["store"], key) == fourth.version
         finally:
             app.close()
-        assert second.error is None, second.error
-        assert second.summary["restored"] == {"pages": 51, "blobs": 51, "missing": 0}
-        assert second.outcome is not None and second.outcome.value == "published"
-        assert (second.pages, second.rendered, second.reused) == (51, 1, 50)
         # the record is never served: no manifest names it
         for version in _versions(paths["store"], key):
             text = (paths["store"] / "sites" / key / "versions" / version).read_text()
-            assert "build-record" not in text
+            assert "build-record" not in text and "private" not in text
 
 
 def test_plan_estimates_workers_from_the_ledger(tmp_path: Path) -> None:

@@ -12,17 +12,19 @@ failure: only a bug fails the task, with its traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from render.config import HostConfig, load_site
+from render.config import HostConfig, SiteConfig, load_site
 from render.distribute import broker, carry, sitelock
 from render.errors import RenderError
-from render.pipeline import Options, Outcome, run_site
+from render.pipeline import Options, run_site
 from render.publish.store import open_store
+from render.run.ledger import open_ledger
 
 if TYPE_CHECKING:
     from celery import Celery, Task
@@ -86,29 +88,23 @@ def build_site(task: Task, key: str, reason: str, options: dict[str, Any]) -> di
                 client, site.id, lease=host.schedule.lock_lease, wait=host.schedule.build_timeout
             ) as lease:
                 mark = time.monotonic()
-                store = open_store(host)
+                restored = _restore(host, site)
+                carried = time.monotonic() - mark
                 try:
-                    restored = carry.restore(
-                        store, host=host, site=site, concurrency=host.store.concurrency
+                    report = run_site(
+                        site,
+                        host=host,
+                        reason=reason,
+                        options=Options(**options),
+                        should_stop=lease.lost,
                     )
                 finally:
-                    store.close()
-                carried = time.monotonic() - mark
-                report = run_site(
-                    site,
-                    host=host,
-                    reason=reason,
-                    options=Options(**options),
-                    should_stop=lease.lost,
-                )
-                if report.outcome in (Outcome.published, Outcome.unchanged):
-                    mark = time.monotonic()
-                    store = open_store(host)
-                    try:
-                        carry.save(store, host=host, site=site)
-                    finally:
-                        store.close()
-                    carried += time.monotonic() - mark
+                    # a complete build changed the record, whatever its checks said; a
+                    # build that stopped early left it as it was, and then nothing is put
+                    if not lease.lost():
+                        mark = time.monotonic()
+                        summary["carry_error"] = _save(host, site)
+                        carried += time.monotonic() - mark
         finally:
             client.close()
     except RenderError as exc:
@@ -133,9 +129,7 @@ def build_site(task: Task, key: str, reason: str, options: dict[str, Any]) -> di
         timings=report.timings,
         task_seconds=time.monotonic() - started,
         carry_seconds=carried,
-        restored=None
-        if restored is None
-        else {"pages": restored.pages, "blobs": restored.blobs, "missing": restored.missing},
+        restored=None if restored is None else dataclasses.asdict(restored),
         publication=None
         if publication is None
         else {
@@ -150,3 +144,40 @@ def build_site(task: Task, key: str, reason: str, options: dict[str, Any]) -> di
         },
     )
     return summary
+
+
+def _restore(host: HostConfig, site: SiteConfig) -> carry.Restored | None:
+    """The store's record of ``site`` onto this worker, when it is not the local one.
+
+    A record from the store is another worker's last build: this worker's
+    ledger no longer knows what the live version was built from, so its
+    "nothing changed" shortcut is off for the next build (which then reuses
+    every page it can, and ends ``unchanged`` when nothing did change).
+    """
+    store = open_store(host)
+    try:
+        restored = carry.restore(store, host=host, site=site, concurrency=host.store.concurrency)
+    finally:
+        store.close()
+    if restored is not None:
+        with open_ledger(host.state_dir) as ledger:
+            ledger.set_input_hash(site.id.owner, site.id.name, None)
+    return restored
+
+
+def _save(host: HostConfig, site: SiteConfig) -> str | None:
+    """Put what changed in the record; why it could not, or None.
+
+    The carried record only saves rendering elsewhere: a store that refused
+    it does not fail a build that published (the store keeps the last whole
+    record, which the next worker builds from).
+    """
+    try:
+        store = open_store(host)
+        try:
+            carry.save(store, host=host, site=site, concurrency=host.store.concurrency)
+        finally:
+            store.close()
+    except RenderError as exc:
+        return exc.headline()
+    return None
