@@ -239,8 +239,8 @@ def test_a_worker_with_empty_state_restores_the_record_and_builds_incrementally(
         try:
             first = _build_on(app, paths, "w1", redis.url, key)
             assert first.outcome is not None and first.rendered == 51, first
-            assert (private / "build-record.pickle").is_file()
-            groups_after_first = {p.name for p in (private / "record").iterdir()}
+            assert (private / "build-record").is_file()
+            packs_after_first = set((private / "record").iterdir())
             _set_body(paths["sites"], key, 7, "changed")
             assert not (paths["w2"].parent / ".render").exists()
             second = _build_on(app, paths, "w2", redis.url, key)
@@ -249,10 +249,10 @@ def test_a_worker_with_empty_state_restores_the_record_and_builds_incrementally(
             assert (restored["pages"], restored["blobs"], restored["missing"]) == (51, 51, 0)
             assert second.outcome is not None and second.outcome.value == "published"
             assert (second.pages, second.rendered, second.reused) == (51, 1, 50)
-            # one page rendered: one group of page records replaced in the store, not the record
-            groups_after_second = {p.name for p in (private / "record").iterdir()}
-            assert len(groups_after_second - groups_after_first) == 1
-            assert len(groups_after_first - groups_after_second) == 1
+            # one page rendered: one group of page records put in the store, not the record
+            (new_pack,) = set((private / "record").iterdir()) - packs_after_first
+            stored = json.loads((private / "build-record").read_bytes().partition(b"\n")[0])
+            assert len(stored["packs"][new_pack.name[: -len(".pack")]]) == 1
 
             # back on w1, whose own record is older than the store's: it takes the store's
             # (one group fetched) and renders only the page changed since w2's build

@@ -6,27 +6,31 @@ built it. So that any worker can build any site incrementally, the record is
 also kept in the store, privately beside the site's versions (no manifest
 names these keys, so no mirror and no edge ever serves them)::
 
-    sites/<owner>/<name>/private/record/<sha256>       a group of page records (zlib)
-    sites/<owner>/<name>/private/build-record.pickle   the site-wide facts; names its groups
+    sites/<owner>/<name>/private/build-record            names its packs, then the main record
+    sites/<owner>/<name>/private/record/<sha256>.pack    groups of page records (zlib)
 
-The local record is already split into ``record.BUCKETS`` groups, each named
-by the sha256 of its bytes (``render.build.record``); the store keeps the same
-groups under the same names, so they are immutable and a build that rendered
-one page uploads one group and the small main record, not the whole record.
-The main record is written last, like ``root.json``: a reader that got it
-finds every group it names.
+The local record is already split into ``record.BUCKETS`` groups of page
+records, each named by the sha256 of its bytes (``render.build.record``), so
+a rebuild that rendered one page changes one group. A save puts the groups
+the store does not have yet in one pack (one upload, whether it is the first
+build's 64 groups or a night's one), then the stored record, last, like
+``root.json``: a reader that got it finds every pack it names. Packs left
+with no live group are deleted; when the kept ones are mostly dead groups,
+or more than ``MAX_PACKS``, the next save puts every live group in one new
+pack instead (the record's size, once in a while).
 
-Each worker keeps a note beside its record (``carried.json``: the sha256 of
-the main record it last put or fetched, and the groups that one names). So:
+Each worker keeps a note beside its record (``carried.json``: the digests
+of its main record and of the stored record it last put or fetched, and the
+packs that one names). So:
 
 - ``save`` after a build puts nothing when the record did not change, else
-  the groups the note does not list, then the main record, then deletes the
-  groups only the previous record named;
-- ``restore`` before a build reads the main record (one small GET): when it
-  is the one in the note, the local record is the latest and nothing more is
-  read; otherwise (an empty state folder, or another worker built the site
-  since) it fetches the groups this folder lacks and the page bytes the
-  record names from the site's blobs. The build then renders only what changed.
+  one pack of the new groups and the stored record;
+- ``restore`` before a build reads the stored record (one small GET): when
+  it is the one in the note, the local record is the latest and nothing more
+  is read; otherwise (an empty state folder, or another worker built the
+  site since) it fetches the packs holding groups this folder lacks and the
+  page bytes the record names from the site's blobs. The build then renders
+  only what changed.
 
 Both run under the site's lock in Redis. The record is unpickled
 (``render.build.record``): like the local state folder, the store is written
@@ -41,7 +45,7 @@ import json
 import pickle
 import re
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,17 +59,18 @@ from render.publish.store import Store
 
 CONTENT_TYPE = "application/octet-stream"
 CACHE = "private, no-store"
+MAX_PACKS = 8  # past this many packs, a save puts every live group in one
 NOTE = "carried.json"  # beside the local record: what the store holds, as this worker last saw it
 _NAME = re.compile(r"[0-9a-f]{64}\Z")
 T = TypeVar("T")
 
 
 def record_key(owner: str, name: str) -> str:
-    return f"sites/{owner}/{name}/private/build-record.pickle"
+    return f"sites/{owner}/{name}/private/build-record"
 
 
-def group_key(owner: str, name: str, group: str) -> str:
-    return f"sites/{owner}/{name}/private/{record.GROUPS}/{group}"
+def pack_key(owner: str, name: str, pack: str) -> str:
+    return f"sites/{owner}/{name}/private/{record.GROUPS}/{pack}.pack"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,26 +87,35 @@ class Restored:
 class Saved:
     """What ``save`` put into the store."""
 
-    groups: int  # groups uploaded
-    removed: int  # groups no longer named, deleted
+    groups: int  # groups of page records uploaded (in one pack)
+    removed: int  # packs no longer needed, deleted
     record: bool  # the main record was put (False: it was unchanged)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Note:
+    """What this worker last put or fetched: the store's record, as far as it knows."""
+
+    main: str  # sha256 of the local main record it matches
+    stored: str  # sha256 of the stored object
+    packs: dict[str, list[str]]  # pack -> the groups in it
+
+    @classmethod
+    def read(cls, folder: Path) -> _Note | None:
+        try:
+            data = json.loads((folder / NOTE).read_text(encoding="utf-8"))
+            packs = {str(k): [str(g) for g in v] for k, v in data["packs"].items()}
+            return cls(main=str(data["main"]), stored=str(data["stored"]), packs=packs)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def write(self, folder: Path) -> None:
+        text = json.dumps({"main": self.main, "stored": self.stored, "packs": self.packs})
+        replace_atomically(folder / NOTE, text.encode("utf-8"))
 
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _read_note(folder: Path) -> tuple[str, frozenset[str]] | None:
-    try:
-        data = json.loads((folder / NOTE).read_text(encoding="utf-8"))
-        return str(data["record"]), frozenset(str(g) for g in data["groups"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _write_note(folder: Path, digest: str, groups: Iterable[str]) -> None:
-    text = json.dumps({"record": digest, "groups": sorted(groups)})
-    replace_atomically(folder / NOTE, text.encode("utf-8"))
 
 
 def _groups(main: bytes) -> list[str] | None:
@@ -118,6 +132,40 @@ def _groups(main: bytes) -> list[str] | None:
     return names
 
 
+def _stored(packs: dict[str, list[str]], main: bytes) -> bytes:
+    """The stored object: one JSON line naming the packs, then the main record."""
+    return json.dumps({"packs": packs}, sort_keys=True).encode("utf-8") + b"\n" + main
+
+
+def _parse(data: bytes) -> tuple[dict[str, list[str]], bytes, list[str]] | None:
+    """Packs, main record and its groups of a stored object; None when it is not whole."""
+    head, _, main = data.partition(b"\n")
+    try:
+        packs = {str(k): [str(g) for g in v] for k, v in json.loads(head)["packs"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    names = _groups(main)
+    if names is None or not set(names) <= {g for gs in packs.values() for g in gs}:
+        return None
+    return packs, main, names
+
+
+def _plan(previous: dict[str, list[str]], live: set[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """The packs to keep and the groups to put in a new one.
+
+    A pack with no live group goes; when the kept packs are mostly dead
+    groups, or more than ``MAX_PACKS`` would be named, every live group goes
+    into one new pack (the record's size, once in a while).
+    """
+    keep = {p: gs for p, gs in previous.items() if live & set(gs)}
+    covered = {g for gs in keep.values() for g in gs}
+    total = sum(len(set(gs)) for gs in keep.values())
+    new = sorted(live - covered)
+    if len(keep) + bool(new) > MAX_PACKS or 2 * len(covered & live) < total:
+        return {}, sorted(live)
+    return keep, new
+
+
 def save(store: Store, *, host: HostConfig, site: SiteConfig, concurrency: int = 8) -> Saved | None:
     """Put what changed in this worker's record of ``site``; None when it has no record."""
     folder = record.build_dir(host, site)
@@ -126,31 +174,29 @@ def save(store: Store, *, host: HostConfig, site: SiteConfig, concurrency: int =
     except FileNotFoundError:
         return None
     digest = _digest(main)
-    note = _read_note(folder)
-    if note is not None and note[0] == digest:
+    note = _Note.read(folder)
+    if note is not None and note.main == digest:
         return Saved(groups=0, removed=0, record=False)
     names = _groups(main)
     if names is None:
         return None
     owner, name = site.id.owner, site.id.name
-    stored = note[1] if note is not None else frozenset()
-    new = sorted(set(names) - stored)
-
-    def put(group: str) -> None:
-        data = (folder / record.GROUPS / group).read_bytes()
+    previous = note.packs if note is not None else {}
+    keep, new = _plan(previous, set(names))
+    if new:
+        groups = {g: (folder / record.GROUPS / g).read_bytes() for g in new}
+        pack = zlib.compress(pickle.dumps(groups, protocol=pickle.HIGHEST_PROTOCOL), 1)
+        pack_name = _digest(pack)
         store.put(
-            group_key(owner, name, group),
-            zlib.compress(data, 1),
-            content_type=CONTENT_TYPE,
-            cache_control=CACHE,
+            pack_key(owner, name, pack_name), pack, content_type=CONTENT_TYPE, cache_control=CACHE
         )
-
-    _each(put, new, concurrency)
-    store.put(record_key(owner, name), main, content_type=CONTENT_TYPE, cache_control=CACHE)
-    gone = sorted(stored - set(names))
-    if gone:  # under the site lock, no other worker is reading this record now
-        store.delete([group_key(owner, name, g) for g in gone])
-    _write_note(folder, digest, names)
+        keep = {**keep, pack_name: new}
+    stored = _stored(keep, main)
+    store.put(record_key(owner, name), stored, content_type=CONTENT_TYPE, cache_control=CACHE)
+    gone = sorted(set(previous) - set(keep))
+    if gone:  # under the site lock: no other worker is reading this record now
+        store.delete([pack_key(owner, name, p) for p in gone])
+    _Note(main=digest, stored=_digest(stored), packs=keep).write(folder)
     return Saved(groups=len(new), removed=len(gone), record=True)
 
 
@@ -164,37 +210,41 @@ def restore(
     """
     folder = record.build_dir(host, site)
     owner, name = site.id.owner, site.id.name
-    main = store.get(record_key(owner, name))
-    if main is None:
+    data = store.get(record_key(owner, name))
+    if data is None:
         return None
-    digest = _digest(main)
-    note = _read_note(folder)
-    if note is not None and note[0] == digest and (folder / record.RECORD).is_file():
+    stored = _digest(data)
+    note = _Note.read(folder)
+    if note is not None and note.stored == stored and (folder / record.RECORD).is_file():
         return None
-    names = _groups(main)
-    if names is None:
+    parsed = _parse(data)
+    if parsed is None:
         return None
+    packs, main, names = parsed
     groups = folder / record.GROUPS
     groups.mkdir(parents=True, exist_ok=True)
-    wanted = [g for g in dict.fromkeys(names) if not (groups / g).is_file()]
+    wanted = {g for g in names if not (groups / g).is_file()}
+    needed = sorted(p for p, gs in packs.items() if wanted & set(gs))
 
-    def fetch(group: str) -> bool:
-        data = store.get(group_key(owner, name, group))
+    def fetch(pack: str) -> bool:
+        data = store.get(pack_key(owner, name, pack))
         if data is None:
             return False
         try:
-            raw = zlib.decompress(data)
-        except zlib.error:
+            content = pickle.loads(zlib.decompress(data))
+        except Exception:  # noqa: BLE001 - a damaged pack restores nothing
             return False
-        if _digest(raw) != group:
-            return False
-        replace_atomically(groups / group, raw)
+        for group in wanted & set(packs[pack]):
+            raw = content.get(group) if isinstance(content, dict) else None
+            if not isinstance(raw, bytes) or _digest(raw) != group:
+                return False
+            replace_atomically(groups / group, raw)
         return True
 
-    if not all(_each(fetch, wanted, concurrency)):
-        return None  # a group is gone (a save replaced the record meanwhile): keep what is here
+    if not all(_each(fetch, needed, concurrency)):
+        return None  # a pack is gone (a save replaced the record meanwhile): keep what is here
     replace_atomically(folder / record.RECORD, main)  # last: a half restore is no record
-    _write_note(folder, digest, names)
+    _Note(main=_digest(main), stored=stored, packs=packs).write(folder)
     previous = record.load_previous(folder)
     objects = Objects(folder / "objects")
     objects.folder.mkdir(parents=True, exist_ok=True)
