@@ -8,6 +8,7 @@ so its ledger holds only what came back as results.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -400,3 +401,72 @@ def test_the_broker_url_is_a_secret_and_a_missing_broker_is_one_error(tmp_path: 
         "Error: config: schedule.broker_url: required when the executor is 'celery'\n"
         "Hint: set [schedule] broker_url in render.toml or $RENDER_BROKER_URL\n"
     )
+
+
+def _wait_alive(url: str, names: tuple[str, ...]) -> None:
+    """Until every worker in ``names`` has said, in Redis, that it takes builds."""
+    import redis as redispy
+
+    from render.distribute import affinity
+
+    client = redispy.Redis.from_url(url)
+    try:
+        _wait(
+            lambda: {n.split("@")[0] for n in affinity.slots(client)} == set(names),
+            timeout=30,
+            what=f"heartbeats of {names}",
+        )
+    finally:
+        client.close()
+
+
+def test_a_night_sends_each_site_to_the_worker_that_built_it_and_past_a_stopped_one(
+    tmp_path: Path,
+) -> None:
+    with redis_server(tmp_path) as redis:
+        paths = _layout(tmp_path, redis.url)
+        mine = {"w1": ["acme/a1", "acme/a2"], "w2": ["acme/b1", "acme/b2"]}
+        keys = [key for group in mine.values() for key in group]
+        write_sites(paths["sites"], {key: small_site(60, word=key[5:]) for key in keys})
+        env = {"RENDER_BROKER_URL": redis.url}
+        host = load_host(paths["main"])
+        # the first builds: each worker alone builds its two sites
+        for name, group in mine.items():
+            with worker(paths[name], name=name, broker=redis.url, env=env):
+                first = enqueue.run_sites(host, group, reason="nightly")
+            assert [r.summary["node"].split("@")[0] for r in first] == [name, name]
+
+        def night(*running: str) -> dict[str, enqueue.RemoteRun]:
+            for key in keys:
+                _set_body(paths["sites"], key, 3, f"edit {len(_runs(host.state_dir))}")
+            with contextlib.ExitStack() as stack:
+                for name in running:
+                    stack.enter_context(
+                        worker(paths[name], name=name, broker=redis.url, env=env, concurrency=2)
+                    )
+                _wait_alive(redis.url, running)
+                runs = enqueue.run_sites(host, keys, reason="nightly")
+            return {r.site: r for r in runs}
+
+        # both free: every site goes back to the worker holding its record
+        second = night("w1", "w2")
+        for name, group in mine.items():
+            for key in group:
+                run = second[key]
+                assert run.error is None, run.error
+                assert run.summary["node"].split("@")[0] == name, (key, run.summary["node"])
+                assert run.summary["restored"] is None  # nothing fetched: its own record
+                assert (run.rendered, run.reused) == (1, 60)
+
+        # w1 stopped: its sites go to w2, which restores their records and builds them
+        third = night("w2")
+        for key in keys:
+            run = third[key]
+            assert run.error is None, run.error
+            assert run.outcome is not None and run.outcome.value == "published"
+            assert run.summary["node"].split("@")[0] == "w2"
+            assert (run.rendered, run.reused) == (1, 60)
+        assert all(third[key].summary["restored"] is not None for key in mine["w1"])
+        assert all(third[key].summary["restored"] is None for key in mine["w2"])
+        for key in keys:
+            assert _root_version(paths["store"], key) == third[key].version

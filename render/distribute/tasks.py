@@ -67,7 +67,10 @@ def _own_queue(sender: str, instance: Any, **_: object) -> None:
 
 
 def _start_heartbeat(sender: Any, **_: object) -> None:
-    """The worker says it is alive, and how many builds it runs, while it runs."""
+    """The worker says it is alive, and how many builds it runs, while it runs.
+
+    ``sender`` is the worker's consumer; its controller knows the pool's size.
+    """
     global _heartbeat
     host = _host
     assert host is not None
@@ -78,7 +81,7 @@ def _start_heartbeat(sender: Any, **_: object) -> None:
     _heartbeat = affinity.Heartbeat(
         broker.client(host),
         node=sender.hostname,
-        slots=sender.concurrency,
+        slots=int(sender.controller.concurrency),
         busy=lambda: len(state.active_requests),
     )
     _heartbeat.start()
