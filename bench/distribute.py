@@ -63,7 +63,8 @@ def _figures(
 ) -> dict[str, Any]:
     """The night's overhead, and where a slot's time went besides the builds (per site)."""
     n = len(runs)
-    built = sum(r.seconds for r in runs)
+    # run_site whole, its own site lock and ledger too: the local night pays those as well
+    built = sum(r.summary["run_seconds"] for r in runs)
     per_site = (wall * 2 - built) / n
     tasks = sum(r.summary["task_seconds"] for r in runs)
     carry = sum(r.summary["carry_seconds"] for r in runs)
