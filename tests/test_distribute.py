@@ -8,6 +8,7 @@ so its ledger holds only what came back as results.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -206,6 +207,26 @@ def test_the_site_lock_in_redis_waits_expires_and_says_when_it_is_lost(tmp_path:
             client.close()
 
 
+def _set_body(sites: Path, key: str, row: int, body: str) -> None:
+    db = sqlite3.connect(sites / key / "site.db")
+    with db:
+        db.execute("update posts set body = ? where id = ?", (body, row))
+    db.close()
+
+
+def _build_on(
+    app: object, paths: dict[str, Path], name: str, url: str, key: str
+) -> enqueue.RemoteRun:
+    """One build of ``key`` with only worker ``name`` running."""
+    with worker(paths[name], name=name, broker=url, env={"RENDER_BROKER_URL": url}):
+        return enqueue.collect(
+            enqueue.submit(app, key, reason="nightly"),  # type: ignore[arg-type]
+            key=key,
+            reason="nightly",
+            timeout=120,
+        )
+
+
 def test_a_worker_with_empty_state_restores_the_record_and_builds_incrementally(
     tmp_path: Path,
 ) -> None:
@@ -213,41 +234,49 @@ def test_a_worker_with_empty_state_restores_the_record_and_builds_incrementally(
         paths = _layout(tmp_path, redis.url)
         key = "acme/blog"
         write_sites(paths["sites"], {key: small_site(50, word="blog")})
-        env = {"RENDER_BROKER_URL": redis.url}
         host = load_host(paths["main"])
+        private = paths["store"] / "sites" / key / "private"
         app = broker.make_app(host)
         try:
-            with worker(paths["w1"], name="w1", broker=redis.url, env=env):
-                first = enqueue.collect(
-                    enqueue.submit(app, key, reason="nightly"),
-                    key=key,
-                    reason="nightly",
-                    timeout=120,
-                )
+            first = _build_on(app, paths, "w1", redis.url, key)
             assert first.outcome is not None and first.rendered == 51, first
-            assert (paths["store"] / "sites" / key / "private" / "build-record.tar.gz").is_file()
-            db = sqlite3.connect(paths["sites"] / key / "site.db")
-            with db:
-                db.execute("update posts set body = 'changed' where id = 7")
-            db.close()
+            assert (private / "build-record").is_file()
+            packs_after_first = set((private / "record").iterdir())
+            _set_body(paths["sites"], key, 7, "changed")
             assert not (paths["w2"].parent / ".render").exists()
-            with worker(paths["w2"], name="w2", broker=redis.url, env=env):
-                second = enqueue.collect(
-                    enqueue.submit(app, key, reason="nightly"),
-                    key=key,
-                    reason="nightly",
-                    timeout=120,
-                )
+            second = _build_on(app, paths, "w2", redis.url, key)
+            assert second.error is None, second.error
+            restored = second.summary["restored"]
+            assert (restored["pages"], restored["blobs"], restored["missing"]) == (51, 51, 0)
+            assert second.outcome is not None and second.outcome.value == "published"
+            assert (second.pages, second.rendered, second.reused) == (51, 1, 50)
+            # one page rendered: one group of page records put in the store, not the record
+            (new_pack,) = set((private / "record").iterdir()) - packs_after_first
+            stored = json.loads((private / "build-record").read_bytes().partition(b"\n")[0])
+            assert len(stored["packs"][new_pack.name[: -len(".pack")]]) == 1
+
+            # back on w1, whose own record is older than the store's: it takes the store's
+            # (one group fetched) and renders only the page changed since w2's build
+            _set_body(paths["sites"], key, 9, "changed too")
+            third = _build_on(app, paths, "w1", redis.url, key)
+            assert third.error is None, third.error
+            assert third.summary["restored"]["groups"] == 1
+            assert (third.rendered, third.reused) == (1, 50)
+
+            # w2 now holds a stale record and a stale ledger; the database goes back to
+            # what w2 last built from. That is not the live version: w2 must build it
+            _set_body(paths["sites"], key, 9, "body 9")
+            fourth = _build_on(app, paths, "w2", redis.url, key)
+            assert fourth.error is None, fourth.error
+            assert fourth.outcome is not None and fourth.outcome.value == "published"
+            assert (fourth.rendered, fourth.reused) == (1, 50)
+            assert _root_version(paths["store"], key) == fourth.version
         finally:
             app.close()
-        assert second.error is None, second.error
-        assert second.summary["restored"] == {"pages": 51, "blobs": 51, "missing": 0}
-        assert second.outcome is not None and second.outcome.value == "published"
-        assert (second.pages, second.rendered, second.reused) == (51, 1, 50)
         # the record is never served: no manifest names it
         for version in _versions(paths["store"], key):
             text = (paths["store"] / "sites" / key / "versions" / version).read_text()
-            assert "build-record" not in text
+            assert "build-record" not in text and "private" not in text
 
 
 def test_plan_estimates_workers_from_the_ledger(tmp_path: Path) -> None:
@@ -372,3 +401,72 @@ def test_the_broker_url_is_a_secret_and_a_missing_broker_is_one_error(tmp_path: 
         "Error: config: schedule.broker_url: required when the executor is 'celery'\n"
         "Hint: set [schedule] broker_url in render.toml or $RENDER_BROKER_URL\n"
     )
+
+
+def _wait_alive(url: str, names: tuple[str, ...]) -> None:
+    """Until every worker in ``names`` has said, in Redis, that it takes builds."""
+    import redis as redispy
+
+    from render.distribute import affinity
+
+    client = redispy.Redis.from_url(url)
+    try:
+        _wait(
+            lambda: {n.split("@")[0] for n in affinity.slots(client)} == set(names),
+            timeout=30,
+            what=f"heartbeats of {names}",
+        )
+    finally:
+        client.close()
+
+
+def test_a_night_sends_each_site_to_the_worker_that_built_it_and_past_a_stopped_one(
+    tmp_path: Path,
+) -> None:
+    with redis_server(tmp_path) as redis:
+        paths = _layout(tmp_path, redis.url)
+        mine = {"w1": ["acme/a1", "acme/a2"], "w2": ["acme/b1", "acme/b2"]}
+        keys = [key for group in mine.values() for key in group]
+        write_sites(paths["sites"], {key: small_site(60, word=key[5:]) for key in keys})
+        env = {"RENDER_BROKER_URL": redis.url}
+        host = load_host(paths["main"])
+        # the first builds: each worker alone builds its two sites
+        for name, group in mine.items():
+            with worker(paths[name], name=name, broker=redis.url, env=env):
+                first = enqueue.run_sites(host, group, reason="nightly")
+            assert [r.summary["node"].split("@")[0] for r in first] == [name, name]
+
+        def night(*running: str) -> dict[str, enqueue.RemoteRun]:
+            for key in keys:
+                _set_body(paths["sites"], key, 3, f"edit {len(_runs(host.state_dir))}")
+            with contextlib.ExitStack() as stack:
+                for name in running:
+                    stack.enter_context(
+                        worker(paths[name], name=name, broker=redis.url, env=env, concurrency=2)
+                    )
+                _wait_alive(redis.url, running)
+                runs = enqueue.run_sites(host, keys, reason="nightly")
+            return {r.site: r for r in runs}
+
+        # both free: every site goes back to the worker holding its record
+        second = night("w1", "w2")
+        for name, group in mine.items():
+            for key in group:
+                run = second[key]
+                assert run.error is None, run.error
+                assert run.summary["node"].split("@")[0] == name, (key, run.summary["node"])
+                assert run.summary["restored"] is None  # nothing fetched: its own record
+                assert (run.rendered, run.reused) == (1, 60)
+
+        # w1 stopped: its sites go to w2, which restores their records and builds them
+        third = night("w2")
+        for key in keys:
+            run = third[key]
+            assert run.error is None, run.error
+            assert run.outcome is not None and run.outcome.value == "published"
+            assert run.summary["node"].split("@")[0] == "w2"
+            assert (run.rendered, run.reused) == (1, 60)
+        assert all(third[key].summary["restored"] is not None for key in mine["w1"])
+        assert all(third[key].summary["restored"] is None for key in mine["w2"])
+        for key in keys:
+            assert _root_version(paths["store"], key) == third[key].version

@@ -121,8 +121,10 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
         "7b distribute",
         [
             # builds on Celery workers: the app and its settings, the site lock in Redis,
-            # the build record carried through the store; tasks call pipeline.run_site;
-            # enqueue sends them and writes the results to the enqueuer's ledger
+            # the build record carried through the store; affinity: heartbeats and last
+            # builders in Redis; tasks call pipeline.run_site; night keeps the slots full,
+            # each site to its last builder; enqueue sends them and writes the results
+            # to the enqueuer's ledger
             [
                 "distribute",
                 "distribute.broker",
@@ -130,7 +132,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
                 "distribute.carry",
                 "distribute.capacity",
             ],
-            ["distribute.tasks"],
+            ["distribute.affinity"],
+            ["distribute.tasks", "distribute.night"],
             ["distribute.enqueue"],
         ],
     ),

@@ -21,11 +21,13 @@ from render.config import HostConfig, Secret
 from render.errors import BrokerError, ConfigError
 
 if TYPE_CHECKING:
+    import redis
     from celery import Celery
 
 BROKER_ENV = "RENDER_BROKER_URL"
 BUILDS = "builds"  # the queue of site builds
 AUDITS = "audits"  # reserved for audit tasks (today a build audits its own pages)
+# besides these, each build worker consumes a queue of its own (render.distribute.affinity)
 QUEUES = (BUILDS, AUDITS)
 BUILD_TASK = "render.build_site"
 VISIBILITY_MARGIN = 300  # seconds past the longest build before a message is handed out again
@@ -80,6 +82,18 @@ def make_app(host: HostConfig, *, environ: Mapping[str, str] | None = None) -> C
         worker_send_task_events=False,
     )
     return app
+
+
+def client(host: HostConfig, *, timeout: float = 10.0) -> redis.Redis:
+    """A Redis client on the broker (locks, heartbeats, notices); the URL stays inside."""
+    import redis as redispy
+
+    return redispy.Redis.from_url(
+        broker_url(host).reveal(),
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout + 5,  # past a blocking pop's own wait
+        health_check_interval=30,
+    )
 
 
 def check(host: HostConfig, *, timeout: float = 5.0) -> None:

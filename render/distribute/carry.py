@@ -1,27 +1,54 @@
-"""The build record carried between workers through the store.
+"""The build record carried between workers through the store, at the cost of what changed.
 
 A site's incremental state (``<state>/builds/<owner>/<name>/``: the record of
 the last complete build and the objects it made) lives on the machine that
-built it. So that any worker can build any site incrementally, each build a
-worker completes also stores the record in the store, privately beside the
-site's versions (``sites/<owner>/<name>/private/build-record.tar.gz``: no
-manifest names it, so no mirror and no edge ever serves it). A worker whose
-state folder has no record for the site fetches it, and the page bytes the
-record names from the site's blobs, before it builds: the build then renders
-only what changed. The local folder stays the cache; the store's copy is used
-only when it is missing.
+built it. So that any worker can build any site incrementally, the record is
+also kept in the store, privately beside the site's versions (no manifest
+names these keys, so no mirror and no edge ever serves them)::
 
-The record is unpickled (``render.build.record``): like the local state
-folder, the store is written only by render, never by a tenant.
+    sites/<owner>/<name>/private/build-record            names its packs, then the main record
+    sites/<owner>/<name>/private/record/<sha256>.pack    groups of page records (zlib)
+
+The local record is already split into ``record.BUCKETS`` groups of page
+records, each named by the sha256 of its bytes (``render.build.record``), so
+a rebuild that rendered one page changes one group. A save puts the groups
+the store does not have yet in one pack (one upload, whether it is the first
+build's 64 groups or a night's one), then the stored record, last, like
+``root.json``: a reader that got it finds every pack it names. Packs left
+with no live group are deleted; when the kept ones are mostly dead groups,
+or more than ``MAX_PACKS``, the next save puts every live group in one new
+pack instead (the record's size, once in a while).
+
+Each worker keeps a note beside its record (``carried.json``: the digests
+of its main record and of the stored record it last put or fetched, and the
+packs that one names). So:
+
+- ``save`` after a build puts nothing when the record did not change, else
+  one pack of the new groups and the stored record;
+- ``restore`` before a build reads the stored record (one small GET): when
+  it is the one in the note, the local record is the latest and nothing more
+  is read; otherwise (an empty state folder, or another worker built the
+  site since) it fetches the packs holding groups this folder lacks and the
+  page bytes the record names from the site's blobs. The build then renders
+  only what changed.
+
+Both run under the site's lock in Redis. The record is unpickled
+(``render.build.record``): like the local state folder, the store is written
+only by render, never by a tenant.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import io
+import hashlib
+import json
+import pickle
 import re
-import tarfile
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
 
 from render.build import record
 from render.build.objects import Objects
@@ -30,13 +57,20 @@ from render.files import replace_atomically
 from render.publish.manifest import blob_key
 from render.publish.store import Store
 
-CONTENT_TYPE = "application/gzip"
+CONTENT_TYPE = "application/octet-stream"
 CACHE = "private, no-store"
-_GROUP = re.compile(rf"{record.GROUPS}/[0-9a-f]{{64}}\Z")
+MAX_PACKS = 8  # past this many packs, a save puts every live group in one
+NOTE = "carried.json"  # beside the local record: what the store holds, as this worker last saw it
+_NAME = re.compile(r"[0-9a-f]{64}\Z")
+T = TypeVar("T")
 
 
 def record_key(owner: str, name: str) -> str:
-    return f"sites/{owner}/{name}/private/build-record.tar.gz"
+    return f"sites/{owner}/{name}/private/build-record"
+
+
+def pack_key(owner: str, name: str, pack: str) -> str:
+    return f"sites/{owner}/{name}/private/{record.GROUPS}/{pack}.pack"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,80 +78,197 @@ class Restored:
     """A record fetched from the store onto this worker."""
 
     pages: int  # page records in it
+    groups: int  # groups of page records fetched (the others were here already)
     blobs: int  # page bytes fetched from the site's blobs
     missing: int  # page bytes the store did not have: those pages render again
 
 
-def save(store: Store, *, host: HostConfig, site: SiteConfig) -> bool:
-    """Store this worker's record of ``site``; False when it has none (nothing built yet)."""
+@dataclass(frozen=True, kw_only=True)
+class Saved:
+    """What ``save`` put into the store."""
+
+    groups: int  # groups of page records uploaded (in one pack)
+    removed: int  # packs no longer needed, deleted
+    record: bool  # the main record was put (False: it was unchanged)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Note:
+    """What this worker last put or fetched: the store's record, as far as it knows."""
+
+    main: str  # sha256 of the local main record it matches
+    stored: str  # sha256 of the stored object
+    packs: dict[str, list[str]]  # pack -> the groups in it
+
+    @classmethod
+    def read(cls, folder: Path) -> _Note | None:
+        try:
+            data = json.loads((folder / NOTE).read_text(encoding="utf-8"))
+            packs = {str(k): [str(g) for g in v] for k, v in data["packs"].items()}
+            return cls(main=str(data["main"]), stored=str(data["stored"]), packs=packs)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def write(self, folder: Path) -> None:
+        text = json.dumps({"main": self.main, "stored": self.stored, "packs": self.packs})
+        replace_atomically(folder / NOTE, text.encode("utf-8"))
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _groups(main: bytes) -> list[str] | None:
+    """The group names a main record names; None when it is not a record of this format."""
+    try:
+        data: Any = pickle.loads(main)
+    except Exception:  # noqa: BLE001 - a damaged or foreign record is no record
+        return None
+    if not isinstance(data, dict) or data.get("format") != record.FORMAT:
+        return None
+    names = data.get("pages")
+    if not isinstance(names, list) or not all(isinstance(n, str) and _NAME.match(n) for n in names):
+        return None
+    return names
+
+
+def _stored(packs: dict[str, list[str]], main: bytes) -> bytes:
+    """The stored object: one JSON line naming the packs, then the main record."""
+    return json.dumps({"packs": packs}, sort_keys=True).encode("utf-8") + b"\n" + main
+
+
+def _parse(data: bytes) -> tuple[dict[str, list[str]], bytes, list[str]] | None:
+    """Packs, main record and its groups of a stored object; None when it is not whole."""
+    head, _, main = data.partition(b"\n")
+    try:
+        packs = {str(k): [str(g) for g in v] for k, v in json.loads(head)["packs"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    names = _groups(main)
+    if names is None or not set(names) <= {g for gs in packs.values() for g in gs}:
+        return None
+    return packs, main, names
+
+
+def _plan(previous: dict[str, list[str]], live: set[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """The packs to keep and the groups to put in a new one.
+
+    A pack with no live group goes; when the kept packs are mostly dead
+    groups, or more than ``MAX_PACKS`` would be named, every live group goes
+    into one new pack (the record's size, once in a while).
+    """
+    keep = {p: gs for p, gs in previous.items() if live & set(gs)}
+    covered = {g for gs in keep.values() for g in gs}
+    total = sum(len(set(gs)) for gs in keep.values())
+    new = sorted(live - covered)
+    if len(keep) + bool(new) > MAX_PACKS or 2 * len(covered & live) < total:
+        return {}, sorted(live)
+    return keep, new
+
+
+def save(store: Store, *, host: HostConfig, site: SiteConfig, concurrency: int = 8) -> Saved | None:
+    """Put what changed in this worker's record of ``site``; None when it has no record."""
     folder = record.build_dir(host, site)
-    main = folder / record.RECORD
-    if not main.is_file():
-        return False
-    groups = (
-        sorted(p.name for p in (folder / record.GROUPS).iterdir() if len(p.name) == 64)
-        if (folder / record.GROUPS).is_dir()
-        else []
-    )
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
-        tar.add(main, arcname=record.RECORD, recursive=False)
-        for name in groups:
-            tar.add(
-                folder / record.GROUPS / name, arcname=f"{record.GROUPS}/{name}", recursive=False
-            )
-    store.put(
-        record_key(site.id.owner, site.id.name),
-        buffer.getvalue(),
-        content_type=CONTENT_TYPE,
-        cache_control=CACHE,
-    )
-    return True
+    try:
+        main = (folder / record.RECORD).read_bytes()
+    except FileNotFoundError:
+        return None
+    digest = _digest(main)
+    note = _Note.read(folder)
+    if note is not None and note.main == digest:
+        return Saved(groups=0, removed=0, record=False)
+    names = _groups(main)
+    if names is None:
+        return None
+    owner, name = site.id.owner, site.id.name
+    previous = note.packs if note is not None else {}
+    keep, new = _plan(previous, set(names))
+    if new:
+        groups = {g: (folder / record.GROUPS / g).read_bytes() for g in new}
+        pack = zlib.compress(pickle.dumps(groups, protocol=pickle.HIGHEST_PROTOCOL), 1)
+        pack_name = _digest(pack)
+        store.put(
+            pack_key(owner, name, pack_name), pack, content_type=CONTENT_TYPE, cache_control=CACHE
+        )
+        keep = {**keep, pack_name: new}
+    stored = _stored(keep, main)
+    store.put(record_key(owner, name), stored, content_type=CONTENT_TYPE, cache_control=CACHE)
+    gone = sorted(set(previous) - set(keep))
+    if gone:  # under the site lock: no other worker is reading this record now
+        store.delete([pack_key(owner, name, p) for p in gone])
+    _Note(main=digest, stored=_digest(stored), packs=keep).write(folder)
+    return Saved(groups=len(new), removed=len(gone), record=True)
 
 
 def restore(
     store: Store, *, host: HostConfig, site: SiteConfig, concurrency: int = 8
 ) -> Restored | None:
-    """Fetch ``site``'s record into an empty local state; None when there is a local one or none stored."""
+    """Bring the store's record of ``site`` here when it is not the local one; None when it is.
+
+    None too when the store has no record, or not a whole one: the local
+    record (if any) stays, and the build renders what it does not cover.
+    """
     folder = record.build_dir(host, site)
-    if (folder / record.RECORD).is_file():
-        return None
-    data = store.get(record_key(site.id.owner, site.id.name))
+    owner, name = site.id.owner, site.id.name
+    data = store.get(record_key(owner, name))
     if data is None:
         return None
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / record.GROUPS).mkdir(exist_ok=True)
-    main: bytes | None = None
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        for member in tar:
-            # only the names render writes, as regular files: nothing else leaves the archive
-            if not member.isreg():
-                continue
-            if member.name != record.RECORD and not _GROUP.match(member.name):
-                continue
-            fh = tar.extractfile(member)
-            if fh is None:
-                continue
-            if member.name == record.RECORD:
-                main = fh.read()  # written last, so a half restore is no record
-            else:
-                replace_atomically(folder / member.name, fh.read())
-    if main is None:
+    stored = _digest(data)
+    note = _Note.read(folder)
+    if note is not None and note.stored == stored and (folder / record.RECORD).is_file():
         return None
+    parsed = _parse(data)
+    if parsed is None:
+        return None
+    packs, main, names = parsed
+    groups = folder / record.GROUPS
+    groups.mkdir(parents=True, exist_ok=True)
+    wanted = {g for g in names if not (groups / g).is_file()}
+    needed = sorted(p for p, gs in packs.items() if wanted & set(gs))
+
+    def fetch(pack: str) -> bool:
+        data = store.get(pack_key(owner, name, pack))
+        if data is None:
+            return False
+        try:
+            content = pickle.loads(zlib.decompress(data))
+        except Exception:  # noqa: BLE001 - a damaged pack restores nothing
+            return False
+        for group in wanted & set(packs[pack]):
+            raw = content.get(group) if isinstance(content, dict) else None
+            if not isinstance(raw, bytes) or _digest(raw) != group:
+                return False
+            replace_atomically(groups / group, raw)
+        return True
+
+    if not all(_each(fetch, needed, concurrency)):
+        return None  # a pack is gone (a save replaced the record meanwhile): keep what is here
+    replace_atomically(folder / record.RECORD, main)  # last: a half restore is no record
+    _Note(main=_digest(main), stored=stored, packs=packs).write(folder)
+    previous = record.load_previous(folder)
     objects = Objects(folder / "objects")
     objects.folder.mkdir(parents=True, exist_ok=True)
-    replace_atomically(folder / record.RECORD, main)
-    previous = record.load_previous(folder)
-    wanted = sorted({page.hash for page in previous.pages.values()} - objects.hashes())
-    owner, name = site.id.owner, site.id.name
+    blobs = sorted({page.hash for page in previous.pages.values()} - objects.hashes())
 
-    def fetch(digest: str) -> bool:
+    def fetch_blob(digest: str) -> bool:
         blob = store.get(blob_key(owner, name, digest))
         if blob is None:
             return False
         objects.write(blob, digest)
         return True
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=concurrency) as pool:
-        got = list(pool.map(fetch, wanted))
-    return Restored(pages=len(previous.pages), blobs=sum(got), missing=len(got) - sum(got))
+    got = _each(fetch_blob, blobs, concurrency)
+    return Restored(
+        pages=len(previous.pages),
+        groups=len(wanted),
+        blobs=sum(got),
+        missing=len(got) - sum(got),
+    )
+
+
+def _each(function: Callable[[str], T], items: list[str], concurrency: int) -> list[T]:
+    """``function`` over ``items`` on up to ``concurrency`` threads (none for one item)."""
+    if len(items) <= 1:
+        return [function(item) for item in items]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        return list(pool.map(function, items))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from render.config import HostConfig, SiteConfig
 from render.distribute import broker
+from render.distribute.night import Night
 from render.errors import BrokerError, RenderError
 from render.pipeline import Options, Outcome
 from render.run.ledger import Ledger, open_ledger
@@ -55,15 +56,27 @@ def _options(options: Options) -> dict[str, Any]:
     return data
 
 
-def submit(app: Celery, key: str, *, reason: str, options: Options | None = None) -> AsyncResult:
-    """Put one build of the site in folder ``key`` on the builds queue."""
+def submit(
+    app: Celery,
+    key: str,
+    *,
+    reason: str,
+    options: Options | None = None,
+    queue: str = broker.BUILDS,
+    notify: str | None = None,
+) -> AsyncResult:
+    """Put one build of the site in folder ``key`` on ``queue`` (default: the shared one).
+
+    ``notify``: a Redis list the build pushes its task id onto when it ends.
+    """
     from kombu.exceptions import OperationalError
 
     try:
         return app.send_task(
             broker.BUILD_TASK,
             args=[key, reason, _options(options or Options())],
-            queue=broker.BUILDS,
+            kwargs={} if notify is None else {"notify": notify},
+            queue=queue,
         )
     except OperationalError as exc:
         raise BrokerError(
@@ -196,20 +209,43 @@ def run_sites(
     on_done: Callable[[RemoteRun], None] | None = None,
     app: Celery | None = None,
 ) -> list[RemoteRun]:
-    """Enqueue a build of every site in ``keys``, then wait for each and write the ledger."""
+    """Build every site in ``keys`` on the workers, each as a slot frees; write the ledger.
+
+    Returns the runs in the order of ``keys``; ``on_done`` sees each as it ends.
+    Each site goes to the worker that built it last when that one is free
+    (``render.distribute.night``).
+    """
     broker.check(host)
     app = app or broker.make_app(host)
+    opts = options or Options()
+    _options(opts)  # --out refused before anything is sent
     timeout = float(host.schedule.build_timeout) * max(1, len(keys))
-    pending = [(key, submit(app, key, reason=reason, options=options)) for key in keys]
-    runs: list[RemoteRun] = []
-    with open_ledger(host.state_dir) as ledger:
-        for key, result in pending:
-            run = collect(result, key=key, reason=reason, timeout=timeout)
-            write_ledger(ledger, run, host=host)
-            runs.append(run)
-            if on_done is not None:
-                on_done(run)
-    return runs
+    deadline = time.monotonic() + timeout
+    client = broker.client(host)
+    night = Night(
+        keys,
+        client=client,
+        send=lambda key, queue, notify: submit(
+            app, key, reason=reason, options=opts, queue=queue, notify=notify
+        ),
+    )
+    runs: dict[str, RemoteRun] = {}
+    try:
+        with open_ledger(host.state_dir) as ledger:
+            night.fill()
+            while night.waiting():
+                for key, result in night.wait(deadline=deadline):
+                    left = max(0.1, deadline - time.monotonic())
+                    run = collect(result, key=key, reason=reason, timeout=left)
+                    write_ledger(ledger, run, host=host)
+                    runs[key] = run
+                    if on_done is not None:
+                        on_done(run)
+                night.fill()
+    finally:
+        night.close()
+        client.close()
+    return [runs[key] for key in keys]
 
 
 @dataclass(frozen=True, kw_only=True)

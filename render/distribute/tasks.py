@@ -12,19 +12,23 @@ failure: only a bug fails the task, with its traceback.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import multiprocessing
 import os
 import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from render.config import HostConfig, load_site
-from render.distribute import broker, carry, sitelock
+from render.config import HostConfig, SiteConfig, load_site
+from render.distribute import affinity, broker, carry, sitelock
 from render.errors import RenderError
-from render.pipeline import Options, Outcome, run_site
+from render.pipeline import Options, run_site
 from render.publish.store import open_store
+from render.run.ledger import open_ledger
 
 if TYPE_CHECKING:
+    import redis
     from celery import Celery, Task
 
 _host: HostConfig | None = None  # set by ``configure`` before the worker starts
@@ -38,10 +42,54 @@ def configure(host: HostConfig) -> Celery:
     app.task(name=broker.BUILD_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)(
         build_site
     )
-    from celery.signals import worker_process_init
+    from celery.signals import (
+        celeryd_after_setup,
+        worker_process_init,
+        worker_ready,
+        worker_shutdown,
+    )
 
     worker_process_init.connect(_allow_children, weak=False)
+    celeryd_after_setup.connect(_own_queue, weak=False)
+    worker_ready.connect(_start_heartbeat, weak=False)
+    worker_shutdown.connect(_stop_heartbeat, weak=False)
     return app
+
+
+_heartbeat: affinity.Heartbeat | None = None
+
+
+def _own_queue(sender: str, instance: Any, **_: object) -> None:
+    """A build worker also consumes ``builds@<its node name>`` (queue affinity)."""
+    queues = instance.app.amqp.queues
+    if broker.BUILDS in queues.consume_from:
+        queues.select_add(affinity.own_queue(sender))
+
+
+def _start_heartbeat(sender: Any, **_: object) -> None:
+    """The worker says it is alive, and how many builds it runs, while it runs.
+
+    ``sender`` is the worker's consumer; its controller knows the pool's size.
+    """
+    global _heartbeat
+    host = _host
+    assert host is not None
+    if broker.BUILDS not in sender.app.amqp.queues.consume_from:
+        return  # an audits-only worker takes no builds
+    from celery.worker import state
+
+    _heartbeat = affinity.Heartbeat(
+        broker.client(host),
+        node=sender.hostname,
+        slots=int(sender.controller.concurrency),
+        busy=lambda: len(state.active_requests),
+    )
+    _heartbeat.start()
+
+
+def _stop_heartbeat(**_: object) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()
 
 
 def _allow_children(**_: object) -> None:
@@ -60,15 +108,64 @@ def _allow_children(**_: object) -> None:
     config["authkey"] = multiprocessing.process.AuthenticationString(os.urandom(32))  # type: ignore[attr-defined]
 
 
-def build_site(task: Task, key: str, reason: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Build the site in folder ``key`` (``owner/name``); a summary of the run, as JSON."""
+def build_site(
+    task: Task, key: str, reason: str, options: dict[str, Any], notify: str | None = None
+) -> dict[str, Any]:
+    """Build the site in folder ``key`` (``owner/name``); a summary of the run, as JSON.
+
+    ``notify``: a Redis list to push this task's id onto at the end (the
+    enqueuer's night, ``render.distribute.night``).
+    """
     host = _host
     assert host is not None, "configure() runs before the worker takes tasks"
-    import redis
+    client = _client(host)
+    node = str(task.request.hostname or "")
+    affinity.started(client, node)
+    built = False
+    try:
+        summary = _build(task, host, client, key, reason, options)
+        built = summary["outcome"] in ("published", "unchanged") and not summary.get("carry_error")
+        summary["node"] = node
+        return summary
+    finally:
+        affinity.ended(client, node, site=key, built=built)
+        if notify is not None:
+            _notify(client, notify, str(task.request.id))
 
+
+_redis: redis.Redis | None = None
+
+
+def _client(host: HostConfig) -> redis.Redis:
+    """This pool process's Redis client (made after the fork, kept across builds)."""
+    global _redis
+    if _redis is None:
+        _redis = broker.client(host)
+    return _redis
+
+
+def _notify(client: redis.Redis, notify: str, task_id: str) -> None:
+    from redis.exceptions import RedisError
+
+    with contextlib.suppress(RedisError):  # the enqueuer also polls the results
+        pipe = client.pipeline(transaction=False)
+        pipe.rpush(notify, task_id)
+        pipe.expire(notify, 86400)
+        pipe.execute()
+
+
+def _build(
+    task: Task,
+    host: HostConfig,
+    client: redis.Redis,
+    key: str,
+    reason: str,
+    options: dict[str, Any],
+) -> dict[str, Any]:
     started = time.monotonic()
     worker = f"{socket.gethostname()}:{os.getpid()}"
     summary: dict[str, Any] = {
+        "began": time.time(),  # wall clock, for the bench's account of the time between tasks
         "site": key,
         "reason": reason,
         "worker": worker,
@@ -80,20 +177,14 @@ def build_site(task: Task, key: str, reason: str, options: dict[str, Any]) -> di
     }
     try:
         site = load_site(host.sites_dir / key, host=host)
-        client = redis.Redis.from_url(broker.broker_url(host).reveal())
-        try:
-            with sitelock.hold(
-                client, site.id, lease=host.schedule.lock_lease, wait=host.schedule.build_timeout
-            ) as lease:
-                mark = time.monotonic()
-                store = open_store(host)
-                try:
-                    restored = carry.restore(
-                        store, host=host, site=site, concurrency=host.store.concurrency
-                    )
-                finally:
-                    store.close()
-                carried = time.monotonic() - mark
+        with sitelock.hold(
+            client, site.id, lease=host.schedule.lock_lease, wait=host.schedule.build_timeout
+        ) as lease:
+            mark = time.monotonic()
+            restored = _restore(host, site)
+            carried = time.monotonic() - mark
+            mark = time.monotonic()
+            try:
                 report = run_site(
                     site,
                     host=host,
@@ -101,16 +192,14 @@ def build_site(task: Task, key: str, reason: str, options: dict[str, Any]) -> di
                     options=Options(**options),
                     should_stop=lease.lost,
                 )
-                if report.outcome in (Outcome.published, Outcome.unchanged):
+            finally:
+                ran = time.monotonic() - mark
+                # a complete build changed the record, whatever its checks said; a
+                # build that stopped early left it as it was, and then nothing is put
+                if not lease.lost():
                     mark = time.monotonic()
-                    store = open_store(host)
-                    try:
-                        carry.save(store, host=host, site=site)
-                    finally:
-                        store.close()
+                    summary["carry_error"] = _save(host, site)
                     carried += time.monotonic() - mark
-        finally:
-            client.close()
     except RenderError as exc:
         summary.update(
             outcome="failed_check" if exc.stage == "check" else "failed",
@@ -132,10 +221,10 @@ def build_site(task: Task, key: str, reason: str, options: dict[str, Any]) -> di
         version=report.version,
         timings=report.timings,
         task_seconds=time.monotonic() - started,
+        run_seconds=ran,  # run_site whole: its own lock and ledger too, as on one machine
+        ended=time.time(),
         carry_seconds=carried,
-        restored=None
-        if restored is None
-        else {"pages": restored.pages, "blobs": restored.blobs, "missing": restored.missing},
+        restored=None if restored is None else dataclasses.asdict(restored),
         publication=None
         if publication is None
         else {
@@ -150,3 +239,40 @@ def build_site(task: Task, key: str, reason: str, options: dict[str, Any]) -> di
         },
     )
     return summary
+
+
+def _restore(host: HostConfig, site: SiteConfig) -> carry.Restored | None:
+    """The store's record of ``site`` onto this worker, when it is not the local one.
+
+    A record from the store is another worker's last build: this worker's
+    ledger no longer knows what the live version was built from, so its
+    "nothing changed" shortcut is off for the next build (which then reuses
+    every page it can, and ends ``unchanged`` when nothing did change).
+    """
+    store = open_store(host)
+    try:
+        restored = carry.restore(store, host=host, site=site, concurrency=host.store.concurrency)
+    finally:
+        store.close()
+    if restored is not None:
+        with open_ledger(host.state_dir) as ledger:
+            ledger.set_input_hash(site.id.owner, site.id.name, None)
+    return restored
+
+
+def _save(host: HostConfig, site: SiteConfig) -> str | None:
+    """Put what changed in the record; why it could not, or None.
+
+    The carried record only saves rendering elsewhere: a store that refused
+    it does not fail a build that published (the store keeps the last whole
+    record, which the next worker builds from).
+    """
+    try:
+        store = open_store(host)
+        try:
+            carry.save(store, host=host, site=site, concurrency=host.store.concurrency)
+        finally:
+            store.close()
+    except RenderError as exc:
+        return exc.headline()
+    return None
