@@ -3,7 +3,8 @@
 Every request is logged (method, path, query, status). A rule decides what
 happens to a request: pass it on, answer it with an error without passing it
 on, pass it on and then answer with an error (a lost response), drop the
-connection half-way through the request body, or hold it until released.
+connection half-way through the request body, hold it until released, or pass
+it on after a delay (the benchmarks' far store).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import http.client
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -60,7 +62,14 @@ class Hold:
     event: threading.Event
 
 
-Action = Pass | Reply | LoseResponse | Drop | Hold
+@dataclass(frozen=True)
+class Delay:
+    """Pass the request on after ``seconds`` (the latency to a far store; for benchmarks)."""
+
+    seconds: float
+
+
+Action = Pass | Reply | LoseResponse | Drop | Hold | Delay
 Rule = Callable[[Request], Action | None]
 
 
@@ -203,6 +212,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._log(split, action.status, name)  # logged before the client hears back
             self._send(action.status, {"Content-Type": "application/xml"}, payload)
             return
+        if isinstance(action, Delay):
+            time.sleep(action.seconds)
         status, headers, payload = self._forward(body)
         if isinstance(action, LoseResponse):
             self._log(split, action.status, name)
