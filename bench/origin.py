@@ -260,45 +260,49 @@ def main() -> None:
                     )
         load = {
             name: _wrk(port, script, seconds=args.seconds, connections=args.connections, threads=2)
-            for name, port in (("nginx", nginx_port), ("render origin (uvicorn)", origin_port))
+            for name, port in (("nginx", nginx_port), ("render origin (granian)", origin_port))
         }
         ratio = (
-            load["render origin (uvicorn)"]["requests_per_second"]
+            load["render origin (granian)"]["requests_per_second"]
             / load["nginx"]["requests_per_second"]
         )
-        granian = Path(sys.executable).with_name("granian")
-        if granian.exists():  # the same application under granian, for the choice of server
-            port = _port()
-            server = subprocess.Popen(
-                [
-                    str(granian),
-                    "--interface",
-                    "asgi",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--workers",
-                    str(args.workers),
-                    "--loop",
-                    "uvloop",
-                    "--no-access-log",
-                    "render.origin.server:asgi",
-                ],
-                env={**env, "RENDER_ORIGIN_ACCESS_LOG": "0"},
-                cwd=host_root,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+        # the same application under uvicorn, for the choice of server
+        port = _port()
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "render.origin.server:make_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            env={**env, "RENDER_ORIGIN_ACCESS_LOG": "0"},
+            cwd=host_root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _wait(port)
+            _wrk(port, script, seconds=3, connections=8, threads=1)
+            load["the same app under uvicorn"] = _wrk(
+                port, script, seconds=args.seconds, connections=args.connections, threads=2
             )
-            try:
-                _wait(port)
-                _wrk(port, script, seconds=3, connections=8, threads=1)
-                load["the same app under granian"] = _wrk(
-                    port, script, seconds=args.seconds, connections=args.connections, threads=2
-                )
-            finally:
-                server.send_signal(signal.SIGTERM)
-                server.wait(timeout=60)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
 
         # stale pages: one article's body edited at a time, on a one-process origin (each
         # process finds changes on its own: a request must reach the one that found it)

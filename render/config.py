@@ -144,6 +144,9 @@ class OriginConfig:
         "render origin: server processes (each keeps its own caches and renders)",
         between=(1, 64),
     )
+    server: str = setting(
+        "granian", "render origin: the ASGI server, 'granian' or 'uvicorn' (README: The origin)"
+    )
     max_wait_ms: int = setting(
         2000,
         "a request for a stale page waits this long for its render, then gets the last published page",
@@ -450,6 +453,10 @@ def load_host(path: str | os.PathLike[str] | None = None) -> HostConfig:
     sched: ScheduleConfig = sections["schedule"]
     if (why := cron.problem(sched.default)) is not None:
         problems.add("schedule.default", why)
+    if sections["origin"].server not in ("granian", "uvicorn"):
+        problems.add(
+            "origin.server", f"expected 'granian' or 'uvicorn', got {sections['origin'].server!r}"
+        )
     if sched.executor not in ("local", "celery"):
         problems.add("schedule.executor", f"expected 'local' or 'celery', got {sched.executor!r}")
     if problems.items:

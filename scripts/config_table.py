@@ -17,6 +17,7 @@ SECTIONS = [
     ("render.toml", "host", c.HostSection),
     ("render.toml", "store", c.StoreConfig),
     ("render.toml", "mirror", c.MirrorConfig),
+    ("render.toml", "origin", c.OriginConfig),
     ("render.toml", "cdn", c.CdnConfig),
     ("render.toml", "schedule", c.ScheduleConfig),
     ("render.toml", "limits", c.LimitsConfig),

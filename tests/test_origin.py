@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from s3server import moto_url, new_bucket, s3_env
 from sitekit import Host, SiteSpec, html, make_host
 
@@ -89,6 +90,7 @@ def _host(
     max_pending: int = 64,
     folder: str = "host",
     store: str = "",
+    server: str = "granian",
 ) -> Host:
     return make_host(
         tmp_path,
@@ -97,6 +99,7 @@ def _host(
         limits={"template_cpu_seconds": 30},
         extra_toml=(
             f"[origin]\nmax_wait_ms = {max_wait_ms}\nmax_pending = {max_pending}\n"
+            f'server = "{server}"\n'
             "refresh_seconds = 0.1\n[mirror]\nenabled = false\n" + store
         ),
     )
@@ -206,8 +209,9 @@ def _fresh_build(tmp_path: Path, host: Host) -> dict[str, bytes]:
 # --- serving the live version ------------------------------------------------------
 
 
-def test_live_version_by_host_etag_head_range_and_root_reread(tmp_path: Path) -> None:
-    host = _host(tmp_path)
+@pytest.mark.parametrize("server", ["granian", "uvicorn"])
+def test_live_version_by_host_etag_head_range_and_root_reread(tmp_path: Path, server: str) -> None:
+    host = _host(tmp_path, server=server)
     first = host.run(SITE)
     assert first.version
     with origin(host) as o:
@@ -493,23 +497,21 @@ def test_failing_render_serves_the_last_good_page(tmp_path: Path) -> None:
         )
 
 
-def test_sigterm_during_a_render_ends_cleanly(tmp_path: Path) -> None:
-    host = _host(tmp_path, max_wait_ms=50)
+@pytest.mark.parametrize("server", ["granian", "uvicorn"])
+def test_sigterm_during_a_render_ends_cleanly(tmp_path: Path, server: str) -> None:
+    host = _host(tmp_path, max_wait_ms=50, server=server)
     host.run(SITE)
     with origin(host) as o:
         o.get("/")
         _sql(host, "update posts set body = 'Slow', slow = 3000 where slug = 'p1'")
         assert o.get("/posts/p1/").getheader("X-Render-Page") == "published; timeout"
-        # the render processes, seen while their parent lives (after it exits they are re-parented);
-        # they start once the change is found (a moment after the request under load)
+        # every process under the server (its workers, the render processes), seen while it
+        # lives (after it exits they are re-parented); render processes start once the change
+        # is found, a moment after the request under load
         workers: list[int] = []
 
         def started() -> bool:
-            workers[:] = [
-                int(p)
-                for p in os.listdir("/proc")
-                if p.isdigit() and _is_worker_of(int(p), o.proc.pid)
-            ]
+            workers[:] = _descendants(o.proc.pid)
             return bool(workers) and bool(o.lines("origin.analysed"))
 
         _until(started, "a render is under way in a render process")
@@ -529,12 +531,24 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _is_worker_of(pid: int, parent: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return int(stat.rsplit(")", 1)[1].split()[1]) == parent
+def _descendants(root: int) -> list[int]:
+    """Every process under ``root`` (children, their children, ...)."""
+    parents: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        parent = todo.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        found.extend(children)
+        todo.extend(children)
+    return found
 
 
 def test_byte_cache_is_bounded() -> None:

@@ -43,7 +43,7 @@ from pathlib import Path
 from render import builder
 from render.build import onrequest, snapshot, workers
 from render.build.objects import PACKS, Objects
-from render.build.record import Previous, build_dir, load_previous
+from render.build.record import RECORD, Previous, build_dir, load_previous
 from render.build.renderer import PageDone, PageFailed
 from render.build.tree import FileEntry, PageRecord, content_type
 from render.config import HostConfig, load_site
@@ -126,6 +126,11 @@ class SiteFresh:
         self.database = site.database
         self.build = build_dir(host, site)
         self.objects = Objects(self.build / "objects")
+        self._watched = (
+            str(self.build / RECORD),
+            str(self.database),
+            str(self.database.with_name(self.database.name + "-wal")),
+        )
         self.shared = Shared(host.site_state("origin", site.id))
         self.renders = 0  # pages rendered on request, for tests and metrics
         self.analyses = 0
@@ -141,8 +146,15 @@ class SiteFresh:
     # --- the request side (event loop; never blocks) -------------------------
 
     def key(self) -> StateKey:
-        parts: list[object] = [onrequest.record_id(self.build)]
-        for path in (self.database, self.database.with_name(self.database.name + "-wal")):
+        """The build record's id (``onrequest.record_id``) and the database's and its WAL's
+        inode, size and mtime: three ``stat`` calls on every request, on paths made once."""
+        record, database, wal = self._watched
+        try:
+            st = os.stat(record)
+            parts: list[object] = [(st.st_ino, st.st_mtime_ns, st.st_size)]
+        except FileNotFoundError:
+            parts = [None]
+        for path in (database, wal):
             try:
                 st = os.stat(path)
                 parts.append((st.st_ino, st.st_size, st.st_mtime_ns))
