@@ -23,10 +23,16 @@ from celerykit import _wait, redis_server, small_site, worker, write_config, wri
 from conftest import require
 from sitekit import html
 
+from render.build.objects import Objects
+from render.build.tree import FileEntry
 from render.check.lhrunner import find_lighthouse
 from render.config import load_host
 from render.distribute import enqueue
 from render.distribute.enqueue import RemoteRun
+from render.errors import ConflictError
+from render.publish import staging
+from render.publish.store import LocalStore
+from render.publish.versions import publish_tree, read_root, read_tree
 from render.run.ledger import open_ledger
 
 pytestmark = pytest.mark.timeout(300)
@@ -197,3 +203,60 @@ def test_a_failing_audit_gate_leaves_the_previous_version_live(tmp_path: Path) -
         assert ledger.live_version("acme", "blog") == first.version
         (audit,) = ledger.last_lighthouse("acme", "blog")
         assert audit["scores"]["accessibility"] < 0.95
+
+
+# --- staging without Redis: the two halves of a publish ---------------------------
+
+
+def _tree(objects: Objects, pages: dict[str, bytes]) -> dict[str, FileEntry]:
+    return {
+        path: FileEntry(hash=objects.write(data), size=len(data), type="text/html")
+        for path, data in pages.items()
+    }
+
+
+def test_a_staged_version_is_not_live_and_its_switch_loses_to_a_publish_in_between(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path / "store")
+    objects = Objects(tmp_path / "objects")
+    objects.folder.mkdir()
+    site = {"owner": "acme", "name": "blog", "base_url": "https://acme.example.com"}
+    first = publish_tree(
+        _tree(objects, {"index.html": b"one"}), objects.folder, store=store, ledger=None, **site
+    )
+    staged = staging.stage_tree(
+        _tree(objects, {"index.html": b"two"}),
+        objects.folder,
+        store=store,
+        concurrency=2,
+        **site,
+    )
+    assert staged is not None and staged.root.previous == first.version
+    root, _ = read_root(store, owner="acme", name="blog")
+    assert root is not None and root.version == first.version  # staged: the root untouched
+    assert read_tree(store, owner="acme", name="blog", version=staged.version).files
+    # the same tree as the live one stages nothing
+    same = _tree(objects, {"index.html": b"one"})
+    assert staging.stage_tree(same, objects.folder, store=store, concurrency=2, **site) is None
+    # the message the audit task gets carries the switch whole
+    again = staging.Staged.from_json(json.loads(json.dumps(staged.to_json())), site="acme/blog")
+    assert again == staged
+    # a publish between the stage and the switch wins; the switch says so
+    third = publish_tree(
+        _tree(objects, {"index.html": b"three"}), objects.folder, store=store, ledger=None, **site
+    )
+    with pytest.raises(ConflictError):
+        staging.switch(again, objects=objects.folder, store=store, concurrency=2)
+    root, _ = read_root(store, owner="acme", name="blog")
+    assert root is not None and root.version == third.version
+    # on the root it was staged on, the switch makes it live
+    fourth = staging.stage_tree(
+        _tree(objects, {"index.html": b"four"}), objects.folder, store=store, concurrency=2, **site
+    )
+    assert fourth is not None
+    done = staging.switch(fourth, objects=objects.folder, store=store, concurrency=2)
+    assert done.version == fourth.version and done.parent == third.version
+    assert done.diff.changed == ("index.html",)
+    root, _ = read_root(store, owner="acme", name="blog")
+    assert root is not None and root.version == fourth.version
