@@ -227,6 +227,11 @@ class ScheduleConfig:
     lock_lease: int = setting(
         60, "celery: seconds a site's lock in Redis lives unless renewed", between=(2, 3600)
     )
+    audits: str = setting(
+        "inline",
+        "celery: 'inline' (a build audits its own tree) or 'queue' (the build stages the version"
+        " and a task on the 'audits' queue audits it, then switches the root)",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -459,6 +464,8 @@ def load_host(path: str | os.PathLike[str] | None = None) -> HostConfig:
         )
     if sched.executor not in ("local", "celery"):
         problems.add("schedule.executor", f"expected 'local' or 'celery', got {sched.executor!r}")
+    if sched.audits not in ("inline", "queue"):
+        problems.add("schedule.audits", f"expected 'inline' or 'queue', got {sched.audits!r}")
     if problems.items:
         raise ConfigError(problems.items)
     return HostConfig(path=file, root=file.parent, **sections)

@@ -22,9 +22,11 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
-from render.build.tree import Build, PageRecord, sha256
+from render.build.objects import Objects
+from render.build.tree import Build, FileEntry, PageRecord, sha256
 from render.check.jsparity import ParityFinding, compare
 from render.check.lhrunner import (
     AuditJob,
@@ -48,7 +50,9 @@ __all__ = [
     "PageAudit",
     "ParityFinding",
     "Runner",
+    "SampledPage",
     "check",
+    "check_sample",
     "sample_pages",
 ]
 
@@ -274,10 +278,62 @@ def check(
     site = str(build.site.id)
     if not config.enabled:
         return LighthouseReport(site=site, enabled=False)
+    return check_sample(
+        sample_pages(build, config.pages_per_route),
+        site=site,
+        files=build.files,
+        objects=build.objects,
+        blobs=build.blobs,
+        config=config,
+        previous=previous,
+        runner=runner,
+        full=full,
+        progress=progress,
+    )
+
+
+class Sampled(Protocol):
+    """What an audit needs of a sampled page (a ``PageRecord`` has it)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def hash(self) -> str: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampledPage:
+    """A sampled page as a message carries it to an audit elsewhere (``render.audit``)."""
+
+    path: str
+    url: str
+    hash: str
+
+
+def check_sample(
+    sample: Sequence[Sampled],
+    *,
+    site: str,
+    files: Mapping[str, FileEntry],
+    objects: Path,
+    blobs: Objects,
+    config: LighthouseConfig,
+    previous: Iterable[AuditRow] | None = None,
+    runner: Runner | None = None,
+    full: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> LighthouseReport:
+    """``check`` of pages already sampled, in a tree of ``files`` whose bytes are in ``objects``.
+
+    ``blobs`` reads and writes that folder (a carried audit's HTML report is read from it).
+    """
+    if not config.enabled:
+        return LighthouseReport(site=site, enabled=False)
     started = time.monotonic()
-    sample = sample_pages(build, config.pages_per_route)
     last = {} if full else {p["path"]: p for p in previous or ()}
-    inputs = subresources(build)
+    inputs = tree_subresources(files)
     jobs: list[AuditJob] = []
     whole: dict[str, Mapping[str, Any]] = {}  # pages carried with their no-JS read: no browser
     how: tuple[NetworkBlock | None, Method | None] = (None, None)  # how those were measured
@@ -301,7 +357,7 @@ def check(
             runner = runner or ChromiumRunner.from_config(config)
         except RenderError as exc:
             raise exc.with_site(site) from None
-        outcome = runner.run(build.files, build.objects, jobs, config=config, progress=progress)
+        outcome = runner.run(files, objects, jobs, config=config, progress=progress)
     audits: list[PageAudit] = []
     findings: list[ParityFinding] = []
     errors: list[AuditError] = []
@@ -313,7 +369,7 @@ def check(
             parity = whole[page.path]
             if parity.get("finding"):
                 findings.append(ParityFinding(**parity["finding"]))
-            audit, html, error = _reused(page, last[page.path], build)
+            audit, html, error = _reused(page, last[page.path], blobs)
         else:
             result = outcome.results.get(page.path) if outcome else None
             if result is None or result.failure is not None:
@@ -328,7 +384,7 @@ def check(
             if runs[page.path]:
                 audit, html, error = _fresh(page, result)
             else:
-                audit, html, error = _reused(page, last[page.path], build)
+                audit, html, error = _reused(page, last[page.path], blobs)
         if audit is not None:
             audit = replace(audit, inputs=inputs, parity=parity)
         if error is not None:
@@ -362,16 +418,21 @@ def subresources(build: Build) -> str:
     with JavaScript), so a carried audit must have been measured with the same.
     Pages, feeds, the sitemap and render's own reports are left out.
     """
+    return tree_subresources(build.files)
+
+
+def tree_subresources(files: Mapping[str, FileEntry]) -> str:
+    """``subresources`` of a tree of ``files``."""
     kept = sorted(
         (path, entry.hash)
-        for path, entry in build.files.items()
+        for path, entry in files.items()
         if not entry.type.startswith(("text/html", "application/xml", "text/plain"))
         and not (path.startswith("_render/") and path.endswith((".json", ".html")))
     )
     return sha256(repr(kept).encode())
 
 
-def report_path(page: PageRecord) -> str:
+def report_path(page: Sampled) -> str:
     """A page's HTML report's name: ``lighthouse/<path>`` (stored by its sha256, not by this)."""
     return REPORT_DIR + page.path
 
@@ -386,7 +447,7 @@ def median_run(runs: Sequence[RunResult]) -> RunResult | None:
 
 
 def _fresh(
-    page: PageRecord, result: JobResult
+    page: Sampled, result: JobResult
 ) -> tuple[PageAudit | None, bytes | None, AuditError | None]:
     best = median_run(result.runs)
     if best is None:
@@ -415,10 +476,10 @@ def _fresh(
 
 
 def _reused(
-    page: PageRecord, last: AuditRow, build: Build
+    page: Sampled, last: AuditRow, blobs: Objects
 ) -> tuple[PageAudit | None, bytes | None, AuditError | None]:
     digest = last["report"]
-    html = build.blobs.read(digest) if digest and build.blobs.has(digest) else None
+    html = blobs.read(digest) if digest and blobs.has(digest) else None
     audit = PageAudit(
         path=page.path,
         url=page.url,
@@ -433,7 +494,7 @@ def _reused(
     return audit, html, None
 
 
-def _error(page: PageRecord, result: JobResult | None) -> AuditError:
+def _error(page: Sampled, result: JobResult | None) -> AuditError:
     if result is None or result.failure is None:
         return AuditError(path=page.path, url=page.url, kind=FailureKind.crash, message="no result")
     failure = result.failure

@@ -29,7 +29,7 @@ from render.config import HostConfig, SiteConfig, SiteId
 from render.errors import DiskFullError, MirrorError, RenderError, is_disk_full, written
 from render.mirror import sync as mirror
 from render.mirror.layout import MAP_FILE
-from render.publish import purge, repair
+from render.publish import purge, repair, staging
 from render.publish import versions as publish
 from render.publish.reports import store_reports
 from render.publish.store import Store, open_store
@@ -42,6 +42,7 @@ class Outcome(Enum):
     unchanged = "unchanged"  # the built tree equals the live version; no new version
     skipped = "skipped"  # database, templates and config unchanged since the last publish
     abandoned = "abandoned"  # asked to stop before the root switch; the old version is live
+    staged = "staged"  # a new version is in the store, not live: an audit task switches it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +55,9 @@ class Options:
     skip_lighthouse: bool = False
     full_audit: bool = False  # re-audit every sampled page, not only the changed ones
     wait: bool = True  # wait for another build of this site, or fail at once
+    # stop before the root switch, without Lighthouse: the version is staged in the store
+    # for an audit task elsewhere (``[schedule] audits = "queue"``, ``render.staged``)
+    stage: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,6 +76,8 @@ class RunReport:
     publication: publish.Publication | None = None
     purge: purge.PurgeReport | None = None
     mirror: mirror.SiteSync | None = None  # the embedded mirror's sync, when [mirror] enabled
+    staged: staging.Staged | None = None  # Outcome.staged: the version and its root switch
+    sample: tuple[lighthouse.SampledPage, ...] = ()  # Outcome.staged: the pages to audit
 
 
 StageProgress = Callable[[str, int, int], None]
@@ -151,12 +157,15 @@ class _Run:
         publication: publish.Publication | None = None,
         purged: purge.PurgeReport | None = None,
         synced: mirror.SiteSync | None = None,
+        staged: staging.Staged | None = None,
+        sample: tuple[lighthouse.SampledPage, ...] = (),
     ) -> RunReport:
         """The run's report, and its ledger row finished with what the report says.
 
-        Pages and the version are counted only for a run that got to publish.
+        Pages and the version are counted only for a run that got to publish (or stage).
         """
-        counted = build is not None and publication is not None
+        counted = build is not None and (publication is not None or staged is not None)
+        version = publication.version if publication else staged.version if staged else None
         report = RunReport(
             site=self.site.id,
             reason=self.reason,
@@ -166,12 +175,14 @@ class _Run:
             pages=len(build.pages) if counted and build else 0,
             rendered=build.rendered if counted and build else 0,
             reused=build.reused if counted and build else 0,
-            version=publication.version if publication else None,
+            version=version,
             build=build,
             checks=verdict,
             publication=publication,
             purge=purged,
             mirror=synced,
+            staged=staged,
+            sample=sample,
         )
         if counted:
             self.ledger.finish_run(
@@ -255,6 +266,8 @@ def _run(
             materialize(built.build.files, built.build.blobs, options.out)
         if should_stop is not None and should_stop():
             return run.end(Outcome.abandoned, build=built.build)
+        if options.stage:
+            return _stage(run, built, checked)
         return _publish(run, built, checked)
     except BaseException as exc:
         error = run.fail(exc)
@@ -316,7 +329,7 @@ def _check(run: _Run, built: _Built) -> _Checked:
     site, options, progress = run.site, run.options, run.progress
     with run.timed("lighthouse"):
         config = site.lighthouse
-        if options.skip_lighthouse:
+        if options.skip_lighthouse or options.stage:  # staged: the audit task audits
             config = replace(config, enabled=False)
         audits = lighthouse.check(
             built.build,
@@ -359,7 +372,7 @@ def _publish(run: _Run, built: _Built, checked: _Checked) -> RunReport:
         synced = None
         if host.mirror.enabled:
             with run.timed("mirror"):
-                synced = _sync_mirror(host, store, owner, name)
+                synced = sync_mirror(host, store, owner, name)
         mark = time.perf_counter()
         purged = purge.purge_publication(publication, site=site, host=host)
         if purged is not None:
@@ -384,6 +397,45 @@ def _publish(run: _Run, built: _Built, checked: _Checked) -> RunReport:
         publication=publication,
         purged=purged,
         synced=synced,
+    )
+
+
+def _stage(run: _Run, built: _Built, checked: _Checked) -> RunReport:
+    """Stage the version (blobs, tree, SEO report) for its audit elsewhere; the root untouched."""
+    site, host, build = run.site, run.host, built.build
+    owner, name = site.id.owner, site.id.name
+    store = open_store(host)
+    try:
+        with run.timed("stage"):
+            staged = staging.stage_tree(
+                build.files,
+                build.objects,
+                owner=owner,
+                name=name,
+                base_url=site.base_url,
+                store=store,
+                concurrency=host.store.concurrency,
+                grace_hours=host.store.gc_grace_hours,
+            )
+            if staged is not None:  # the audit task adds its own when it stores them again
+                store_reports(
+                    store,
+                    owner=owner,
+                    name=name,
+                    version=staged.version,
+                    files={seo.REPORT_PATH: seo.report_json(built.seo)},
+                    html={},
+                )
+    finally:
+        store.close()
+    if staged is None:  # the live version has exactly this tree: nothing to audit or switch
+        return run.end(Outcome.unchanged, build=build, verdict=checked.verdict)
+    sample = tuple(
+        lighthouse.SampledPage(path=p.path, url=p.url, hash=p.hash)
+        for p in lighthouse.sample_pages(build, site.lighthouse.pages_per_route)
+    )
+    return run.end(
+        Outcome.staged, build=build, verdict=checked.verdict, staged=staged, sample=sample
     )
 
 
@@ -416,7 +468,7 @@ def _finish_failed(
         exc.add_note(f"the ledger did not record this failure: {ledger_exc}")
 
 
-def _sync_mirror(host: HostConfig, store: Store, owner: str, name: str) -> mirror.SiteSync:
+def sync_mirror(host: HostConfig, store: Store, owner: str, name: str) -> mirror.SiteSync:
     """Bring the local mirror folder to the store's live version (the embedded default)."""
     result = mirror.sync_site(
         store,
@@ -440,7 +492,7 @@ def _catch_up_mirror(host: HostConfig, owner: str, name: str) -> mirror.SiteSync
     """``_sync_mirror`` for a run that published nothing: usually one read of the root."""
     store = open_store(host)
     try:
-        return _sync_mirror(host, store, owner, name)
+        return sync_mirror(host, store, owner, name)
     finally:
         store.close()
 
@@ -468,7 +520,7 @@ def repair_site(
                 scratch=host.state_dir / "repair" / owner / name,
                 concurrency=host.store.concurrency,
             )
-            synced = _sync_mirror(host, store, owner, name) if host.mirror.enabled else None
+            synced = sync_mirror(host, store, owner, name) if host.mirror.enabled else None
         finally:
             store.close()
     return done, synced

@@ -201,9 +201,18 @@ class Worker:
 
 @contextlib.contextmanager
 def worker(
-    config: Path, *, name: str, broker: str, concurrency: int = 1, env: Mapping[str, str] = {}
+    config: Path,
+    *,
+    name: str,
+    broker: str,
+    concurrency: int = 1,
+    env: Mapping[str, str] = {},
+    queues: str | None = None,
 ) -> Iterator[Worker]:
-    """``render worker`` in a process group of its own; yields once it answers a ping."""
+    """``render worker`` in a process group of its own; yields once it answers a ping.
+
+    ``queues``: ``--queues`` (default: the command's own, builds and audits).
+    """
     log = config.parent / f"{name}.log"
     environ = {k: v for k, v in os.environ.items() if k != "RENDER_CONFIG"}
     environ.update(env)
@@ -216,6 +225,7 @@ def worker(
                 "worker",
                 "--config",
                 str(config),
+                *(["--queues", queues] if queues else []),
                 "-c",
                 str(concurrency),
                 "-n",

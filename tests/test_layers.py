@@ -76,6 +76,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
             # reports: a version's audit output, stored beside it; gc collects it with it
             ["publish.reports"],
             ["publish.versions"],
+            # staging: a version put in the store, and its root switch later, elsewhere
+            ["publish.staging"],
             # history: listing versions, rollback; gc: old versions and unnamed blobs
             # deleted under a lease in root.json
             ["publish.history", "publish.gc"],
@@ -116,7 +118,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
             ["origin.server"],
         ],
     ),
-    ("7 pipeline", [["pipeline"]]),
+    # staged: an audit task's work, a staged version audited and then switched live
+    ("7 pipeline", [["pipeline"], ["staged"]]),
     (
         "7b distribute",
         [

@@ -45,7 +45,11 @@ def gate(report: CheckReport) -> None:
     """Raise ``CheckFailed`` when the checks block this publish."""
     if report.seo_blocks:
         raise seo.blocking_error(report.seo)
-    lh = report.lighthouse
+    lighthouse_gate(report.lighthouse)
+
+
+def lighthouse_gate(lh: LighthouseReport) -> None:
+    """Raise ``CheckFailed`` when Lighthouse's findings block this publish."""
     if lh.blocking:
         lines = [f"  {f.path}: {f.message}" for f in lh.failures]
         lines += [f"  {e.path}: {e.kind.value}: {e.message}" for e in lh.errors]

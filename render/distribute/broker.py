@@ -26,10 +26,12 @@ if TYPE_CHECKING:
 
 BROKER_ENV = "RENDER_BROKER_URL"
 BUILDS = "builds"  # the queue of site builds
-AUDITS = "audits"  # reserved for audit tasks (today a build audits its own pages)
+AUDITS = "audits"  # audits of staged versions ([schedule] audits = "queue"), on Chromium machines
 # besides these, each build worker consumes a queue of its own (render.distribute.affinity)
 QUEUES = (BUILDS, AUDITS)
 BUILD_TASK = "render.build_site"
+AUDIT_TASK = "render.audit_staged"  # a build that staged its version is replaced by this one
+STAGED = "staged:"  # a night's notice: a build ended, its audit task is queued (distribute.night)
 VISIBILITY_MARGIN = 300  # seconds past the longest build before a message is handed out again
 
 
@@ -65,7 +67,7 @@ def make_app(host: HostConfig, *, environ: Mapping[str, str] | None = None) -> C
         task_track_started=True,
         worker_prefetch_multiplier=1,  # a long build does not hold other sites' messages
         task_default_queue=BUILDS,
-        task_routes={BUILD_TASK: {"queue": BUILDS}},
+        task_routes={BUILD_TASK: {"queue": BUILDS}, AUDIT_TASK: {"queue": AUDITS}},
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],

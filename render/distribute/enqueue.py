@@ -161,6 +161,9 @@ def write_ledger(ledger: Ledger, run: RemoteRun, *, host: HostConfig) -> None:
     owner, _, name = run.site.partition("/")
     run_id = ledger.start_run(owner, name, reason=run.reason)
     timings = summary.get("timings") or {}
+    if "audits" in summary:  # an audit task's findings (``[schedule] audits = "queue"``)
+        ledger.record_seo(run_id, owner, name, summary.get("findings") or [])
+        ledger.record_lighthouse(run_id, owner, name, summary["audits"])
     if run.outcome is None:
         error = run.error
         stage = error.stage if error is not None else None
@@ -218,6 +221,8 @@ def run_sites(
     broker.check(host)
     app = app or broker.make_app(host)
     opts = options or Options()
+    if host.schedule.audits == "queue":  # each build stages; an audit task switches the root
+        opts = dataclasses.replace(opts, stage=True)
     _options(opts)  # --out refused before anything is sent
     timeout = float(host.schedule.build_timeout) * max(1, len(keys))
     deadline = time.monotonic() + timeout

@@ -14,6 +14,11 @@ shared queue at once, as before affinity. A build sent to a worker's own
 queue whose heartbeat then stops (the machine died) is sent again to the
 shared queue: it would otherwise wait for that worker to come back. The
 site lock and the store's compare-and-swap keep the two to one publish.
+
+A build that staged its version for an audit task (``[schedule] audits =
+"queue"``) pushes a ``staged:<task id>`` notice as it hands over: its slot is
+free, and the night waits on for the audit task's own notice (same task id)
+without counting it against the build workers' slots.
 """
 
 from __future__ import annotations
@@ -58,10 +63,11 @@ class Night:
         self._send = send  # (site, queue, notify list) -> the task's result
         self._pending: deque[str] = deque(keys)
         self._flight: dict[str, _Sent] = {}  # by task id
+        self._auditing: dict[str, _Sent] = {}  # staged builds whose audit task is to come back
         self.routed: dict[str, str] = {}  # site -> the queue it was last sent to
 
     def waiting(self) -> bool:
-        return bool(self._pending or self._flight)
+        return bool(self._pending or self._flight or self._auditing)
 
     def _post(self, key: str, node: str | None) -> None:
         queue = broker.BUILDS if node is None else affinity.own_queue(node)
@@ -110,10 +116,13 @@ class Night:
         """The builds that ended next, as ``(site, result)``; after ``deadline``, every one left."""
         from redis.exceptions import RedisError
 
-        while self._flight:
+        while self._flight or self._auditing:
             if time.monotonic() >= deadline:
-                left = [(sent.key, sent.result) for sent in self._flight.values()]
+                left = [
+                    (s.key, s.result) for s in [*self._flight.values(), *self._auditing.values()]
+                ]
                 self._flight.clear()
+                self._auditing.clear()
                 return left
             try:
                 popped = self._client.blpop([self.notify], timeout=POLL)
@@ -121,7 +130,14 @@ class Night:
                 time.sleep(0.5)  # a reconnect's pace; the checks below do not need the notice
                 popped = None
             if popped is not None:
-                sent = self._flight.pop(_text(popped[1]), None)
+                notice = _text(popped[1])
+                if notice.startswith(broker.STAGED):  # a build slot freed: the caller fills it
+                    staged = self._flight.pop(notice.removeprefix(broker.STAGED), None)
+                    if staged is not None:  # else its audit's notice came first: it is done
+                        self._auditing[staged.result.id] = staged
+                        return []
+                    continue
+                sent = self._flight.pop(notice, None) or self._auditing.pop(notice, None)
                 if sent is not None:  # else a redelivered build's second notice, or a resent one
                     return [(sent.key, sent.result)]
                 continue
@@ -135,14 +151,15 @@ class Night:
         from redis.exceptions import RedisError
 
         done: list[tuple[str, AsyncResult]] = []
-        for task_id, sent in list(self._flight.items()):
-            try:
-                ready = sent.result.ready()
-            except (RedisError, OSError, ConnectionError):
-                return done
-            if ready:
-                del self._flight[task_id]
-                done.append((sent.key, sent.result))
+        for table in (self._flight, self._auditing):
+            for task_id, sent in list(table.items()):
+                try:
+                    ready = sent.result.ready()
+                except (RedisError, OSError, ConnectionError):
+                    return done
+                if ready:
+                    del table[task_id]
+                    done.append((sent.key, sent.result))
         stranded = [(t, s) for t, s in self._flight.items() if s.node is not None]
         if stranded:
             try:

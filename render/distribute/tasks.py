@@ -8,6 +8,13 @@ worker has none (``carry``), runs the pipeline, stores the record again, and
 returns a plain summary (JSON) that the enqueuing process writes to its
 ledger. An expected failure (a ``RenderError``) is a result too, not a task
 failure: only a bug fails the task, with its traceback.
+
+A build the enqueuer asked to stage (``[schedule] audits = "queue"``) stops
+before the root switch and replaces itself (Celery's ``Task.replace``) with an
+audit task on the ``audits`` queue, which keeps the build's task id: the
+enqueuer waits on one result, which the audit task gives once it audited the
+staged version and switched the root (``render.staged``), or refused to. No
+worker slot waits on another task.
 """
 
 from __future__ import annotations
@@ -23,9 +30,13 @@ from typing import TYPE_CHECKING, Any
 from render.config import HostConfig, SiteConfig, load_site
 from render.distribute import affinity, broker, carry, sitelock
 from render.errors import RenderError
+from render.lighthouse import SampledPage
 from render.pipeline import Options, run_site
+from render.publish.staging import Staged
 from render.publish.store import open_store
+from render.publish.versions import Publication
 from render.run.ledger import open_ledger
+from render.staged import audit_staged
 
 if TYPE_CHECKING:
     import redis
@@ -41,6 +52,9 @@ def configure(host: HostConfig) -> Celery:
     app = broker.make_app(host)
     app.task(name=broker.BUILD_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)(
         build_site
+    )
+    app.task(name=broker.AUDIT_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)(
+        audit_site
     )
     from celery.signals import (
         celeryd_after_setup,
@@ -121,16 +135,102 @@ def build_site(
     client = _client(host)
     node = str(task.request.hostname or "")
     affinity.started(client, node)
-    built = False
+    built = handed = False
     try:
         summary = _build(task, host, client, key, reason, options)
-        built = summary["outcome"] in ("published", "unchanged") and not summary.get("carry_error")
+        built = summary["outcome"] in ("published", "unchanged", "staged") and not summary.get(
+            "carry_error"
+        )
         summary["node"] = node
+        if summary["outcome"] == "staged":
+            from celery.exceptions import Ignore
+
+            audit = task.app.signature(
+                broker.AUDIT_TASK,
+                args=[key, summary, options],
+                kwargs={} if notify is None else {"notify": notify},
+                queue=broker.AUDITS,
+            )
+            try:
+                task.replace(audit)  # raises Ignore once the audit task is on its queue
+            except Ignore:
+                handed = True
+                raise
         return summary
     finally:
         affinity.ended(client, node, site=key, built=built)
+        if notify is not None:  # handed over: the audit task, with this id, notifies at its end
+            _notify(client, notify, (broker.STAGED if handed else "") + str(task.request.id))
+
+
+def audit_site(
+    task: Task, key: str, build: dict[str, Any], options: dict[str, Any], notify: str | None = None
+) -> dict[str, Any]:
+    """Audit the version the build of ``key`` staged, then switch the root to it; the summary.
+
+    ``build`` is the build's summary: the result is it, with the audit's
+    outcome, its machine, and its Lighthouse rows for the enqueuer's ledger.
+    """
+    host = _host
+    assert host is not None, "configure() runs before the worker takes tasks"
+    summary = {
+        **build,
+        "audit_node": str(task.request.hostname or ""),
+        "audit_worker": f"{socket.gethostname()}:{os.getpid()}",
+        "audit_state": str(host.state_dir.resolve()),
+    }
+    try:
+        site = load_site(host.sites_dir / key, host=host)
+        done = audit_staged(
+            site,
+            Staged.from_json(build["staged"], site=key),
+            [SampledPage(**page) for page in build["sample"]],
+            host=host,
+            full=bool(options.get("full_audit")),
+        )
+    except RenderError as exc:
+        summary.update(_failure(exc))
+        return summary
+    finally:
         if notify is not None:
-            _notify(client, notify, str(task.request.id))
+            _notify(_client(host), notify, str(task.request.id))
+    timings = {**(build.get("timings") or {}), **done.timings}
+    summary.update(timings=timings, audits=done.ledger_audits(), audit_fetched=done.fetched)
+    summary["findings"] = list(done.audits.ledger_findings())
+    if done.blocked is not None:
+        summary.update(_failure(done.blocked))
+        return summary
+    assert done.outcome is not None
+    summary.update(outcome=done.outcome.value, publication=_publication(done.publication))
+    if done.publication is None:
+        summary["version"] = None
+    return summary
+
+
+def _failure(exc: RenderError) -> dict[str, Any]:
+    return {
+        "outcome": "failed_check" if exc.stage == "check" else "failed",
+        "stage": exc.stage,
+        "message": exc.message,
+        "hint": exc.hint,
+        "detail": exc.detail,
+        "headline": exc.headline(),
+    }
+
+
+def _publication(publication: Publication | None) -> dict[str, Any] | None:
+    if publication is None:
+        return None
+    return {
+        "outcome": publication.outcome.value,
+        "version": publication.version,
+        "parent": publication.parent,
+        "files": publication.files,
+        "bytes": publication.bytes,
+        "new_blobs": publication.uploaded_blobs,
+        "new_bytes": publication.uploaded_bytes,
+        "seconds": publication.seconds,
+    }
 
 
 _redis: redis.Redis | None = None
@@ -201,17 +301,8 @@ def _build(
                     summary["carry_error"] = _save(host, site)
                     carried += time.monotonic() - mark
     except RenderError as exc:
-        summary.update(
-            outcome="failed_check" if exc.stage == "check" else "failed",
-            stage=exc.stage,
-            message=exc.message,
-            hint=exc.hint,
-            detail=exc.detail,
-            headline=exc.headline(),
-            seconds=time.monotonic() - started,
-        )
+        summary.update(_failure(exc), seconds=time.monotonic() - started)
         return summary
-    publication = report.publication
     summary.update(
         outcome=report.outcome.value,
         seconds=report.seconds,
@@ -225,19 +316,11 @@ def _build(
         ended=time.time(),
         carry_seconds=carried,
         restored=None if restored is None else dataclasses.asdict(restored),
-        publication=None
-        if publication is None
-        else {
-            "outcome": publication.outcome.value,
-            "version": publication.version,
-            "parent": publication.parent,
-            "files": publication.files,
-            "bytes": publication.bytes,
-            "new_blobs": publication.uploaded_blobs,
-            "new_bytes": publication.uploaded_bytes,
-            "seconds": publication.seconds,
-        },
+        publication=_publication(report.publication),
     )
+    if report.staged is not None:  # for the audit task that replaces this one
+        summary["staged"] = report.staged.to_json()
+        summary["sample"] = [dataclasses.asdict(page) for page in report.sample]
     return summary
 
 

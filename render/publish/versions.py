@@ -265,7 +265,7 @@ def _publish(
     upload_blobs(
         store, missing, objects, owner=owner, name=name, concurrency=concurrency, progress=progress
     )
-    _put_tree(
+    put_tree(
         store,
         VersionTree(version=version, parent=parent, created=created, files=files),
         live=live,
@@ -286,7 +286,7 @@ def _publish(
             store, missing, objects, owner=owner, name=name, concurrency=concurrency, progress=None
         )
 
-    _go_live(store, new_root, tag=tag, again=upload_again, host=host, old_host=old_host, now=now)
+    go_live(store, new_root, tag=tag, again=upload_again, host=host, old_host=old_host, now=now)
     uploaded_bytes = sum(e.size for e in missing.values())
     if ledger is not None:
         ledger.record_version(
@@ -313,7 +313,7 @@ def _publish(
     )
 
 
-def _put_tree(
+def put_tree(
     store: Store, tree: VersionTree, *, live: VersionTree | None, owner: str, name: str
 ) -> None:
     """The new version's tree, and the delta a client on the live version fetches to catch up."""
@@ -339,7 +339,7 @@ def _put_tree(
         )
 
 
-def _go_live(
+def go_live(
     store: Store,
     root: Root,
     *,

@@ -1,0 +1,186 @@
+"""A version put in the store without going live, and its root switch later, elsewhere.
+
+``render.publish.versions.publish`` uploads, writes the tree and switches the
+root in one call. With audits on their own queue (``[schedule] audits =
+"queue"``) the two halves run on different machines: the build stages the
+version (steps 1-4 of the protocol: blobs, then ``versions/<new>.json``; the
+root untouched, so readers still see the live version whole), and the audit
+task switches the root to it when its audit passed (step 5, a compare-and-swap
+on the root's tag as the build read it, then step 6).
+
+A staged version that never goes live (its audit failed, or another publish
+switched the root first) is a tree no root names: ``render gc`` deletes it
+after the grace period, with blobs no live version names. Its blobs are safe
+from gc until then, so an audit must run within ``[store] gc_grace_hours`` of
+the stage (the switch uploads any that went missing again, as a publish does
+past a gc).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from render.build.tree import FileEntry
+from render.errors import PublishError
+from render.publish import hosts
+from render.publish.hosts import host_of
+from render.publish.manifest import (
+    Root,
+    VersionTree,
+    diff,
+    files_digest,
+    new_blobs,
+    new_version_id,
+    root_key,
+    utc_now_iso,
+)
+from render.publish.store import Store
+from render.publish.versions import (
+    Publication,
+    PublishOutcome,
+    after_gc,
+    go_live,
+    put_tree,
+    read_root,
+    read_tree,
+    upload_blobs,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Staged:
+    """A version whose blobs and tree are in the store, and the root switch that makes it live."""
+
+    root: Root  # the root.json to write
+    tag: str | None  # the live root's tag when staged: the switch is conditional on it
+    old_host: str | None  # the host of the version live when staged
+    uploaded: tuple[str, ...]  # the blobs staging uploaded (uploaded again past a gc)
+    uploaded_bytes: int
+
+    @property
+    def version(self) -> str:
+        return self.root.version
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "root": self.root.to_bytes().decode(),
+            "tag": self.tag,
+            "old_host": self.old_host,
+            "uploaded": list(self.uploaded),
+            "uploaded_bytes": self.uploaded_bytes,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, site: str) -> Staged:
+        return cls(
+            root=Root.from_bytes(str(data["root"]).encode(), key=root_key(*site.split("/"))),
+            tag=data["tag"],
+            old_host=data["old_host"],
+            uploaded=tuple(data["uploaded"]),
+            uploaded_bytes=int(data["uploaded_bytes"]),
+        )
+
+
+def stage_tree(
+    files: Mapping[str, FileEntry],
+    objects: Path,
+    *,
+    owner: str,
+    name: str,
+    base_url: str,
+    store: Store,
+    concurrency: int,
+    grace_hours: float = 48.0,
+) -> Staged | None:
+    """Upload what the live version lacks and write the new tree; None when nothing changed."""
+    site = f"{owner}/{name}"
+    try:
+        root, tag = after_gc(
+            store, *read_root(store, owner=owner, name=name), owner=owner, name=name
+        )
+        if root is not None and root.files_hash == files_digest(files):
+            return None
+        live = read_tree(store, owner=owner, name=name, version=root.version) if root else None
+        if live is not None and dict(live.files) == dict(files):
+            return None
+        parent = root.version if root else None
+        version = new_version_id(after=parent)
+        created = utc_now_iso()
+        host, old_host = host_of(base_url), host_of(root.base_url) if root else None
+        if host is not None and host != old_host:
+            hosts.claim(store, host=host, site=site, version=version, grace_hours=grace_hours)
+        missing = new_blobs(files, live.hashes() if live else ())
+        upload_blobs(
+            store, missing, objects, owner=owner, name=name, concurrency=concurrency, progress=None
+        )
+        tree = VersionTree(version=version, parent=parent, created=created, files=files)
+        put_tree(store, tree, live=live, owner=owner, name=name)
+    except PublishError as exc:
+        raise exc.with_site(site) from None
+    return Staged(
+        root=Root(
+            version=version,
+            site=site,
+            base_url=base_url,
+            previous=parent,
+            published=created,
+            files_hash=files_digest(files),
+        ),
+        tag=tag,
+        old_host=old_host,
+        uploaded=tuple(sorted(missing)),
+        uploaded_bytes=sum(e.size for e in missing.values()),
+    )
+
+
+def switch(staged: Staged, *, objects: Path, store: Store, concurrency: int) -> Publication:
+    """Make ``staged`` live (``ConflictError`` when another publish switched the root first).
+
+    ``objects`` holds the staged tree's bytes: the blobs a gc may have taken
+    since the stage are uploaded again from it before the switch is retried.
+    """
+    started = time.monotonic()
+    requests_before = store.request_count()
+    root = staged.root
+    owner, name = root.site.split("/")
+    tree = read_tree(store, owner=owner, name=name, version=root.version)
+    missing = {e.hash: e for e in tree.files.values() if e.hash in set(staged.uploaded)}
+
+    def upload_again() -> None:
+        upload_blobs(
+            store, missing, objects, owner=owner, name=name, concurrency=concurrency, progress=None
+        )
+
+    try:
+        go_live(
+            store,
+            root,
+            tag=staged.tag,
+            again=upload_again,
+            host=host_of(root.base_url),
+            old_host=staged.old_host,
+            now=None,
+        )
+    except PublishError as exc:
+        raise exc.with_site(root.site) from None
+    parent = (
+        read_tree(store, owner=owner, name=name, version=root.previous) if root.previous else None
+    )
+    return Publication(
+        site=root.site,
+        outcome=PublishOutcome.published,
+        version=root.version,
+        parent=root.previous,
+        files=len(tree.files),
+        bytes=sum(e.size for e in tree.files.values()),
+        uploaded_blobs=len(staged.uploaded),
+        uploaded_bytes=staged.uploaded_bytes,
+        requests=store.request_count() - requests_before,
+        seconds=time.monotonic() - started,
+        diff=diff(parent.files if parent else {}, tree.files),
+        store=store.description,
+    )
