@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-OUT = HERE / "out"
+OUT = Path(os.environ.get("RENDER_BENCH_OUT") or HERE / "out")  # bench/race.py passes its own
 sys.path.insert(0, str(HERE.parent))
 
 from bench.sitegen import generate  # noqa: E402
