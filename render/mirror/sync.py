@@ -409,10 +409,11 @@ def _fetch_blob(store: MirrorStore, lay: Layout, digest: str, path: str) -> int:
             hint="the release was refused and the served version is unchanged; run"
             f" 'render repair {lay.site}' on the host that builds the site",
         )
-    os.chmod(tmp, 0o644)
-    size = tmp.stat().st_size
+    st = tmp.stat()
+    if st.st_mode & 0o444 != 0o444:  # nginx reads it (a link to a local store's blob already may)
+        os.chmod(tmp, 0o644)
     os.replace(tmp, final)
-    return size
+    return st.st_size
 
 
 def _sha256_file(path: Path) -> str:

@@ -89,8 +89,15 @@ def repair(
         ]
         build = Objects(objects)
         good = {b.hash: tree.files[b.path] for b in bad if _good_copy(build, b.hash)}
-        upload_blobs(
-            store, good, objects, owner=owner, name=name, concurrency=workers, progress=None
+        upload_blobs(  # replace: the store's copy is there, but corrupt
+            store,
+            good,
+            objects,
+            owner=owner,
+            name=name,
+            concurrency=workers,
+            progress=None,
+            replace=True,
         )
         lost = [b for b in bad if b.hash not in good]
         if lost:

@@ -59,7 +59,7 @@ from render.publish.manifest import (
     utc_now_iso,
     version_key,
 )
-from render.publish.store import Store
+from render.publish.store import BlobBatches, Store
 
 UploadProgress = Callable[[int, int], None]
 """``(blobs uploaded, blobs to upload)``, called from upload threads."""
@@ -414,8 +414,13 @@ def upload_blobs(
     name: str,
     concurrency: int,
     progress: UploadProgress | None,
+    replace: bool = False,
 ) -> None:
-    """Upload each blob (hash -> an entry naming its type) from the build's ``objects`` folder."""
+    """Upload each blob (hash -> an entry naming its type) from the build's ``objects`` folder.
+
+    A local store skips the blobs it has already (``BlobBatches``) unless
+    ``replace`` (a repair of blobs found corrupt); other stores upload each.
+    """
     if not blobs:
         return
     total = len(blobs)
@@ -427,6 +432,15 @@ def upload_blobs(
                 f"the build's object {digest} is missing from {objects}",
                 hint="rebuild with --force; the build folder is incomplete",
             )
+
+    if isinstance(store, BlobBatches):  # the local store: one write each, one syncfs for all
+
+        def source(digest: str) -> bytes | Path:
+            return stored.bytes_or_file(digest)
+
+        folder = f"{site_prefix(owner, name)}blobs"
+        store.put_blobs(folder, list(blobs), source, progress=progress, replace=replace)
+        return
 
     def one(digest: str, entry: FileEntry) -> None:
         key = blob_key(owner, name, digest)
