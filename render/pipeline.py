@@ -403,12 +403,16 @@ def _write_out(build: Build, store: Store, out: Path) -> None:
     The store's blobs are immutable (read-only, never written in place), so
     the tree shares their bytes rather than writing them a second time.
     """
-    owner, name = build.site.id.owner, build.site.id.name
+    some_blob = store.local_path(blob_key(build.site.id.owner, build.site.id.name, "x"))
+    if some_blob is None:  # a store elsewhere: the files are written from the build
+        materialize(build.files, build.blobs, out)
+        return
+    folder = str(some_blob.parent)
 
     def linked(digest: str) -> Path | None:
-        path = store.local_path(blob_key(owner, name, digest))
+        path = os.path.join(folder, digest)
         try:  # only a read-only blob is shared (one from older code may be writable)
-            return path if path is not None and not os.stat(path).st_mode & 0o222 else None
+            return None if os.stat(path).st_mode & 0o222 else Path(path)
         except FileNotFoundError:
             return None
 

@@ -188,6 +188,32 @@ class LocalStore:
         os.replace(tmp, dest)
         return True
 
+    def link(self, key: str, dest: Path) -> bool:
+        """``dest`` (which must not exist) becomes the object: a hard link; False when missing.
+
+        On another file system, a read-only copy renamed into place: either
+        way ``dest`` appears whole or not at all.
+        """
+        self._tick()
+        source = self._path(key)
+        try:
+            os.link(source, dest)
+            return True
+        except FileNotFoundError:
+            if not source.exists():
+                return False
+            raise
+        except OSError:  # another file system, or one without hard links
+            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.part")
+            try:
+                shutil.copyfile(source, tmp)
+                os.chmod(tmp, BLOB_MODE)
+                os.replace(tmp, dest)
+            except FileNotFoundError:
+                tmp.unlink(missing_ok=True)
+                return False
+            return True
+
     def exists(self, key: str) -> bool:
         self._tick()
         return self._path(key).is_file()
@@ -294,9 +320,7 @@ class LocalStore:
             write_new(path, source(digest), mode=BLOB_MODE)
 
         try:
-            return write_named_last(
-                target, new, write, concurrency=self.concurrency, progress=progress
-            )
+            return write_named_last(target, new, write, progress=progress)
         except OSError as exc:
             raise self._error("write", f"{folder}/", exc) from None
 
