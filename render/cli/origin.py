@@ -8,7 +8,6 @@ import click
 
 from render.cli._common import config_option, console, handle_errors, host_from
 from render.errors import UsageError
-from render.origin import server
 from render.run.buildlog import configure_logging
 
 _BIND = re.compile(r"^(?:\[[0-9a-fA-F:]+\]|[^:\s]*):\d{1,5}$")
@@ -63,6 +62,8 @@ def origin_command(
         raise UsageError(f"--bind {bind!r}: expected ADDR:PORT, e.g. 127.0.0.1:8100")
     configure_logging(log_format)
     console.print(f"render origin: serving the live versions on http://{bind}/ (uvicorn)")
+    from render.origin import server  # uvicorn and the app: only for this command
+
     server.run(host, bind=bind, workers=workers or host.origin.workers, access_log=access_log)
 
 

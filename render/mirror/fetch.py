@@ -89,24 +89,40 @@ def link_blobs(
     read-only and never written in place, so what was checked is what is linked.
     """
     total = 0
-    for digest in wanted:
+    base = str(partial)
+    folders: set[str] = set()
+    for digest in wanted:  # plain strings and os calls: 10,000s of blobs in a first sync
         path = by_hash[digest][0]
         key = blob_key(lay.owner, lay.name, digest)
         source = store.local_path(key)
         try:
-            actual = sha256_file(source) if source is not None else None
+            actual, size = _sha256_and_size(str(source)) if source is not None else (None, 0)
         except FileNotFoundError:
             actual = None
         if actual is None:
             raise _missing(store, lay, key, path)
         if actual != digest:
             raise _refused(lay, key, path, actual)
-        dest = partial / path
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest = os.path.join(base, path)
+        folder = os.path.dirname(dest)
+        if folder not in folders:
+            os.makedirs(folder, exist_ok=True)
+            folders.add(folder)
         if not store.link(key, dest):
             raise _missing(store, lay, key, path)
-        total += dest.stat().st_size
+        total += size
     return total
+
+
+def _sha256_and_size(path: str) -> tuple[str, int]:
+    with open(path, "rb", buffering=0) as fh:
+        data = fh.read()
+        size = len(data)
+        h = hashlib.sha256(data)
+        while chunk := fh.read(1 << 20):  # the file grew past what read() returned: unlikely
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
 
 
 def _missing(store: BlobSource, lay: Layout, key: str, path: str) -> MirrorError:

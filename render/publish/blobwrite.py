@@ -24,8 +24,9 @@ import contextlib
 import itertools
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from render.files import sync_folder, syncfs
 
@@ -33,6 +34,46 @@ BatchProgress = Callable[[int, int], None]
 """``(files written, files to write)``."""
 
 _batches = itertools.count()
+
+BLOB_MODE = 0o444
+"""A local store's blob is read-only: it is immutable, and the ``--out`` tree and the
+local mirror may share its inode (hard links), so nothing may write into it in place."""
+
+
+BlobSource = Callable[[str], "bytes | Path"]
+"""A blob's bytes by its hash, or a file that holds exactly them (a large one is copied)."""
+
+
+@runtime_checkable
+class BlobBatches(Protocol):
+    """A store that takes many blobs in one call, cheaper than one ``put`` each."""
+
+    def put_blobs(
+        self,
+        folder: str,
+        digests: Collection[str],
+        source: BlobSource,
+        *,
+        progress: BatchProgress | None = None,
+        replace: bool = False,
+    ) -> int:
+        """Make each of ``digests`` an object ``<folder>/<digest>``; the number written.
+
+        Objects already there are not written again, unless ``replace`` (a
+        repair of blobs found corrupt). None of the new ones has its name
+        until every one is whole and durable.
+        """
+        ...
+
+
+def link_or_copy(source: Path, dest: Path) -> None:
+    """A hard link to ``source`` at ``dest``; a copy where links cannot be made."""
+    try:
+        os.link(source, dest)
+    except FileNotFoundError:
+        raise
+    except OSError:  # another file system, or one without hard links
+        shutil.copyfile(source, dest)
 
 
 def write_named_last(

@@ -19,7 +19,7 @@ import hashlib
 import os
 import shutil
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -27,7 +27,14 @@ from typing import Any, Protocol, runtime_checkable
 from render.config import HostConfig, StoreConfig
 from render.errors import PublishError
 from render.files import flocked, replace_durably
-from render.publish.blobwrite import BatchProgress, write_named_last, write_new
+from render.publish.blobwrite import (
+    BLOB_MODE,
+    BatchProgress,
+    BlobSource,
+    link_or_copy,
+    write_named_last,
+    write_new,
+)
 from render.publish.s3errors import MISSING, PRECONDITION, code_of, is_botocore, s3_error
 
 
@@ -90,32 +97,6 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-BlobSource = Callable[[str], "bytes | Path"]
-"""A blob's bytes by its hash, or a file that holds exactly them (a large one is copied)."""
-
-
-@runtime_checkable
-class BlobBatches(Protocol):
-    """A store that takes many blobs in one call, cheaper than one ``put`` each."""
-
-    def put_blobs(
-        self,
-        folder: str,
-        digests: Collection[str],
-        source: BlobSource,
-        *,
-        progress: BatchProgress | None = None,
-        replace: bool = False,
-    ) -> int:
-        """Make each of ``digests`` an object ``<folder>/<digest>``; the number written.
-
-        Objects already there are not written again, unless ``replace`` (a
-        repair of blobs found corrupt). None of the new ones has its name
-        until every one is whole and durable.
-        """
-        ...
-
-
 def open_store(host: HostConfig) -> Store:
     """The store ``render.toml``'s ``[store]`` names."""
     if host.store.kind == "s3":
@@ -124,11 +105,6 @@ def open_store(host: HostConfig) -> Store:
 
 
 # --- local folder ----------------------------------------------------------
-
-
-BLOB_MODE = 0o444
-"""A local store's blob is read-only: it is immutable, and the ``--out`` tree and the
-local mirror may share its inode (hard links), so nothing may write into it in place."""
 
 
 class LocalStore:
@@ -142,16 +118,21 @@ class LocalStore:
 
     def __init__(self, root: Path, *, concurrency: int = 4) -> None:
         self.root = root.absolute()
+        self._root = str(self.root)
         self.concurrency = concurrency
         self.description = f"local folder {self.root}"
         self._count = 0
         self._lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
+        return Path(self._file(key))
+
+    def _file(self, key: str) -> str:
+        """The key's file as a string (a mirror's first sync looks up 10,000s)."""
         parts = key.split("/")
         if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
             raise PublishError(f"{self.description}: refusing the key {key!r}")
-        return self.root.joinpath(*parts)
+        return os.path.join(self._root, key)
 
     def _tick(self) -> None:
         with self._lock:
@@ -178,7 +159,7 @@ class LocalStore:
         source = self._path(key)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.part")
         try:
-            _link_or_copy(source, tmp)
+            link_or_copy(source, tmp)
         except FileNotFoundError:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -188,27 +169,28 @@ class LocalStore:
         os.replace(tmp, dest)
         return True
 
-    def link(self, key: str, dest: Path) -> bool:
+    def link(self, key: str, dest: str | Path) -> bool:
         """``dest`` (which must not exist) becomes the object: a hard link; False when missing.
 
         On another file system, a read-only copy renamed into place: either
         way ``dest`` appears whole or not at all.
         """
         self._tick()
-        source = self._path(key)
+        source = self._file(key)
         try:
             os.link(source, dest)
             return True
         except FileNotFoundError:
-            if not source.exists():
+            if not os.path.exists(source):
                 return False
             raise
         except OSError:  # another file system, or one without hard links
-            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.part")
+            target = Path(dest)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.part")
             try:
                 shutil.copyfile(source, tmp)
                 os.chmod(tmp, BLOB_MODE)
-                os.replace(tmp, dest)
+                os.replace(tmp, target)
             except FileNotFoundError:
                 tmp.unlink(missing_ok=True)
                 return False
@@ -348,16 +330,6 @@ class LocalStore:
             f"{self.description}: cannot {action} {key}: {exc.strerror or exc}",
             hint="check the folder's permissions and free space ([store] path in render.toml)",
         )
-
-
-def _link_or_copy(source: Path, dest: Path) -> None:
-    """A hard link to ``source`` at ``dest``; a copy where links cannot be made."""
-    try:
-        os.link(source, dest)
-    except FileNotFoundError:
-        raise
-    except OSError:  # another file system, or one without hard links
-        shutil.copyfile(source, dest)
 
 
 def _tag(data: bytes) -> str:

@@ -39,6 +39,7 @@ from render.build.objects import Objects
 from render.build.tree import Build, FileEntry
 from render.errors import ConflictError, PublishError
 from render.publish import hosts
+from render.publish.blobwrite import BlobBatches
 from render.publish.hosts import host_of
 from render.publish.manifest import (
     BLOB_CACHE,
@@ -59,7 +60,7 @@ from render.publish.manifest import (
     utc_now_iso,
     version_key,
 )
-from render.publish.store import BlobBatches, Store
+from render.publish.store import Store
 
 UploadProgress = Callable[[int, int], None]
 """``(blobs uploaded, blobs to upload)``, called from upload threads."""
