@@ -302,19 +302,19 @@ def _materialize(
     by_hash: dict[str, list[str]] = {}
     for path in sorted(tree.files):
         by_hash.setdefault(tree.files[path].hash, []).append(path)
-    wanted = {
+    base, incoming = str(partial), str(lay.incoming)
+    wanted = {  # plain strings: 10,000s of files in a first sync
         digest: tree.files[paths[0]]
         for digest, paths in by_hash.items()
         if digest not in on_disk
-        and not (lay.incoming / digest).is_file()
-        and not all(os.path.lexists(partial / p) for p in paths)
+        and not os.path.isfile(os.path.join(incoming, digest))
+        and not all(os.path.lexists(os.path.join(base, p)) for p in paths)
     }
     if isinstance(store, LocalStore):  # on this machine: links to its files, no download
         fetched_bytes = link_blobs(store, lay, wanted, by_hash, partial)
     else:
         fetched_bytes = fetch_blobs(store, lay, wanted, by_hash, concurrency=concurrency)
     linked = 0
-    base, incoming = str(partial), str(lay.incoming)
     folders: set[str] = set()
     for (
         digest,
