@@ -9,7 +9,9 @@ Where durability matters and where it does not:
 - ``replace_durably``: the same, and once it returns the new bytes survive a
   power loss (the file and its folder are synced). For what others rely on:
   the local store's keys (``root.json`` is the live version) and the mirror's
-  trees, ``hosts.map`` and status.
+  trees, ``hosts.map`` and status. (A publish's new blobs are many: they are
+  made durable together, with ``syncfs``, before any has its name; see
+  ``render.publish.blobwrite``.)
 - ``sync_folder``: a rename or a new entry in ``folder`` survives a power loss
   (the mirror's ``current`` switch).
 - ``syncfs``: everything written to the file system so far survives a power
