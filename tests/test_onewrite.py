@@ -14,15 +14,22 @@ import time
 from pathlib import Path
 
 from s3server import make_build
-from test_build import demo
 
 from render.build.objects import Objects
+from render.config import HostConfig, SiteConfig, load_host, load_site, site_dirs
+from render.demo import init_host
+from render.pipeline import Options, run_site
 from render.publish.manifest import blob_key
 from render.publish.store import LocalStore
 from render.publish.versions import publish, read_root, upload_blobs
-from render.pipeline import Options, run_site
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def demo(folder: Path) -> tuple[HostConfig, SiteConfig]:
+    init_host(folder, demo=True)
+    host = load_host(folder / "render.toml")
+    return host, load_site(site_dirs(host)[0], host=host)
 
 
 def _files(tag: str, count: int = 5) -> dict[str, bytes]:

@@ -57,7 +57,8 @@ class Objects:
         self._index: dict[str, Location] | None = None
         self._read: dict[str, list[tuple[str, int, int]]] = {}  # pack name -> its index
         # pack name -> an open file, closed with this object: a pack is only ever appended
-        # to, and never rewritten in place (``_repack`` makes a new one)
+        # to, and never rewritten in place (``_repack`` makes a new one), so an open file
+        # stays true; a pack another process removed keeps its disk space until then
         self._fds: dict[str, int] = {}
         self._fds_lock = threading.Lock()
         weakref.finalize(self, _close_all, self._fds)
