@@ -358,9 +358,12 @@ def _publish(run: _Run, built: _Built, checked: _Checked) -> RunReport:
                     concurrency=host.store.concurrency,
                     grace_hours=host.store.gc_grace_hours,
                 )
-            except RenderError:
+            except RenderError as exc:
                 if run.options.out is not None:  # the tree was asked for: still written
-                    materialize(build.files, build.blobs, run.options.out)
+                    try:
+                        materialize(build.files, build.blobs, run.options.out)
+                    except (RenderError, OSError) as out_exc:  # the publish's error comes first
+                        exc.add_note(f"--out was not written either: {out_exc}")
                 raise
         if run.options.out is not None:
             with run.timed("out"):

@@ -13,11 +13,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from s3server import make_build
 
 from render.build.objects import Objects
 from render.config import HostConfig, SiteConfig, load_host, load_site, site_dirs
 from render.demo import init_host
+from render.errors import PublishError
 from render.pipeline import Options, run_site
 from render.publish.manifest import blob_key
 from render.publish.store import LocalStore
@@ -183,3 +185,18 @@ def test_out_is_the_same_bytes_when_nothing_changed(tmp_path: Path) -> None:
         return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
     assert tree(first) == tree(second)
+
+
+def test_out_is_still_written_when_the_publish_fails(tmp_path: Path) -> None:
+    host, site = demo(tmp_path / "host")
+    config = tmp_path / "host" / "render.toml"
+    config.write_text(config.read_text() + "\n[mirror]\nenabled = false\n")
+    config.write_text(
+        config.read_text().replace('kind = "local"', 'kind = "local"\npath = "store"')
+    )
+    (tmp_path / "host" / "store").write_text("a file where the store's folder should be\n")
+    host = load_host(config)
+    out = tmp_path / "out"
+    with pytest.raises(PublishError):
+        run_site(site, host=host, options=Options(out=out, skip_lighthouse=True))
+    assert (out / "index.html").read_bytes().startswith(b"<!doctype html>")
