@@ -1,9 +1,10 @@
 """render's benchmark: prints one JSON line of figures (not a test; nothing here asserts time).
 
     .venv/bin/python bench/run.py            # everything
-    .venv/bin/python bench/run.py --only build
+    .venv/bin/python bench/run.py --only build,race
 
-Each measured phase runs in its own process so that peak memory is its own.
+``race`` is the end-to-end race with Hugo (``bench/race.py``): its ratios go
+beside the build-only one in ``ratios``. Each measured phase runs in its own process so that peak memory is its own.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-OUT = HERE / "out"
+OUT = Path(os.environ.get("RENDER_BENCH_OUT") or HERE / "out")  # bench/race.py passes its own
 sys.path.insert(0, str(HERE.parent))
 
 from bench.sitegen import generate  # noqa: E402
@@ -195,8 +196,8 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=10_000)
     parser.add_argument(
         "--only",
-        default="build,seo,publish,mirror,lighthouse",
-        help="comma-separated parts: build, seo, publish, mirror, lighthouse",
+        default="build,race,seo,publish,mirror,lighthouse",
+        help="comma-separated parts: build, race, seo, publish, mirror, lighthouse",
     )
     parser.add_argument(
         "--rounds", type=int, default=3, help="fresh builds of each tool, alternated"
@@ -268,6 +269,19 @@ def main() -> None:
             **rebuild,
             "rounds_build_s": [r["build_s"] for r in rebuilds],
             "rounds_wall_s": [r["wall_s"] for r in rebuilds],
+        }
+    if "race" in only:
+        # the end-to-end race (bench/race.py): whole processes, DB to a servable tree and
+        # DB to the live version, beside the build-only ratio above
+        from bench.race import race
+
+        raced = race(
+            OUT, rounds=args.rounds, races=("db_to_tree", "db_to_live", "db_to_live_mirror")
+        )
+        figures["race"] = raced
+        figures["ratios"] = {
+            "build_only": figures.get("ratio_vs_hugo"),
+            **{name: r.get("ratio") for name, r in raced.items() if isinstance(r, dict)},
         }
     if "seo" in only:
         seo_figures = _phase("seo")

@@ -9,9 +9,15 @@ Where durability matters and where it does not:
 - ``replace_durably``: the same, and once it returns the new bytes survive a
   power loss (the file and its folder are synced). For what others rely on:
   the local store's keys (``root.json`` is the live version) and the mirror's
-  trees, ``hosts.map`` and status.
+  trees, ``hosts.map`` and status. (A publish's new blobs are many: they are
+  made durable together, with ``syncfs``, before any has its name; see
+  ``render.publish.blobwrite``.)
 - ``sync_folder``: a rename or a new entry in ``folder`` survives a power loss
   (the mirror's ``current`` switch).
+- ``syncfs``: everything written to the file system so far survives a power
+  loss: one call instead of an fsync per file and folder, for a folder of many
+  new files filled first and only then named (a mirror release, the local
+  store's new blobs).
 - ``flocked``: an exclusive ``flock`` on a lock file held for a ``with`` block
   (the local store's compare-and-swap, the mirror's one sync at a time; the
   per-site build locks in ``render.run.locks`` add a holder record on top).
@@ -22,6 +28,7 @@ Where durability matters and where it does not:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
 import threading
@@ -75,6 +82,18 @@ def sync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def syncfs(path: Path) -> None:
+    """Flush the file system holding ``path``: one call instead of an fsync per file and folder."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = getattr(libc, "syncfs", None)
+        if call is None or call(fd) != 0:
+            os.sync()
     finally:
         os.close(fd)
 

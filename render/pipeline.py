@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -31,6 +32,7 @@ from render.mirror import sync as mirror
 from render.mirror.layout import MAP_FILE
 from render.publish import purge, repair, staging
 from render.publish import versions as publish
+from render.publish.manifest import blob_key
 from render.publish.reports import store_reports
 from render.publish.store import Store, open_store
 from render.run import locks
@@ -262,9 +264,9 @@ def _run(
             )
             return run.end(Outcome.skipped, synced=caught_up)
         checked = _check(run, built)
-        if options.out is not None:
-            materialize(built.build.files, built.build.blobs, options.out)
         if should_stop is not None and should_stop():
+            if options.out is not None:
+                materialize(built.build.files, built.build.blobs, options.out)
             return run.end(Outcome.abandoned, build=built.build)
         if options.stage:
             return _stage(run, built, checked)
@@ -361,13 +363,24 @@ def _publish(run: _Run, built: _Built, checked: _Checked) -> RunReport:
     store = open_store(host)
     try:
         with run.timed("publish"):
-            publication = publish.publish(
-                build,
-                store=store,
-                ledger=run.ledger,
-                concurrency=host.store.concurrency,
-                grace_hours=host.store.gc_grace_hours,
-            )
+            try:
+                publication = publish.publish(
+                    build,
+                    store=store,
+                    ledger=run.ledger,
+                    concurrency=host.store.concurrency,
+                    grace_hours=host.store.gc_grace_hours,
+                )
+            except RenderError as exc:
+                if run.options.out is not None:  # the tree was asked for: still written
+                    try:
+                        materialize(build.files, build.blobs, run.options.out)
+                    except (RenderError, OSError) as out_exc:  # the publish's error comes first
+                        exc.add_note(f"--out was not written either: {out_exc}")
+                raise
+        if run.options.out is not None:
+            with run.timed("out"):
+                _write_out(build, store, run.options.out)
         run.ledger.set_input_hash(owner, name, built.input_hash)
         synced = None
         if host.mirror.enabled:
@@ -437,6 +450,28 @@ def _stage(run: _Run, built: _Built, checked: _Checked) -> RunReport:
     return run.end(
         Outcome.staged, build=build, verdict=checked.verdict, staged=staged, sample=sample
     )
+
+
+def _write_out(build: Build, store: Store, out: Path) -> None:
+    """``--out``: the tree as files, each a hard link to the local store's blob when it can be.
+
+    The store's blobs are immutable (read-only, never written in place), so
+    the tree shares their bytes rather than writing them a second time.
+    """
+    some_blob = store.local_path(blob_key(build.site.id.owner, build.site.id.name, "x"))
+    if some_blob is None:  # a store elsewhere: the files are written from the build
+        materialize(build.files, build.blobs, out)
+        return
+    folder = str(some_blob.parent)
+
+    def linked(digest: str) -> Path | None:
+        path = os.path.join(folder, digest)
+        try:  # only a read-only blob is shared (one from older code may be writable)
+            return None if os.stat(path).st_mode & 0o222 else Path(path)
+        except FileNotFoundError:
+            return None
+
+    materialize(build.files, build.blobs, out, linked=linked)
 
 
 def _disk_full(exc: BaseException, host: HostConfig) -> RenderError | None:

@@ -71,7 +71,10 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
     (
         "4 publish",
         [
-            ["publish", "publish.manifest", "publish.store"],
+            # blobwrite: many new files written once, named when durable; s3errors: how
+            # an S3/R2 failure reads (both for the store)
+            ["publish", "publish.manifest", "publish.blobwrite", "publish.s3errors"],
+            ["publish.store"],
             ["publish.hosts"],  # which site holds a host name: claims in the store
             # reports: a version's audit output, stored beside it; gc collects it with it
             ["publish.reports"],
@@ -91,6 +94,7 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
             # layout: the mirror's folders and how its files are written
             # versioned: the /_v/ URL space every server of a site answers (serve, mirror, origin)
             ["mirror", "mirror.layout", "serve", "serve.routing", "serve.versioned"],
+            ["mirror.fetch"],  # a release's blobs: downloaded and checked, or linked
             ["mirror.sync", "serve.live"],
             ["mirror.status"],
             # the edge Worker's routing table (generated from serve.routing) and its deploy plan

@@ -166,6 +166,7 @@ def test_a_blob_with_wrong_bytes_refuses_the_release(
     v2 = _publish(store, tmp_path, new)
     digest = sha256(new["index.html"])
     blob = store.root / blob_key("acme", "blog", digest)
+    blob.chmod(0o644)  # the store's blobs are read-only; rot does not ask
     blob.write_bytes(b"<h1>not what was published</h1>")
 
     (site,) = sync(store, root).sites

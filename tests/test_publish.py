@@ -317,14 +317,17 @@ def test_gc_with_a_publish_in_flight_takes_nothing_from_it(tmp_path: Path) -> No
     inner = LocalStore(tmp_path / "store")
     _publish_series(inner, tmp_path, ["a", "b", "c"])
     _age(inner, [o.key for o in inner.list("sites/")], hours=72)
-    flying = _GateStore(inner, stop_in="put_file", after=3)
+    # the local store takes the new blobs in one batch; the gate holds the tree's write
+    flying = _GateStore(inner, stop_in="put", after=0)
     files = site_files(6, edition="new")
-    thread, out = _in_thread(
-        publish, make_build(tmp_path / "new", files), store=flying, ledger=None
-    )
-    assert flying.reached.wait(30)  # three new blobs are in the store, no tree names them yet
+    build = make_build(tmp_path / "new", files)
+    named = {o.key.rsplit("/", 1)[1] for o in inner.list("sites/acme/blog/blobs/")}
+    thread, out = _in_thread(publish, build, store=flying, ledger=None)
+    assert flying.reached.wait(30)  # the new blobs are in the store, no tree names them yet
+    new = {e.hash for e in build.files.values()} - named
+    assert len(new) >= 3
     report = gc(inner, owner="acme", name="blog", keep=1)
-    assert report.young_blobs == 3 and len(report.removed_versions) == 2
+    assert report.young_blobs == len(new) and len(report.removed_versions) == 2
     flying.release.set()
     thread.join(30)
     (pub,) = out

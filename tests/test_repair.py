@@ -108,6 +108,7 @@ def test_repair_uploads_again_what_the_mirror_refused(
     blob = blob_of(host, "logo.svg")
     good = blob.read_bytes()
     if problem == "corrupt":
+        blob.chmod(0o644)  # the store's blobs are read-only; rot does not ask
         blob.write_bytes(b"<svg>rotted</svg>\n")
     else:
         blob.unlink()
@@ -140,7 +141,9 @@ def test_repair_names_what_the_last_build_does_not_hold(tmp_path: Path) -> None:
     pub = publish(build, store=store, ledger=None)
     broken = {p: build.files[p].hash for p in ("posts/p0/index.html", "posts/p1/index.html")}
     for digest in broken.values():
-        (store.root / "sites" / SITE / "blobs" / digest).write_bytes(b"rot")
+        rotten = store.root / "sites" / SITE / "blobs" / digest
+        rotten.chmod(0o644)  # the store's blobs are read-only; rot does not ask
+        rotten.write_bytes(b"rot")
     (build.objects / broken["posts/p1/index.html"]).unlink()  # the build lost one of them
     with pytest.raises(PublishError) as caught:
         repair(store, owner="acme", name="blog", objects=build.objects, scratch=tmp_path / "s")

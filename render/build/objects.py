@@ -24,7 +24,9 @@ import contextlib
 import hashlib
 import os
 import struct
+import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -54,6 +56,12 @@ class Objects:
         self.folder = folder
         self._index: dict[str, Location] | None = None
         self._read: dict[str, list[tuple[str, int, int]]] = {}  # pack name -> its index
+        # pack name -> an open file, closed with this object: a pack is only ever appended
+        # to, and never rewritten in place (``_repack`` makes a new one), so an open file
+        # stays true; a pack another process removed keeps its disk space until then
+        self._fds: dict[str, int] = {}
+        self._fds_lock = threading.Lock()
+        weakref.finalize(self, _close_all, self._fds)
 
     # --- reading -----------------------------------------------------------
 
@@ -97,8 +105,14 @@ class Objects:
 
     def loose(self, digest: str) -> Path | None:
         """The object's own file, when it has one."""
-        path = self.folder / digest
-        return path if path.is_file() else None
+        path = os.path.join(self.folder, digest)
+        return Path(path) if os.path.isfile(path) else None
+
+    def bytes_or_file(self, digest: str) -> bytes | Path:
+        """A packed object's bytes, or a loose object's file (a large one is not read whole)."""
+        if digest in self._packed():
+            return self.read(digest)
+        return self.loose(digest) or self.read(digest)
 
     def read(self, digest: str) -> bytes:
         """The object's bytes; ``FileNotFoundError`` when it is not stored."""
@@ -106,14 +120,22 @@ class Objects:
         if where is None:
             return (self.folder / digest).read_bytes()
         name, offset, size = where
-        fd = os.open(self.folder / PACKS / name, os.O_RDONLY)
-        try:
-            data = os.pread(fd, size, offset)
-        finally:
-            os.close(fd)
+        data = os.pread(self._fd(name), size, offset) if size else b""
         if len(data) != size:
             raise FileNotFoundError(f"{self.folder / PACKS / name}: object {digest} is cut short")
         return data
+
+    def _fd(self, name: str) -> int:
+        """The pack open for reading, once: one ``pread`` an object, not an open, read and close."""
+        fd = self._fds.get(name)
+        if fd is None:
+            fd = os.open(self.folder / PACKS / name, os.O_RDONLY | os.O_CLOEXEC)
+            with self._fds_lock:
+                if name in self._fds:
+                    os.close(fd)
+                    return self._fds[name]
+                self._fds[name] = fd
+        return fd
 
     # --- writing -----------------------------------------------------------
 
@@ -226,6 +248,13 @@ class Objects:
                 finally:
                     os.close(fd)
         self.index_packs({new: entries})
+
+
+def _close_all(fds: dict[str, int]) -> None:
+    for fd in fds.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    fds.clear()
 
 
 def write_object_direct(objects: Path, data: bytes, digest: str) -> None:

@@ -213,28 +213,50 @@ def clash_error(clash: tuple[str, str], who: Callable[[str], str]) -> PathError:
     )
 
 
-def materialize(files: Mapping[str, FileEntry], objects: Objects, dest: Path) -> None:
-    """Write the tree as ordinary files in ``dest``, replacing it whole when complete."""
+def materialize(
+    files: Mapping[str, FileEntry],
+    objects: Objects,
+    dest: Path,
+    *,
+    linked: Callable[[str], Path | None] | None = None,
+) -> None:
+    """Write the tree as ordinary files in ``dest``, replacing it whole when complete.
+
+    ``linked(hash)`` may name an immutable file holding the bytes (a local
+    store's blob): the tree's file is then a hard link to it, not a second copy
+    (a copy where the link cannot be made, on another file system). The
+    build's own objects are never linked: nothing outside render's state folder
+    shares an inode with what the next build reuses.
+    """
     dest = dest.absolute()
     staging = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
+    can_link = linked is not None
+    folders: set[str] = set()
     try:
-        for path, entry in files.items():
-            target = staging / path
-            target.parent.mkdir(parents=True, exist_ok=True)
+        base = str(staging)
+        for path, entry in files.items():  # plain strings and os calls: 10,000s of files
+            target = os.path.join(base, path)
+            folder = os.path.dirname(target)
+            if folder not in folders:
+                os.makedirs(folder, exist_ok=True)
+                folders.add(folder)
+            source = linked(entry.hash) if can_link and linked is not None else None
+            if source is not None:
+                try:
+                    os.link(source, target)
+                    continue
+                except FileNotFoundError:
+                    pass
+                except OSError:  # another file system: copies from here on
+                    can_link = False
             loose = objects.loose(entry.hash)
             if loose is not None:
                 shutil.copyfile(loose, target)
             else:
-                target.write_bytes(objects.read(entry.hash))
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        if dest.exists():
-            os.rename(dest, old)
-            os.rename(staging, dest)
-            shutil.rmtree(old)
-        else:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(staging, dest)
+                with open(target, "xb") as fh:
+                    fh.write(objects.read(entry.hash))
+        _swap_in(staging, dest)
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if is_disk_full(exc):
@@ -242,3 +264,15 @@ def materialize(files: Mapping[str, FileEntry], objects: Objects, dest: Path) ->
                 exc, writing=f"the tree into {dest}", folder=dest.parent, stage=None
             ) from exc
         raise
+
+
+def _swap_in(staging: Path, dest: Path) -> None:
+    """``staging`` renamed to ``dest``; an old ``dest`` moved aside first, then removed."""
+    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+    if dest.exists():
+        os.rename(dest, old)
+        os.rename(staging, dest)
+        shutil.rmtree(old)
+    else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staging, dest)

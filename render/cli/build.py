@@ -58,7 +58,8 @@ def _build_options(func: F) -> F:
                 "--out",
                 type=click.Path(file_okay=False, path_type=Path),
                 default=None,
-                help="Also write the finished static tree to this folder.",
+                help="Also write the finished static tree to this folder (read-only files:"
+                " hard links to the local store's blobs).",
             ),
             click.option(
                 "--allow-seo-errors",

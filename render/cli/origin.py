@@ -8,7 +8,6 @@ import click
 
 from render.cli._common import config_option, console, handle_errors, host_from
 from render.errors import UsageError
-from render.origin import server
 from render.run.buildlog import configure_logging
 
 _BIND = re.compile(r"^(?:\[[0-9a-fA-F:]+\]|[^:\s]*):\d{1,5}$")
@@ -62,7 +61,11 @@ def origin_command(
     if not _BIND.match(bind):
         raise UsageError(f"--bind {bind!r}: expected ADDR:PORT, e.g. 127.0.0.1:8100")
     configure_logging(log_format)
-    console.print(f"render origin: serving the live versions on http://{bind}/ (uvicorn)")
+    console.print(
+        f"render origin: serving the live versions on http://{bind}/ ({host.origin.server})"
+    )
+    from render.origin import server  # the ASGI servers and the app: only for this command
+
     server.run(
         host,
         bind=bind,

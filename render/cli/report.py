@@ -13,9 +13,6 @@ import click
 from render.cli._common import config_option, console, handle_errors, host_from, site_argument
 from render.config import HostConfig, site_dirs
 from render.errors import ConfigError, UsageError
-from render.report import dashboard as dashboard_module
-from render.report import metrics as metrics_module
-from render.report.dashboard import configured_budgets
 from render.report.document import HISTORY, document, site_ids
 from render.report.terminal import renderables
 from render.run.ledger import open_ledger
@@ -72,6 +69,8 @@ def report_command(
     host = host_from(config_path)
     with open_ledger(host.state_dir) as ledger:
         owner, name = _resolve(host, site_name, site_ids(ledger))
+        from render.report.dashboard import configured_budgets  # pygal: only when used
+
         budgets = configured_budgets(host)
         doc = document(
             ledger,
@@ -110,7 +109,11 @@ def dashboard_command(config_path: str | None, out: Path | None) -> None:
     host = host_from(config_path)
     target = out if out is not None else host.state_dir / "dashboard"
     started = time.perf_counter()
-    written = dashboard_module.write_dashboard(host, target, budgets=configured_budgets(host))
+    from render.report import dashboard as dashboard_module  # pygal: only for this command
+
+    written = dashboard_module.write_dashboard(
+        host, target, budgets=dashboard_module.configured_budgets(host)
+    )
     console.print(
         f"wrote the dashboard of {written.sites} site(s) to {target}/index.html"
         f" ({written.files} files, {time.perf_counter() - started:.1f} s)"
@@ -135,6 +138,8 @@ def metrics_command(config_path: str | None, out: Path | None) -> None:
         render metrics -o /var/lib/prometheus/node-exporter/render.prom
     """
     host = host_from(config_path)
+    from render.report import metrics as metrics_module  # prometheus_client: only here
+
     with open_ledger(host.state_dir) as ledger:
         text = metrics_module.exposition(ledger)
     if out is None:

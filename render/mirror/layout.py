@@ -8,7 +8,6 @@ a-time lock, and flush a whole release with one ``syncfs``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import re
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from render.errors import LockedError, MirrorError
 from render.files import flocked, replace_durably
+from render.files import syncfs as syncfs  # re-exported: the mirror's callers use it from here
 from render.publish.manifest import Root, VersionTree, is_version_id
 from render.serve.versioned import live_document, tree_document
 
@@ -119,18 +119,6 @@ def sync_lock(root: Path) -> Iterator[None]:
 def write_file(target: Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     replace_durably(target, data, mode=0o644)  # nginx reads it
-
-
-def syncfs(path: Path) -> None:
-    """Flush the file system holding ``path``: one call instead of an fsync per file and folder."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        syncfs = getattr(libc, "syncfs", None)
-        if syncfs is None or syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
 
 
 def write_versioned(lay: Layout, live: Root) -> None:

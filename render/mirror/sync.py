@@ -17,7 +17,8 @@ switches the site's ``current`` symlink to it::
 A release is built in ``.partial-<version>/``: files whose hash a kept release
 already has are hard links to it (no download); new blobs are downloaded into
 ``.incoming/``, checked against their sha256 (a mismatch refuses the release)
-and linked in. Only when every file is in place and the file system is synced
+and linked in; a local store's blobs are checked where they are and hard-linked
+straight in (``render.mirror.fetch``). Only when every file is in place and the file system is synced
 is the folder renamed to ``<version>/``, so a release folder without the
 prefix is always whole. Each kept release is also served under
 ``/_v/<version>/`` (``render.serve.versioned``): ``.meta/<version>/`` holds
@@ -31,7 +32,6 @@ one reuses the blobs it already checked and finishes.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -39,16 +39,15 @@ import random
 import shutil
 import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
-from render.build.tree import FileEntry
 from render.errors import MirrorError, RenderError
 from render.files import sync_folder, utc_stamp
+from render.mirror.fetch import Refused, fetch_blobs, link_blobs
 from render.mirror.layout import (
     MAP_FILE,
     NAME_RE,
@@ -64,11 +63,11 @@ from render.publish.hosts import HOST_RE, host_of
 from render.publish.manifest import (
     Root,
     VersionTree,
-    blob_key,
     delta_key,
     root_key,
     version_key,
 )
+from render.publish.store import LocalStore
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +124,6 @@ class SyncReport:
         )
 
 
-class _Refused(MirrorError):
-    """A downloaded blob does not hash to its name."""
-
-
 # --- sync --------------------------------------------------------------------
 
 
@@ -169,7 +164,7 @@ def sync_site(
         result = _sync_site(
             store, Layout(root, owner, name), keep=keep, concurrency=concurrency, seen=seen
         )
-    except _Refused as exc:
+    except Refused as exc:
         outcome, error, hint = SyncOutcome.refused, exc.message, exc.hint
     except RenderError as exc:
         outcome, error, hint = SyncOutcome.failed, exc.message, exc.hint
@@ -307,16 +302,19 @@ def _materialize(
     by_hash: dict[str, list[str]] = {}
     for path in sorted(tree.files):
         by_hash.setdefault(tree.files[path].hash, []).append(path)
-    wanted = {
+    base, incoming = str(partial), str(lay.incoming)
+    wanted = {  # plain strings: 10,000s of files in a first sync
         digest: tree.files[paths[0]]
         for digest, paths in by_hash.items()
         if digest not in on_disk
-        and not (lay.incoming / digest).is_file()
-        and not all(os.path.lexists(partial / p) for p in paths)
+        and not os.path.isfile(os.path.join(incoming, digest))
+        and not all(os.path.lexists(os.path.join(base, p)) for p in paths)
     }
-    fetched_bytes = _fetch_blobs(store, lay, wanted, by_hash, concurrency=concurrency)
+    if isinstance(store, LocalStore):  # on this machine: links to its files, no download
+        fetched_bytes = link_blobs(store, lay, wanted, by_hash, partial)
+    else:
+        fetched_bytes = fetch_blobs(store, lay, wanted, by_hash, concurrency=concurrency)
     linked = 0
-    base, incoming = str(partial), str(lay.incoming)
     folders: set[str] = set()
     for (
         digest,
@@ -366,61 +364,6 @@ def _known_blobs(lay: Layout, *, exclude: str) -> dict[str, str]:
                 if os.path.isfile(candidate):
                     found[entry.hash] = candidate
     return found
-
-
-def _fetch_blobs(
-    store: MirrorStore,
-    lay: Layout,
-    wanted: Mapping[str, FileEntry],
-    by_hash: Mapping[str, list[str]],
-    *,
-    concurrency: int,
-) -> int:
-    if not wanted:
-        return 0
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="mirror") as pool:
-        futures = [pool.submit(_fetch_blob, store, lay, d, by_hash[d][0]) for d in wanted]
-        wait(futures, return_when=FIRST_EXCEPTION)
-        if any(f.done() and not f.cancelled() and f.exception() for f in futures):
-            pool.shutdown(wait=True, cancel_futures=True)  # stop fetching for a release we refuse
-    for future in futures:
-        if not future.cancelled() and (exc := future.exception()) is not None:
-            raise exc
-    return sum(f.result() for f in futures)
-
-
-def _fetch_blob(store: MirrorStore, lay: Layout, digest: str, path: str) -> int:
-    key = blob_key(lay.owner, lay.name, digest)
-    final = lay.incoming / digest
-    tmp = lay.incoming / f".{digest}.{threading.get_ident()}.part"
-    if not store.download(key, tmp):
-        raise MirrorError(
-            f"{key} ({path}) is missing from {store.description}",
-            site=lay.site,
-            hint=f"the store lost a blob the live version names; run 'render repair {lay.site}'"
-            " on the host that builds the site",
-        )
-    actual = _sha256_file(tmp)
-    if actual != digest:
-        tmp.unlink()
-        raise _Refused(
-            f"{key} ({path}) does not match its hash: its bytes hash to {actual}",
-            site=lay.site,
-            hint="the release was refused and the served version is unchanged; run"
-            f" 'render repair {lay.site}' on the host that builds the site",
-        )
-    os.chmod(tmp, 0o644)
-    size = tmp.stat().st_size
-    os.replace(tmp, final)
-    return size
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _link_or_copy(source: str, dest: str) -> None:

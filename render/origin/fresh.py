@@ -303,6 +303,9 @@ class SiteFresh:
         record_id = key[0]
         if self._record is None or self._record[0] != record_id or record_id is None:
             self._record = (record_id, load_previous(self.build))
+            # a build ran: see its packs, and let go of the ones it may have replaced (an
+            # ``Objects`` keeps the packs it read open until it is dropped)
+            self.objects = Objects(self.build / "objects")
         record = self._record[1]
         if not record.pages:
             return _State(key=key, usable=False, reason="no build record yet")

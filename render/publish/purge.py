@@ -46,15 +46,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
-
-import requests
 
 from render.config import CdnConfig, HostConfig, Secret, SiteConfig
 from render.errors import ConfigError
 from render.paths import url_for_output
 from render.publish.versions import Publication, PublishOutcome
+
+if TYPE_CHECKING:  # requests loads when a purge is sent: most hosts have no CDN to purge
+    import requests
 
 Sleep = Callable[[float], None]
 
@@ -198,6 +199,8 @@ def purge(
             failures=failures,
         )
     own = session is None
+    import requests
+
     http = requests.Session() if session is None else session
     try:
         sender = _Sender(config=config, secret=secret, http=http, sleep=sleep, mode=mode)
@@ -276,6 +279,8 @@ class _Sender:
         body: dict[str, Any] = {self.mode.value: list(items)}
         status: int | None = None
         message = ""
+        import requests
+
         for attempt in range(1, self.config.max_attempts + 1):
             self._pace()
             self.requests += 1

@@ -97,8 +97,15 @@ def repair(
         ]
         build = Objects(objects)
         good = {b.hash: tree.files[b.path] for b in bad if _good_copy(build, b.hash)}
-        upload_blobs(
-            store, good, objects, owner=owner, name=name, concurrency=workers, progress=None
+        upload_blobs(  # replace: the store's copy is there, but corrupt
+            store,
+            good,
+            objects,
+            owner=owner,
+            name=name,
+            concurrency=workers,
+            progress=None,
+            replace=True,
         )
         host = host_of(root.base_url)
         pointer = None if host is None else hosts.point(store, host=host, site=site)

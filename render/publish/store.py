@@ -6,6 +6,10 @@ are relative to its prefix. The root switch is a compare-and-swap:
 ``tag`` returned by ``get_tagged`` (or, with ``tag=None``, does not exist yet).
 The local store does that with a lock and an atomic rename; S3/R2 with
 ``If-Match`` / ``If-None-Match`` on PutObject.
+
+A store may also take a publish's new blobs in one batch (``BlobBatches``):
+the local store writes each once, straight into a staging folder, makes them
+durable with one ``syncfs`` and only then names them (see ``put_blobs``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import hashlib
 import os
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -23,6 +27,15 @@ from typing import Any, Protocol, runtime_checkable
 from render.config import HostConfig, StoreConfig
 from render.errors import PublishError
 from render.files import flocked, replace_durably
+from render.publish.blobwrite import (
+    BLOB_MODE,
+    BatchProgress,
+    BlobSource,
+    link_or_copy,
+    write_named_last,
+    write_new,
+)
+from render.publish.s3errors import MISSING, PRECONDITION, code_of, is_botocore, s3_error
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,20 +108,31 @@ def open_store(host: HostConfig) -> Store:
 
 
 class LocalStore:
-    """A folder with exactly the bucket layout. Writes are atomic renames."""
+    """A folder with exactly the bucket layout. Writes are atomic renames.
+
+    ``download`` hard-links the object when ``dest`` is on the same file system:
+    the store never writes into a file in place (every write makes a new file
+    and renames it), so a link reads as a copy would, without writing the
+    bytes again.
+    """
 
     def __init__(self, root: Path, *, concurrency: int = 4) -> None:
         self.root = root.absolute()
+        self._root = str(self.root)
         self.concurrency = concurrency
         self.description = f"local folder {self.root}"
         self._count = 0
         self._lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
+        return Path(self._file(key))
+
+    def _file(self, key: str) -> str:
+        """The key's file as a string (a mirror's first sync looks up 10,000s)."""
         parts = key.split("/")
         if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
             raise PublishError(f"{self.description}: refusing the key {key!r}")
-        return self.root.joinpath(*parts)
+        return os.path.join(self._root, key)
 
     def _tick(self) -> None:
         with self._lock:
@@ -135,7 +159,7 @@ class LocalStore:
         source = self._path(key)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.part")
         try:
-            shutil.copyfile(source, tmp)
+            link_or_copy(source, tmp)
         except FileNotFoundError:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -144,6 +168,33 @@ class LocalStore:
             raise
         os.replace(tmp, dest)
         return True
+
+    def link(self, key: str, dest: str | Path) -> bool:
+        """``dest`` (which must not exist) becomes the object: a hard link; False when missing.
+
+        On another file system, a read-only copy renamed into place: either
+        way ``dest`` appears whole or not at all.
+        """
+        self._tick()
+        source = self._file(key)
+        try:
+            os.link(source, dest)
+            return True
+        except FileNotFoundError:
+            if not os.path.exists(source):
+                return False
+            raise
+        except OSError:  # another file system, or one without hard links
+            target = Path(dest)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.part")
+            try:
+                shutil.copyfile(source, tmp)
+                os.chmod(tmp, BLOB_MODE)
+                os.replace(tmp, target)
+            except FileNotFoundError:
+                tmp.unlink(missing_ok=True)
+                return False
+            return True
 
     def exists(self, key: str) -> bool:
         self._tick()
@@ -196,7 +247,8 @@ class LocalStore:
         out: list[StoredObject] = []
         if not base.is_dir():
             return out
-        for dirpath, _dirs, names in os.walk(base):
+        for dirpath, dirs, names in os.walk(base):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]  # a publish's staging folders
             for name in names:
                 if name.startswith("."):
                     continue  # temporary files and locks
@@ -217,6 +269,42 @@ class LocalStore:
 
     def close(self) -> None:
         pass
+
+    def put_blobs(
+        self,
+        folder: str,
+        digests: Collection[str],
+        source: BlobSource,
+        *,
+        progress: BatchProgress | None = None,
+        replace: bool = False,
+    ) -> int:
+        """``BlobBatches.put_blobs``: one write per new blob, one ``syncfs`` for them all.
+
+        See ``render.publish.blobwrite``. A blob already there is not written
+        again; its time is touched, as a write would, so that a gc's grace
+        period (which spares young unnamed blobs) counts from this publish.
+        """
+        target = self._path(folder)
+        try:
+            present = set() if replace else set(os.listdir(target))
+        except FileNotFoundError:
+            present = set()
+        for digest in digests:
+            if digest in present:
+                self._tick()
+                with contextlib.suppress(FileNotFoundError):
+                    os.utime(target / digest)
+        new = [d for d in dict.fromkeys(digests) if d not in present]
+
+        def write(path: str, digest: str) -> None:
+            self._tick()
+            write_new(path, source(digest), mode=BLOB_MODE)
+
+        try:
+            return write_named_last(target, new, write, progress=progress)
+        except OSError as exc:
+            raise self._error("write", f"{folder}/", exc) from None
 
     # --- helpers -------------------------------------------------------------
 
@@ -258,19 +346,6 @@ def describe(config: StoreConfig, root: Path | None = None) -> str:
 
 
 # --- S3 / R2 -----------------------------------------------------------------
-
-_REFUSED = {
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "AccessDenied",
-    "InvalidToken",
-    "ExpiredToken",
-    "Unauthorized",
-    "403",
-    "401",
-}
-_PRECONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
-_MISSING = {"NoSuchKey", "404", "NotFound"}
 
 
 class S3Store:
@@ -344,7 +419,7 @@ class S3Store:
             response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
             body: bytes = response["Body"].read()
         except Exception as exc:
-            if _code(exc) in _MISSING:
+            if code_of(exc) in MISSING:
                 return None
             raise self._error(exc, "read", key) from None
         return body, str(response.get("ETag", ""))
@@ -359,9 +434,9 @@ class S3Store:
         except Exception as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            if _code(exc) in _MISSING:
+            if code_of(exc) in MISSING:
                 return False
-            if isinstance(exc, OSError) and not _is_botocore(exc):
+            if isinstance(exc, OSError) and not is_botocore(exc):
                 raise
             raise self._error(exc, "download", key) from None
         os.replace(tmp, dest)
@@ -371,7 +446,7 @@ class S3Store:
         try:
             self._client.head_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:
-            if _code(exc) in _MISSING:
+            if code_of(exc) in MISSING:
                 return False
             raise self._error(exc, "check", key) from None
         return True
@@ -469,9 +544,9 @@ class S3Store:
         try:
             self._put_object(key, data, content_type, cache_control, **condition)
         except Exception as exc:
-            code = _code(exc)
+            code = code_of(exc)
             # If-Match on a key that vanished is a failed condition too (some stores say 404).
-            if code in _PRECONDITION or (tag is not None and code in _MISSING):
+            if code in PRECONDITION or (tag is not None and code in MISSING):
                 return False
             raise self._error(exc, "write", key) from None
         return True
@@ -501,63 +576,6 @@ class S3Store:
 
     def _error(self, exc: Exception, action: str, key: str) -> Exception:
         """One clear line for an expected failure; anything else is returned unchanged."""
-        if not _is_botocore(exc):
-            return exc
-        code = _code(exc)
-        name = type(exc).__name__
-        if code == "NoSuchBucket":
-            return PublishError(
-                f"bucket {self.bucket!r} does not exist at {self.endpoint}",
-                hint="create the bucket, or fix [store] bucket / endpoint_url in render.toml",
-            )
-        if code in _REFUSED:
-            return PublishError(
-                f"{self.description} refused the credentials ({code}) on {action} {key}",
-                hint="check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or [store] profile);"
-                " the key needs read, write and delete on the bucket",
-            )
-        if name in ("NoCredentialsError", "PartialCredentialsError", "ProfileNotFound"):
-            return PublishError(
-                f"no usable credentials for {self.description}: {exc}",
-                hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or [store] profile",
-            )
-        if name in (
-            "EndpointConnectionError",
-            "ConnectTimeoutError",
-            "ConnectionClosedError",
-            "ReadTimeoutError",
-            "ProxyConnectionError",
-            "SSLError",
-        ):
-            return PublishError(
-                f"cannot reach {self.endpoint} for bucket {self.bucket!r} ({name}) on {action} {key}",
-                hint="check [store] endpoint_url and the network; a re-run uploads only what is missing",
-            )
-        detail = code or name
-        return PublishError(
-            f"{self.description}: {action} {key} failed: {detail}: {_message(exc)}",
-            hint="a re-run uploads only what is missing; the live version is unchanged",
+        return s3_error(
+            exc, action, key, description=self.description, bucket=self.bucket, where=self.endpoint
         )
-
-
-def _is_botocore(exc: BaseException) -> bool:
-    return type(exc).__module__.startswith(("botocore", "boto3", "s3transfer"))
-
-
-def _code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        error = response.get("Error", {})
-        code = str(error.get("Code", ""))
-        if code:
-            return code
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return str(status or "")
-    return ""
-
-
-def _message(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Message", "")) or str(exc)
-    return str(exc)

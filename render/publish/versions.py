@@ -41,6 +41,7 @@ from render.build.objects import Objects
 from render.build.tree import Build, FileEntry
 from render.errors import ConflictError, PublishError
 from render.publish import hosts
+from render.publish.blobwrite import BlobBatches
 from render.publish.hosts import host_of
 from render.publish.manifest import (
     BLOB_CACHE,
@@ -419,8 +420,13 @@ def upload_blobs(
     name: str,
     concurrency: int,
     progress: UploadProgress | None,
+    replace: bool = False,
 ) -> None:
-    """Upload each blob (hash -> an entry naming its type) from the build's ``objects`` folder."""
+    """Upload each blob (hash -> an entry naming its type) from the build's ``objects`` folder.
+
+    A local store skips the blobs it has already (``BlobBatches``) unless
+    ``replace`` (a repair of blobs found corrupt); other stores upload each.
+    """
     if not blobs:
         return
     total = len(blobs)
@@ -432,6 +438,15 @@ def upload_blobs(
                 f"the build's object {digest} is missing from {objects}",
                 hint="rebuild with --force; the build folder is incomplete",
             )
+
+    if isinstance(store, BlobBatches):  # the local store: one write each, one syncfs for all
+
+        def source(digest: str) -> bytes | Path:
+            return stored.bytes_or_file(digest)
+
+        folder = f"{site_prefix(owner, name)}blobs"
+        store.put_blobs(folder, list(blobs), source, progress=progress, replace=replace)
+        return
 
     def one(digest: str, entry: FileEntry) -> None:
         key = blob_key(owner, name, digest)

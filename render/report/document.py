@@ -131,7 +131,7 @@ def _seconds(run: Any) -> float:
     return round(float(run["finished"] - run["started"]), 3)
 
 
-STAGES = ("snapshot", "build", "seo", "lighthouse", "publish", "mirror", "purge", "reports")
+STAGES = ("snapshot", "build", "seo", "lighthouse", "publish", "out", "mirror", "purge", "reports")
 
 
 def stage_order(stage: str) -> tuple[int, str]:
