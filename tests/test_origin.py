@@ -400,25 +400,31 @@ def test_pages_of_unchanged_routes_do_not_wait_while_a_change_is_read(tmp_path: 
         assert len(o.lines("origin.analysed")) == 1
 
 
+def _at_once(o: Origin, path: str, count: int) -> list[bytes]:
+    """The bodies of ``count`` requests for ``path`` made at the same time."""
+    bodies: list[bytes] = []
+    lock = threading.Lock()
+
+    def fetch() -> None:
+        reply = o.get(path)
+        with lock:
+            bodies.append(reply.body)  # type: ignore[attr-defined]
+
+    threads = [threading.Thread(target=fetch) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEADLINE)
+    return bodies
+
+
 def test_concurrent_requests_share_one_render(tmp_path: Path) -> None:
     host = _host(tmp_path)
     host.run(SITE)
     with origin(host) as o:
         o.get("/")  # the database's state is known
         _sql(host, "update posts set body = 'Shared', slow = 3000 where slug = 'p1'")
-        bodies: list[bytes] = []
-        lock = threading.Lock()
-
-        def fetch() -> None:
-            reply = o.get("/posts/p1/")
-            with lock:
-                bodies.append(reply.body)  # type: ignore[attr-defined]
-
-        threads = [threading.Thread(target=fetch) for _ in range(100)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(DEADLINE)
+        bodies = _at_once(o, "/posts/p1/", 100)
         assert len(bodies) == 100
         assert len(set(bodies)) == 1 and b"Shared" in bodies[0]
         assert len(o.lines("origin.rendered")) == 1
@@ -429,19 +435,7 @@ def test_processes_of_one_origin_share_one_render_of_a_page(tmp_path: Path) -> N
     host.run(SITE)
     with origin(host, workers=2) as o:
         _sql(host, "update posts set body = 'Shared', slow = 1500 where slug = 'p1'")
-        bodies: list[bytes] = []
-        lock = threading.Lock()
-
-        def fetch() -> None:
-            reply = o.get("/posts/p1/")
-            with lock:
-                bodies.append(reply.body)  # type: ignore[attr-defined]
-
-        threads = [threading.Thread(target=fetch) for _ in range(100)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(DEADLINE)
+        bodies = _at_once(o, "/posts/p1/", 100)
         assert len(bodies) == 100
         assert len(set(bodies)) == 1 and b"Shared" in bodies[0]
         rendered = [line for line in o.lines("origin.rendered") if "elsewhere" not in line]
@@ -478,6 +472,27 @@ def test_pending_renders_are_bounded_per_site(tmp_path: Path) -> None:
         )
         busy = o.get("/posts/p2/")
         assert busy.status == 200 and busy.getheader("X-Render-Page") == "published; busy"
+
+
+def test_a_page_asked_for_during_an_older_states_analysis_is_rendered(tmp_path: Path) -> None:
+    host = _host(tmp_path, max_wait_ms=0)
+    host.run(SITE)
+    with origin(host) as o:
+        o.get("/")
+        # state 1: p5's row changes a column the post route reads (slow to plan again)
+        _sql(host, "update posts set weight = 6000000 where slug = 'p5'")
+        _until(
+            lambda: o.get("/").getheader("X-Render-Page") is None,
+            "state 1's analysis let the index through: it is planning the post route",
+        )
+        # state 2, while state 1 is still being planned: nobody waits for p1's render
+        _sql(host, "update posts set body = 'Asked early' where slug = 'p1'")
+        assert o.get("/posts/p1/").getheader("X-Render-Page") == "published; timeout"
+        _until(
+            lambda: [x for x in o.lines("origin.rendered") if "posts/p1/index.html" in x],
+            "p1, asked for under state 2, is rendered once state 2 is known",
+        )
+        assert b"Asked early" in o.get("/posts/p1/").body  # type: ignore[attr-defined]
 
 
 def test_failing_render_serves_the_last_good_page(tmp_path: Path) -> None:

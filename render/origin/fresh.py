@@ -88,6 +88,8 @@ class _Job:
     done: Future[None]
     early: Future[None] = field(default_factory=Future)
     found: _Early | None = None
+    wanted: set[str] = field(default_factory=set)  # asked for under this state: rendered once
+    # known stale, even if nobody waits (an older state's analysis must not take them)
 
 
 @dataclass(kw_only=True)
@@ -138,7 +140,6 @@ class SiteFresh:
         self._state: _State | None = None
         self._analysing: _Job | None = None
         self._record: tuple[object, Previous] | None = None  # (record id, the record): read once
-        self._wanted: set[str] = set()  # paths asked for while the state was being found
         self._lock = threading.Lock()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"render-origin-{self.id}")
         self._closed = False
@@ -195,8 +196,8 @@ class SiteFresh:
                     if not self._is_live(found.record, found.matches, version, files):
                         return PUBLISHED
                     return _as_built(found.overlay, path, files)
-                if len(self._wanted) < self.max_pending:
-                    self._wanted.add(path)  # rendered once known stale, even if nobody waits
+                if len(job.wanted) < self.max_pending:
+                    job.wanted.add(path)
                 return job.done if found is not None else job.early
             if (
                 not st.usable
@@ -271,12 +272,11 @@ class SiteFresh:
                 self._analysing = None
             if not job.early.done():
                 job.early.set_result(None)
-            if st.reason != _MOVED:  # else the next analysis, of the state now, takes them
-                wanted, self._wanted = self._wanted, set()
-            else:
-                wanted = set()
-            if st.stale is not None and st.usable:
-                for path in sorted(wanted & st.stale.render.keys()):
+            if st.reason == _MOVED and not self._closed:  # the analysis of the state now takes them
+                now = self._job(self.key())
+                now.wanted.update(sorted(job.wanted)[: max(0, self.max_pending - len(now.wanted))])
+            elif st.stale is not None and st.usable:
+                for path in sorted(job.wanted & st.stale.render.keys()):
                     self._queue(st, path)
         if st.stale is not None:
             gone = len((st.record.pages.keys() | st.overlay.keys()) - st.stale.paths)
