@@ -26,26 +26,18 @@ from typing import Any
 
 from render.build.tree import FileEntry
 from render.errors import PublishError
-from render.publish import hosts
 from render.publish.hosts import host_of
 from render.publish.manifest import (
     Root,
-    VersionTree,
     diff,
-    files_digest,
-    new_blobs,
-    new_version_id,
     root_key,
-    utc_now_iso,
 )
 from render.publish.store import Store
 from render.publish.versions import (
     Publication,
     PublishOutcome,
-    after_gc,
     go_live,
-    put_tree,
-    read_root,
+    put_version,
     read_tree,
     upload_blobs,
 )
@@ -97,43 +89,27 @@ def stage_tree(
     grace_hours: float = 48.0,
 ) -> Staged | None:
     """Upload what the live version lacks and write the new tree; None when nothing changed."""
-    site = f"{owner}/{name}"
     try:
-        root, tag = after_gc(
-            store, *read_root(store, owner=owner, name=name), owner=owner, name=name
-        )
-        if root is not None and root.files_hash == files_digest(files):
-            return None
-        live = read_tree(store, owner=owner, name=name, version=root.version) if root else None
-        if live is not None and dict(live.files) == dict(files):
-            return None
-        parent = root.version if root else None
-        version = new_version_id(after=parent)
-        created = utc_now_iso()
-        host, old_host = host_of(base_url), host_of(root.base_url) if root else None
-        if host is not None and host != old_host:
-            hosts.claim(store, host=host, site=site, version=version, grace_hours=grace_hours)
-        missing = new_blobs(files, live.hashes() if live else ())
-        upload_blobs(
-            store, missing, objects, owner=owner, name=name, concurrency=concurrency, progress=None
-        )
-        tree = VersionTree(version=version, parent=parent, created=created, files=files)
-        put_tree(store, tree, live=live, owner=owner, name=name)
-    except PublishError as exc:
-        raise exc.with_site(site) from None
-    return Staged(
-        root=Root(
-            version=version,
-            site=site,
+        put = put_version(
+            files,
+            objects,
+            owner=owner,
+            name=name,
             base_url=base_url,
-            previous=parent,
-            published=created,
-            files_hash=files_digest(files),
-        ),
-        tag=tag,
-        old_host=old_host,
-        uploaded=tuple(sorted(missing)),
-        uploaded_bytes=sum(e.size for e in missing.values()),
+            store=store,
+            concurrency=concurrency,
+            grace_hours=grace_hours,
+        )
+    except PublishError as exc:
+        raise exc.with_site(f"{owner}/{name}") from None
+    if isinstance(put, Root):
+        return None
+    return Staged(
+        root=put.root,
+        tag=put.tag,
+        old_host=put.old_host,
+        uploaded=tuple(sorted(put.missing)),
+        uploaded_bytes=sum(e.size for e in put.missing.values()),
     )
 
 

@@ -209,9 +209,7 @@ def _publish(
     requests_before: int,
 ) -> Publication:
     site = f"{owner}/{name}"
-    digest = files_digest(files)
     total_bytes = sum(e.size for e in files.values())
-    root, tag = after_gc(store, *read_root(store, owner=owner, name=name), owner=owner, name=name)
 
     def result(
         outcome: PublishOutcome, version: str, parent: str | None, **kw: object
@@ -229,65 +227,46 @@ def _publish(
             **kw,  # type: ignore[arg-type]
         )
 
-    live = None
-    same = root is not None and root.files_hash == digest  # no need to read the live tree
-    if root is not None and not same:
-        live = read_tree(store, owner=owner, name=name, version=root.version)
-        same = dict(live.files) == dict(files)
-    if same and root is not None:
-        _ledger_live(ledger, owner, name, root.version)
+    put = put_version(
+        files,
+        objects,
+        owner=owner,
+        name=name,
+        base_url=base_url,
+        store=store,
+        concurrency=concurrency,
+        grace_hours=grace_hours,
+        ledger=ledger,
+        progress=progress,
+        now=now,
+    )
+    if isinstance(put, Root):  # the live version has exactly these files
+        _ledger_live(ledger, owner, name, put.version)
         return result(
             PublishOutcome.unchanged,
-            root.version,
-            root.previous,
+            put.version,
+            put.previous,
             uploaded_blobs=0,
             uploaded_bytes=0,
             diff=diff(files, files),
         )
-    live_files: Mapping[str, FileEntry] = live.files if live else {}
-
-    parent = root.version if root else None
-    version = new_version_id(now=now, after=parent)
-    created = utc_now_iso(now)
-    # a host the live version does not have yet is claimed first: a second site fails here
-    host, old_host = host_of(base_url), host_of(root.base_url) if root else None
-    if host is not None and host != old_host:
-        hosts.claim(store, host=host, site=site, version=version, grace_hours=grace_hours, now=now)
-    missing = _to_upload(
-        store,
-        ledger,
-        new_blobs(files, live.hashes() if live else ()),
-        owner=owner,
-        name=name,
-        version=version,
-        grace_hours=grace_hours,
-    )
-
-    upload_blobs(
-        store, missing, objects, owner=owner, name=name, concurrency=concurrency, progress=progress
-    )
-    put_tree(
-        store,
-        VersionTree(version=version, parent=parent, created=created, files=files),
-        live=live,
-        owner=owner,
-        name=name,
-    )
-    new_root = Root(
-        version=version,
-        site=site,
-        base_url=base_url,
-        previous=parent,
-        published=created,
-        files_hash=digest,
-    )
+    missing, version, parent = put.missing, put.root.version, put.root.previous
+    created = put.root.published
 
     def upload_again() -> None:  # a gc that began after the root was read may have taken them
         upload_blobs(
             store, missing, objects, owner=owner, name=name, concurrency=concurrency, progress=None
         )
 
-    go_live(store, new_root, tag=tag, again=upload_again, host=host, old_host=old_host, now=now)
+    go_live(
+        store,
+        put.root,
+        tag=put.tag,
+        again=upload_again,
+        host=host_of(base_url),
+        old_host=put.old_host,
+        now=now,
+    )
     uploaded_bytes = sum(e.size for e in missing.values())
     if ledger is not None:
         ledger.record_version(
@@ -310,8 +289,80 @@ def _publish(
         parent,
         uploaded_blobs=len(missing),
         uploaded_bytes=uploaded_bytes,
-        diff=diff(live_files, files),
+        diff=diff(put.live.files if put.live else {}, files),
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PutVersion:
+    """A new version's blobs and tree in the store; its root not switched yet."""
+
+    root: Root  # the root that makes it live
+    tag: str | None  # the live root's tag when it was read: the switch's compare-and-swap
+    live: VersionTree | None  # the live version's tree then
+    missing: dict[str, FileEntry]  # the blobs uploaded for it
+    old_host: str | None  # the live version's host then
+
+
+def put_version(
+    files: Mapping[str, FileEntry],
+    objects: Path,
+    *,
+    owner: str,
+    name: str,
+    base_url: str,
+    store: Store,
+    concurrency: int,
+    grace_hours: float,
+    ledger: VersionLedger | None = None,
+    progress: UploadProgress | None = None,
+    now: datetime | None = None,
+) -> PutVersion | Root:
+    """Steps 1 to 4 of the protocol: claim the host, upload what the live version lacks, write
+    the tree. The live root instead when it already has exactly ``files`` (nothing written)."""
+    site = f"{owner}/{name}"
+    digest = files_digest(files)
+    root, tag = after_gc(store, *read_root(store, owner=owner, name=name), owner=owner, name=name)
+    if root is not None and root.files_hash == digest:  # no need to read the live tree
+        return root
+    live = read_tree(store, owner=owner, name=name, version=root.version) if root else None
+    if root is not None and live is not None and dict(live.files) == dict(files):
+        return root
+    parent = root.version if root else None
+    version = new_version_id(now=now, after=parent)
+    created = utc_now_iso(now)
+    # a host the live version does not have yet is claimed first: a second site fails here
+    host, old_host = host_of(base_url), host_of(root.base_url) if root else None
+    if host is not None and host != old_host:
+        hosts.claim(store, host=host, site=site, version=version, grace_hours=grace_hours, now=now)
+    missing = _to_upload(
+        store,
+        ledger,
+        new_blobs(files, live.hashes() if live else ()),
+        owner=owner,
+        name=name,
+        version=version,
+        grace_hours=grace_hours,
+    )
+    upload_blobs(
+        store, missing, objects, owner=owner, name=name, concurrency=concurrency, progress=progress
+    )
+    put_tree(
+        store,
+        VersionTree(version=version, parent=parent, created=created, files=files),
+        live=live,
+        owner=owner,
+        name=name,
+    )
+    new_root = Root(
+        version=version,
+        site=site,
+        base_url=base_url,
+        previous=parent,
+        published=created,
+        files_hash=digest,
+    )
+    return PutVersion(root=new_root, tag=tag, live=live, missing=missing, old_host=old_host)
 
 
 def put_tree(
