@@ -97,6 +97,20 @@ def _port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _origin(
+    port: int, workers: int, *, env: dict[str, str], cwd: Path, stderr: Any = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """``render origin`` on 127.0.0.1:``port`` with the host's settings, no access log."""
+    command = [sys.executable, "-m", "render", "origin", "--bind", f"127.0.0.1:{port}"]
+    return subprocess.Popen(
+        [*command, "--workers", str(workers), "--no-access-log"],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
+
+
 def _wait(port: int) -> None:
     give_up = time.monotonic() + 120
     while True:
@@ -224,25 +238,7 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
             )
         )
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "render",
-                    "origin",
-                    "--bind",
-                    f"127.0.0.1:{origin_port}",
-                    "--workers",
-                    str(args.workers),
-                    "--no-access-log",
-                ],
-                env=env,
-                cwd=host_root,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+        procs.append(_origin(origin_port, args.workers, env=env, cwd=host_root))
         _wait(nginx_port)
         _wait(origin_port)
         for port in (nginx_port, origin_port):  # warm: every page read once (the origin's cache)
@@ -311,25 +307,7 @@ def main() -> None:
         origin_port = _port()
         log = work / "origin-1.log"
         with open(log, "w") as err:
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "render",
-                        "origin",
-                        "--bind",
-                        f"127.0.0.1:{origin_port}",
-                        "--workers",
-                        "1",
-                        "--no-access-log",
-                    ],
-                    env=env,
-                    cwd=host_root,
-                    stdout=subprocess.DEVNULL,
-                    stderr=err,
-                )
-            )
+            procs.append(_origin(origin_port, 1, env=env, cwd=host_root, stderr=err))
         _wait(origin_port)
         _ttfb(origin_port, "/robots.txt")
 
