@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
 import signal
 import socket
@@ -28,6 +27,7 @@ from s3server import moto_url, new_bucket, s3_env
 from sitekit import Host, SiteSpec, html, make_host
 
 from render.build.objects import Objects
+from render.check.lhrunner import process_tree
 from render.origin.app import from_loopback
 from render.publish.gc import gc
 from render.publish.store import open_store
@@ -526,7 +526,7 @@ def test_sigterm_during_a_render_ends_cleanly(tmp_path: Path, server: str) -> No
         workers: list[int] = []
 
         def started() -> bool:
-            workers[:] = _descendants(o.proc.pid)
+            workers[:] = process_tree(o.proc.pid)[1:]  # [0] is the server itself
             return bool(workers) and bool(o.lines("origin.analysed"))
 
         _until(started, "a render is under way in a render process")
@@ -544,26 +544,6 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _descendants(root: int) -> list[int]:
-    """Every process under ``root`` (children, their children, ...)."""
-    parents: dict[int, int] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                stat = Path(f"/proc/{name}/stat").read_text()
-            except OSError:
-                continue
-            parents[int(name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: list[int] = []
-    todo = [root]
-    while todo:
-        parent = todo.pop()
-        children = [pid for pid, ppid in parents.items() if ppid == parent]
-        found.extend(children)
-        todo.extend(children)
-    return found
 
 
 def test_byte_cache_is_bounded() -> None:
