@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from render.build.record import FORMAT, RECORD, Previous
+from render.build.record import FORMAT, RECORD, UNREADABLE, Previous
 from render.build.tree import PageRecord
 from render.files import flocked, replace_atomically
 
@@ -44,15 +44,7 @@ def record_id(folder: Path) -> tuple[int, int, int] | None:
 def _read(folder: Path) -> dict[str, object]:
     try:
         data = pickle.loads((folder / OVERLAY).read_bytes())
-    except (
-        OSError,
-        ValueError,
-        pickle.UnpicklingError,
-        EOFError,
-        AttributeError,
-        ImportError,
-        TypeError,
-    ):
+    except UNREADABLE:
         return {}
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         return {}

@@ -57,20 +57,23 @@ def build_dir(host: HostConfig, site: SiteConfig) -> Path:
     return host.site_state("builds", site.id)
 
 
+UNREADABLE = (
+    OSError,
+    ValueError,
+    pickle.UnpicklingError,
+    EOFError,
+    AttributeError,
+    TypeError,
+    ImportError,  # a record written by an older layout names classes that moved
+)
+"""What reading one of render's own pickles (a missing, damaged or older file) can raise."""
+
+
 def load_previous(folder: Path) -> Previous:
     try:
         with open(folder / RECORD, "rb") as fh:
             data = pickle.load(fh)
-    except (
-        OSError,
-        ValueError,
-        pickle.UnpicklingError,
-        EOFError,
-        AttributeError,
-        TypeError,
-        ImportError,
-    ):
-        # ImportError: a record written by an older layout names classes that moved
+    except UNREADABLE:
         return Previous()
     if not isinstance(data, dict):
         return Previous()
