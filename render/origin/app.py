@@ -30,6 +30,7 @@ from render.config import HostConfig, load_site, site_dirs
 from render.errors import RenderError
 from render.origin.cache import BytesCache
 from render.origin.fresh import PUBLISHED, Answer, SiteFresh
+from render.origin.shared import Shared
 from render.paths import is_file_url
 from render.publish.store import Store
 from render.report.dashboard import configured_budgets
@@ -94,7 +95,9 @@ class Origin:
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
         self.fresh: dict[tuple[str, str], SiteFresh] = {}
+        self.shared: Shared | None = None
         if fresh:
+            self.shared = Shared(host.state_dir / "origin")  # its processes' scratch and locks
             for folder in site_dirs(host):
                 try:
                     load_site(folder, host=host)
@@ -107,7 +110,7 @@ class Origin:
                     )
                     continue
                 self.fresh[(folder.parent.name, folder.name)] = SiteFresh(
-                    folder, host=host, max_pending=host.origin.max_pending
+                    folder, host=host, max_pending=host.origin.max_pending, shared=self.shared
                 )
 
     # --- ASGI ----------------------------------------------------------------
@@ -173,6 +176,8 @@ class Origin:
             self._refresher.join()
         for site in self.fresh.values():
             site.close()
+        if self.shared is not None:
+            self.shared.close()
 
     async def _http(self, scope: Scope, send: Send) -> tuple[int, int, str]:
         method = scope["method"]

@@ -117,6 +117,7 @@ class SiteFresh:
         *,
         host: HostConfig,
         max_pending: int,
+        shared: Shared,
         on_render: Callable[[str, str], None] | None = None,
     ) -> None:
         self.folder = folder  # sites/<owner>/<name>
@@ -133,7 +134,7 @@ class SiteFresh:
             str(self.database),
             str(self.database.with_name(self.database.name + "-wal")),
         )
-        self.shared = Shared(host.site_state("origin", site.id))
+        self.shared = shared
         self.renders = 0  # pages rendered on request, for tests and metrics
         self.analyses = 0
         self._flip = False
@@ -311,7 +312,9 @@ class SiteFresh:
             return _State(key=key, usable=False, reason="no build record yet")
         overlay = onrequest.load(self.build)
         self._flip = not self._flip
-        into = self.shared.scratch / ("a" if self._flip else "b")  # the other's may still run
+        into = self.shared.scratch(self.id) / (
+            "a" if self._flip else "b"
+        )  # the other's may still run
         scratch = into / "objects"  # where render processes write; kept pages are copied out
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
@@ -353,7 +356,7 @@ class SiteFresh:
     def _render(self, st: _State, path: str) -> None:
         assert st.stale is not None
         try:
-            with self.shared.page(path):  # another origin process may be rendering it
+            with self.shared.page(self.id, path):  # another origin process may be rendering it
                 digest = self._rendered_elsewhere(st, path) or self._render_here(st, path)
             with self._lock:
                 st.done[path] = digest
@@ -424,7 +427,6 @@ class SiteFresh:
         st = self._state
         if st is not None and st.pool is not None:
             st.pool.close()
-        self.shared.close()
 
 
 def _as_built(
