@@ -113,6 +113,18 @@ class StoreConfig:
     gc_grace_hours: float = setting(
         48.0, "gc never deletes a blob younger than this", between=(1, 8760)
     )
+    layout: str = setting(
+        "packs",
+        "'packs' (a publish's new blobs in a few pack objects, read by byte range) or 'loose'"
+        " (one key per blob, for stores served by something that only knows keys)",
+    )
+    pack_mb: int = setting(16, "largest pack a publish writes, in MB", between=(1, 1024))
+
+    @property
+    def pack_limit(self) -> int | None:
+        """The largest pack in bytes; None when blobs go up as loose keys."""
+        return self.pack_mb << 20 if self.layout == "packs" else None
+
     max_attempts: int = setting(
         5,
         "s3: attempts per request, with backoff on throttling and 5xx (botocore standard retry mode)",
@@ -449,6 +461,8 @@ def load_host(path: str | os.PathLike[str] | None = None) -> HostConfig:
     store: StoreConfig = sections["store"]
     if store.kind not in ("local", "s3"):
         problems.add("store.kind", f"expected 'local' or 's3', got {store.kind!r}")
+    if store.layout not in ("packs", "loose"):
+        problems.add("store.layout", f"expected 'packs' or 'loose', got {store.layout!r}")
     if store.kind == "s3" and not store.bucket:
         problems.add("store.bucket", "required when store.kind = 's3'")
     if sections["cdn"].kind not in ("none", "cloudflare"):

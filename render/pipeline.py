@@ -370,6 +370,7 @@ def _publish(run: _Run, built: _Built, checked: _Checked) -> RunReport:
                     ledger=run.ledger,
                     concurrency=host.store.concurrency,
                     grace_hours=host.store.gc_grace_hours,
+                    pack_limit=host.store.pack_limit,
                 )
             except RenderError as exc:
                 if run.options.out is not None:  # the tree was asked for: still written
@@ -429,6 +430,7 @@ def _stage(run: _Run, built: _Built, checked: _Checked) -> RunReport:
                 store=store,
                 concurrency=host.store.concurrency,
                 grace_hours=host.store.gc_grace_hours,
+                pack_limit=host.store.pack_limit,
             )
             if staged is not None:  # the audit task adds its own when it stores them again
                 store_reports(

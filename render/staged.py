@@ -15,7 +15,6 @@ compare-and-swap on the root as the build read it; a block raises
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import time
 from collections.abc import Iterator, Sequence
@@ -28,7 +27,8 @@ from render.config import HostConfig, SiteConfig
 from render.errors import CheckFailed, ConflictError, PublishError, RenderError
 from render.pipeline import Outcome, sync_mirror
 from render.publish import purge
-from render.publish.manifest import blob_key
+from render.publish.manifest import VersionTree
+from render.publish.packs import StoredBlobs
 from render.publish.reports import read_report, store_reports
 from render.publish.staging import Staged, switch
 from render.publish.store import Store, open_store
@@ -72,8 +72,9 @@ def audit_staged(
     store = open_store(host)
     try:
         mark = time.perf_counter()
-        files = read_tree(store, owner=owner, name=name, version=staged.version).files
-        fetched = _fetch(store, objects, owner, name, {e.hash for e in files.values()}, host)
+        tree = read_tree(store, owner=owner, name=name, version=staged.version)
+        files = tree.files
+        fetched = _fetch(store, objects, owner, name, tree, host)
         timings["fetch"] = time.perf_counter() - mark
         with open_ledger(host.state_dir) as ledger:
             run_id = ledger.start_run(owner, name, reason="audit")
@@ -199,20 +200,21 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 
 
 def _fetch(
-    store: Store, objects: Objects, owner: str, name: str, wanted: set[str], host: HostConfig
+    store: Store, objects: Objects, owner: str, name: str, tree: VersionTree, host: HostConfig
 ) -> int:
-    """The blobs of ``wanted`` this machine lacks, from the store; how many it fetched."""
-    missing = sorted(wanted - objects.hashes())
+    """The blobs of ``tree`` this machine lacks, from the store; how many it fetched."""
+    missing = sorted(tree.hashes() - objects.hashes())
 
-    def fetch(digest: str) -> None:
-        data = store.get(blob_key(owner, name, digest))
-        if data is None:
-            raise PublishError(
-                f"blob {digest} of the staged version is missing from {store.description}",
-                hint="a gc ran past the grace period since the build; build the site again",
-            )
-        objects.write(data, digest)
+    def gone(digest: str, key: str) -> None:
+        raise PublishError(
+            f"blob {digest} of the staged version is missing from {store.description} ({key})",
+            hint="a gc ran past the grace period since the build; build the site again",
+        )
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=host.store.concurrency) as pool:
-        list(pool.map(fetch, missing))
+    StoredBlobs(store, owner=owner, name=name, tree=tree).fetch(
+        missing,
+        lambda digest, data: objects.write(data, digest),
+        concurrency=host.store.concurrency,
+        missing=gone,
+    )
     return len(missing)

@@ -54,8 +54,9 @@ from render.build import record
 from render.build.objects import Objects
 from render.config import HostConfig, SiteConfig
 from render.files import replace_atomically
-from render.publish.manifest import blob_key
+from render.publish.packs import StoredBlobs
 from render.publish.store import Store
+from render.publish.versions import read_root, read_tree
 
 CONTENT_TYPE = "application/octet-stream"
 CACHE = "private, no-store"
@@ -250,20 +251,42 @@ def restore(
     objects.folder.mkdir(parents=True, exist_ok=True)
     blobs = sorted({page.hash for page in previous.pages.values()} - objects.hashes())
 
-    def fetch_blob(digest: str) -> bool:
-        blob = store.get(blob_key(owner, name, digest))
-        if blob is None:
-            return False
-        objects.write(blob, digest)
-        return True
-
-    got = _each(fetch_blob, blobs, concurrency)
+    got = _fetch_blobs(store, owner, name, blobs, objects, concurrency)
     return Restored(
         pages=len(previous.pages),
         groups=len(wanted),
-        blobs=sum(got),
-        missing=len(got) - sum(got),
+        blobs=got,
+        missing=len(blobs) - got,
     )
+
+
+def _fetch_blobs(
+    store: Store, owner: str, name: str, blobs: list[str], objects: Objects, concurrency: int
+) -> int:
+    """The record's page blobs that the live version has, into ``objects``; how many came.
+
+    A blob the live version does not name (or the store lost) is left out: the
+    build renders that page again."""
+    if not blobs:
+        return 0
+    root, _ = read_root(store, owner=owner, name=name)
+    if root is None:
+        return 0
+    tree = read_tree(store, owner=owner, name=name, version=root.version)
+    got = 0
+
+    def keep(digest: str, data: bytes) -> None:
+        nonlocal got
+        objects.write(data, digest)
+        got += 1
+
+    StoredBlobs(store, owner=owner, name=name, tree=tree).fetch(
+        [d for d in blobs if d in tree.sizes],
+        keep,
+        concurrency=concurrency,
+        missing=lambda digest, key: None,
+    )
+    return got
 
 
 def _each(function: Callable[[str], T], items: list[str], concurrency: int) -> list[T]:

@@ -1,7 +1,9 @@
 """The version tree of a published site, its root pointer, and diffs between versions.
 
 A version is a complete mapping ``path -> FileEntry(hash, size, type)``; its
-bytes live in the store as ``blobs/<sha256>``. ``root.json`` names the live
+bytes live in the store in packs (``packs/<sha256>.pack``, located by the
+version's ``index``: see ``render.publish.packs``) or, for a blob the index
+does not name, as ``blobs/<sha256>``. ``root.json`` names the live
 version. Both are JSON with a fixed shape; reading one that does not have that
 shape raises ``PublishError`` naming the key, so a corrupt file is reported and
 never silently replaced.
@@ -9,6 +11,7 @@ never silently replaced.
 Store keys (relative to the store's prefix)::
 
     sites/<owner>/<site>/blobs/<sha256>
+    sites/<owner>/<site>/packs/<sha256>.pack
     sites/<owner>/<site>/versions/<version>.json
     sites/<owner>/<site>/root.json
     sites/<owner>/<site>/deltas/<version>/<older>.json
@@ -25,6 +28,7 @@ the site that is running, or the last one that finished (see
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -65,6 +69,10 @@ def version_key(owner: str, name: str, version: str) -> str:
 
 def root_key(owner: str, name: str) -> str:
     return f"sites/{owner}/{name}/root.json"
+
+
+def pack_key(owner: str, name: str, pack: str) -> str:
+    return f"sites/{owner}/{name}/packs/{pack}.pack"
 
 
 def delta_key(owner: str, name: str, version: str, older: str) -> str:
@@ -111,12 +119,20 @@ def files_digest(files: Mapping[str, FileEntry]) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class VersionTree:
-    """``versions/<version>.json``: one whole published tree."""
+    """``versions/<version>.json``: one whole published tree, and where its blobs are packed.
+
+    ``packs`` lists every pack holding a blob of the tree; ``index`` maps a
+    blob's hash to (its pack's position in ``packs``, its byte offset there).
+    A blob the index does not name is the loose key ``blobs/<sha256>``. Both
+    are left out of the JSON when empty, so a loose version reads as before.
+    """
 
     version: str
     parent: str | None
     created: str
     files: Mapping[str, FileEntry] = field(default_factory=dict)
+    packs: tuple[str, ...] = ()
+    index: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:
@@ -125,13 +141,26 @@ class VersionTree:
     def hashes(self) -> set[str]:
         return {e.hash for e in self.files.values()}
 
+    @functools.cached_property
+    def sizes(self) -> Mapping[str, int]:
+        """hash -> size, one entry per blob (worked out once per tree)."""
+        return {e.hash: e.size for e in self.files.values()}
+
+    def locate(self, digest: str) -> tuple[str, int] | None:
+        """(pack id, offset) of a packed blob; None for a loose one."""
+        at = self.index.get(digest)
+        return None if at is None else (self.packs[at[0]], at[1])
+
     def to_bytes(self) -> bytes:
-        data = {
+        data: dict[str, Any] = {
             "version": self.version,
             "parent": self.parent,
             "created": self.created,
             "files": {p: self.files[p].to_json() for p in sorted(self.files)},
         }
+        if self.packs:
+            data["packs"] = list(self.packs)
+            data["index"] = {h: list(self.index[h]) for h in sorted(self.index)}
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -160,6 +189,8 @@ class VersionTree:
                     problem = f"files[{path!r}] is not {{hash, size, type}}"
                     break
                 files[path] = FileEntry(hash=entry["hash"], size=entry["size"], type=entry["type"])
+        if problem is None:
+            packs, index, problem = _packs_and_index(data, files)
         if problem is not None:
             raise _corrupt(key, problem)
         return cls(
@@ -167,7 +198,36 @@ class VersionTree:
             parent=data.get("parent"),
             created=data["created"],
             files=types.MappingProxyType(files),
+            packs=packs,
+            index=types.MappingProxyType(index),
         )
+
+
+def _packs_and_index(
+    data: dict[str, Any], files: Mapping[str, FileEntry]
+) -> tuple[tuple[str, ...], dict[str, tuple[int, int]], str | None]:
+    """A version file's ``packs`` and ``index``, checked; or the problem with them."""
+    raw_packs, raw_index = data.get("packs", []), data.get("index", {})
+    if not isinstance(raw_packs, list) or not all(
+        isinstance(p, str) and _HASH_RE.match(p) for p in raw_packs
+    ):
+        return (), {}, "'packs' is not a list of sha256 hex digests"
+    if not isinstance(raw_index, dict):
+        return (), {}, "'index' is not an object"
+    hashes = {e.hash for e in files.values()}
+    index: dict[str, tuple[int, int]] = {}
+    for digest, at in raw_index.items():
+        if not (
+            digest in hashes
+            and isinstance(at, list)
+            and len(at) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in at)
+            and 0 <= at[0] < len(raw_packs)
+            and at[1] >= 0
+        ):
+            return (), {}, f"index[{digest!r}] is not [pack, offset] of a blob of the tree"
+        index[digest] = (at[0], at[1])
+    return tuple(raw_packs), index, None
 
 
 @dataclass(frozen=True, kw_only=True)

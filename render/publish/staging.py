@@ -34,12 +34,13 @@ from render.publish.manifest import (
 )
 from render.publish.store import Store
 from render.publish.versions import (
+    DEFAULT_PACK_LIMIT,
     Publication,
     PublishOutcome,
     go_live,
     put_version,
     read_tree,
-    upload_blobs,
+    upload_again_into,
 )
 
 
@@ -87,6 +88,7 @@ def stage_tree(
     store: Store,
     concurrency: int,
     grace_hours: float = 48.0,
+    pack_limit: int | None = DEFAULT_PACK_LIMIT,
 ) -> Staged | None:
     """Upload what the live version lacks and write the new tree; None when nothing changed."""
     try:
@@ -99,6 +101,7 @@ def stage_tree(
             store=store,
             concurrency=concurrency,
             grace_hours=grace_hours,
+            pack_limit=pack_limit,
         )
     except PublishError as exc:
         raise exc.with_site(f"{owner}/{name}") from None
@@ -127,8 +130,8 @@ def switch(staged: Staged, *, objects: Path, store: Store, concurrency: int) -> 
     missing = {e.hash: e for e in tree.files.values() if e.hash in set(staged.uploaded)}
 
     def upload_again() -> None:
-        upload_blobs(
-            store, missing, objects, owner=owner, name=name, concurrency=concurrency, progress=None
+        upload_again_into(
+            store, tree, missing, objects, owner=owner, name=name, concurrency=concurrency
         )
 
     try:

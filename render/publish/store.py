@@ -60,6 +60,14 @@ class Store(Protocol):
         """The bytes and a tag (ETag) to pass to ``put_if``; None when missing."""
         ...
 
+    def get_range(self, key: str, start: int, length: int) -> bytes | None:
+        """``length`` bytes of the object from ``start`` (one ranged GET); None when it is missing.
+
+        Fewer bytes come back when the object is shorter: the caller checks
+        what it reads against the hash it expects.
+        """
+        ...
+
     def download(self, key: str, dest: Path) -> bool:
         """Stream the object into ``dest`` (atomically); False when missing."""
         ...
@@ -153,6 +161,19 @@ class LocalStore:
     def get_tagged(self, key: str) -> tuple[bytes, str] | None:
         data = self.get(key)
         return None if data is None else (data, _tag(data))
+
+    def get_range(self, key: str, start: int, length: int) -> bytes | None:
+        self._tick()
+        try:
+            fd = os.open(self._file(key), os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._error("read", key, exc) from None
+        try:
+            return os.pread(fd, length, start)
+        finally:
+            os.close(fd)
 
     def download(self, key: str, dest: Path) -> bool:
         self._tick()
@@ -423,6 +444,22 @@ class S3Store:
                 return None
             raise self._error(exc, "read", key) from None
         return body, str(response.get("ETag", ""))
+
+    def get_range(self, key: str, start: int, length: int) -> bytes | None:
+        if length <= 0:
+            return b""
+        try:
+            response = self._client.get_object(
+                Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{start + length - 1}"
+            )
+            body: bytes = response["Body"].read()
+        except Exception as exc:
+            if code_of(exc) in MISSING:
+                return None
+            if code_of(exc) == "InvalidRange":  # the object ends before ``start``: truncated
+                return b""
+            raise self._error(exc, "read", key) from None
+        return body
 
     def download(self, key: str, dest: Path) -> bool:
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.part")

@@ -57,11 +57,13 @@ from render.publish.manifest import (
     files_digest,
     new_blobs,
     new_version_id,
+    pack_key,
     root_key,
     site_prefix,
     utc_now_iso,
     version_key,
 )
+from render.publish.packs import packed_tree, put_back, upload_packs
 from render.publish.store import Store
 
 UploadProgress = Callable[[int, int], None]
@@ -69,6 +71,9 @@ UploadProgress = Callable[[int, int], None]
 
 GC_LEASE_SECONDS = 900.0
 """How long a gc may go on deleting after it confirmed its lease (see ``gc``)."""
+
+DEFAULT_PACK_LIMIT = 16 << 20
+"""``[store] pack_mb``'s default, in bytes (chosen from ``bench/packs.py``'s sweep)."""
 
 SWITCH_ATTEMPTS = (
     3  # root switches tried by a writer (or a lease by gc) that another keeps pushing back
@@ -137,8 +142,13 @@ def publish(
     grace_hours: float = 48.0,
     progress: UploadProgress | None = None,
     now: datetime | None = None,
+    pack_limit: int | None = DEFAULT_PACK_LIMIT,
 ) -> Publication:
-    """Make ``build``'s tree the live version of its site in ``store``."""
+    """Make ``build``'s tree the live version of its site in ``store``.
+
+    ``pack_limit`` is the largest pack in bytes (``[store] pack_mb``); None
+    uploads one key per blob (``[store] layout = "loose"``).
+    """
     return publish_tree(
         build.files,
         build.objects,
@@ -151,6 +161,7 @@ def publish(
         grace_hours=grace_hours,
         progress=progress,
         now=now,
+        pack_limit=pack_limit,
     )
 
 
@@ -167,6 +178,7 @@ def publish_tree(
     grace_hours: float = 48.0,
     progress: UploadProgress | None = None,
     now: datetime | None = None,
+    pack_limit: int | None = DEFAULT_PACK_LIMIT,
 ) -> Publication:
     """``publish`` for a bare tree: ``files`` (path -> entry) with bytes in the folder ``objects``."""
     site = f"{owner}/{name}"
@@ -187,6 +199,7 @@ def publish_tree(
             now=now,
             started=started,
             requests_before=requests_before,
+            pack_limit=pack_limit,
         )
     except PublishError as exc:
         raise exc.with_site(site) from None
@@ -207,6 +220,7 @@ def _publish(
     now: datetime | None,
     started: float,
     requests_before: int,
+    pack_limit: int | None,
 ) -> Publication:
     site = f"{owner}/{name}"
     total_bytes = sum(e.size for e in files.values())
@@ -239,6 +253,7 @@ def _publish(
         ledger=ledger,
         progress=progress,
         now=now,
+        pack_limit=pack_limit,
     )
     if isinstance(put, Root):  # the live version has exactly these files
         _ledger_live(ledger, owner, name, put.version)
@@ -254,8 +269,8 @@ def _publish(
     created = put.root.published
 
     def upload_again() -> None:  # a gc that began after the root was read may have taken them
-        upload_blobs(
-            store, missing, objects, owner=owner, name=name, concurrency=concurrency, progress=None
+        upload_again_into(
+            store, put.tree, missing, objects, owner=owner, name=name, concurrency=concurrency
         )
 
     go_live(
@@ -300,7 +315,8 @@ class PutVersion:
     root: Root  # the root that makes it live
     tag: str | None  # the live root's tag when it was read: the switch's compare-and-swap
     live: VersionTree | None  # the live version's tree then
-    missing: dict[str, FileEntry]  # the blobs uploaded for it
+    tree: VersionTree  # the new version's tree, as written
+    missing: dict[str, FileEntry]  # the blobs uploaded for it (loose, or in its packs)
     old_host: str | None  # the live version's host then
 
 
@@ -317,6 +333,7 @@ def put_version(
     ledger: VersionLedger | None = None,
     progress: UploadProgress | None = None,
     now: datetime | None = None,
+    pack_limit: int | None = DEFAULT_PACK_LIMIT,
 ) -> PutVersion | Root:
     """Steps 1 to 4 of the protocol: claim the host, upload what the live version lacks, write
     the tree. The live root instead when it already has exactly ``files`` (nothing written)."""
@@ -335,25 +352,48 @@ def put_version(
     host, old_host = host_of(base_url), host_of(root.base_url) if root else None
     if host is not None and host != old_host:
         hosts.claim(store, host=host, site=site, version=version, grace_hours=grace_hours, now=now)
-    missing = _to_upload(
-        store,
-        ledger,
-        new_blobs(files, live.hashes() if live else ()),
-        owner=owner,
-        name=name,
-        version=version,
-        grace_hours=grace_hours,
-    )
-    upload_blobs(
-        store, missing, objects, owner=owner, name=name, concurrency=concurrency, progress=progress
-    )
-    put_tree(
-        store,
-        VersionTree(version=version, parent=parent, created=created, files=files),
-        live=live,
-        owner=owner,
-        name=name,
-    )
+    tree = VersionTree(version=version, parent=parent, created=created, files=files)
+    if pack_limit is None:
+        missing = _to_upload(
+            store,
+            ledger,
+            new_blobs(files, live.hashes() if live else ()),
+            owner=owner,
+            name=name,
+            version=version,
+            grace_hours=grace_hours,
+        )
+        upload_blobs(
+            store,
+            missing,
+            objects,
+            owner=owner,
+            name=name,
+            concurrency=concurrency,
+            progress=progress,
+        )
+    else:
+        missing = new_blobs(files, live.hashes() if live else ())
+        resumed = ledger is not None and bool(
+            ledger.unfinished_publish(owner, name, store=store.description)
+        )
+        if ledger is not None:
+            ledger.begin_publish(owner, name, store=store.description, version=version)
+        tree = packed_tree(
+            tree,
+            live=live,
+            new=upload_packs(
+                store,
+                missing,
+                objects,
+                owner=owner,
+                name=name,
+                limit=pack_limit,
+                skip=(lambda pack: store.exists(pack_key(owner, name, pack))) if resumed else None,
+                progress=progress,
+            ),
+        )
+    put_tree(store, tree, live=live, owner=owner, name=name)
     new_root = Root(
         version=version,
         site=site,
@@ -362,7 +402,9 @@ def put_version(
         published=created,
         files_hash=digest,
     )
-    return PutVersion(root=new_root, tag=tag, live=live, missing=missing, old_host=old_host)
+    return PutVersion(
+        root=new_root, tag=tag, live=live, tree=tree, missing=missing, old_host=old_host
+    )
 
 
 def put_tree(
@@ -426,6 +468,24 @@ def go_live(
     if old_host is not None and moved:
         with contextlib.suppress(PublishError):  # a claim left behind is free after the grace
             hosts.release(store, host=old_host, site=root.site, version=root.version, now=now)
+
+
+def upload_again_into(
+    store: Store,
+    tree: VersionTree,
+    blobs: Mapping[str, FileEntry],
+    objects: Path,
+    *,
+    owner: str,
+    name: str,
+    concurrency: int,
+) -> None:
+    """Put back ``blobs`` of ``tree`` (the ones its publish uploaded): its packs, or loose keys."""
+    put_back(store, tree, blobs, objects, owner=owner, name=name)
+    loose = {h: e for h, e in blobs.items() if h not in tree.index}
+    upload_blobs(
+        store, loose, objects, owner=owner, name=name, concurrency=concurrency, progress=None
+    )
 
 
 def _to_upload(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import html
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
@@ -29,10 +29,12 @@ from typing import TypeVar
 from render.build.tree import FileEntry
 from render.check.loopback import Response, resolve_in_tree
 from render.errors import RenderError
+from render.files import replace_atomically
 from render.publish import hosts
 from render.publish.history import version_ids
 from render.publish.hosts import host_of
 from render.publish.manifest import VersionTree, blob_key, delta_key, version_key
+from render.publish.packs import StoredBlobs
 from render.publish.store import Store
 from render.publish.versions import read_root, read_tree
 from render.serve import versioned
@@ -50,6 +52,7 @@ class LiveSite:
     parent: str | None = None
     tree_hash: str = ""
     kept: frozenset[str] = frozenset()  # every version the store holds: answered under /_v/
+    tree: VersionTree | None = None  # the live tree: where its blobs are (packs or loose keys)
 
     @property
     def prefix(self) -> str:
@@ -178,6 +181,7 @@ class LiveSites:
             parent=tree.parent,
             tree_hash=root.files_hash,
             kept=kept,
+            tree=tree,
         )
 
     def _tell_change(self, old: LiveSite | BrokenSite | None, new: LiveSite | BrokenSite) -> None:
@@ -244,7 +248,13 @@ class LiveSites:
     def versioned(self, site: LiveSite, path: str, *, prefix: str) -> Response | None:
         """The answer when ``path`` is in the versioned URL space (``render.serve.versioned``),
         from the versions the store keeps; None for a path of the live tree. May read the store."""
-        blobs = Blobs(self.store, site)
+
+        def kept_trees() -> list[VersionTree]:
+            return [
+                t for (o, n, _), t in list(self._trees.items()) if (o, n) == (site.owner, site.name)
+            ]
+
+        blobs = Blobs(self.store, site, kept_trees)
 
         def resolve(files: Mapping[str, FileEntry], rel: str, base: str) -> Response:
             return resolve_in_tree(files, blobs, rel, prefix=base)
@@ -331,11 +341,22 @@ class BlobMissing(Exception):
 
 
 class Blobs:
-    """A live site's blobs: the local store's files, or downloaded once into the cache."""
+    """A live site's blobs: the local store's own files and packs, or read once into the cache.
 
-    def __init__(self, store: Store, site: LiveSite) -> None:
+    The live tree (and then ``trees``, kept versions served under ``/_v/``)
+    says where a blob is: a range of a pack, or a loose key. What comes from
+    another machine is checked against its hash and kept in ``site.objects``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        site: LiveSite,
+        trees: Callable[[], Iterable[VersionTree]] = tuple,
+    ) -> None:
         self.store = store
         self.site = site
+        self.trees = trees
 
     def read(self, digest: str) -> bytes:
         path = self.site.objects / digest
@@ -343,7 +364,17 @@ class Blobs:
             return path.read_bytes()
         except FileNotFoundError:
             pass
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.store.download(blob_key(self.site.owner, self.site.name, digest), path):
-            raise BlobMissing(digest)
-        return path.read_bytes()
+        local = self.store.local_path(blob_key(self.site.owner, self.site.name, digest))
+        for tree in (self.site.tree, *self.trees()):
+            if tree is None or digest not in tree.sizes:
+                continue
+            data = StoredBlobs(
+                self.store, owner=self.site.owner, name=self.site.name, tree=tree
+            ).read(digest)
+            if data is None:
+                break
+            if local is None:  # not the store's own folder: keep a copy for the next read
+                path.parent.mkdir(parents=True, exist_ok=True)
+                replace_atomically(path, data)
+            return data
+        raise BlobMissing(digest)
