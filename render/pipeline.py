@@ -29,7 +29,7 @@ from render.check import gate as checks
 from render.config import HostConfig, SiteConfig, SiteId
 from render.errors import DiskFullError, MirrorError, RenderError, is_disk_full, written
 from render.mirror import sync as mirror
-from render.mirror.layout import MAP_FILE
+from render.mirror.layout import MAP_FILE, Layout
 from render.publish import purge, repair, staging
 from render.publish import versions as publish
 from render.publish.manifest import blob_key
@@ -379,14 +379,21 @@ def _publish(run: _Run, built: _Built, checked: _Checked) -> RunReport:
                     except (RenderError, OSError) as out_exc:  # the publish's error comes first
                         exc.add_note(f"--out was not written either: {out_exc}")
                 raise
-        if run.options.out is not None:
-            with run.timed("out"):
-                _write_out(build, store, run.options.out)
         run.ledger.set_input_hash(owner, name, built.input_hash)
         synced = None
-        if host.mirror.enabled:
-            with run.timed("mirror"):
-                synced = sync_mirror(host, store, owner, name)
+        try:
+            if host.mirror.enabled:
+                with run.timed("mirror"):
+                    synced = sync_mirror(host, store, owner, name)
+        finally:  # --out after the mirror, so its files can be the mirror's
+            if run.options.out is not None:
+                with run.timed("out"):
+                    served = (
+                        Layout(host.mirror_path, owner, name).current
+                        if synced is not None and synced.served == publication.version
+                        else None
+                    )
+                    _write_out(build, store, run.options.out, served=served)
         mark = time.perf_counter()
         purged = purge.purge_publication(publication, site=site, host=host)
         if purged is not None:
@@ -454,24 +461,39 @@ def _stage(run: _Run, built: _Built, checked: _Checked) -> RunReport:
     )
 
 
-def _write_out(build: Build, store: Store, out: Path) -> None:
-    """``--out``: the tree as files, each a hard link to the local store's blob when it can be.
+def _write_out(build: Build, store: Store, out: Path, *, served: Path | None) -> None:
+    """``--out``: the tree as files, each a hard link to bytes render already wrote when it can be.
 
-    The store's blobs are immutable (read-only, never written in place), so
-    the tree shares their bytes rather than writing them a second time.
+    Those are the local store's loose blobs, or the files of the local
+    mirror's release of this very version (``served``, its ``current``): both
+    read-only and never written in place, so the tree shares their bytes
+    rather than writing them a second time. Otherwise the files are written
+    from the build.
     """
     some_blob = store.local_path(blob_key(build.site.id.owner, build.site.id.name, "x"))
-    if some_blob is None:  # a store elsewhere: the files are written from the build
+    folder = str(some_blob.parent) if some_blob is not None else None
+    first_path: dict[str, str] = {}
+    release = ""
+    if served is not None:  # the release itself, even if the mirror switches again meanwhile
+        release = os.path.realpath(served)
+        for path, entry in build.files.items():
+            first_path.setdefault(entry.hash, path)
+    if folder is None and not first_path:  # nothing on this machine to share
         materialize(build.files, build.blobs, out)
         return
-    folder = str(some_blob.parent)
+
+    def read_only(path: str) -> bool:
+        try:  # only a read-only file is shared (one from older code may be writable)
+            return not os.stat(path).st_mode & 0o222
+        except FileNotFoundError:
+            return False
 
     def linked(digest: str) -> Path | None:
-        path = os.path.join(folder, digest)
-        try:  # only a read-only blob is shared (one from older code may be writable)
-            return None if os.stat(path).st_mode & 0o222 else Path(path)
-        except FileNotFoundError:
-            return None
+        if folder is not None and read_only(blob := os.path.join(folder, digest)):
+            return Path(blob)
+        if digest in first_path and read_only(file := os.path.join(release, first_path[digest])):
+            return Path(file)
+        return None
 
     materialize(build.files, build.blobs, out, linked=linked)
 

@@ -7,6 +7,7 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -20,8 +21,9 @@ from render.mirror.layout import Layout
 from render.mirror.status import MirrorState, mirror_status
 from render.mirror.sync import SyncOutcome, run_forever, sync, sync_site, write_host_map
 from render.publish.history import rollback
-from render.publish.manifest import blob_key, version_key
+from render.publish.manifest import blob_key, pack_key, version_key
 from render.publish.store import LocalStore, S3Store
+from render.publish.versions import read_tree
 
 __all__ = ["moto_url", "s3_env"]  # fixtures used by name below
 
@@ -36,7 +38,7 @@ def root(tmp_path: Path) -> Path:
     return tmp_path / "mirror"
 
 
-def _publish(store: LocalStore, tmp_path: Path, files: dict[str, bytes], **kw: str) -> str:
+def _publish(store: LocalStore, tmp_path: Path, files: dict[str, bytes], **kw: Any) -> str:
     return publish_files(store, files, objects=tmp_path / "objects", **kw)
 
 
@@ -93,8 +95,9 @@ def test_a_new_version_fetches_only_changed_blobs_and_hard_links_the_rest(
 
     assert site.outcome is SyncOutcome.switched and site.served == v2
     assert (site.fetched, site.linked) == (1, len(new) - 1)
-    # requests: the site list, root.json, the version tree, the one changed blob and the delta
-    assert store.request_count() - requests == 5
+    # requests: the site list, root.json, the version tree and the changed blob's range of
+    # v2's pack; the delta from v1 is worked out from v1's kept tree
+    assert store.request_count() - requests == 4
     assert _served_files(root) == new
     r1, r2 = root / "releases/acme/blog" / v1, root / "releases/acme/blog" / v2
     logo = "static/logo.svg"
@@ -160,10 +163,10 @@ def test_rollback_to_a_kept_release_switches_without_downloading(
 def test_a_blob_with_wrong_bytes_refuses_the_release(
     store: LocalStore, root: Path, tmp_path: Path
 ) -> None:
-    v1 = _publish(store, tmp_path, site_files("one"))
+    v1 = _publish(store, tmp_path, site_files("one"), pack_limit=None)
     sync(store, root)
     new = site_files("two")
-    v2 = _publish(store, tmp_path, new)
+    v2 = _publish(store, tmp_path, new, pack_limit=None)
     digest = sha256(new["index.html"])
     blob = store.root / blob_key("acme", "blog", digest)
     blob.chmod(0o644)  # the store's blobs are read-only; rot does not ask
@@ -186,6 +189,40 @@ def test_a_blob_with_wrong_bytes_refuses_the_release(
     assert site.outcome is SyncOutcome.switched and _served_files(root) == new
 
 
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated"])
+def test_a_corrupt_or_truncated_pack_refuses_the_release(
+    store: LocalStore, root: Path, tmp_path: Path, damage: str
+) -> None:
+    v1 = _publish(store, tmp_path, site_files("one"))
+    sync(store, root)
+    new = site_files("two")
+    v2 = _publish(store, tmp_path, new)
+    tree = read_tree(store, owner="acme", name="blog", version=v2)
+    digest = sha256(new["index.html"])
+    pack_id, offset = tree.locate(digest) or ("", -1)
+    pack = store.root / pack_key("acme", "blog", pack_id)
+    good = pack.read_bytes()
+    pack.chmod(0o644)
+    if damage == "truncated":
+        pack.write_bytes(good[: offset + 3])
+    else:
+        pack.write_bytes(good[:offset] + bytes([good[offset] ^ 1]) + good[offset + 1 :])
+
+    (site,) = sync(store, root).sites
+
+    assert site.outcome is SyncOutcome.refused
+    assert site.served == v1 and site.version == v2
+    assert site.error is not None and f"do not hash to blob {digest}" in site.error
+    assert pack_key("acme", "blog", pack_id) in site.error
+    assert site.hint is not None and "served version is unchanged" in site.hint
+    assert _served_files(root) == site_files("one")
+    assert not (root / "releases/acme/blog" / v2).exists()
+
+    pack.write_bytes(good)  # the store is repaired: the next sync finishes
+    (site,) = sync(store, root).sites
+    assert site.outcome is SyncOutcome.switched and _served_files(root) == new
+
+
 class _FailingAfter:
     """A store whose downloads fail after ``n`` (the network dropping half way)."""
 
@@ -196,6 +233,9 @@ class _FailingAfter:
 
     def get(self, key: str) -> bytes | None:
         return self.inner.get(key)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes | None:
+        return self.inner.get_range(key, start, length)
 
     def sites(self) -> list[tuple[str, str]]:
         return self.inner.sites()
@@ -214,7 +254,8 @@ def test_an_interrupted_sync_keeps_current_and_the_next_one_reuses_what_it_check
     v1 = _publish(store, tmp_path, site_files("one"))
     sync(store, root)
     new = {f"posts/p{i}/index.html": f"<h1>post {i}</h1>".encode() for i in range(40)}
-    v2 = _publish(store, tmp_path, {**site_files("one"), **new})
+    # loose blobs: one download each, so the network can drop half way through them
+    v2 = _publish(store, tmp_path, {**site_files("one"), **new}, pack_limit=None)
 
     (site,) = sync(_FailingAfter(store, 10), root, concurrency=1).sites
 
@@ -303,6 +344,9 @@ def test_poll_loop_survives_a_failing_store(store: LocalStore, root: Path, tmp_p
 
         def get(self, key: str) -> bytes | None:
             return store.get(key)
+
+        def get_range(self, key: str, start: int, length: int) -> bytes | None:
+            return store.get_range(key, start, length)
 
         def download(self, key: str, dest: Path) -> bool:
             return store.download(key, dest)
@@ -418,8 +462,8 @@ def test_sync_from_an_s3_store_reads_only(moto_url: str, tmp_path: Path) -> None
 
         assert (site.outcome, site.served) == (SyncOutcome.switched, v1)
         assert _served_files(tmp_path / "mirror") == site_files("one")
-        # finding the sites, then root.json, the version tree and the 8 blobs: GETs only
-        assert store.request_count() - requests == listing + 2 + 8
+        # finding the sites, then root.json, the version tree and the pack: GETs only
+        assert store.request_count() - requests == listing + 2 + 1
         assert bucket_keys(moto_url, bucket) == before
     finally:
         store.close()

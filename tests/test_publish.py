@@ -18,13 +18,20 @@ from click.testing import CliRunner
 from faultproxy import FaultProxy
 from s3server import admin_client, make_build, moto_url, new_bucket, s3_config, s3_env, site_files
 
+from render.build.tree import sha256
 from render.check.loopback import serve
 from render.errors import ConflictError, PublishError
 from render.publish.gc import gc
 from render.publish.history import list_versions, rollback
 from render.publish.manifest import Root, VersionTree, root_key, version_key
 from render.publish.store import LocalStore, S3Store, Store, StoredObject
-from render.publish.versions import PublishOutcome, publish, read_root
+from render.publish.versions import (
+    DEFAULT_PACK_LIMIT,
+    PublishOutcome,
+    publish,
+    read_root,
+    read_tree,
+)
 from render.run.ledger import Ledger
 from render.serve.live import LiveSites
 
@@ -57,11 +64,13 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
         yield led
 
 
+@pytest.mark.parametrize("layout", ["packs", "loose"])
 def test_first_publish_writes_blobs_tree_and_root_last(
-    target: Target, ledger: Ledger, tmp_path: Path
+    target: Target, ledger: Ledger, tmp_path: Path, layout: str
 ) -> None:
     build = make_build(tmp_path / "b1", site_files(3))
-    pub = publish(build, store=target.store, ledger=ledger)
+    limit = DEFAULT_PACK_LIMIT if layout == "packs" else None
+    pub = publish(build, store=target.store, ledger=ledger, pack_limit=limit)
     assert pub.outcome is PublishOutcome.published
     assert pub.parent is None
     assert pub.uploaded_blobs == pub.files == 6
@@ -76,10 +85,20 @@ def test_first_publish_writes_blobs_tree_and_root_last(
     raw = target.store.get(version_key("acme", "blog", pub.version))
     assert raw is not None
     tree = json.loads(raw)
-    assert set(tree) == {"version", "parent", "created", "files"}
     assert tree["files"]["posts/p1/index.html"] == build.files["posts/p1/index.html"].to_json()
-    for path, entry in build.files.items():
-        assert target.store.get(f"sites/acme/blog/blobs/{entry.hash}") == build.read(path)
+    if layout == "loose":
+        assert set(tree) == {"version", "parent", "created", "files"}
+        for path, entry in build.files.items():
+            assert target.store.get(f"sites/acme/blog/blobs/{entry.hash}") == build.read(path)
+    else:  # one pack of the six blobs, and the index that places each
+        assert set(tree) == {"version", "parent", "created", "files", "packs", "index"}
+        (pack,) = tree["packs"]
+        body = target.store.get(f"sites/acme/blog/packs/{pack}.pack")
+        assert body is not None and sha256(body) == pack
+        for path, entry in build.files.items():
+            _, at = tree["index"][entry.hash]
+            assert body[at : at + entry.size] == build.read(path)
+        assert target.store.list("sites/acme/blog/blobs/") == []
     if target.proxy is not None:  # the root is the version's last write; then the edge pointer
         writes = [e.path for e in target.proxy.entries() if e.method == "PUT"]
         assert writes[-1].endswith("/hosts/blog.example.com.json")
@@ -104,7 +123,7 @@ def test_republish_after_one_page_changed_costs_exactly_what_changed(
     assert pub.parent == first.version and pub.version > first.version
     assert (pub.uploaded_blobs, pub.uploaded_bytes) == (1, len(changed["posts/p7/index.html"]))
     assert pub.diff.paths == ("posts/p7/index.html",)
-    # two reads (root, live tree) + the changed blob + the version tree + its delta + the root,
+    # two reads (root, live tree) + the changed blob's pack + the version tree + its delta + the root,
     # and the host claim read before the switch and pointed at the new version after it
     assert pub.requests == 8
     if target.proxy is not None:
@@ -112,9 +131,8 @@ def test_republish_after_one_page_changed_costs_exactly_what_changed(
             (e.method, e.path.partition("/sites/acme/blog/")[2] or e.path.split("/", 2)[2], e.query)
             for e in target.proxy.entries(mark)
         ]
-        blob = pub_blob = (
-            f"blobs/{make_build(tmp_path / 'b3', {'x': changed['posts/p7/index.html']}).files['x'].hash}"
-        )
+        # the version's pack holds its one new blob: the same bytes, so the same name
+        blob = pub_blob = f"packs/{sha256(changed['posts/p7/index.html'])}.pack"
         assert sent == [
             ("GET", "root.json", ""),
             ("GET", f"versions/{first.version}.json", ""),
@@ -153,12 +171,20 @@ def test_blobs_are_immutable_and_the_root_is_never_cached(moto_url: str, tmp_pat
     pub = publish(build, store=store, ledger=None)
     client = admin_client(moto_url)
     entry = build.files["static/site.css"]
-    head = client.head_object(Bucket=bucket, Key=f"sites/acme/blog/blobs/{entry.hash}")  # type: ignore[attr-defined]
-    assert head["ContentType"] == "text/css; charset=utf-8"
+    (pack,) = read_tree(store, owner="acme", name="blog", version=pub.version).packs
+    head = client.head_object(Bucket=bucket, Key=f"sites/acme/blog/packs/{pack}.pack")  # type: ignore[attr-defined]
+    assert head["ContentType"] == "application/octet-stream"
+    assert "immutable" in head["CacheControl"] and "max-age=31536000" in head["CacheControl"]
+    store_b = S3Store(s3_config(moto_url, bucket, prefix="loose"))
+    loose = publish(
+        make_build(tmp_path / "c", site_files(1)), store=store_b, ledger=None, pack_limit=None
+    )
+    head = client.head_object(Bucket=bucket, Key=f"loose/sites/acme/blog/blobs/{entry.hash}")  # type: ignore[attr-defined]
+    assert head["ContentType"] == "text/css; charset=utf-8"  # a loose key serves as it is
     assert "immutable" in head["CacheControl"] and "max-age=31536000" in head["CacheControl"]
     root = client.head_object(Bucket=bucket, Key="sites/acme/blog/root.json")  # type: ignore[attr-defined]
     assert "no-store" in root["CacheControl"] and root["ContentType"] == "application/json"
-    assert pub.outcome is PublishOutcome.published
+    assert pub.outcome is loose.outcome is PublishOutcome.published
 
 
 class _GateStore:

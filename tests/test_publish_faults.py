@@ -1,7 +1,9 @@
 """Faults between the publisher and S3: the old version stays live, a re-run finishes the job.
 
 A fault-injecting proxy (tests/faultproxy.py) sits between boto3 and the moto
-server on loopback and counts what the store really received.
+server on loopback and counts what the store really received. Most tests here
+publish loose blobs (``[store] layout = "loose"``: one PUT per blob, so a fault
+can hit one blob of many); the ``pack`` tests put the same faults on packs.
 """
 
 from __future__ import annotations
@@ -20,9 +22,18 @@ import pytest
 from faultproxy import Drop, FaultProxy, Hold, LoseResponse, Reply, Request
 from s3server import bucket_keys, make_build, moto_url, new_bucket, s3_config, s3_env, site_files
 
+from render.build.tree import Build
 from render.errors import PublishError
-from render.publish.store import S3Store
-from render.publish.versions import Publication, PublishOutcome, publish, read_root
+from render.publish.packs import StoredBlobs
+from render.publish.store import S3Store, Store
+from render.publish.versions import (
+    DEFAULT_PACK_LIMIT,
+    Publication,
+    PublishOutcome,
+    read_root,
+    read_tree,
+)
+from render.publish.versions import publish as publish_build
 from render.run.ledger import Ledger
 
 __all__ = ["moto_url", "s3_env"]
@@ -51,6 +62,11 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
 
 def _store(proxy: FaultProxy, bucket: str) -> S3Store:
     return S3Store(s3_config(proxy.url, bucket, concurrency=4, max_attempts=3))
+
+
+def publish(build: Build, *, store: Store, ledger: Ledger) -> Publication:
+    """A loose publish (one key per blob)."""
+    return publish_build(build, store=store, ledger=ledger, pack_limit=None)
 
 
 def _first(proxy: FaultProxy, bucket: str, ledger: Ledger, tmp_path: Path) -> Publication:
@@ -215,7 +231,7 @@ from render.publish.store import S3Store
 build = make_build(Path({work!r}), site_files({pages}, edition="v2"))
 store = S3Store(s3_config({url!r}, {bucket!r}, concurrency=2))
 with Ledger(Path({ledger!r})) as ledger:
-    publish(build, store=store, ledger=ledger)
+    publish(build, store=store, ledger=ledger, pack_limit=None)
 print("finished")
 """
 
@@ -284,3 +300,61 @@ def test_sigkill_after_half_the_blobs_then_a_rerun_uploads_the_rest(
     assert len(new_hashes - present) == PAGES - half  # the killed run uploaded exactly half
     pub = _rerun_uploads_only_what_is_missing(proxy, bucket, ledger, tmp_path, moto_url)
     assert pub.uploaded_blobs == PAGES - half and pub.parent == v1.version
+
+
+def _packed(proxy: FaultProxy, bucket: str, ledger: Ledger, build: Build) -> Publication:
+    return publish_build(
+        build, store=_store(proxy, bucket), ledger=ledger, pack_limit=DEFAULT_PACK_LIMIT
+    )
+
+
+def _whole(proxy: FaultProxy, bucket: str, pub: Publication, build: Build) -> None:
+    """The live version is ``pub`` and every file of it reads back as built."""
+    store = _store(proxy, bucket)
+    assert _live(proxy, bucket) == pub.version
+    tree = read_tree(store, owner="acme", name="blog", version=pub.version)
+    blobs = StoredBlobs(store, owner="acme", name="blog", tree=tree)
+    for path, entry in build.files.items():
+        assert blobs.read(entry.hash) == build.read(path)
+
+
+def test_pack_5xx_is_retried_and_a_persistent_one_keeps_the_old_version_live(
+    proxy: FaultProxy, bucket: str, ledger: Ledger, tmp_path: Path
+) -> None:
+    first = make_build(tmp_path / "v1", site_files(PAGES))
+    v1 = _packed(proxy, bucket, ledger, first)
+    attempts: list[int] = []
+
+    def once(r: Request) -> Reply | None:
+        if r.method == "PUT" and "/packs/" in r.path and r.attempt == 1:
+            attempts.append(r.attempt)
+            return Reply(503, "SlowDown", "Please reduce your request rate.")
+        return None
+
+    proxy.rules.append(once)
+    mark = proxy.mark()
+    second = make_build(tmp_path / "v2", site_files(PAGES, edition="v2"))
+    v2 = _packed(proxy, bucket, ledger, second)
+    assert v2.outcome is PublishOutcome.published and v2.parent == v1.version
+    assert proxy.count("PUT", contains="/packs/", since=mark, status=503) == 1
+    assert proxy.count("PUT", contains="/packs/", since=mark, status=200) == 1
+    _whole(proxy, bucket, v2, second)
+
+    proxy.rules[:] = [
+        lambda r: (
+            Reply(500, "InternalError", "down")
+            if r.method == "PUT" and "/packs/" in r.path
+            else None
+        )
+    ]
+    third = make_build(tmp_path / "v3", site_files(PAGES, edition="v3"))
+    with pytest.raises(PublishError) as info:
+        _packed(proxy, bucket, ledger, third)
+    assert info.value.site == "acme/blog"
+    assert "upload sites/acme/blog/packs/" in info.value.message
+    _whole(proxy, bucket, v2, second)  # the old version stays live and whole
+
+    proxy.rules.clear()
+    v3 = _packed(proxy, bucket, ledger, third)  # a rerun finishes
+    assert v3.parent == v2.version
+    _whole(proxy, bucket, v3, third)

@@ -1,8 +1,11 @@
-"""Getting a new release's blobs: downloaded and checked, or linked from a local store.
+"""Getting a new release's blobs: read from packs, downloaded, or linked from a local store.
 
-A blob from a store elsewhere is downloaded into ``.incoming/``, checked
-against its sha256 and renamed there; the release links to it. A local
-store's blob (``LocalStore``, on this machine) is checked where it is and
+A blob the version's index places in a pack is read by byte range (nearby
+ranges of one pack in one request, so most of a pack is one GET: see
+``render.publish.packs``), checked against its sha256 and written once into
+``.incoming/``; the release links to it. A loose blob from a store elsewhere
+is downloaded into ``.incoming/`` and checked the same way. A local store's
+loose blob (``LocalStore``, on this machine) is checked where it is and
 hard-linked straight into the release: its blobs are read-only and never
 written in place, so the release shares their bytes.
 """
@@ -18,9 +21,11 @@ from pathlib import Path
 from typing import Protocol
 
 from render.build.tree import FileEntry
-from render.errors import MirrorError
+from render.errors import MirrorError, PublishError
 from render.mirror.layout import Layout
-from render.publish.manifest import blob_key
+from render.publish.blobwrite import write_new
+from render.publish.manifest import VersionTree, blob_key
+from render.publish.packs import RangeSource, StoredBlobs
 from render.publish.store import LocalStore
 
 
@@ -31,6 +36,69 @@ class BlobSource(Protocol):
     def description(self) -> str: ...
 
     def download(self, key: str, dest: Path) -> bool: ...
+
+
+class PackSource(BlobSource, RangeSource, Protocol):
+    """A store the mirror reads loose blobs and ranges of packs from."""
+
+
+def fetch_release(
+    store: PackSource,
+    lay: Layout,
+    tree: VersionTree,
+    wanted: Mapping[str, FileEntry],
+    by_hash: Mapping[str, list[str]],
+    partial: Path,
+    *,
+    concurrency: int,
+) -> int:
+    """Every blob of ``wanted`` where the release can link it; the bytes read from the store."""
+    packed = [d for d in wanted if d in tree.index]
+    loose = {d: e for d, e in wanted.items() if d not in tree.index}
+    total = _fetch_packed(store, lay, tree, packed, by_hash, concurrency=concurrency)
+    if isinstance(store, LocalStore):  # on this machine: links to its files, no download
+        return total + link_blobs(store, lay, loose, by_hash, partial)
+    return total + fetch_blobs(store, lay, loose, by_hash, concurrency=concurrency)
+
+
+def _fetch_packed(
+    store: PackSource,
+    lay: Layout,
+    tree: VersionTree,
+    digests: list[str],
+    by_hash: Mapping[str, list[str]],
+    *,
+    concurrency: int,
+) -> int:
+    """The packed blobs of ``digests``, each checked and written once into ``.incoming/``."""
+    if not digests:
+        return 0
+    total = 0
+    lock = threading.Lock()
+
+    def keep(digest: str, data: bytes) -> None:  # checked: named only once whole
+        nonlocal total
+        tmp = lay.incoming / f".{digest}.{threading.get_ident()}.part"
+        tmp.unlink(missing_ok=True)
+        write_new(str(tmp), data, mode=0o444)
+        os.replace(tmp, lay.incoming / digest)
+        with lock:
+            total += len(data)
+
+    def gone(digest: str, key: str) -> None:
+        raise _missing(store, lay, key, by_hash[digest][0])
+
+    blobs = StoredBlobs(store, owner=lay.owner, name=lay.name, tree=tree)
+    try:
+        blobs.fetch(digests, keep, concurrency=concurrency, missing=gone)
+    except PublishError as exc:  # a blob whose bytes do not hash to its name
+        raise Refused(
+            exc.message,
+            site=lay.site,
+            hint="the release was refused and the served version is unchanged; run"
+            f" 'render repair {lay.site}' on the host that builds the site",
+        ) from None
+    return total
 
 
 class Refused(MirrorError):

@@ -47,7 +47,7 @@ from typing import Protocol
 
 from render.errors import MirrorError, RenderError
 from render.files import sync_folder, utc_stamp
-from render.mirror.fetch import Refused, fetch_blobs, link_blobs
+from render.mirror.fetch import Refused, fetch_release
 from render.mirror.layout import (
     MAP_FILE,
     NAME_RE,
@@ -61,13 +61,13 @@ from render.mirror.layout import (
 from render.publish import hosts
 from render.publish.hosts import HOST_RE, host_of
 from render.publish.manifest import (
+    Delta,
     Root,
     VersionTree,
     delta_key,
     root_key,
     version_key,
 )
-from render.publish.store import LocalStore
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,8 @@ class MirrorStore(Protocol):
     def description(self) -> str: ...
 
     def get(self, key: str) -> bytes | None: ...
+
+    def get_range(self, key: str, start: int, length: int) -> bytes | None: ...
 
     def download(self, key: str, dest: Path) -> bool: ...
 
@@ -229,7 +231,7 @@ def _sync_site(
         tree = _fetch_tree(store, lay, live.version)
         fetched, fetched_bytes, linked = _materialize(store, lay, tree, concurrency=concurrency)
         if tree.parent is not None:
-            delta = store.get(delta_key(lay.owner, lay.name, tree.version, tree.parent))
+            delta = _delta(store, lay, tree, tree.parent)
             if delta is not None:
                 write_file(lay.meta(tree.version) / "delta" / f"{tree.parent}.json", delta)
     _switch(lay, live.version)
@@ -275,6 +277,18 @@ def _fetch_tree(store: MirrorStore, lay: Layout, version: str) -> VersionTree:
     return tree
 
 
+def _delta(store: MirrorStore, lay: Layout, tree: VersionTree, parent: str) -> bytes | None:
+    """The delta from ``parent`` to ``tree``: worked out here when the parent's release is kept
+    (the same bytes the publish stored), else read from the store."""
+    try:
+        older = VersionTree.from_bytes(lay.tree_file(parent).read_bytes(), key=parent)
+    except (OSError, RenderError):
+        return store.get(delta_key(lay.owner, lay.name, tree.version, parent))
+    return Delta.between(
+        older.files, tree.files, version=tree.version, older=parent, older_parent=older.parent
+    ).to_bytes()
+
+
 def _safe_path(path: str) -> bool:
     parts = path.split("/")
     return (
@@ -310,10 +324,9 @@ def _materialize(
         and not os.path.isfile(os.path.join(incoming, digest))
         and not all(os.path.lexists(os.path.join(base, p)) for p in paths)
     }
-    if isinstance(store, LocalStore):  # on this machine: links to its files, no download
-        fetched_bytes = link_blobs(store, lay, wanted, by_hash, partial)
-    else:
-        fetched_bytes = fetch_blobs(store, lay, wanted, by_hash, concurrency=concurrency)
+    fetched_bytes = fetch_release(
+        store, lay, tree, wanted, by_hash, partial, concurrency=concurrency
+    )
     linked = 0
     folders: set[str] = set()
     for (

@@ -24,6 +24,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from render.build.objects import Objects
 from render.build.tree import FileEntry
@@ -167,6 +168,17 @@ def packed_tree(tree: VersionTree, *, live: VersionTree | None, new: Sequence[Pa
 # --- reading -------------------------------------------------------------------
 
 
+class RangeSource(Protocol):
+    """What reading blobs needs from a store (``Store`` has it)."""
+
+    @property
+    def description(self) -> str: ...
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def get_range(self, key: str, start: int, length: int) -> bytes | None: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class _Range:
     key: str
@@ -183,7 +195,7 @@ class StoredBlobs:
     so a reader that needs most of a pack reads it in one request.
     """
 
-    def __init__(self, store: Store, *, owner: str, name: str, tree: VersionTree) -> None:
+    def __init__(self, store: RangeSource, *, owner: str, name: str, tree: VersionTree) -> None:
         self.store = store
         self.owner = owner
         self.name = name
