@@ -76,6 +76,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
             ["publish", "publish.manifest", "publish.blobwrite", "publish.s3errors"],
             ["publish.store"],
             ["publish.hosts"],  # which site holds a host name: claims in the store
+            # packs: a version's new blobs in a few store objects, read back by range, checked
+            ["publish.packs"],
             # reports: a version's audit output, stored beside it; gc collects it with it
             ["publish.reports"],
             ["publish.versions"],
