@@ -18,7 +18,7 @@ from conftest import require
 
 from render.build.tree import FileEntry, content_type, write_object
 from render.publish.store import LocalStore
-from render.publish.versions import publish_tree
+from render.publish.versions import DEFAULT_PACK_LIMIT, publish_tree
 
 REPO = Path(__file__).resolve().parent.parent
 OVH = REPO / "ovh" / "nginx"
@@ -62,15 +62,25 @@ def publish_files(
     owner: str = "acme",
     name: str = "blog",
     base_url: str = f"http://{HOST}/",
+    pack_limit: int | None = DEFAULT_PACK_LIMIT,
 ) -> str:
-    """Publish ``files`` (path -> bytes) with the real publish code; return the version id."""
+    """Publish ``files`` (path -> bytes) with the real publish code; return the version id.
+
+    ``pack_limit=None`` publishes the loose layout (one key per blob)."""
     objects.mkdir(parents=True, exist_ok=True)
     entries = {
         path: FileEntry(hash=write_object(objects, data), size=len(data), type=content_type(path))
         for path, data in files.items()
     }
     result = publish_tree(
-        entries, objects, owner=owner, name=name, base_url=base_url, store=store, ledger=None
+        entries,
+        objects,
+        owner=owner,
+        name=name,
+        base_url=base_url,
+        store=store,
+        ledger=None,
+        pack_limit=pack_limit,
     )
     return result.version
 
