@@ -10,6 +10,7 @@ Not a test: numbers, not assertions.
 
     python bench/edge.py                       # 500 articles, 3,000 requests per server
     python bench/edge.py --articles 200 --requests 1000
+    python bench/edge.py --layout loose        # one key per blob instead of packs
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from bench.mirror import synthetic_site  # noqa: E402
 from render.build.tree import FileEntry, content_type, write_object  # noqa: E402
 from render.publish.store import LocalStore  # noqa: E402
-from render.publish.versions import publish_tree  # noqa: E402
+from render.publish.versions import DEFAULT_PACK_LIMIT, publish_tree  # noqa: E402
 
 HOST = "bench.example"
 HARNESS_HOST = "render-edge-harness.invalid"
@@ -140,6 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--articles", type=int, default=500)
     parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--layout", choices=("packs", "loose"), default="packs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
         work = Path(tmp)
@@ -159,11 +161,12 @@ def main() -> None:
             base_url=f"https://{HOST}/",
             store=store,
             ledger=None,
+            pack_limit=DEFAULT_PACK_LIMIT if args.layout == "packs" else None,
         )
         pages = [
             f"/posts/article-{i:05d}/" for i in range(0, args.articles, max(1, args.articles // 50))
         ]
-        result: dict[str, Any] = {"articles": args.articles}
+        result: dict[str, Any] = {"articles": args.articles, "layout": args.layout}
 
         edge = Edge(work / "store", ttl=2)
         try:

@@ -21,7 +21,7 @@ from render.islands import worker_source
 from render.pipeline import Options, run_site
 from render.publish.gc import gc
 from render.publish.history import rollback
-from render.publish.manifest import blob_key, delta_key
+from render.publish.manifest import VersionTree, blob_key, delta_key, pack_key
 from render.publish.store import LocalStore
 from render.publish.versions import read_root, read_tree
 from render.serve.live import LiveSites
@@ -53,14 +53,28 @@ def url_of(path: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def demo_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes]]:
+    """The demo published into a local store (packs, the default layout): the store folder,
+    and the build's bytes of every file (path -> bytes)."""
     folder = tmp_path_factory.mktemp("edge-demo")
     init_host(folder, demo=True)
+    with (folder / "render.toml").open("a", encoding="utf-8") as config:
+        config.write("\n[mirror]\nenabled = false\n")  # the Worker reads the store alone
     host = load_host(folder / "render.toml")
     site = load_site(site_dirs(host)[0], host=host)
     report = run_site(site, host=host, options=Options(skip_lighthouse=True))
     assert report.build is not None
-    return host.store_path
+    return host.store_path, {path: report.build.read(path) for path in report.build.files}
+
+
+@pytest.fixture(scope="module")
+def demo_store(demo_build: tuple[Path, dict[str, bytes]]) -> Path:
+    return demo_build[0]
+
+
+@pytest.fixture(scope="module")
+def built(demo_build: tuple[Path, dict[str, bytes]]) -> dict[str, bytes]:
+    return demo_build[1]
 
 
 @pytest.fixture(scope="module")
@@ -69,35 +83,47 @@ def demo_edge(demo_store: Path) -> Iterator[EdgeRuntime]:
         yield edge
 
 
-def live_demo(store_path: Path) -> tuple[str, dict[str, object], LocalStore]:
+def live_demo(store_path: Path) -> tuple[str, VersionTree]:
     store = LocalStore(store_path)
     ((owner, name),) = store.sites()
     root, _ = read_root(store, owner=owner, name=name)
     assert root is not None
-    tree = read_tree(store, owner=owner, name=name, version=root.version)
-    return root.version, dict(tree.files), store
+    return root.version, read_tree(store, owner=owner, name=name, version=root.version)
+
+
+def blob_read(
+    store: LocalStore, version: str, path: str, *, owner: str = "acme", name: str = "blog"
+) -> str:
+    """The R2 operation that reads ``path``'s blob: one ranged get of its pack, else its loose key."""
+    tree = read_tree(store, owner=owner, name=name, version=version)
+    entry = tree.files[path]
+    where = tree.locate(entry.hash)
+    if where is None:
+        return f"get {blob_key(owner, name, entry.hash)}"
+    pack, offset = where
+    return f"get {pack_key(owner, name, pack)} bytes={offset}-{offset + entry.size - 1}"
 
 
 def test_edge_serves_every_file_of_the_demo_byte_for_byte(
-    demo_store: Path, demo_edge: EdgeRuntime
+    demo_store: Path, demo_edge: EdgeRuntime, built: dict[str, bytes]
 ) -> None:
-    version, files, store = live_demo(demo_store)
-    assert len(files) > 10
-    for path, entry in sorted(files.items()):
+    version, tree = live_demo(demo_store)
+    assert len(tree.files) > 10 and set(tree.files) == set(built)
+    assert set(tree.index) == tree.hashes()  # every blob is in a pack: none is a loose key
+    for path, entry in sorted(tree.files.items()):
         reply = demo_edge.get(url_of(path), host=DEMO_HOST)
-        expected = store.get(blob_key("demo", "blog", entry.hash))  # type: ignore[attr-defined]
-        assert (reply.status, reply.body) == (200, expected), path
-        assert reply.header("content-type") == entry.type  # type: ignore[attr-defined]
-        assert reply.header("etag") == f'"{entry.hash}"'  # type: ignore[attr-defined]
+        assert (reply.status, reply.body) == (200, built[path]), path
+        assert reply.header("content-type") == entry.type
+        assert reply.header("etag") == f'"{entry.hash}"'
         assert reply.header("cache-control") == mirror_cache_control(url_of(path)), path
         assert reply.header("x-render-version") == version
         assert reply.header("x-content-type-options") == "nosniff"
 
 
 def test_edge_answers_304_head_404_and_folder_redirects(
-    demo_store: Path, demo_edge: EdgeRuntime
+    demo_store: Path, demo_edge: EdgeRuntime, built: dict[str, bytes]
 ) -> None:
-    version, files, store = live_demo(demo_store)
+    _version, tree = live_demo(demo_store)
     page = demo_edge.get("/", host=DEMO_HOST)
     demo_edge.ops()
     again = demo_edge.get("/", host=DEMO_HOST, headers={"If-None-Match": page.header("etag")})
@@ -114,13 +140,12 @@ def test_edge_answers_304_head_404_and_folder_redirects(
     assert demo_edge.ops() == []
 
     missing = demo_edge.get("/no/such/page/", host=DEMO_HOST)
-    expected = store.get(blob_key("demo", "blog", files["404.html"].hash))  # type: ignore[attr-defined]
-    assert (missing.status, missing.body) == (404, expected)
+    assert (missing.status, missing.body) == (404, built["404.html"])
     assert missing.header("content-type").startswith("text/html")
     head404 = demo_edge.get("/no/such/page/", host=DEMO_HOST, method="HEAD")
     assert (head404.status, head404.body) == (404, b"")
 
-    folder = next(p for p in files if p.endswith("/index.html") and p.count("/") >= 2)
+    folder = next(p for p in tree.files if p.endswith("/index.html") and p.count("/") >= 2)
     bare = "/" + folder.removesuffix("/index.html")
     moved = demo_edge.get(bare + "?x=1", host=DEMO_HOST)
     assert (moved.status, moved.header("location")) == (301, bare + "/?x=1")
@@ -153,17 +178,18 @@ def test_edge_refuses_bad_paths_without_reading_the_bucket(
     assert demo_edge.ops() == []
 
 
-def test_edge_dot_segments_never_leave_the_site(demo_store: Path, demo_edge: EdgeRuntime) -> None:
+def test_edge_dot_segments_never_leave_the_site(
+    demo_store: Path, demo_edge: EdgeRuntime, built: dict[str, bytes]
+) -> None:
     """The runtime folds `..` before the Worker sees it: what is left is a path in the tree."""
-    _version, files, store = live_demo(demo_store)
+    _version, tree = live_demo(demo_store)
     demo_edge.ops()
     reply = demo_edge.get("/posts/../../../sites/demo/blog/root.json", host=DEMO_HOST)
-    expected = store.get(blob_key("demo", "blog", files["404.html"].hash))  # type: ignore[attr-defined]
-    assert (reply.status, reply.body) == (404, expected)
-    blobs = {f"sites/demo/blog/blobs/{e.hash}" for e in files.values()}  # type: ignore[attr-defined]
-    allowed = {"hosts/blog.example.com.json", "sites/demo/blog/root.json"} | blobs
+    assert (reply.status, reply.body) == (404, built["404.html"])
+    packs = {pack_key("demo", "blog", pack) for pack in tree.packs}
+    allowed = {"hosts/blog.example.com.json", "sites/demo/blog/root.json"} | packs
     for op in demo_edge.ops():
-        key = op.split(" ", 1)[1]
+        key = op.split(" ")[1]
         assert key in allowed or key.startswith("sites/demo/blog/versions/"), op
 
 
@@ -173,11 +199,11 @@ def test_edge_reads_one_object_per_warm_view_and_few_cold(demo_edge: EdgeRuntime
     demo_edge.get("/", host=DEMO_HOST)
     cold = demo_edge.ops()
     # a new isolate: the host claim and tree, unless the Cache API holds them; the blob
-    assert 1 <= len(cold) <= 3 and "/blobs/" in cold[-1], cold
+    assert 1 <= len(cold) <= 3 and "/packs/" in cold[-1], cold
     assert not any(op.endswith("/root.json") for op in cold), cold
     demo_edge.get("/", host=DEMO_HOST)
     warm = demo_edge.ops()
-    assert len(warm) == 1 and "/blobs/" in warm[0], warm
+    assert len(warm) == 1 and "/packs/" in warm[0] and " bytes=" in warm[0], warm
 
 
 # --- switches ------------------------------------------------------------------
@@ -272,11 +298,9 @@ def test_edge_sends_a_session_to_the_origin(tmp_path: Path) -> None:
         assert origin.seen[-1]["body"] == "user=a"
 
 
-def test_edge_answers_byte_ranges(demo_store: Path, demo_edge: EdgeRuntime) -> None:
-    _version, files, store = live_demo(demo_store)
-    entry = files["index.html"]
-    whole = store.get(blob_key("demo", "blog", entry.hash))  # type: ignore[attr-defined]
-    assert whole is not None and len(whole) > 100
+def test_edge_answers_byte_ranges(demo_edge: EdgeRuntime, built: dict[str, bytes]) -> None:
+    whole = built["index.html"]
+    assert len(whole) > 100
     part = demo_edge.get("/", host=DEMO_HOST, headers={"Range": "bytes=10-49"})
     assert (part.status, part.body) == (206, whole[10:50])
     assert part.header("content-range") == f"bytes 10-49/{len(whole)}"
@@ -333,23 +357,138 @@ def test_edge_answers_502_when_the_origin_is_down(tmp_path: Path) -> None:
 
 
 def test_edge_reads_three_objects_cold_and_one_warm(tmp_path: Path) -> None:
-    """The host claim names the live version: a cold view never reads root.json."""
+    """The host claim names the live version: a cold view never reads root.json, and the page
+    is one ranged get of its pack."""
     store = LocalStore(tmp_path / "store")
     files = site_files("one")
     version = publish_files(store, files, objects=tmp_path / "objects")
     tree = read_tree(store, owner="acme", name="blog", version=version)
+    ((pack, offset),) = {tree.locate(tree.files["index.html"].hash)}
+    size = tree.files["index.html"].size
     with edge_runtime(tmp_path / "store") as edge:
         edge.ops()
         assert edge.get("/", host=HOST).body == files["index.html"]
         assert edge.ops() == [
             f"get hosts/{HOST}.json",
             f"get sites/acme/blog/versions/{version}.json",
-            f"get sites/acme/blog/blobs/{tree.files['index.html'].hash}",
+            f"get sites/acme/blog/packs/{pack}.pack bytes={offset}-{offset + size - 1}",
         ]
         assert edge.get("/posts/hello/", host=HOST).body == files["posts/hello/index.html"]
-        assert edge.ops() == [
-            f"get sites/acme/blog/blobs/{tree.files['posts/hello/index.html'].hash}"
+        assert edge.ops() == [blob_read(store, version, "posts/hello/index.html")]
+        # a byte range of a page: still the whole blob (only the whole can be checked), one get
+        part = edge.get("/", host=HOST, headers={"Range": "bytes=5-14"})
+        assert (part.status, part.body) == (206, files["index.html"][5:15])
+        assert edge.ops() == [blob_read(store, version, "index.html")]
+
+
+# --- packs and loose keys ------------------------------------------------------------
+
+
+def test_edge_never_serves_a_blob_of_a_corrupted_or_truncated_pack(tmp_path: Path) -> None:
+    """Each blob is checked against its sha256: a bad one is a 502 nothing may cache, read
+    again on every request, and the good pack serves again once it is back."""
+    store = LocalStore(tmp_path / "store")
+    files = site_files("one")
+    version = publish_files(store, files, objects=tmp_path / "objects")
+    tree = read_tree(store, owner="acme", name="blog", version=version)
+    (pack,) = tree.packs
+    assert set(tree.index) == tree.hashes() and len(tree.hashes()) == len(files) == 8
+    pack_file = tmp_path / "store" / pack_key("acme", "blog", pack)
+    good = pack_file.read_bytes()
+    pack_file.chmod(0o644)
+    by_offset = sorted(files, key=lambda path: tree.index[tree.files[path].hash][1])
+
+    def spot(path: str) -> tuple[str, int, int]:
+        entry = tree.files[path]
+        return entry.hash, tree.index[entry.hash][1], entry.size
+
+    def refused(path: str, problem: str) -> None:
+        digest, offset, _ = spot(path)
+        for headers in ({}, {"Range": "bytes=0-9"}):
+            reply = edge.get(url_of(path), host=HOST, headers=headers)
+            assert (reply.status, reply.body) == (
+                502,
+                f"blob {digest} is corrupt in sites/acme/blog/packs/{pack}.pack"
+                f" at offset {offset}: {problem}\n".encode(),
+            )
+            assert reply.header("cache-control") == "no-store"
+
+    def served(paths: list[str]) -> None:
+        for path in paths:
+            reply = edge.get(url_of(path), host=HOST)
+            assert (reply.status, reply.body) == (200, files[path]), path
+
+    with edge_runtime(tmp_path / "store") as edge:
+        served(by_offset)
+        # one byte of the home page flipped
+        _digest, offset, size = spot("index.html")
+        corrupt = bytearray(good)
+        corrupt[offset + size // 2] ^= 0x20
+        pack_file.write_bytes(corrupt)
+        assert edge.sync() == 1
+        edge.ops()
+        refused("index.html", "the bytes there do not hash to it")
+        refused("index.html", "the bytes there do not hash to it")
+        # read again each time (never a copy kept), and read as one ranged get
+        assert edge.ops() == [blob_read(store, version, "index.html")] * 4
+        served([path for path in files if path != "index.html"])
+
+        # cut in the middle of one blob: it is short, and the blobs after it start past the end
+        cut_in, after = by_offset[4], by_offset[5:]
+        _digest, offset, size = spot(cut_in)
+        pack_file.write_bytes(good[: offset + size // 2])
+        assert edge.sync() == 1
+        refused(cut_in, f"{size // 2} of its {size} bytes are there")
+        for path in after:
+            refused(path, f"0 of its {spot(path)[2]} bytes are there")
+        served(by_offset[:4])
+
+        pack_file.write_bytes(good)
+        assert edge.sync() == 1
+        served(by_offset)
+
+
+def test_edge_serves_a_loose_site_and_a_version_mixing_loose_and_packed_blobs(
+    tmp_path: Path,
+) -> None:
+    """``[store] layout = "loose"``: one key per blob; a packed version after it keeps the
+    blobs it did not change as loose keys, and the Worker reads each where the index says."""
+    store = LocalStore(tmp_path / "store")
+    objects = tmp_path / "objects"
+    loose_files = site_files("one")
+    loose = publish_files(store, loose_files, objects=objects, pack_limit=None)
+    tree = read_tree(store, owner="acme", name="blog", version=loose)
+    assert tree.packs == () and not tree.index
+    with edge_runtime(tmp_path / "store", ttl=0) as edge:
+        edge.ops()
+        for path in sorted(loose_files):
+            reply = edge.get(url_of(path), host=HOST)
+            assert (reply.status, reply.body) == (200, loose_files[path]), path
+        reads = [op for op in edge.ops() if not op.startswith("get hosts/")]
+        assert reads == [
+            f"get sites/acme/blog/versions/{loose}.json",
+            *(f"get {blob_key('acme', 'blog', tree.files[p].hash)}" for p in sorted(loose_files)),
         ]
+
+        mixed_files = {**site_files("two"), "empty.txt": b""}
+        mixed = publish_files(store, mixed_files, objects=objects)
+        mixed_tree = read_tree(store, owner="acme", name="blog", version=mixed)
+        logo = mixed_tree.files["static/logo.svg"].hash  # the same bytes in both versions
+        assert mixed_tree.locate(logo) is None
+        assert set(mixed_tree.index) == mixed_tree.hashes() - {logo}
+        assert mixed_tree.locate(mixed_tree.files["empty.txt"].hash) is not None
+        edge.sync()
+        edge.ops()
+        for path in sorted(mixed_files):
+            reply = edge.get(url_of(path), host=HOST)
+            assert (reply.status, reply.body) == (200, mixed_files[path]), path
+            assert reply.header("x-render-version") == mixed
+        reads = [op for op in edge.ops() if not op.startswith("get hosts/")]
+        assert reads == [
+            f"get sites/acme/blog/versions/{mixed}.json",
+            *(blob_read(store, mixed, p) for p in sorted(mixed_files) if p != "empty.txt"),
+        ]  # the empty file's bytes are known without a read
+        assert f"get {blob_key('acme', 'blog', logo)}" in reads
 
 
 # --- the versioned URL space (render/serve/versioned.py, issue 13) ---------------------
@@ -375,9 +514,7 @@ def test_edge_serves_every_kept_version_under_v_as_render_serve_does(tmp_path: P
             tree = read_tree(store, owner="acme", name="blog", version=version)
             for path, entry in tree.files.items():
                 reply = edge.get(f"/_v/{version}/{path.removesuffix('index.html')}", host=HOST)
-                expected = store.get(blob_key("acme", "blog", entry.hash))
-                assert (reply.status, reply.body) == (200, expected), (version, path)
-                assert expected == by_version[version][path]
+                assert (reply.status, reply.body) == (200, by_version[version][path]), path
                 assert reply.header("cache-control") == IMMUTABLE
                 assert reply.header("x-render-version") == version
                 assert reply.header("content-type") == entry.type

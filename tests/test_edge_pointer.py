@@ -10,14 +10,13 @@ from pathlib import Path
 
 from edgekit import EdgeRuntime, edge_runtime
 from mirrorkit import HOST, publish_files, site_files
-from test_edge import observe_until
+from test_edge import blob_read, observe_until
 
 from render.publish.gc import gc
 from render.publish.history import rollback
 from render.publish.hosts import Pointed, claim_key
 from render.publish.repair import repair
 from render.publish.store import LocalStore
-from render.publish.versions import read_tree
 
 TTL = 1.0
 
@@ -60,8 +59,7 @@ def test_edge_follows_publishes_and_rollbacks_by_the_claim_alone(tmp_path: Path)
         assert read and not [op for op in read if op.endswith("/root.json")], read
     with edge_runtime(tmp_path / "store", ttl=TTL) as edge:  # an empty Cache API too
         # cold: the claim, the tree, the blob; warm: the blob
-        tree = read_tree(store, owner="acme", name="blog", version=first)
-        blob = f"get sites/acme/blog/blobs/{tree.files['index.html'].hash}"
+        blob = blob_read(store, first, "index.html")
         assert cold_view(edge) == [
             f"get hosts/{HOST}.json",
             f"get sites/acme/blog/versions/{first}.json",
@@ -86,7 +84,7 @@ def test_edge_reads_root_json_for_a_claim_older_code_wrote(tmp_path: Path) -> No
             f"get hosts/{HOST}.json",
             "get sites/acme/blog/root.json",
             f"get sites/acme/blog/versions/{second}.json",
-            f"get sites/acme/blog/blobs/{read_tree(store, owner='acme', name='blog', version=second).files['index.html'].hash}",
+            blob_read(store, second, "index.html"),
         ]
         # a claim left behind on a host the site moved away from serves nothing
         third = publish_files(

@@ -4,12 +4,16 @@
 //   hosts/<host>.json                         which site holds a host name, and its live
 //                                             version there ("live") (render/publish/hosts.py)
 //   sites/<owner>/<site>/root.json            the live version (the truth the claim follows)
-//   sites/<owner>/<site>/versions/<v>.json    a version's tree: path -> {hash, size, type}
-//   sites/<owner>/<site>/blobs/<sha256>       the bytes
+//   sites/<owner>/<site>/versions/<v>.json    a version's tree: path -> {hash, size, type},
+//                                             and where its blobs are packed ("packs", "index")
+//   sites/<owner>/<site>/packs/<sha256>.pack  blobs' bytes back to back (render/publish/packs.py)
+//   sites/<owner>/<site>/blobs/<sha256>       a blob the index does not name (older versions,
+//                                             [store] layout = "loose")
 // A page view reads the host claim (cached for ROOT_TTL_SECONDS, in the isolate and in
 // the Cache API), the tree of the version it names (cached by version: immutable) and
-// one blob: 3 reads cold, 1 warm. Every root switch points the claim at the version it
-// made live; a claim without "live" (older publishers, a host being moved away from),
+// one blob (one ranged get of its pack, or its loose key), checked against its sha256
+// before it is served: 3 reads cold, 1 warm. Every root switch points the claim at the
+// version it made live; a claim without "live" (older publishers, a host being moved away from),
 // or naming a version the bucket no longer keeps, sends the Worker to root.json, whose
 // base_url must name the host (a claim left behind serves nothing): 4 reads cold.
 // Requests with the session cookie (and writes) go to the origin: the
@@ -171,8 +175,9 @@ async function readPointer(env, ctx, host, name) {
   return value;
 }
 
-/** A version's tree as {files: Map(path -> entry), parent}; with `optional`, null when the
- * bucket does not hold it (a version not kept), else a missing tree is a StoreError. */
+/** A version's tree as {files: Map(path -> entry), parent, packed: Map(blob hash -> {pack,
+ * offset})}, parsed once per isolate and version. With `optional`, null when the bucket
+ * does not hold it (a version not kept), else a missing tree is a StoreError. */
 async function readTree(env, ctx, host, site, version, optional = false) {
   const id = `${site}@${version}`;
   const held = trees.get(id);
@@ -223,9 +228,77 @@ async function readTree(env, ctx, host, site, version, optional = false) {
     }
     files.set(path, entry);
   }
-  const tree = { files, parent: data.parent ?? null };
+  const tree = { files, parent: data.parent ?? null, packed: packIndex(data, key) };
   keep(trees, id, tree, TREES_KEPT);
   return tree;
+}
+
+/** A version file's "packs" and "index" as Map(blob hash -> {pack, offset}): empty for a
+ * loose version (a blob the index does not name is its loose key). */
+function packIndex(data, key) {
+  const packs = data.packs ?? [];
+  const index = data.index ?? {};
+  if (!Array.isArray(packs) || !packs.every((id) => HASH_RE.test(id))) {
+    throw new StoreError(`${key}: "packs" is not a list of sha256 hex digests`);
+  }
+  if (typeof index !== "object" || index === null || Array.isArray(index)) {
+    throw new StoreError(`${key}: "index" is not an object`);
+  }
+  const packed = new Map();
+  for (const [hash, at] of Object.entries(index)) {
+    const [pack, offset] = Array.isArray(at) && at.length === 2 ? at : [];
+    if (!Number.isInteger(pack) || pack < 0 || pack >= packs.length || !Number.isInteger(offset) || offset < 0) {
+      throw new StoreError(`${key}: index[${JSON.stringify(hash)}] is not [pack, offset]`);
+    }
+    packed.set(hash, { pack: packs[pack], offset });
+  }
+  return packed;
+}
+
+/** One blob's bytes as {bytes}, or {problem} when the bucket lacks them or they do not hash
+ * to the blob (a truncated or corrupted pack): such bytes are never served. A packed blob is
+ * one ranged get of its pack, any other its loose key. */
+async function readBlob(env, site, tree, entry) {
+  const at = tree.packed.get(entry.hash);
+  const key = prefixed(env, at ? `sites/${site}/packs/${at.pack}.pack` : `sites/${site}/blobs/${entry.hash}`);
+  let bytes = new ArrayBuffer(0); // the empty blob needs no read (R2 refuses an empty range)
+  if (entry.size > 0 && at) {
+    bytes = await readRange(env, key, at.offset, entry.size);
+  } else if (entry.size > 0) {
+    const object = await env.BUCKET.get(key);
+    bytes = object === null ? null : await object.arrayBuffer();
+  }
+  if (bytes === null) return { problem: `blob ${entry.hash} is missing from the bucket` };
+  if (bytes.byteLength !== entry.size || (await sha256(bytes)) !== entry.hash) {
+    const where = at ? `${key} at offset ${at.offset}` : key;
+    const why =
+      bytes.byteLength !== entry.size
+        ? `${bytes.byteLength} of its ${entry.size} bytes are there`
+        : "the bytes there do not hash to it";
+    const problem = `blob ${entry.hash} is corrupt in ${where}: ${why}`;
+    console.error(`render-edge: ${problem}`);
+    return { problem };
+  }
+  return { bytes };
+}
+
+/** `length` bytes of `key` from `offset` (fewer when the object is shorter); null when missing. */
+async function readRange(env, key, offset, length) {
+  try {
+    const object = await env.BUCKET.get(key, { range: { offset, length } });
+    return object === null ? null : await object.arrayBuffer();
+  } catch (err) {
+    // R2 refuses a range that starts past the object's end: a pack cut short, not R2 failing
+    const held = await env.BUCKET.head(key);
+    if (held === null) return null;
+    if (held.size >= offset + length) throw err;
+    return new ArrayBuffer(0);
+  }
+}
+
+async function sha256(bytes) {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** A version other than the live one, or null when the bucket no longer keeps it. Its tree
@@ -360,8 +433,8 @@ async function serveFromBucket(request, env, ctx, host, path) {
     const body = `{"version": ${pyJson(live.version)}, "parent": ${pyJson(current.parent)}, "tree": ${pyJson(live.tree)}}`;
     return json(request, body, NO_CACHE, live.version);
   }
-  if (path === SERVICE_WORKER) return serveFile(request, env, live.site, live.version, current.files, path, NO_CACHE);
-  if (!path.startsWith(VERSIONED)) return serveFile(request, env, live.site, live.version, current.files, path);
+  if (path === SERVICE_WORKER) return serveFile(request, env, live.site, live.version, current, path, NO_CACHE);
+  if (!path.startsWith(VERSIONED)) return serveFile(request, env, live.site, live.version, current, path);
 
   const rest = path.slice(VERSIONED.length);
   const slash = rest.indexOf("/");
@@ -385,14 +458,15 @@ async function serveFromBucket(request, env, ctx, host, path) {
       if (old !== null) return json(request, deltaDocument(old, kept, version, older), IMMUTABLE, version);
     }
   }
-  return serveFile(request, env, live.site, version, kept.files, inner, (status) =>
+  return serveFile(request, env, live.site, version, kept, inner, (status) =>
     status === 200 || status === 206 || status === 304 ? IMMUTABLE : NO_CACHE,
   );
 }
 
 /** One file of a tree (or its 404 page, or the slash redirect); `cache` overrides the
  * mirror's Cache-Control: a value, or a function of the status. */
-async function serveFile(request, env, site, version, files, path, cache = null) {
+async function serveFile(request, env, site, version, tree, path, cache = null) {
+  const files = tree.files;
   const url = new URL(request.url);
   const head = request.method === "HEAD";
   const common = { "x-render-version": version, "x-content-type-options": "nosniff" };
@@ -443,10 +517,11 @@ async function serveFile(request, env, site, version, files, path, cache = null)
   if (head) {
     return new Response(null, { status, headers: { ...headers, "content-length": String(length) } });
   }
-  const key = prefixed(env, `sites/${site}/blobs/${entry.hash}`);
-  const object = await env.BUCKET.get(key, range ? { range: { offset: range.offset, length: range.length } } : {});
-  if (object === null) return plain(502, `blob ${entry.hash} is missing from the bucket\n`, common);
-  return new Response(object.body, { status, headers: { ...headers, "content-length": String(length) } });
+  // the whole blob, even for a byte range: only the whole can be checked against its hash
+  const { bytes, problem } = await readBlob(env, site, tree, entry);
+  if (problem) return plain(502, `${problem}\n`, common);
+  const body = range ? new Uint8Array(bytes, range.offset, range.length) : bytes;
+  return new Response(body, { status, headers: { ...headers, "content-length": String(length) } });
 }
 
 /** A single byte range asked for (`Range: bytes=a-b`, `a-`, `-n`); null for the whole file. */

@@ -1,5 +1,6 @@
 // The test harness's entry: the real Worker, with the R2 binding wrapped to count
-// every operation it makes (the count is read at /__ops on the harness host name).
+// every operation it makes (the count is read at /__ops on the harness host name):
+// `get <key>`, `get <key> bytes=<first>-<last>` for a ranged get, `head <key>`, ...
 import worker from "../src/worker.js";
 
 const HARNESS_HOST = "render-edge-harness.invalid";
@@ -11,7 +12,9 @@ function counted(bucket) {
       const value = target[name];
       if (typeof value !== "function") return value;
       return (...args) => {
-        ops.push(`${String(name)} ${typeof args[0] === "string" ? args[0] : ""}`.trim());
+        const range = args[1]?.range;
+        const bytes = range ? ` bytes=${range.offset}-${range.offset + range.length - 1}` : "";
+        ops.push(`${String(name)} ${typeof args[0] === "string" ? args[0] : ""}${bytes}`.trim());
         return value.apply(target, args);
       };
     },
