@@ -4,7 +4,9 @@ Each test runs the real operations on a real store (a local folder, and moto's S
 server where it matters) and steps them through a seam: ``Hooked`` is a store
 that runs a piece of the test at one precise call of another operation, such as
 "right after gc listed the blobs". ``gc(now=...)`` three days ahead makes every
-blob old enough to delete, so only gc's lease protects a writer in flight.
+blob and pack old enough to delete, so only gc's lease protects a writer in flight.
+Tests about what gc deletes run with both store layouts: packs (the default) and
+loose blobs.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from render.errors import ConflictError, PublishError
 from render.publish.gc import GcReport, gc
 from render.publish.history import rollback, version_ids
 from render.publish.manifest import Root, root_key
+from render.publish.packs import StoredBlobs
 from render.publish.store import LocalStore, S3Store, Store
 from render.publish.versions import (
+    DEFAULT_PACK_LIMIT,
     Publication,
     PublishOutcome,
     publish,
@@ -51,6 +55,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     s3 = S3Store(s3_config(endpoint, new_bucket(endpoint)))
     yield s3
     s3.close()
+
+
+@pytest.fixture(params=["packs", "loose"])
+def layout(request: pytest.FixtureRequest) -> int | None:
+    """``publish``'s ``pack_limit``: packs (``[store] layout = "packs"``) or loose blobs."""
+    return DEFAULT_PACK_LIMIT if request.param == "packs" else None
 
 
 class Hooked:
@@ -140,7 +150,13 @@ def in_thread(
     return thread, out
 
 
-def series(store: Store, tmp_path: Path, editions: Sequence[str]) -> list[str]:
+def series(
+    store: Store,
+    tmp_path: Path,
+    editions: Sequence[str],
+    *,
+    pack_limit: int | None = DEFAULT_PACK_LIMIT,
+) -> list[str]:
     """Publish one version per edition; each has 3 posts and a stylesheet of its own."""
     out = []
     for edition in editions:
@@ -149,13 +165,18 @@ def series(store: Store, tmp_path: Path, editions: Sequence[str]) -> list[str]:
                 make_build(tmp_path / f"s-{edition}", edition_files(edition)),
                 store=store,
                 ledger=None,
+                pack_limit=pack_limit,
             ).version
         )
     return out
 
 
-def _blob_method(store: Store) -> str:
-    return "put_blobs" if isinstance(store, LocalStore) else "put_file"
+def _upload_method(store: Store, pack_limit: int | None) -> tuple[str, str]:
+    """The store call a publish's first upload makes, and a part of its key."""
+    if pack_limit is not None:
+        return "put", "/packs/"
+    # a local store takes the loose blobs in one batch (put_blobs), S3 one put_file each
+    return ("put_blobs" if isinstance(store, LocalStore) else "put_file"), "/blobs"
 
 
 def edition_files(edition: str) -> dict[str, bytes]:
@@ -168,24 +189,30 @@ def live(store: Store) -> Root:
     return root
 
 
-def assert_whole(store: Store) -> str:
-    """Every blob the live version names is in the store with the bytes of its hash."""
-    root = live(store)
-    tree = read_tree(store, owner="acme", name="blog", version=root.version)
+def assert_whole(store: Store, version: str | None = None) -> str:
+    """Every blob ``version`` (default: the live one) names reads back with the bytes of its hash,
+    from its pack or its loose key; the version it checked."""
+    version = version or live(store).version
+    tree = read_tree(store, owner="acme", name="blog", version=version)
+    blobs = StoredBlobs(store, owner="acme", name="blog", tree=tree)
     broken = []
     for digest in sorted(tree.hashes()):
-        data = store.get(f"sites/acme/blog/blobs/{digest}")
+        try:
+            data = blobs.read(digest)
+        except PublishError:
+            data = None
         if data is None or hashlib.sha256(data).hexdigest() != digest:
             broken.append(digest)
-    assert broken == [], f"{len(broken)} blobs of the live {root.version} are gone"
-    return root.version
+    assert broken == [], f"{len(broken)} blobs of {version} are gone"
+    return version
 
 
 def test_a_publish_that_read_the_root_before_gc_began_uploads_again_what_gc_took(
-    store: Store, tmp_path: Path
+    store: Store, layout: int | None, tmp_path: Path
 ) -> None:
     # the new version brings back edition a's pages: blobs only the oldest version names
-    old = series(store, tmp_path, ["a", "b", "c", "d"])
+    # (loose), and its own new pack, which no tree names until it goes live (packs)
+    old = series(store, tmp_path, ["a", "b", "c", "d"], pack_limit=layout)
     listed, go = threading.Event(), threading.Event()
     gc_run: list[tuple[threading.Thread, list[object]]] = []
 
@@ -193,7 +220,7 @@ def test_a_publish_that_read_the_root_before_gc_began_uploads_again_what_gc_took
         listed.set()
         assert go.wait(30)
 
-    def start_gc() -> None:  # the publish read the root; gc begins and lists the blobs
+    def start_gc() -> None:  # the publish read the root and uploaded; gc begins and lists
         gc_store = Hooked(
             store, method="list", part="/blobs/", hook=pause_after_listing, when="after"
         )
@@ -216,26 +243,35 @@ def test_a_publish_that_read_the_root_before_gc_began_uploads_again_what_gc_took
         thread.join(30)
 
     files = edition_files("a") | {"posts/new/index.html": b"<!doctype html><title>New</title>"}
+    method, part = _upload_method(store, layout)
     publisher = Hooked(
-        # a local store takes the blobs in one batch (put_blobs), S3 one put_file each
-        Hooked(store, method=_blob_method(store), part="/blobs", hook=start_gc),  # type: ignore[arg-type]
+        Hooked(store, method=method, part=part, hook=start_gc, when="after"),  # type: ignore[arg-type]
         method="put",
         part="/versions/",
         hook=let_gc_delete,
     )
-    pub = publish(make_build(tmp_path / "new", files), store=publisher, ledger=None)  # type: ignore[arg-type]
+    pub = publish(
+        make_build(tmp_path / "new", files),
+        store=publisher,  # type: ignore[arg-type]
+        ledger=None,
+        pack_limit=layout,
+    )
 
     (report,) = gc_run[0][1]
     assert isinstance(report, GcReport), report
     assert report.removed_versions == (old[2], old[1], old[0])
+    if layout is not None:  # the new pack and edition b's and c's went (a's holds the home page)
+        assert (report.removed_packs, report.removed_blobs) == (3, 0)
+    else:
+        assert report.removed_blobs >= 12 and report.removed_packs == 0
     assert pub.outcome is PublishOutcome.published and pub.parent == old[3]
     assert assert_whole(store) == pub.version
 
 
 def test_a_publish_that_starts_while_gc_holds_its_lease_waits_for_it(
-    store: Store, tmp_path: Path
+    store: Store, layout: int | None, tmp_path: Path
 ) -> None:
-    old = series(store, tmp_path, ["a", "b", "c", "d"])
+    old = series(store, tmp_path, ["a", "b", "c", "d"], pack_limit=layout)
     waiting_or_done = threading.Event()
     watched = RootReads(store, waiting_or_done)
     runs: list[tuple[threading.Thread, list[object]]] = []
@@ -248,6 +284,7 @@ def test_a_publish_that_starts_while_gc_holds_its_lease_waits_for_it(
                     make_build(tmp_path / "new", files),
                     store=watched,  # type: ignore[arg-type]
                     ledger=None,
+                    pack_limit=layout,
                 ),
                 waiting_or_done,
             )
@@ -297,9 +334,9 @@ def test_a_rollback_that_starts_while_gc_holds_its_lease_finds_its_version_gone(
 
 @pytest.mark.parametrize("target", [0, 2], ids=["version gc removes", "version gc keeps"])
 def test_a_rollback_that_read_the_root_before_gc_began(
-    store: Store, tmp_path: Path, target: int
+    store: Store, layout: int | None, tmp_path: Path, target: int
 ) -> None:
-    old = series(store, tmp_path, ["a", "b", "c", "d"])
+    old = series(store, tmp_path, ["a", "b", "c", "d"], pack_limit=layout)
 
     def run_gc() -> None:  # the rollback read the root and the tree; gc runs whole
         gc(store, owner="acme", name="blog", keep=2, now=LATER)
@@ -319,10 +356,12 @@ def test_a_rollback_that_read_the_root_before_gc_began(
     assert version_ids(store, owner="acme", name="blog") == [old[3], old[2]]
 
 
-def test_gc_deletes_nothing_when_the_root_changed_while_it_listed(tmp_path: Path) -> None:
+def test_gc_deletes_nothing_when_the_root_changed_while_it_listed(
+    layout: int | None, tmp_path: Path
+) -> None:
     # a writer that ignores gc's lease (an older render on another host) rolls back to edition a
     store = LocalStore(tmp_path / "store")
-    old = series(store, tmp_path, ["a", "b", "c", "d"])
+    old = series(store, tmp_path, ["a", "b", "c", "d"], pack_limit=layout)
     before = {o.key for o in store.list("sites/")}
 
     def old_style_rollback() -> None:

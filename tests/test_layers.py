@@ -75,12 +75,16 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
             # an S3/R2 failure reads (both for the store)
             ["publish", "publish.manifest", "publish.blobwrite", "publish.s3errors"],
             ["publish.store"],
-            ["publish.hosts"],  # which site holds a host name: claims in the store
+            # hosts: which site holds a host name (claims in the store); packs: a version's
+            # new blobs in a few objects, read by range
+            ["publish.hosts", "publish.packs"],
             # reports: a version's audit output, stored beside it; gc collects it with it
             ["publish.reports"],
             ["publish.versions"],
             # staging: a version put in the store, and its root switch later, elsewhere
             ["publish.staging"],
+            # repack: the live version's blobs written again into few packs (gc, repair)
+            ["publish.repack"],
             # history: listing versions, rollback; gc: old versions and unnamed blobs
             # deleted under a lease in root.json
             ["publish.history", "publish.gc"],

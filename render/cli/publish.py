@@ -89,7 +89,7 @@ def versions(config_path: str | None, site_name: str, limit: int) -> None:
         return
     console.print(f"{owner}/{name} in {store.description}", soft_wrap=True)
     table = Table(box=None, pad_edge=False)
-    for column in ("version", "created", "files", "bytes", "new blobs", "live"):
+    for column in ("version", "created", "files", "bytes", "new blobs", "live", "repack of"):
         right = column in ("files", "bytes", "new blobs")
         table.add_column(column, justify="right" if right else "left", no_wrap=True)
     for v in infos:
@@ -101,6 +101,7 @@ def versions(config_path: str | None, site_name: str, limit: int) -> None:
             _size(v.bytes),
             str(v.new_blobs),
             "live" if v.live else "",
+            v.repack_of or "",
         )
     console.print(table)
 
@@ -154,11 +155,14 @@ def rollback_command(
 def gc_command(
     config_path: str | None, site_names: tuple[str, ...], keep: int, dry_run: bool, no_wait: bool
 ) -> None:
-    """Delete old versions and the blobs no kept version names.
+    """Delete old versions and the blobs and packs no kept version names.
 
-    Blobs younger than [store] gc_grace_hours stay (readers keep using the
-    version they started on). Each site is locked as a build locks it, and a
-    publish from another host waits for the site's gc to finish.
+    Blobs and packs younger than [store] gc_grace_hours stay (readers keep
+    using the version they started on). When the live version's blobs lie in
+    too many packs, gc repacks them: a new version with the same files in
+    fewer packs goes live (the old packs go at a later gc, after the grace).
+    Each site is locked as a build locks it, and a publish from another host
+    waits for the site's gc to finish.
 
     \b
     Example:
@@ -178,16 +182,26 @@ def gc_command(
                 keep=keep,
                 grace_hours=host.store.gc_grace_hours,
                 dry_run=dry_run,
+                pack_limit=host.store.pack_limit,
             )
         freed += report.freed_bytes
         for v in report.removed_versions:
             console.print(f"{report.site}: {verb} version {v}")
-        young = f"; {report.young_blobs} younger blobs kept" if report.young_blobs else ""
+        young_count = report.young_blobs + report.young_packs
+        young = f"; {young_count} younger blobs and packs kept" if young_count else ""
         reports = f" {report.removed_reports} report files," if report.removed_reports else ""
         console.print(
-            f"{report.site}: {verb} {len(report.removed_versions)} versions and"
-            f" {report.removed_blobs} blobs,{reports} {_size(report.freed_bytes)}{young}"
+            f"{report.site}: {verb} {len(report.removed_versions)} versions,"
+            f" {report.removed_blobs} blobs and {report.removed_packs} packs,{reports}"
+            f" {_size(report.freed_bytes)}{young}"
         )
+        if report.repack is not None:
+            made = report.repack
+            into = f"as {made.version}" if made.version else "(would make a new version)"
+            console.print(
+                f"{report.site}: {'repacked' if made.version else 'would repack'} {made.of} {into}:"
+                f" {made.after} packs instead of {made.before} objects"
+            )
     console.print(
         f"{'would free' if dry_run else 'freed'} {_size(freed)} in {store.description}",
         soft_wrap=True,
