@@ -11,16 +11,16 @@ loose blobs.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from faultproxy import FaultProxy, LoseResponse, Request
+from gckit import Hooked, RootReads, assert_whole, in_thread
 from s3server import make_build, moto_url, new_bucket, s3_config, s3_env, site_files
 
 from render.config import load_host
@@ -28,7 +28,6 @@ from render.errors import ConflictError, PublishError
 from render.publish.gc import GcReport, gc
 from render.publish.history import rollback, version_ids
 from render.publish.manifest import Root, root_key
-from render.publish.packs import StoredBlobs
 from render.publish.store import LocalStore, S3Store, Store
 from render.publish.versions import (
     DEFAULT_PACK_LIMIT,
@@ -36,7 +35,6 @@ from render.publish.versions import (
     PublishOutcome,
     publish,
     read_root,
-    read_tree,
     switch_root,
 )
 from render.run import locks
@@ -61,93 +59,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 def layout(request: pytest.FixtureRequest) -> int | None:
     """``publish``'s ``pack_limit``: packs (``[store] layout = "packs"``) or loose blobs."""
     return DEFAULT_PACK_LIMIT if request.param == "packs" else None
-
-
-class Hooked:
-    """``inner``, except that ``hook`` runs once, at the first ``method`` call whose key has ``part``.
-
-    ``when="before"`` runs it before that call reaches the store, ``"after"`` once it returned.
-    """
-
-    def __init__(
-        self,
-        inner: Store,
-        *,
-        method: str,
-        part: str,
-        hook: Callable[[], None],
-        when: str = "before",
-    ) -> None:
-        self._inner, self._method, self._part, self._hook, self._when = (
-            inner,
-            method,
-            part,
-            hook,
-            when,
-        )
-        self.fired = False
-
-    def __getattr__(self, name: str) -> object:
-        attr = getattr(self._inner, name)
-        if name != self._method:
-            return attr
-
-        def hooked(*args: object, **kwargs: object) -> object:
-            key = str(args[0]) if args else ""
-            due = not self.fired and self._part in key
-            if due and self._when == "before":
-                self.fired = True
-                self._hook()
-            result = attr(*args, **kwargs)
-            if due and self._when == "after":
-                self.fired = True
-                self._hook()
-            return result
-
-        return hooked
-
-
-class RootReads:
-    """``inner``, setting ``again`` at the second read of ``root.json``: a writer waiting out a lease."""
-
-    def __init__(self, inner: Store, again: threading.Event) -> None:
-        self._inner = inner
-        self.reads = 0
-        self.again = again
-
-    def __getattr__(self, name: str) -> object:
-        attr = getattr(self._inner, name)
-        if name != "get_tagged":
-            return attr
-
-        def counted(key: str) -> object:
-            if key.endswith("/root.json"):
-                self.reads += 1
-                if self.reads > 1:
-                    self.again.set()
-            return attr(key)
-
-        return counted
-
-
-def in_thread(
-    fn: Callable[[], object], done: threading.Event | None = None
-) -> tuple[threading.Thread, list[object]]:
-    """Run ``fn`` in a thread; its result (or exception) lands in the list, then ``done`` is set."""
-    out: list[object] = []
-    done = done or threading.Event()
-
-    def run() -> None:
-        try:
-            out.append(fn())
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            out.append(exc)
-        finally:
-            done.set()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, out
 
 
 def series(
@@ -187,24 +98,6 @@ def live(store: Store) -> Root:
     root, _ = read_root(store, owner="acme", name="blog")
     assert root is not None
     return root
-
-
-def assert_whole(store: Store, version: str | None = None) -> str:
-    """Every blob ``version`` (default: the live one) names reads back with the bytes of its hash,
-    from its pack or its loose key; the version it checked."""
-    version = version or live(store).version
-    tree = read_tree(store, owner="acme", name="blog", version=version)
-    blobs = StoredBlobs(store, owner="acme", name="blog", tree=tree)
-    broken = []
-    for digest in sorted(tree.hashes()):
-        try:
-            data = blobs.read(digest)
-        except PublishError:
-            data = None
-        if data is None or hashlib.sha256(data).hexdigest() != digest:
-            broken.append(digest)
-    assert broken == [], f"{len(broken)} blobs of {version} are gone"
-    return version
 
 
 def test_a_publish_that_read_the_root_before_gc_began_uploads_again_what_gc_took(

@@ -197,10 +197,14 @@ def gc_command(
         )
         if report.repack is not None:
             made = report.repack
-            into = f"as {made.version}" if made.version else "(would make a new version)"
+            did = (
+                f"repacked {made.of} as {made.version}"
+                if made.version
+                else f"would repack {made.of}"
+            )
             console.print(
-                f"{report.site}: {'repacked' if made.version else 'would repack'} {made.of} {into}:"
-                f" {made.after} packs instead of {made.before} objects"
+                f"{report.site}: {did}: {made.after} packs instead of {made.before} objects",
+                soft_wrap=True,
             )
     console.print(
         f"{'would free' if dry_run else 'freed'} {_size(freed)} in {store.description}",
