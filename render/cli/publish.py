@@ -218,10 +218,12 @@ def gc_command(
 @_no_wait
 @handle_errors
 def repair_command(config_path: str | None, site_name: str, no_wait: bool) -> None:
-    """Read back every blob of SITE's live version; upload the missing or corrupt ones again.
+    """Read back every blob of SITE's live version; put the missing or corrupt ones back.
 
     The bytes come from the site's last build on this host, checked against
-    their hash. Run it when the mirror refuses a blob ("does not match its
+    their hash. A pack is read once and put back byte for byte; one that
+    cannot be (it also held older versions' blobs, lost with it) is replaced
+    by a new version with the same files in new packs. Run it when the mirror refuses a blob ("does not match its
     hash") or misses one: a publish never uploads a blob the live version
     already names. It also points the host claim at the live version (the
     edge Worker serves what the claim names). The embedded mirror is synced
@@ -236,8 +238,18 @@ def repair_command(config_path: str | None, site_name: str, no_wait: bool) -> No
         site_from(host, site_name), host=host, wait=not no_wait, on_wait=console.print
     )
     for bad in done.repaired:
+        if bad.pack is None:
+            did = "uploaded again"
+        elif done.repacked is None:
+            did = f"its pack {bad.pack[:12]} put back"
+        else:
+            did = f"in the new packs of {done.repacked}"
+        console.print(f"{done.site}: {bad.path}: blob {bad.hash[:12]} was {bad.problem}; {did}")
+    if done.repacked is not None:
         console.print(
-            f"{done.site}: {bad.path}: blob {bad.hash[:12]} was {bad.problem}; uploaded again"
+            f"{done.site}: a pack of {done.version} could not be put back as it was (it also held"
+            f" older versions' blobs); the same files are live as {done.repacked}",
+            soft_wrap=True,
         )
     if done.pointer is hosts.Pointed.pointed:
         console.print(

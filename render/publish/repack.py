@@ -91,6 +91,35 @@ def from_store(store: Store, *, owner: str, name: str, tree: VersionTree) -> Sou
     return read
 
 
+def write_packs(
+    store: Store, tree: VersionTree, *, owner: str, name: str, limit: int, read: Source
+) -> list[Pack]:
+    """Put ``tree``'s blobs into new packs: those a first publish of its files would make, one
+    in memory at a time. Packs are named by their bytes: running it again puts the same ones."""
+    packs: list[Pack] = []
+    for run in split(new_blobs(tree.files, ()), limit=limit):
+        got = read(run)
+        pack, body = pack_of((digest, got[digest]) for digest in run)
+        store.put(
+            pack_key(owner, name, pack.id), body, content_type=PACK_TYPE, cache_control=BLOB_CACHE
+        )
+        packs.append(pack)
+    return packs
+
+
+def repacked_tree(
+    tree: VersionTree, packs: Sequence[Pack], *, now: datetime | None = None
+) -> VersionTree:
+    """A new version with ``tree``'s files, its index pointing into ``packs`` (``repack_of``)."""
+    bare = VersionTree(
+        version=new_version_id(now=now, after=tree.version),
+        parent=tree.version,
+        created=utc_now_iso(now),
+        files=tree.files,
+    )
+    return replace(packed_tree(bare, live=None, new=packs), repack_of=tree.version)
+
+
 def rewrite(
     store: Store,
     tree: VersionTree,
@@ -101,27 +130,9 @@ def rewrite(
     read: Source,
     now: datetime | None = None,
 ) -> VersionTree:
-    """Put ``tree``'s blobs into new packs, then the tree of a new version with the same files
-    (and the empty delta from ``tree``); the new tree, not live yet.
-
-    The packs are those a first publish of ``tree``'s files would make, one in
-    memory at a time; packs are named by their bytes, so running it again puts
-    the same ones.
-    """
-    packs: list[Pack] = []
-    for run in split(new_blobs(tree.files, ()), limit=limit):
-        got = read(run)
-        pack, body = pack_of((digest, got[digest]) for digest in run)
-        store.put(
-            pack_key(owner, name, pack.id), body, content_type=PACK_TYPE, cache_control=BLOB_CACHE
-        )
-        packs.append(pack)
-    bare = VersionTree(
-        version=new_version_id(now=now, after=tree.version),
-        parent=tree.version,
-        created=utc_now_iso(now),
-        files=tree.files,
-    )
-    new = replace(packed_tree(bare, live=None, new=packs), repack_of=tree.version)
+    """``write_packs``, then the new version's tree (and the empty delta from ``tree``) in the
+    store; the new tree, not live yet."""
+    packs = write_packs(store, tree, owner=owner, name=name, limit=limit, read=read)
+    new = repacked_tree(tree, packs, now=now)
     put_tree(store, new, live=tree, owner=owner, name=name)
     return new
