@@ -85,8 +85,8 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
             ["publish.staging"],
             # repack: the live version's blobs written again into few packs (gc, repair)
             ["publish.repack"],
-            # history: listing versions, rollback; gc: old versions and unnamed blobs
-            # deleted under a lease in root.json
+            # history: listing versions, rollback; gc: old versions, unnamed blobs and packs
+            # deleted (and the live version repacked) under a lease in root.json
             ["publish.history", "publish.gc"],
             # repair: the live version's blobs read back, the bad ones uploaded again
             ["publish.purge", "publish.repair"],
