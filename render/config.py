@@ -111,7 +111,7 @@ class StoreConfig:
         16, "files at least this large upload in parts", between=(5, 5120)
     )
     gc_grace_hours: float = setting(
-        48.0, "gc never deletes a blob younger than this", between=(1, 8760)
+        48.0, "gc never deletes a blob or pack younger than this", between=(1, 8760)
     )
     layout: str = setting(
         "packs",

@@ -578,6 +578,7 @@ def repair_site(
                 objects=record.build_dir(host, site) / "objects",
                 scratch=host.state_dir / "repair" / owner / name,
                 concurrency=host.store.concurrency,
+                pack_limit=host.store.pack_mb << 20,
             )
             synced = sync_mirror(host, store, owner, name) if host.mirror.enabled else None
         finally:

@@ -4,21 +4,23 @@ Each test runs the real operations on a real store (a local folder, and moto's S
 server where it matters) and steps them through a seam: ``Hooked`` is a store
 that runs a piece of the test at one precise call of another operation, such as
 "right after gc listed the blobs". ``gc(now=...)`` three days ahead makes every
-blob old enough to delete, so only gc's lease protects a writer in flight.
+blob and pack old enough to delete, so only gc's lease protects a writer in flight.
+Tests about what gc deletes run with both store layouts: packs (the default) and
+loose blobs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from faultproxy import FaultProxy, LoseResponse, Request
+from gckit import Hooked, RootReads, assert_whole, in_thread
 from s3server import make_build, moto_url, new_bucket, s3_config, s3_env, site_files
 
 from render.config import load_host
@@ -28,11 +30,11 @@ from render.publish.history import rollback, version_ids
 from render.publish.manifest import Root, root_key
 from render.publish.store import LocalStore, S3Store, Store
 from render.publish.versions import (
+    DEFAULT_PACK_LIMIT,
     Publication,
     PublishOutcome,
     publish,
     read_root,
-    read_tree,
     switch_root,
 )
 from render.run import locks
@@ -53,94 +55,19 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     s3.close()
 
 
-class Hooked:
-    """``inner``, except that ``hook`` runs once, at the first ``method`` call whose key has ``part``.
-
-    ``when="before"`` runs it before that call reaches the store, ``"after"`` once it returned.
-    """
-
-    def __init__(
-        self,
-        inner: Store,
-        *,
-        method: str,
-        part: str,
-        hook: Callable[[], None],
-        when: str = "before",
-    ) -> None:
-        self._inner, self._method, self._part, self._hook, self._when = (
-            inner,
-            method,
-            part,
-            hook,
-            when,
-        )
-        self.fired = False
-
-    def __getattr__(self, name: str) -> object:
-        attr = getattr(self._inner, name)
-        if name != self._method:
-            return attr
-
-        def hooked(*args: object, **kwargs: object) -> object:
-            key = str(args[0]) if args else ""
-            due = not self.fired and self._part in key
-            if due and self._when == "before":
-                self.fired = True
-                self._hook()
-            result = attr(*args, **kwargs)
-            if due and self._when == "after":
-                self.fired = True
-                self._hook()
-            return result
-
-        return hooked
+@pytest.fixture(params=["packs", "loose"])
+def layout(request: pytest.FixtureRequest) -> int | None:
+    """``publish``'s ``pack_limit``: packs (``[store] layout = "packs"``) or loose blobs."""
+    return DEFAULT_PACK_LIMIT if request.param == "packs" else None
 
 
-class RootReads:
-    """``inner``, setting ``again`` at the second read of ``root.json``: a writer waiting out a lease."""
-
-    def __init__(self, inner: Store, again: threading.Event) -> None:
-        self._inner = inner
-        self.reads = 0
-        self.again = again
-
-    def __getattr__(self, name: str) -> object:
-        attr = getattr(self._inner, name)
-        if name != "get_tagged":
-            return attr
-
-        def counted(key: str) -> object:
-            if key.endswith("/root.json"):
-                self.reads += 1
-                if self.reads > 1:
-                    self.again.set()
-            return attr(key)
-
-        return counted
-
-
-def in_thread(
-    fn: Callable[[], object], done: threading.Event | None = None
-) -> tuple[threading.Thread, list[object]]:
-    """Run ``fn`` in a thread; its result (or exception) lands in the list, then ``done`` is set."""
-    out: list[object] = []
-    done = done or threading.Event()
-
-    def run() -> None:
-        try:
-            out.append(fn())
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            out.append(exc)
-        finally:
-            done.set()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, out
-
-
-def series(store: Store, tmp_path: Path, editions: Sequence[str]) -> list[str]:
+def series(
+    store: Store,
+    tmp_path: Path,
+    editions: Sequence[str],
+    *,
+    pack_limit: int | None = DEFAULT_PACK_LIMIT,
+) -> list[str]:
     """Publish one version per edition; each has 3 posts and a stylesheet of its own."""
     out = []
     for edition in editions:
@@ -149,13 +76,18 @@ def series(store: Store, tmp_path: Path, editions: Sequence[str]) -> list[str]:
                 make_build(tmp_path / f"s-{edition}", edition_files(edition)),
                 store=store,
                 ledger=None,
+                pack_limit=pack_limit,
             ).version
         )
     return out
 
 
-def _blob_method(store: Store) -> str:
-    return "put_blobs" if isinstance(store, LocalStore) else "put_file"
+def _upload_method(store: Store, pack_limit: int | None) -> tuple[str, str]:
+    """The store call a publish's first upload makes, and a part of its key."""
+    if pack_limit is not None:
+        return "put", "/packs/"
+    # a local store takes the loose blobs in one batch (put_blobs), S3 one put_file each
+    return ("put_blobs" if isinstance(store, LocalStore) else "put_file"), "/blobs"
 
 
 def edition_files(edition: str) -> dict[str, bytes]:
@@ -168,24 +100,12 @@ def live(store: Store) -> Root:
     return root
 
 
-def assert_whole(store: Store) -> str:
-    """Every blob the live version names is in the store with the bytes of its hash."""
-    root = live(store)
-    tree = read_tree(store, owner="acme", name="blog", version=root.version)
-    broken = []
-    for digest in sorted(tree.hashes()):
-        data = store.get(f"sites/acme/blog/blobs/{digest}")
-        if data is None or hashlib.sha256(data).hexdigest() != digest:
-            broken.append(digest)
-    assert broken == [], f"{len(broken)} blobs of the live {root.version} are gone"
-    return root.version
-
-
 def test_a_publish_that_read_the_root_before_gc_began_uploads_again_what_gc_took(
-    store: Store, tmp_path: Path
+    store: Store, layout: int | None, tmp_path: Path
 ) -> None:
     # the new version brings back edition a's pages: blobs only the oldest version names
-    old = series(store, tmp_path, ["a", "b", "c", "d"])
+    # (loose), and its own new pack, which no tree names until it goes live (packs)
+    old = series(store, tmp_path, ["a", "b", "c", "d"], pack_limit=layout)
     listed, go = threading.Event(), threading.Event()
     gc_run: list[tuple[threading.Thread, list[object]]] = []
 
@@ -193,7 +113,7 @@ def test_a_publish_that_read_the_root_before_gc_began_uploads_again_what_gc_took
         listed.set()
         assert go.wait(30)
 
-    def start_gc() -> None:  # the publish read the root; gc begins and lists the blobs
+    def start_gc() -> None:  # the publish read the root and uploaded; gc begins and lists
         gc_store = Hooked(
             store, method="list", part="/blobs/", hook=pause_after_listing, when="after"
         )
@@ -216,26 +136,35 @@ def test_a_publish_that_read_the_root_before_gc_began_uploads_again_what_gc_took
         thread.join(30)
 
     files = edition_files("a") | {"posts/new/index.html": b"<!doctype html><title>New</title>"}
+    method, part = _upload_method(store, layout)
     publisher = Hooked(
-        # a local store takes the blobs in one batch (put_blobs), S3 one put_file each
-        Hooked(store, method=_blob_method(store), part="/blobs", hook=start_gc),  # type: ignore[arg-type]
+        Hooked(store, method=method, part=part, hook=start_gc, when="after"),  # type: ignore[arg-type]
         method="put",
         part="/versions/",
         hook=let_gc_delete,
     )
-    pub = publish(make_build(tmp_path / "new", files), store=publisher, ledger=None)  # type: ignore[arg-type]
+    pub = publish(
+        make_build(tmp_path / "new", files),
+        store=publisher,  # type: ignore[arg-type]
+        ledger=None,
+        pack_limit=layout,
+    )
 
     (report,) = gc_run[0][1]
     assert isinstance(report, GcReport), report
     assert report.removed_versions == (old[2], old[1], old[0])
+    if layout is not None:  # the new pack and edition b's and c's went (a's holds the home page)
+        assert (report.removed_packs, report.removed_blobs) == (3, 0)
+    else:
+        assert report.removed_blobs >= 12 and report.removed_packs == 0
     assert pub.outcome is PublishOutcome.published and pub.parent == old[3]
     assert assert_whole(store) == pub.version
 
 
 def test_a_publish_that_starts_while_gc_holds_its_lease_waits_for_it(
-    store: Store, tmp_path: Path
+    store: Store, layout: int | None, tmp_path: Path
 ) -> None:
-    old = series(store, tmp_path, ["a", "b", "c", "d"])
+    old = series(store, tmp_path, ["a", "b", "c", "d"], pack_limit=layout)
     waiting_or_done = threading.Event()
     watched = RootReads(store, waiting_or_done)
     runs: list[tuple[threading.Thread, list[object]]] = []
@@ -248,6 +177,7 @@ def test_a_publish_that_starts_while_gc_holds_its_lease_waits_for_it(
                     make_build(tmp_path / "new", files),
                     store=watched,  # type: ignore[arg-type]
                     ledger=None,
+                    pack_limit=layout,
                 ),
                 waiting_or_done,
             )
@@ -297,9 +227,9 @@ def test_a_rollback_that_starts_while_gc_holds_its_lease_finds_its_version_gone(
 
 @pytest.mark.parametrize("target", [0, 2], ids=["version gc removes", "version gc keeps"])
 def test_a_rollback_that_read_the_root_before_gc_began(
-    store: Store, tmp_path: Path, target: int
+    store: Store, layout: int | None, tmp_path: Path, target: int
 ) -> None:
-    old = series(store, tmp_path, ["a", "b", "c", "d"])
+    old = series(store, tmp_path, ["a", "b", "c", "d"], pack_limit=layout)
 
     def run_gc() -> None:  # the rollback read the root and the tree; gc runs whole
         gc(store, owner="acme", name="blog", keep=2, now=LATER)
@@ -319,10 +249,12 @@ def test_a_rollback_that_read_the_root_before_gc_began(
     assert version_ids(store, owner="acme", name="blog") == [old[3], old[2]]
 
 
-def test_gc_deletes_nothing_when_the_root_changed_while_it_listed(tmp_path: Path) -> None:
+def test_gc_deletes_nothing_when_the_root_changed_while_it_listed(
+    layout: int | None, tmp_path: Path
+) -> None:
     # a writer that ignores gc's lease (an older render on another host) rolls back to edition a
     store = LocalStore(tmp_path / "store")
-    old = series(store, tmp_path, ["a", "b", "c", "d"])
+    old = series(store, tmp_path, ["a", "b", "c", "d"], pack_limit=layout)
     before = {o.key for o in store.list("sites/")}
 
     def old_style_rollback() -> None:

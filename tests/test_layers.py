@@ -75,16 +75,18 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
             # an S3/R2 failure reads (both for the store)
             ["publish", "publish.manifest", "publish.blobwrite", "publish.s3errors"],
             ["publish.store"],
-            ["publish.hosts"],  # which site holds a host name: claims in the store
-            # packs: a version's new blobs in a few store objects, read back by range, checked
-            ["publish.packs"],
+            # hosts: which site holds a host name (claims in the store); packs: a version's
+            # new blobs in a few objects, read by range
+            ["publish.hosts", "publish.packs"],
             # reports: a version's audit output, stored beside it; gc collects it with it
             ["publish.reports"],
             ["publish.versions"],
             # staging: a version put in the store, and its root switch later, elsewhere
             ["publish.staging"],
-            # history: listing versions, rollback; gc: old versions and unnamed blobs
-            # deleted under a lease in root.json
+            # repack: the live version's blobs written again into few packs (gc, repair)
+            ["publish.repack"],
+            # history: listing versions, rollback; gc: old versions, unnamed blobs and packs
+            # deleted (and the live version repacked) under a lease in root.json
             ["publish.history", "publish.gc"],
             # repair: the live version's blobs read back, the bad ones uploaded again
             ["publish.purge", "publish.repair"],

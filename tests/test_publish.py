@@ -23,7 +23,8 @@ from render.check.loopback import serve
 from render.errors import ConflictError, PublishError
 from render.publish.gc import gc
 from render.publish.history import list_versions, rollback
-from render.publish.manifest import Root, VersionTree, root_key, version_key
+from render.publish.manifest import Root, root_key, version_key
+from render.publish.packs import StoredBlobs
 from render.publish.store import LocalStore, S3Store, Store, StoredObject
 from render.publish.versions import (
     DEFAULT_PACK_LIMIT,
@@ -307,74 +308,108 @@ def _age(store: LocalStore, keys: Sequence[str], hours: float) -> None:
         os.utime(store.root / key, (past, past))
 
 
-def _publish_series(store: Store, tmp_path: Path, editions: Sequence[str]) -> list[str]:
+def _publish_series(
+    store: Store,
+    tmp_path: Path,
+    editions: Sequence[str],
+    *,
+    pack_limit: int | None = DEFAULT_PACK_LIMIT,
+) -> list[str]:
     out = []
     for i, edition in enumerate(editions):
         files = site_files(3, edition=edition) | {"static/site.css": f"/* {edition} */".encode()}
-        out.append(publish(make_build(tmp_path / f"s{i}", files), store=store, ledger=None).version)
+        build = make_build(tmp_path / f"s{i}", files)
+        out.append(publish(build, store=store, ledger=None, pack_limit=pack_limit).version)
     return out
 
 
-def test_gc_keeps_what_kept_versions_name_and_removes_the_rest(tmp_path: Path) -> None:
+def _assert_whole(store: Store, version: str) -> None:
+    """Every blob of ``version`` reads back from the store (its pack or its key), checked."""
+    tree = read_tree(store, owner="acme", name="blog", version=version)
+    blobs = StoredBlobs(store, owner="acme", name="blog", tree=tree)
+    assert all(blobs.read(h) is not None for h in tree.hashes())
+
+
+layouts = pytest.mark.parametrize("layout", [DEFAULT_PACK_LIMIT, None], ids=["packs", "loose"])
+
+
+@layouts
+def test_gc_keeps_what_kept_versions_name_and_removes_the_rest(
+    tmp_path: Path, layout: int | None
+) -> None:
     store = LocalStore(tmp_path / "store")
-    versions = _publish_series(store, tmp_path, ["a", "b", "c", "d"])
+    versions = _publish_series(store, tmp_path, ["a", "b", "c", "d"], pack_limit=layout)
     _age(store, [o.key for o in store.list("sites/")], hours=72)
-    before = {o.key for o in store.list("sites/acme/blog/blobs/")}
+    before = {o.key for o in store.list("sites/acme/blog/")}
     dry = gc(store, owner="acme", name="blog", keep=2, dry_run=True)
-    assert {o.key for o in store.list("sites/acme/blog/blobs/")} == before
+    assert {o.key for o in store.list("sites/acme/blog/")} == before
     report = gc(store, owner="acme", name="blog", keep=2)
     assert report.removed_versions == dry.removed_versions == (versions[1], versions[0])
     assert report.kept == (versions[3], versions[2])
-    # each old edition had 4 own blobs (3 posts + css); home and 404 are shared
-    assert (report.removed_blobs, dry.removed_blobs) == (8, 8)
-    assert report.freed_bytes > 0
+    # each old edition had 4 own blobs (3 posts + css); home and 404 are shared. Loose, those
+    # 8 blobs go; packed, edition b's pack goes, and a's stays: it holds the home and 404 pages
+    gone = (report.removed_blobs, report.removed_packs)
+    assert gone == (dry.removed_blobs, dry.removed_packs) == ((8, 0) if layout is None else (0, 1))
+    assert report.freed_bytes == dry.freed_bytes > 0
     for version in report.kept:
-        tree = VersionTree.from_bytes(
-            store.get(version_key("acme", "blog", version)) or b"", key="t"
-        )
-        assert all(store.exists(f"sites/acme/blog/blobs/{h}") for h in tree.hashes())
+        _assert_whole(store, version)
+    if layout is not None:
+        named = set()
+        for version in report.kept:
+            named |= set(read_tree(store, owner="acme", name="blog", version=version).packs)
+        stored = {o.key.rsplit("/", 1)[1] for o in store.list("sites/acme/blog/packs/")}
+        assert stored == {f"{p}.pack" for p in named} and len(named) == 3
     # the live version is never removed, even when it is not among the newest
     rollback(store, owner="acme", name="blog", to=versions[2])
     after = gc(store, owner="acme", name="blog", keep=1)
     assert after.kept == (versions[3], versions[2])
 
 
-def test_gc_with_a_publish_in_flight_takes_nothing_from_it(tmp_path: Path) -> None:
+@layouts
+def test_gc_with_a_publish_in_flight_takes_nothing_from_it(
+    tmp_path: Path, layout: int | None
+) -> None:
     inner = LocalStore(tmp_path / "store")
-    _publish_series(inner, tmp_path, ["a", "b", "c"])
+    _publish_series(inner, tmp_path, ["a", "b", "c"], pack_limit=layout)
     _age(inner, [o.key for o in inner.list("sites/")], hours=72)
-    # the local store takes the new blobs in one batch; the gate holds the tree's write
-    flying = _GateStore(inner, stop_in="put", after=0)
+    # loose, the local store takes the new blobs in one batch; packed, its one pack is the
+    # first put: the gate holds the tree's write
+    flying = _GateStore(inner, stop_in="put", after=0 if layout is None else 1)
     files = site_files(6, edition="new")
     build = make_build(tmp_path / "new", files)
     named = {o.key.rsplit("/", 1)[1] for o in inner.list("sites/acme/blog/blobs/")}
-    thread, out = _in_thread(publish, build, store=flying, ledger=None)
+    thread, out = _in_thread(publish, build, store=flying, ledger=None, pack_limit=layout)
     assert flying.reached.wait(30)  # the new blobs are in the store, no tree names them yet
     new = {e.hash for e in build.files.values()} - named
     assert len(new) >= 3
     report = gc(inner, owner="acme", name="blog", keep=1)
-    assert report.young_blobs == len(new) and len(report.removed_versions) == 2
+    young = (report.young_blobs, report.young_packs)
+    assert young == ((len(new), 0) if layout is None else (0, 1))
+    assert len(report.removed_versions) == 2
     flying.release.set()
     thread.join(30)
     (pub,) = out
     assert not isinstance(pub, BaseException), pub
     root, _ = read_root(inner, owner="acme", name="blog")
     assert root is not None and root.version == pub.version  # type: ignore[union-attr]
-    tree = VersionTree.from_bytes(
-        inner.get(version_key("acme", "blog", root.version)) or b"", key="t"
-    )
-    assert all(inner.exists(f"sites/acme/blog/blobs/{h}") for h in tree.hashes())
+    _assert_whole(inner, root.version)
 
 
-def test_gc_on_s3_deletes_in_batches(moto_url: str, tmp_path: Path) -> None:
+@layouts
+def test_gc_on_s3_deletes_in_batches(moto_url: str, tmp_path: Path, layout: int | None) -> None:
     store = S3Store(s3_config(moto_url, new_bucket(moto_url)))
-    versions = _publish_series(store, tmp_path, ["a", "b", "c"])
+    versions = _publish_series(store, tmp_path, ["a", "b", "c"], pack_limit=layout)
     report = gc(store, owner="acme", name="blog", keep=1, grace_hours=0)
-    assert report.removed_versions == (versions[1], versions[0]) and report.removed_blobs == 8
+    assert report.removed_versions == (versions[1], versions[0])
     assert [o.key.rsplit("/", 1)[1] for o in store.list("sites/acme/blog/versions/")] == [
         f"{versions[2]}.json"
     ]
-    assert len(store.list("sites/acme/blog/blobs/")) == 6
+    left = (len(store.list("sites/acme/blog/blobs/")), len(store.list("sites/acme/blog/packs/")))
+    if layout is None:
+        assert (report.removed_blobs, report.removed_packs) == (8, 0) and left == (6, 0)
+    else:  # edition b's pack went; a's holds the home and 404 pages c still shows
+        assert (report.removed_blobs, report.removed_packs) == (0, 1) and left == (0, 2)
+    _assert_whole(store, versions[2])
 
 
 @pytest.mark.parametrize("which", ["root", "tree"])
@@ -439,12 +474,13 @@ def _host(tmp_path: Path, store_lines: str) -> Path:
     return tmp_path / "render.toml"
 
 
-def test_cli_versions_rollback_gc(tmp_path: Path) -> None:
+@layouts
+def test_cli_versions_rollback_gc(tmp_path: Path, layout: int | None) -> None:
     from render.cli.publish import gc_command, rollback_command, versions
 
-    config = _host(tmp_path, 'path = "bucket"')
+    config = _host(tmp_path, 'path = "bucket"' + ("" if layout else '\nlayout = "loose"'))
     store = LocalStore(tmp_path / "bucket")
-    v1, v2, v3 = _publish_series(store, tmp_path / "w", ["a", "b", "c"])
+    v1, v2, v3 = _publish_series(store, tmp_path / "w", ["a", "b", "c"], pack_limit=layout)
     _age(store, [o.key for o in store.list("sites/")], hours=72)
     runner = CliRunner()
     result = runner.invoke(versions, ["--config", str(config), "blog"])
@@ -457,10 +493,12 @@ def test_cli_versions_rollback_gc(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     own = [v for k, v in site_files(3, edition="a").items() if k.startswith("posts/")]
     own_bytes = sum(map(len, own)) + len(b"/* a */")
+    # packed, v1's one pack also holds the home and 404 pages v2 and v3 show: it stays
+    gone = f"4 blobs and 0 packs, {own_bytes} B" if layout is None else "0 blobs and 0 packs, 0 B"
     lines = result.output.splitlines()
     assert lines[:2] == [
         f"acme/blog: would remove version {v1}",
-        f"acme/blog: would remove 1 versions and 4 blobs, {own_bytes} B",
+        f"acme/blog: would remove 1 versions, {gone}",
     ]
     assert store.exists(version_key("acme", "blog", v1))
     result = runner.invoke(gc_command, ["--config", str(config), "--keep", "1"])

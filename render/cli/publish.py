@@ -89,7 +89,7 @@ def versions(config_path: str | None, site_name: str, limit: int) -> None:
         return
     console.print(f"{owner}/{name} in {store.description}", soft_wrap=True)
     table = Table(box=None, pad_edge=False)
-    for column in ("version", "created", "files", "bytes", "new blobs", "live"):
+    for column in ("version", "created", "files", "bytes", "new blobs", "live", "repack of"):
         right = column in ("files", "bytes", "new blobs")
         table.add_column(column, justify="right" if right else "left", no_wrap=True)
     for v in infos:
@@ -101,6 +101,7 @@ def versions(config_path: str | None, site_name: str, limit: int) -> None:
             _size(v.bytes),
             str(v.new_blobs),
             "live" if v.live else "",
+            v.repack_of or "",
         )
     console.print(table)
 
@@ -154,11 +155,14 @@ def rollback_command(
 def gc_command(
     config_path: str | None, site_names: tuple[str, ...], keep: int, dry_run: bool, no_wait: bool
 ) -> None:
-    """Delete old versions and the blobs no kept version names.
+    """Delete old versions and the blobs and packs no kept version names.
 
-    Blobs younger than [store] gc_grace_hours stay (readers keep using the
-    version they started on). Each site is locked as a build locks it, and a
-    publish from another host waits for the site's gc to finish.
+    Blobs and packs younger than [store] gc_grace_hours stay (readers keep
+    using the version they started on). When the live version's blobs lie in
+    too many packs, gc repacks them: a new version with the same files in
+    fewer packs goes live (the old packs go at a later gc, after the grace).
+    Each site is locked as a build locks it, and a publish from another host
+    waits for the site's gc to finish.
 
     \b
     Example:
@@ -178,16 +182,30 @@ def gc_command(
                 keep=keep,
                 grace_hours=host.store.gc_grace_hours,
                 dry_run=dry_run,
+                pack_limit=host.store.pack_limit,
             )
         freed += report.freed_bytes
         for v in report.removed_versions:
             console.print(f"{report.site}: {verb} version {v}")
-        young = f"; {report.young_blobs} younger blobs kept" if report.young_blobs else ""
+        young_count = report.young_blobs + report.young_packs
+        young = f"; {young_count} younger blobs and packs kept" if young_count else ""
         reports = f" {report.removed_reports} report files," if report.removed_reports else ""
         console.print(
-            f"{report.site}: {verb} {len(report.removed_versions)} versions and"
-            f" {report.removed_blobs} blobs,{reports} {_size(report.freed_bytes)}{young}"
+            f"{report.site}: {verb} {len(report.removed_versions)} versions,"
+            f" {report.removed_blobs} blobs and {report.removed_packs} packs,{reports}"
+            f" {_size(report.freed_bytes)}{young}"
         )
+        if report.repack is not None:
+            made = report.repack
+            did = (
+                f"repacked {made.of} as {made.version}"
+                if made.version
+                else f"would repack {made.of}"
+            )
+            console.print(
+                f"{report.site}: {did}: {made.after} packs instead of {made.before} objects",
+                soft_wrap=True,
+            )
     console.print(
         f"{'would free' if dry_run else 'freed'} {_size(freed)} in {store.description}",
         soft_wrap=True,
@@ -200,10 +218,12 @@ def gc_command(
 @_no_wait
 @handle_errors
 def repair_command(config_path: str | None, site_name: str, no_wait: bool) -> None:
-    """Read back every blob of SITE's live version; upload the missing or corrupt ones again.
+    """Read back every blob of SITE's live version; put the missing or corrupt ones back.
 
     The bytes come from the site's last build on this host, checked against
-    their hash. Run it when the mirror refuses a blob ("does not match its
+    their hash. A pack is read once and put back byte for byte; one that
+    cannot be (it also held older versions' blobs, lost with it) is replaced
+    by a new version with the same files in new packs. Run it when the mirror refuses a blob ("does not match its
     hash") or misses one: a publish never uploads a blob the live version
     already names. It also points the host claim at the live version (the
     edge Worker serves what the claim names). The embedded mirror is synced
@@ -218,8 +238,18 @@ def repair_command(config_path: str | None, site_name: str, no_wait: bool) -> No
         site_from(host, site_name), host=host, wait=not no_wait, on_wait=console.print
     )
     for bad in done.repaired:
+        if bad.pack is None:
+            did = "uploaded again"
+        elif done.repacked is None:
+            did = f"its pack {bad.pack[:12]} put back"
+        else:
+            did = f"in the new packs of {done.repacked}"
+        console.print(f"{done.site}: {bad.path}: blob {bad.hash[:12]} was {bad.problem}; {did}")
+    if done.repacked is not None:
         console.print(
-            f"{done.site}: {bad.path}: blob {bad.hash[:12]} was {bad.problem}; uploaded again"
+            f"{done.site}: a pack of {done.version} could not be put back as it was (it also held"
+            f" older versions' blobs); the same files are live as {done.repacked}",
+            soft_wrap=True,
         )
     if done.pointer is hosts.Pointed.pointed:
         console.print(

@@ -3,6 +3,9 @@
 A rollback is one write of ``root.json`` (compare-and-swap on the root it read),
 under the site lock, and it waits out a running gc's lease like a publish does;
 then the host claim is pointed at the version it made live (``hosts.point``).
+Without a version named, it goes to the newest older version whose files
+differ from the live one's: a version gc repacked (``repack_of``) has the same
+files, so going back to it would change nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from datetime import datetime
 from render.errors import PublishError
 from render.publish.manifest import (
     Root,
+    VersionTree,
     files_digest,
     new_blobs,
     site_prefix,
@@ -39,6 +43,7 @@ class VersionInfo:
     new_blobs: int  # blobs its parent's tree does not name
     new_bytes: int
     live: bool
+    repack_of: str | None = None  # the version whose files it repeats in fewer packs (gc)
 
 
 def version_ids(store: Store, *, owner: str, name: str) -> list[str]:
@@ -75,6 +80,7 @@ def list_versions(store: Store, *, owner: str, name: str, limit: int = 50) -> li
                 new_blobs=len(fresh),
                 new_bytes=sum(e.size for e in fresh.values()),
                 live=root is not None and root.version == v,
+                repack_of=tree.repack_of,
             )
         )
     return out
@@ -96,7 +102,8 @@ def rollback(
     ledger: VersionLedger | None = None,
     now: datetime | None = None,
 ) -> Rollback:
-    """Make an earlier version live in one write (default: the one before the live one)."""
+    """Make an earlier version live in one write (default: the newest older one whose files
+    differ from the live version's)."""
     site = f"{owner}/{name}"
     try:
         root, tag = after_gc(
@@ -106,13 +113,8 @@ def rollback(
             raise PublishError("nothing is published yet", hint="publish with 'render force SITE'")
         ids = version_ids(store, owner=owner, name=name)
         if to is None:
-            older = [v for v in ids if v < root.version]
-            if not older:
-                raise PublishError(
-                    f"no version older than the live {root.version}",
-                    hint="'render versions SITE' lists them; name one to roll forward",
-                )
-            target = older[0]
+            tree = _before(store, root, ids, owner=owner, name=name)
+            target = tree.version
         elif to not in ids:
             raise PublishError(
                 f"no version {to!r} in {store.description}",
@@ -122,7 +124,8 @@ def rollback(
             target = to
         if target == root.version:
             return Rollback(site=site, version=target, previous=root.version)
-        tree = read_tree(store, owner=owner, name=name, version=target)
+        if to is not None:
+            tree = read_tree(store, owner=owner, name=name, version=target)
         new_root = Root(
             version=target,
             site=site,
@@ -149,3 +152,16 @@ def rollback(
     if ledger is not None:
         ledger.set_live(owner, name, target)
     return Rollback(site=site, version=target, previous=root.version)
+
+
+def _before(store: Store, root: Root, ids: list[str], *, owner: str, name: str) -> VersionTree:
+    """The newest version older than the live one with other files (one tree read each)."""
+    for v in ids:
+        if v < root.version:
+            tree = read_tree(store, owner=owner, name=name, version=v)
+            if not root.files_hash or files_digest(tree.files) != root.files_hash:
+                return tree
+    raise PublishError(
+        f"no version older than the live {root.version} with other files",
+        hint="'render versions SITE' lists them; name one to roll forward",
+    )

@@ -125,6 +125,9 @@ class VersionTree:
     blob's hash to (its pack's position in ``packs``, its byte offset there).
     A blob the index does not name is the loose key ``blobs/<sha256>``. Both
     are left out of the JSON when empty, so a loose version reads as before.
+
+    ``repack_of`` names the version whose files this one repeats with its
+    blobs in fewer packs (``render.publish.repack``): not a content change.
     """
 
     version: str
@@ -133,6 +136,7 @@ class VersionTree:
     files: Mapping[str, FileEntry] = field(default_factory=dict)
     packs: tuple[str, ...] = ()
     index: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    repack_of: str | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -161,6 +165,8 @@ class VersionTree:
         if self.packs:
             data["packs"] = list(self.packs)
             data["index"] = {h: list(self.index[h]) for h in sorted(self.index)}
+        if self.repack_of is not None:
+            data["repack_of"] = self.repack_of
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -177,6 +183,10 @@ class VersionTree:
             problem = "'created' is missing"
         elif not isinstance(raw_files, dict):
             problem = "'files' is missing or not an object"
+        elif data.get("repack_of") is not None and not (
+            isinstance(data["repack_of"], str) and is_version_id(data["repack_of"])
+        ):
+            problem = "'repack_of' is not a version id"
         else:
             for path, entry in raw_files.items():
                 if not (
@@ -200,6 +210,7 @@ class VersionTree:
             files=types.MappingProxyType(files),
             packs=packs,
             index=types.MappingProxyType(index),
+            repack_of=data.get("repack_of"),
         )
 
 

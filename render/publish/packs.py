@@ -20,7 +20,7 @@ before anyone uses it: a truncated or corrupted pack is refused, never served.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,11 +66,15 @@ def split(blobs: Mapping[str, FileEntry], *, limit: int) -> list[list[str]]:
 
 def assemble(objects: Objects, digests: Sequence[str]) -> tuple[Pack, bytes]:
     """The pack of ``digests`` from a build's objects: its bytes and its index."""
+    return pack_of((digest, objects.read(digest)) for digest in digests)
+
+
+def pack_of(blobs: Iterable[tuple[str, bytes]]) -> tuple[Pack, bytes]:
+    """The pack of ``(hash, bytes)`` in that order: its bytes and its index."""
     parts: list[bytes] = []
     offsets: dict[str, int] = {}
     at = 0
-    for digest in digests:
-        data = objects.read(digest)
+    for digest, data in blobs:
         offsets[digest] = at
         parts.append(data)
         at += len(data)

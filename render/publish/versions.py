@@ -372,6 +372,8 @@ def put_version(
             concurrency=concurrency,
             progress=progress,
         )
+        # the blobs it keeps stay where the live version has them (in its packs, if packed)
+        tree = packed_tree(tree, live=live, new=())
     else:
         missing = new_blobs(files, live.hashes() if live else ())
         resumed = ledger is not None and bool(
@@ -660,8 +662,10 @@ def switch_past_gc(
     A gc that took its lease after this writer read the root may have listed
     blobs this writer uploaded again as old and deleted them: ``again`` puts
     back whatever that could be (or checks that it is still there) before the
-    switch is tried on the new tag. A root that another publish or rollback
-    switched (it names another version than ``on_top_of``, or carries no gc
+    switch is tried on the new tag. The gc may also have repacked ``on_top_of``
+    (``render.publish.repack``): the root then names a version with the same
+    files, and this writer goes on top of it all the same. A root that another
+    publish or rollback switched (it names another version, or carries no gc
     record) wins, as before.
     """
     for attempt in range(SWITCH_ATTEMPTS):
@@ -672,7 +676,13 @@ def switch_past_gc(
             current, tag = after_gc(
                 store, *read_root(store, owner=owner, name=name), owner=owner, name=name
             )
-            if current is None or current.gc is None or current.version != on_top_of:
+            if current is None or current.gc is None:
+                raise
+            if current.version != on_top_of and (
+                on_top_of is None
+                or read_tree(store, owner=owner, name=name, version=current.version).repack_of
+                != on_top_of
+            ):
                 raise
             if attempt == SWITCH_ATTEMPTS - 1:
                 raise ConflictError(
