@@ -304,8 +304,9 @@ class StoredBlobs:
     def _checked(self, digest: str, data: bytes, key: str, offset: int) -> bytes:
         if len(data) != self._sizes[digest] or hashlib.sha256(data).hexdigest() != digest:
             raise PublishError(
-                f"{key} in {self.store.description} is corrupt: the {self._sizes[digest]} bytes"
-                f" at offset {offset} do not hash to blob {digest} (got {len(data)} bytes)",
+                f"{key} in {self.store.description} is corrupt: blob {digest} at offset"
+                f" {offset} does not match its hash ({len(data)} of {self._sizes[digest]}"
+                " bytes read)",
                 hint="it was not used; 'render repair' puts the live version's blobs back",
             )
         return data
