@@ -36,6 +36,7 @@ class Hooked:
             when,
         )
         self.fired = False
+        self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> object:
         attr = getattr(self._inner, name)
@@ -44,13 +45,13 @@ class Hooked:
 
         def hooked(*args: object, **kwargs: object) -> object:
             key = str(args[0]) if args else ""
-            due = not self.fired and self._part in key
+            with self._lock:  # concurrent uploads: exactly one of them is the first
+                due = not self.fired and self._part in key
+                self.fired = self.fired or due
             if due and self._when == "before":
-                self.fired = True
                 self._hook()
             result = attr(*args, **kwargs)
             if due and self._when == "after":
-                self.fired = True
                 self._hook()
             return result
 
