@@ -85,6 +85,20 @@ def publish_files(
     return result.version
 
 
+def release_files(folder: Path) -> dict[str, bytes]:
+    """Every file of a release (or ``current``), path -> bytes, through its shared folders.
+
+    A release's subfolders are symlinks into the site's pool (``render.mirror.pool``):
+    ``Path.rglob`` does not follow them, ``os.walk(followlinks=True)`` does.
+    """
+    found: dict[str, bytes] = {}
+    for dirpath, _dirs, names in os.walk(folder, followlinks=True):
+        for name in names:
+            path = Path(dirpath, name)
+            found[path.relative_to(folder).as_posix()] = path.read_bytes()
+    return found
+
+
 # --- nginx -------------------------------------------------------------------
 
 
@@ -161,6 +175,8 @@ class Nginx:
             "events { worker_connections 512; }\n"
             "http {\n"
             f"{temp}\n"
+            # a host may turn symlinks off for every server: the mirror's turns them back on
+            "    disable_symlinks on;\n"
             f"    access_log off;\n"
             f"    include {self.folder}/mirror.conf;\n"
             f"    include {self.folder}/route.conf;\n"

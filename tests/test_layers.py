@@ -98,7 +98,9 @@ LAYERS: list[tuple[str, list[list[str]]]] = [
             # layout: the mirror's folders and how its files are written
             # versioned: the /_v/ URL space every server of a site answers (serve, mirror, origin)
             ["mirror", "mirror.layout", "serve", "serve.routing", "serve.versioned"],
-            ["mirror.fetch"],  # a release's blobs: downloaded and checked, or linked
+            # fetch: a release's blobs, downloaded and checked, or linked; pool: the folders
+            # kept releases share, named by their content
+            ["mirror.fetch", "mirror.pool"],
             ["mirror.sync", "serve.live"],
             ["mirror.status"],
             # the edge Worker's routing table (generated from serve.routing) and its deploy plan

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from mirrorkit import HOST, publish_files, site_files
+from mirrorkit import HOST, publish_files, release_files, site_files
 from s3server import bucket_keys, moto_url, new_bucket, s3_config, s3_env
 
 from render.build.tree import sha256
@@ -43,10 +43,7 @@ def _publish(store: LocalStore, tmp_path: Path, files: dict[str, bytes], **kw: A
 
 
 def _served_files(root: Path, owner: str = "acme", name: str = "blog") -> dict[str, bytes]:
-    current = root / "sites" / owner / name / "current"
-    return {
-        p.relative_to(current).as_posix(): p.read_bytes() for p in current.rglob("*") if p.is_file()
-    }
+    return release_files(root / "sites" / owner / name / "current")
 
 
 def _store_snapshot(store: LocalStore) -> dict[str, bytes]:

@@ -1,4 +1,5 @@
-"""The mirror served by a real nginx with ovh/nginx/*.conf: pretty URLs, 404s, routing, switches."""
+"""The mirror served by a real nginx with ovh/nginx/*.conf: pretty URLs, 404s, routing, switches,
+shared folders."""
 
 from __future__ import annotations
 
@@ -340,6 +341,16 @@ def test_kept_releases_answer_under_v_and_a_pruned_one_is_a_plain_404(
         missing = fetch(port, f"/_v/{version}/posts/nope/")
         assert (missing.status, missing.body) == (404, files["404.html"])
         assert missing.header("x-render-version") == version
+    # the two releases share their unchanged folders: symlinks into the site's pool
+    releases = nginx.mirror_root / "releases/acme/blog"
+    for version in (v1, v2):
+        assert os.readlink(releases / version / "static").startswith("../.d/")
+        assert os.readlink(releases / version / "posts").startswith("../.d/")
+        assert os.readlink(releases / version / "posts" / "hello").startswith("../")
+    assert (releases / v1 / "static").stat().st_ino == (releases / v2 / "static").stat().st_ino
+    for url in (f"/_v/{v1}/static/logo.svg", f"/_v/{v2}/static/logo.svg", "/static/logo.svg"):
+        logo = fetch(port, url)
+        assert (logo.status, logo.body) == (200, one["static/logo.svg"]), url
     # a file only the older release has is there under its name, not the live one's
     assert fetch(port, f"/_v/{v1}/assets/app-one.css").status == 200
     assert fetch(port, f"/_v/{v2}/assets/app-one.css").status == 404
@@ -369,5 +380,7 @@ def test_kept_releases_answer_under_v_and_a_pruned_one_is_a_plain_404(
     assert fetch(port, "/_v/not-a-version/").status == 404
     assert fetch(port, f"/_v/{v2}/posts/hello/").body == two["posts/hello/index.html"]
     assert fetch(port, "/").body == three["index.html"]
+    assert fetch(port, "/posts/hello/").body == three["posts/hello/index.html"]
+    assert fetch(port, "/static/logo.svg").body == three["static/logo.svg"]  # shared, kept
     assert fetch(port, "/sw.js").header("cache-control") == "no-cache"
     assert not [line for line in nginx.error_log().splitlines() if "[emerg]" in line]

@@ -24,6 +24,7 @@ from render.serve.versioned import live_document, tree_document
 MAP_FILE = "hosts.map"
 STATUS_FILE = "status.json"
 LOCK_FILE = ".sync.lock"
+POOL = ".d"  # releases/<owner>/<site>/.d/<h>/: the folders kept releases share (render.mirror.pool)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
 
@@ -68,11 +69,20 @@ class Layout:
     def incoming(self) -> Path:
         return self.releases / ".incoming"
 
+    @property
+    def pool(self) -> Path:
+        """The site's shared folders, each named by its content: ``.d/<h>/``."""
+        return self.releases / POOL
+
     def release(self, version: str) -> Path:
         return self.releases / version
 
     def partial(self, version: str) -> Path:
         return self.releases / f".partial-{version}"
+
+    def staging(self, version: str) -> Path:
+        """Where a release's new pool folders wait, whole, for their names."""
+        return self.releases / f".pool-{version}"
 
     def meta(self, version: str) -> Path:
         """``/_v/<version>/_render/``'s files: tree.json and delta/<parent>.json."""
@@ -114,6 +124,19 @@ def sync_lock(root: Path) -> Iterator[None]:
             stage="mirror",
             hint="wait for it to finish (or stop the render-mirror service) and run again",
         ) from None
+
+
+@contextlib.contextmanager
+def site_lock(lay: Layout) -> Iterator[None]:
+    """One sync of a site at a time, waiting for the other.
+
+    ``sync`` holds the mirror's lock, but the pipeline's embedded mirror syncs
+    one site without it; two syncs of one site must not prune the shared
+    folders (``render.mirror.pool``) the other is about to name a release with.
+    """
+    lay.releases.mkdir(parents=True, exist_ok=True)
+    with flocked(lay.releases / LOCK_FILE, wait=True):
+        yield
 
 
 def write_file(target: Path, data: bytes) -> None:

@@ -5,7 +5,9 @@ it. For every site whose ``root.json`` names a version the mirror does not
 serve yet, ``sync`` materializes that version as a release folder and then
 switches the site's ``current`` symlink to it::
 
-    <mirror>/releases/<owner>/<site>/<version>/   one whole version, as files
+    <mirror>/releases/<owner>/<site>/<version>/   one whole version: the root's files,
+                                                  each subfolder a symlink ../.d/<h>
+    <mirror>/releases/<owner>/<site>/.d/<h>/      a folder kept releases share (render.mirror.pool)
     <mirror>/releases/<owner>/<site>/.trees/      the version tree of each release
     <mirror>/releases/<owner>/<site>/.meta/<version>/tree.json, delta/<parent>.json
     <mirror>/sites/<owner>/<site>/live.json       /_render/live.json
@@ -14,19 +16,26 @@ switches the site's ``current`` symlink to it::
     <mirror>/sites/<owner>/<site>/site.json       the served version and its base_url
     <mirror>/hosts.map                            nginx map: host name -> owner/site
 
-A release is built in ``.partial-<version>/``: files whose hash a kept release
-already has are hard links to it (no download); new blobs are downloaded into
-``.incoming/``, checked against their sha256 (a mismatch refuses the release)
-and linked in; a local store's blobs are checked where they are and hard-linked
-straight in (``render.mirror.fetch``). Only when every file is in place and the file system is synced
-is the folder renamed to ``<version>/``, so a release folder without the
-prefix is always whole. Each kept release is also served under
+A folder that did not change between versions is one folder in ``.d/``, named
+by its content, that every kept release links to; a new release makes only
+the folders that changed and their ancestors. It is built in
+``.partial-<version>/``: files whose hash a kept release already has are hard
+links to it (no download); new blobs are downloaded into ``.incoming/``,
+checked against their sha256 (a mismatch refuses the release) and linked in;
+a local store's blobs are checked where they are and hard-linked straight in
+(``render.mirror.fetch``). Its new folders are then staged whole under
+``.pool-<version>/``, the file system is synced, and only then are they
+renamed into ``.d/`` and the release folder renamed to ``<version>/``, so a
+release folder without the prefix, and every folder it links to, is always
+whole. Each kept release is also served under
 ``/_v/<version>/`` (``render.serve.versioned``): ``.meta/<version>/`` holds
 its ``tree.json`` and the delta from its parent (from the store), and
 ``live.json`` names the served version. ``current`` is switched by making a new symlink beside
 it and renaming it over the old one: a reader sees the old link or the new
 one, never none. An interrupted sync leaves ``current`` where it was; the next
-one reuses the blobs it already checked and finishes.
+one reuses the blobs it already checked and the shared folders it named, and
+finishes. Pruning deletes old releases, then the shared folders none of the
+releases left reaches. One sync of a site runs at a time (``site_lock``).
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ import random
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
@@ -47,12 +56,14 @@ from typing import Protocol
 
 from render.errors import MirrorError, RenderError
 from render.files import sync_folder, utc_stamp
+from render.mirror import pool
 from render.mirror.fetch import Refused, fetch_release
 from render.mirror.layout import (
     MAP_FILE,
     NAME_RE,
     STATUS_FILE,
     Layout,
+    site_lock,
     sync_lock,
     syncfs,
     write_file,
@@ -106,7 +117,8 @@ class SiteSync:
     served: str | None = None  # what current points at after the sync
     fetched: int = 0  # blobs downloaded and verified
     fetched_bytes: int = 0
-    linked: int = 0  # files hard-linked from releases already on disk
+    linked: int = 0  # files taken from releases on disk: hard-linked, or in a shared folder
+    shared: int = 0  # folders a kept release already has (not made again)
     removed: tuple[str, ...] = ()  # old releases deleted after the switch
     error: str | None = None
     hint: str | None = None
@@ -163,9 +175,9 @@ def sync_site(
     site = f"{owner}/{name}"
     seen: dict[str, str] = {}  # the live version, once root.json is read
     try:
-        result = _sync_site(
-            store, Layout(root, owner, name), keep=keep, concurrency=concurrency, seen=seen
-        )
+        lay = Layout(root, owner, name)
+        with site_lock(lay):
+            result = _sync_site(store, lay, keep=keep, concurrency=concurrency, seen=seen)
     except Refused as exc:
         outcome, error, hint = SyncOutcome.refused, exc.message, exc.hint
     except RenderError as exc:
@@ -226,10 +238,10 @@ def _sync_site(
         return SiteSync(
             site=lay.site, outcome=SyncOutcome.unchanged, version=live.version, served=served
         )
-    fetched = fetched_bytes = linked = 0
+    made = _Made()
     if not lay.release(live.version).is_dir():
         tree = _fetch_tree(store, lay, live.version)
-        fetched, fetched_bytes, linked = _materialize(store, lay, tree, concurrency=concurrency)
+        made = _materialize(store, lay, tree, concurrency=concurrency)
         if tree.parent is not None:
             delta = _delta(store, lay, tree, tree.parent)
             if delta is not None:
@@ -243,9 +255,10 @@ def _sync_site(
         outcome=SyncOutcome.switched,
         version=live.version,
         served=live.version,
-        fetched=fetched,
-        fetched_bytes=fetched_bytes,
-        linked=linked,
+        fetched=made.fetched,
+        fetched_bytes=made.fetched_bytes,
+        linked=made.linked,
+        shared=made.shared,
         removed=removed,
     )
 
@@ -299,23 +312,46 @@ def _safe_path(path: str) -> bool:
     )
 
 
-def _materialize(
-    store: MirrorStore, lay: Layout, tree: VersionTree, *, concurrency: int
-) -> tuple[int, int, int]:
+@dataclass(frozen=True, kw_only=True)
+class _Made:
+    """What making a release took (nothing, when the release was on disk)."""
+
+    fetched: int = 0  # blobs fetched and checked
+    fetched_bytes: int = 0
+    linked: int = 0  # files hard-linked from kept releases, or in a folder they share
+    shared: int = 0  # folders the pool had
+
+
+def _materialize(store: MirrorStore, lay: Layout, tree: VersionTree, *, concurrency: int) -> _Made:
     """Build ``releases/.../<version>/`` whole, or raise and leave it unbuilt.
 
-    Returns (blobs fetched, bytes fetched, files linked from kept releases).
+    Only the root and the folders the pool lacks are made (``render.mirror.pool``):
+    their files go into ``.partial-<version>/``, the new folders are staged, the
+    whole is made durable, and then the pool folders and the release are named.
     """
-    partial = lay.partial(tree.version)
-    for stale in lay.releases.glob(".partial-*"):
-        if stale != partial:
+    shape = _folders(lay, tree)
+    partial, staging = lay.partial(tree.version), lay.staging(tree.version)
+    for stale in (*lay.releases.glob(".partial-*"), *lay.releases.glob(".pool-*")):
+        if stale not in (partial, staging):
             shutil.rmtree(stale, ignore_errors=True)
+    if staging.exists():  # an earlier run stopped while staging: again (what it named stays)
+        for started in (partial, staging):
+            if started.exists():
+                shutil.rmtree(started)
     partial.mkdir(parents=True, exist_ok=True)
     lay.incoming.mkdir(exist_ok=True)
-    on_disk = _known_blobs(lay, exclude=tree.version)
+    have = pool.existing(lay.pool)
+    make = pool.to_make(shape, have)
+    placed = {"", *make.values()}  # the folders whose files go into the partial release
     by_hash: dict[str, list[str]] = {}
+    shared_files = 0
     for path in sorted(tree.files):
-        by_hash.setdefault(tree.files[path].hash, []).append(path)
+        folder = path.rpartition("/")[0]
+        if folder in placed:
+            by_hash.setdefault(tree.files[path].hash, []).append(path)
+        elif shape.hashes[folder] in have:
+            shared_files += 1
+    on_disk = _known_blobs(lay, exclude=tree.version, needed=by_hash.keys())
     base, incoming = str(partial), str(lay.incoming)
     wanted = {  # plain strings: 10,000s of files in a first sync
         digest: tree.files[paths[0]]
@@ -350,15 +386,35 @@ def _materialize(
             _link_or_copy(source, dest)
             linked += from_disk
     write_file(lay.tree_file(tree.version), tree.to_bytes())
-    syncfs(lay.releases)  # every file and folder of the release is on disk before it can be named
+    pool.stage(partial, shape, make, staging)
+    syncfs(lay.releases)  # every file and folder of the release is on disk before any is named
+    made = [h for f in shape.deepest_first() if make.get(h := shape.hashes[f]) == f]
+    pool.name(staging, lay.pool, made)
     os.rename(partial, lay.release(tree.version))
     sync_folder(lay.releases)
+    shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(lay.incoming, ignore_errors=True)
-    return len(wanted), fetched_bytes, linked
+    return _Made(
+        fetched=len(wanted),
+        fetched_bytes=fetched_bytes,
+        linked=linked + shared_files,
+        shared=sum(1 for f, h in shape.hashes.items() if f and h in have),
+    )
 
 
-def _known_blobs(lay: Layout, *, exclude: str) -> dict[str, str]:
-    """hash -> a file holding it, from the releases on disk (current first)."""
+def _folders(lay: Layout, tree: VersionTree) -> pool.Folders:
+    try:
+        return pool.folders_of(tree.files)
+    except pool.Clash as exc:
+        raise MirrorError(
+            f"{version_key(lay.owner, lay.name, tree.version)}: refusing the tree: {exc}",
+            site=lay.site,
+            hint="a path in a version tree must not be a file and a folder at once",
+        ) from None
+
+
+def _known_blobs(lay: Layout, *, exclude: str, needed: Collection[str]) -> dict[str, str]:
+    """hash -> a file holding it, from the releases on disk (current first), for ``needed``."""
     found: dict[str, str] = {}
     served = lay.served()
     order = ([served] if served else []) + [v for v in reversed(lay.kept()) if v != served]
@@ -372,7 +428,7 @@ def _known_blobs(lay: Layout, *, exclude: str) -> dict[str, str]:
             continue  # a release without its tree is only used as a whole, never as a link source
         release = str(lay.release(version))
         for path, entry in tree.files.items():
-            if entry.hash not in found and _safe_path(path):
+            if entry.hash in needed and entry.hash not in found and _safe_path(path):
                 candidate = os.path.join(release, path)
                 if os.path.isfile(candidate):
                     found[entry.hash] = candidate
@@ -416,7 +472,11 @@ def _replace_symlink(link: Path, target: str) -> None:
 
 
 def _prune(lay: Layout, *, keep: int) -> tuple[str, ...]:
-    """Delete releases beyond the newest ``keep``; current and previous always stay."""
+    """Delete releases beyond the newest ``keep``, then the pool folders no release reaches.
+
+    Current and previous always stay. A release is renamed out of the version
+    names before it is deleted: a half-deleted release is never switched to.
+    """
     protected = [v for v in (lay.served(), lay.linked_version(lay.previous)) if v]
     kept = list(dict.fromkeys(protected))
     for version in reversed(lay.kept()):
@@ -425,13 +485,24 @@ def _prune(lay: Layout, *, keep: int) -> tuple[str, ...]:
         if version not in kept:
             kept.append(version)
     removed = tuple(v for v in lay.kept() if v not in kept)
+    for pattern in (".partial-*", ".pool-*", ".gone-*"):
+        for leftover in lay.releases.glob(pattern):
+            shutil.rmtree(leftover, ignore_errors=True)
+    shutil.rmtree(lay.incoming, ignore_errors=True)
     for version in removed:
-        shutil.rmtree(lay.release(version), ignore_errors=True)
+        gone = lay.releases / f".gone-{version}"
+        try:
+            os.rename(lay.release(version), gone)
+        except OSError:
+            gone = lay.release(version)  # deleted where it is
+        shutil.rmtree(gone, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             lay.tree_file(version).unlink()
         shutil.rmtree(lay.meta(version), ignore_errors=True)
-    for leftover in (*lay.releases.glob(".partial-*"), lay.incoming):
-        shutil.rmtree(leftover, ignore_errors=True)
+    try:  # every release on disk, kept or not deleted whole: a folder any of them reaches stays
+        pool.prune(lay.pool, [lay.release(v) for v in lay.kept()])
+    except OSError as exc:  # the switch is done; the next sync prunes again
+        log.warning("%s: pruning %s: %s", lay.site, lay.pool, exc)
     return removed
 
 
