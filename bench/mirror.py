@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from render.build.tree import FileEntry, content_type, write_object  # noqa: E402
+from render.mirror.layout import POOL  # noqa: E402
 from render.mirror.sync import sync  # noqa: E402
+from render.publish.manifest import is_version_id  # noqa: E402
 from render.publish.store import LocalStore, Store  # noqa: E402
 from render.publish.versions import publish_tree  # noqa: E402
 
@@ -92,21 +94,31 @@ def _sync(store: Store, mirror: Path, *, keep: int, concurrency: int) -> dict[st
         "blobs_fetched": site.fetched,
         "bytes_fetched": site.fetched_bytes,
         "files_linked": site.linked,
+        "folders_shared": site.shared,
     }
 
 
-def disk_usage(folder: Path) -> dict[str, int]:
-    """Bytes on disk under ``folder`` (blocks, each inode once) and the apparent size of every path."""
+def disk_usage(releases: Path) -> dict[str, int]:
+    """Bytes on disk of a site's releases and the folders they share, and their files' size.
+
+    On disk: the blocks of every folder, file and symlink under the release
+    folders and the pool ``.d/`` (each inode once, symlinks not followed); the
+    trees, ``.meta`` and other bookkeeping folders are left out. Apparent: the
+    size of every release's files, each path counted (what copies would take).
+    """
     seen: set[tuple[int, int]] = set()
     on_disk = apparent = 0
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for entry in [dirpath, *(os.path.join(dirpath, n) for n in filenames)]:
-            st = os.lstat(entry)
-            apparent += st.st_size if entry != dirpath else 0
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                on_disk += st.st_blocks * 512
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+    versions = [p for p in releases.iterdir() if is_version_id(p.name)]
+    for top in [*versions, releases / POOL]:
+        for dirpath, dirnames, filenames in os.walk(top):  # a symlinked folder: listed, not walked
+            for entry in [dirpath, *(os.path.join(dirpath, n) for n in filenames + dirnames)]:
+                st = os.lstat(entry)
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    on_disk += st.st_blocks * 512
+    for version in versions:
+        for dirpath, _dirnames, filenames in os.walk(version, followlinks=True):
+            apparent += sum(os.stat(os.path.join(dirpath, n)).st_size for n in filenames)
     return {"bytes_on_disk": on_disk, "apparent_bytes": apparent}
 
 
@@ -136,7 +148,7 @@ def mirror_bench(
         if step == 0:
             result["sync_after_one_article_changed"] = outcome
     releases = mirror / "releases" / owner / name
-    kept = sorted(p.name for p in releases.iterdir() if not p.name.startswith("."))
+    kept = sorted(p.name for p in releases.iterdir() if is_version_id(p.name))
     three = disk_usage(releases)
     result["kept_releases"] = len(kept)
     result["disk"] = {
