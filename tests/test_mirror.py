@@ -209,7 +209,10 @@ def test_a_corrupt_or_truncated_pack_refuses_the_release(
 
     assert site.outcome is SyncOutcome.refused
     assert site.served == v1 and site.version == v2
-    assert site.error is not None and f"blob {digest} at offset {offset} does not match its hash" in site.error
+    assert (
+        site.error is not None
+        and f"blob {digest} at offset {offset} does not match its hash" in site.error
+    )
     assert pack_key("acme", "blog", pack_id) in site.error
     assert site.hint is not None and "served version is unchanged" in site.hint
     assert _served_files(root) == site_files("one")

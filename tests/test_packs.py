@@ -91,7 +91,9 @@ def test_a_corrupt_pack_is_refused_by_every_reader_and_never_served(
     pack.chmod(0o644)
     pack.write_bytes(bytes(body))
 
-    with pytest.raises(PublishError, match=f"blob {entry.hash} at offset {offset} does not match its hash"):
+    with pytest.raises(
+        PublishError, match=f"blob {entry.hash} at offset {offset} does not match its hash"
+    ):
         StoredBlobs(store, owner="acme", name="demo", tree=tree).read(entry.hash)
     answer = LiveSites(store, cache=tmp_path / "cache")("demo.test", "/")
     assert answer.status == 503 and bytes(body[offset : offset + entry.size]) not in answer.body
