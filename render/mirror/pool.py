@@ -166,11 +166,15 @@ def _link_subfolders(here: str, folders: Folders, folder: str, *, prefix: str) -
 
 
 def name(staging: Path, pool: Path, hashes: Iterable[str]) -> None:
-    """Rename each staged folder to ``pool/<h>`` (in the order given: deepest first).
+    """Rename each staged folder to ``pool/<h>`` (in the order given: deepest first); the
+    staging folder itself becomes the pool when there is none yet.
 
     Call only once the staged folders are durable (``syncfs``): a named folder is whole.
     """
-    pool.mkdir(exist_ok=True)
+    if not os.path.lexists(pool):  # a site's first release: the whole pool in one rename
+        os.rename(staging, pool)
+        sync_folder(pool.parent)
+        return
     for h in hashes:
         target = pool / h
         if os.path.lexists(target):
