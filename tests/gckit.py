@@ -1,15 +1,20 @@
 """Shared pieces for the gc tests: a store that runs a piece of the test at one precise call,
-a thread whose result the test reads, and the check that a version reads back whole."""
+a thread whose result the test reads, the check that a version reads back whole, and the
+``store`` fixture (local and S3)."""
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from s3server import new_bucket, s3_config
 
 from render.errors import PublishError
 from render.publish.packs import StoredBlobs
-from render.publish.store import Store
+from render.publish.store import LocalStore, S3Store, Store
 from render.publish.versions import read_root, read_tree
 
 
@@ -120,3 +125,15 @@ def assert_whole(store: Store, version: str | None = None) -> str:
             broken.append(digest)
     assert broken == [], f"{len(broken)} blobs of {version} are gone"
     return version
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A local folder store, then an S3 store on moto (the test module imports ``moto_url``)."""
+    if request.param == "local":
+        yield LocalStore(tmp_path / "store")
+        return
+    endpoint = request.getfixturevalue("moto_url")
+    s3 = S3Store(s3_config(endpoint, new_bucket(endpoint)))
+    yield s3
+    s3.close()

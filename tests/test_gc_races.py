@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from faultproxy import FaultProxy, LoseResponse, Request
-from gckit import Hooked, RootReads, assert_whole, in_thread
+from gckit import Hooked, RootReads, assert_whole, in_thread, store
 from s3server import make_build, moto_url, new_bucket, s3_config, s3_env, site_files
 
 from render.config import load_host
@@ -39,20 +39,9 @@ from render.publish.versions import (
 )
 from render.run import locks
 
-__all__ = ["moto_url", "s3_env"]
+__all__ = ["moto_url", "s3_env", "store"]
 
 LATER = time.time() + 72 * 3600  # gc's clock: every blob and tree looks three days old
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "local":
-        yield LocalStore(tmp_path / "store")
-        return
-    endpoint = request.getfixturevalue("moto_url")
-    s3 = S3Store(s3_config(endpoint, new_bucket(endpoint)))
-    yield s3
-    s3.close()
 
 
 @pytest.fixture(params=["packs", "loose"])

@@ -15,13 +15,12 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from gckit import Hooked, RootReads, assert_whole, in_thread
-from s3server import make_build, moto_url, new_bucket, s3_config, s3_env, site_files
+from gckit import Hooked, RootReads, assert_whole, in_thread, store
+from s3server import make_build, moto_url, s3_env, site_files
 
 from render.errors import ConflictError
 from render.publish.gc import gc
@@ -29,24 +28,13 @@ from render.publish.history import list_versions, rollback, version_ids
 from render.publish.manifest import Root, delta_key, root_key
 from render.publish.packs import StoredBlobs
 from render.publish.repack import REPACK_SLACK
-from render.publish.store import LocalStore, S3Store, Store
+from render.publish.store import LocalStore, Store
 from render.publish.versions import Publication, publish, read_root, read_tree, switch_root
 
-__all__ = ["moto_url", "s3_env"]
+__all__ = ["moto_url", "s3_env", "store"]
 
 LATER = time.time() + 72 * 3600  # gc's clock: every blob, pack and tree looks three days old
 SPREAD = REPACK_SLACK + 2  # packs of a site published once and edited SPREAD - 1 times
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "local":
-        yield LocalStore(tmp_path / "store")
-        return
-    endpoint = request.getfixturevalue("moto_url")
-    s3 = S3Store(s3_config(endpoint, new_bucket(endpoint)))
-    yield s3
-    s3.close()
 
 
 def edits(count: int) -> dict[str, bytes]:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gckit import assert_whole
+from gckit import assert_whole, store
 from s3server import admin_client, make_build, moto_url, new_bucket, s3_config, s3_env, site_files
 from sitekit import Host, SiteSpec, html, make_host
 
@@ -21,7 +21,7 @@ from render.publish.repair import repair
 from render.publish.store import LocalStore, S3Store, Store, open_store
 from render.publish.versions import DEFAULT_PACK_LIMIT, publish, read_root, read_tree
 
-__all__ = ["moto_url", "s3_env"]
+__all__ = ["moto_url", "s3_env", "store"]
 
 SITE = "acme/blog"
 
@@ -235,17 +235,6 @@ def test_repair_names_what_the_last_build_does_not_hold(tmp_path: Path, layout: 
         with pytest.raises(PublishError, match="is corrupt"):
             p0.read(broken["posts/p0/index.html"])
     assert not (tmp_path / "s").exists()
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "local":
-        yield LocalStore(tmp_path / "store")
-        return
-    endpoint = request.getfixturevalue("moto_url")
-    s3 = S3Store(s3_config(endpoint, new_bucket(endpoint)))
-    yield s3
-    s3.close()
 
 
 def pack_bytes(store: Store, pack: str) -> bytes | None:

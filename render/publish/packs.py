@@ -48,6 +48,18 @@ class Pack:
     offsets: Mapping[str, int]  # blob hash -> byte offset
 
 
+def build_objects(objects: Path, digests: Iterable[str]) -> Objects:
+    """The build's objects folder, once it is known to hold every one of ``digests``."""
+    stored = Objects(objects)
+    for digest in digests:
+        if not stored.has(digest):
+            raise PublishError(
+                f"the build's object {digest} is missing from {objects}",
+                hint="rebuild with --force; the build folder is incomplete",
+            )
+    return stored
+
+
 def split(blobs: Mapping[str, FileEntry], *, limit: int) -> list[list[str]]:
     """``blobs`` (in the order given) cut into runs of at most ``limit`` bytes each.
 
@@ -99,13 +111,7 @@ def upload_packs(
     publish of the same build put it: packs are named by their bytes, so a
     rerun makes the same ones). ``progress`` counts blobs.
     """
-    stored = Objects(objects)
-    for digest in blobs:
-        if not stored.has(digest):
-            raise PublishError(
-                f"the build's object {digest} is missing from {objects}",
-                hint="rebuild with --force; the build folder is incomplete",
-            )
+    stored = build_objects(objects, blobs)
     runs = split(blobs, limit=limit)
     packs: list[Pack] = []
     total, done = len(blobs), 0

@@ -37,7 +37,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
-from render.build.objects import Objects
 from render.build.tree import Build, FileEntry
 from render.errors import ConflictError, PublishError
 from render.publish import hosts
@@ -63,7 +62,7 @@ from render.publish.manifest import (
     utc_now_iso,
     version_key,
 )
-from render.publish.packs import packed_tree, put_back, upload_packs
+from render.publish.packs import build_objects, packed_tree, put_back, upload_packs
 from render.publish.store import Store
 
 UploadProgress = Callable[[int, int], None]
@@ -544,13 +543,7 @@ def upload_blobs(
         return
     total = len(blobs)
     done = 0
-    stored = Objects(objects)
-    for digest in blobs:
-        if not stored.has(digest):
-            raise PublishError(
-                f"the build's object {digest} is missing from {objects}",
-                hint="rebuild with --force; the build folder is incomplete",
-            )
+    stored = build_objects(objects, blobs)
 
     if isinstance(store, BlobBatches):  # the local store: one write each, one syncfs for all
 
