@@ -2,8 +2,8 @@
 
 A blob the version's index places in a pack is read by byte range (nearby
 ranges of one pack in one request, so most of a pack is one GET: see
-``render.publish.packs``), checked against its sha256 and written once into
-``.incoming/``; the release links to it. A loose blob from a store elsewhere
+``render.publish.packs``), checked against its sha256, written once under
+``.incoming/`` and renamed whole to its first path in the partial release. A loose blob from a store elsewhere
 is downloaded into ``.incoming/`` and checked the same way. A local store's
 loose blob (``LocalStore``, on this machine) is checked where it is and
 hard-linked straight into the release: its blobs are read-only and never
@@ -12,6 +12,7 @@ written in place, so the release shares their bytes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -55,7 +56,7 @@ def fetch_release(
     """Every blob of ``wanted`` where the release can link it; the bytes read from the store."""
     packed = [d for d in wanted if d in tree.index]
     loose = {d: e for d, e in wanted.items() if d not in tree.index}
-    total = _fetch_packed(store, lay, tree, packed, by_hash, concurrency=concurrency)
+    total = _fetch_packed(store, lay, tree, packed, by_hash, partial, concurrency=concurrency)
     if isinstance(store, LocalStore):  # on this machine: links to its files, no download
         return total + link_blobs(store, lay, loose, by_hash, partial)
     return total + fetch_blobs(store, lay, loose, by_hash, concurrency=concurrency)
@@ -67,21 +68,27 @@ def _fetch_packed(
     tree: VersionTree,
     digests: list[str],
     by_hash: Mapping[str, list[str]],
+    partial: Path,
     *,
     concurrency: int,
 ) -> int:
-    """The packed blobs of ``digests``, each checked and written once into ``.incoming/``."""
+    """The packed blobs of ``digests``, each checked, then written once and renamed whole to
+    its first path in the partial release (the other paths link to it)."""
     if not digests:
         return 0
     total = 0
     lock = threading.Lock()
+    base, incoming = str(partial), str(lay.incoming)
 
-    def keep(digest: str, data: bytes) -> None:  # checked: named only once whole
+    def keep(digest: str, data: bytes) -> None:
         nonlocal total
-        tmp = lay.incoming / f".{digest}.{threading.get_ident()}.part"
-        tmp.unlink(missing_ok=True)
-        write_new(str(tmp), data, mode=0o444)
-        os.replace(tmp, lay.incoming / digest)
+        tmp = os.path.join(incoming, f".{digest}.{threading.get_ident()}.part")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        write_new(tmp, data, mode=0o444)
+        dest = os.path.join(base, by_hash[digest][0])
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        os.rename(tmp, dest)
         with lock:
             total += len(data)
 
