@@ -123,6 +123,7 @@ class SiteFresh:
         self.folder = folder  # sites/<owner>/<name>
         self.host = host
         self.max_pending = max_pending
+        self._queued = 0  # renders queued or running, under every state: at most max_pending
         self.on_render = on_render  # (path, hash): a page rendered on request
         site = load_site(folder, host=host)
         self.id = str(site.id)
@@ -222,8 +223,9 @@ class SiteFresh:
 
     def _queue(self, st: _State, path: str) -> Future[None] | None:
         """Queue the render of ``path`` (lock held); None past ``max_pending``."""
-        if len(st.inflight) >= self.max_pending or self._closed:
+        if self._queued >= self.max_pending or self._closed:
             return None
+        self._queued += 1
         future = self._thread.submit(self._render, st, path)
         st.inflight[path] = future
         return future
@@ -370,6 +372,7 @@ class SiteFresh:
         finally:
             with self._lock:
                 st.inflight.pop(path, None)
+                self._queued -= 1
 
     def _rendered_elsewhere(self, st: _State, path: str) -> str | None:
         """The hash of ``path`` as another origin process rendered it from this same state."""
