@@ -294,7 +294,8 @@ def _delta(store: MirrorStore, lay: Layout, tree: VersionTree, parent: str) -> b
     """The delta from ``parent`` to ``tree``: worked out here when the parent's release is kept
     (the same bytes the publish stored), else read from the store."""
     try:
-        older = VersionTree.from_bytes(lay.tree_file(parent).read_bytes(), key=parent)
+        tree_file = lay.tree_file(parent)
+        older = VersionTree.from_bytes(tree_file.read_bytes(), key=str(tree_file))
     except (OSError, RenderError):
         return store.get(delta_key(lay.owner, lay.name, tree.version, parent))
     return Delta.between(
